@@ -1,0 +1,44 @@
+// swift-tools-version:6.0
+import PackageDescription
+
+let package = Package(
+    name: "intilery-relay",
+    platforms: [.macOS(.v15)],
+    products: [
+        .executable(name: "intilery-relay", targets: ["intilery-relay"])
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+        .package(url: "https://github.com/apple/swift-nio", from: "2.101.2"),
+    ],
+    targets: [
+        .systemLibrary(
+            name: "CCurl",
+            pkgConfig: "libcurl",
+            providers: [.apt(["libcurl4-openssl-dev"])]
+        ),
+        .target(name: "CurlHTTP", dependencies: ["CCurl"]),
+        .target(name: "RelayJSON"),
+        .target(name: "RelayCore", dependencies: ["RelayJSON"]),
+        .target(
+            name: "HTTPServer",
+            dependencies: [
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+            ]
+        ),
+        .executableTarget(
+            name: "intilery-relay",
+            dependencies: [
+                "RelayCore",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ]
+        ),
+        .testTarget(name: "CurlHTTPTests", dependencies: ["CurlHTTP", "HTTPServer"]),
+        .testTarget(name: "RelayJSONTests", dependencies: ["RelayJSON"]),
+        .testTarget(name: "RelayCoreTests", dependencies: ["RelayCore"]),
+        .testTarget(name: "EndToEndTests", dependencies: ["RelayCore"]),
+    ],
+    swiftLanguageModes: [.v6]
+)

@@ -1,0 +1,150 @@
+import CCurl
+import Foundation
+import Synchronization
+
+/// Owns one curl multi handle and the thread that runs `curl_multi_poll` on it.
+///
+/// `@unchecked Sendable`: `multi` and `running` are used only on the driver thread; other threads reach it
+/// through `inbox` (locked) and `curl_multi_wakeup`, which libcurl documents as safe from any thread.
+final class CurlMultiDriver: @unchecked Sendable {
+    private let multi: UnsafeMutableRawPointer
+    private var running: [UnsafeMutableRawPointer: CurlTransfer] = [:]
+
+    private struct Inbox {
+        var added: [CurlTransfer] = []
+        var cancelled: [CurlTransfer] = []
+        var shutdownWaiters: [CheckedContinuation<Void, Never>] = []
+        var shuttingDown = false
+        var stopped = false
+    }
+    private let inbox = Mutex(Inbox())
+
+    init(maxCachedConnections: Int, maxConnectionsPerHost: Int) {
+        CurlGlobal.initializeOnce()
+        multi = curl_multi_init()
+        _ = ccurl_multi_setopt_long(multi, CURLMOPT_MAXCONNECTS, maxCachedConnections)
+        _ = ccurl_multi_setopt_long(multi, CURLMOPT_MAX_HOST_CONNECTIONS, maxConnectionsPerHost)
+        _ = ccurl_multi_setopt_long(multi, CURLMOPT_PIPELINING, Int(CURLPIPE_MULTIPLEX))
+        let thread = Thread { [self] in run() }
+        thread.name = "curl-multi"
+        thread.start()
+    }
+
+    /// Hands a transfer to the driver; false once shutdown has begun.
+    func submit(_ transfer: CurlTransfer) -> Bool {
+        let accepted = inbox.withLock { inbox -> Bool in
+            guard !inbox.shuttingDown else { return false }
+            inbox.added.append(transfer)
+            return true
+        }
+        if accepted { curl_multi_wakeup(multi) }
+        return accepted
+    }
+
+    /// Asks the driver to abort a transfer and fail it as cancelled.
+    func cancel(_ transfer: CurlTransfer) {
+        let accepted = inbox.withLock { inbox -> Bool in
+            guard !inbox.stopped else { return false }
+            inbox.cancelled.append(transfer)
+            return true
+        }
+        if accepted { curl_multi_wakeup(multi) }
+    }
+
+    /// Fails whatever is still running, stops the thread and returns once it has stopped.
+    func shutdown() async {
+        await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+            let alreadyStopped = inbox.withLock { inbox -> Bool in
+                if inbox.stopped { return true }
+                inbox.shuttingDown = true
+                inbox.shutdownWaiters.append(continuation)
+                return false
+            }
+            if alreadyStopped { continuation.resume() } else { curl_multi_wakeup(multi) }
+        }
+    }
+
+    private func run() {
+        var finished: [(CurlTransfer, Result<HTTPResponse, CurlHTTPError>)] = []
+        while true {
+            let (added, cancelled, shuttingDown) = inbox.withLock { inbox in
+                defer {
+                    inbox.added.removeAll(keepingCapacity: true)
+                    inbox.cancelled.removeAll(keepingCapacity: true)
+                }
+                return (inbox.added, inbox.cancelled, inbox.shuttingDown)
+            }
+            for transfer in added {
+                running[transfer.easy] = transfer
+                let code = curl_multi_add_handle(multi, transfer.easy)
+                if code != CURLM_OK {
+                    running[transfer.easy] = nil
+                    let text = String(cString: curl_multi_strerror(code))
+                    finished.append((transfer, .failure(.other(url: transfer.request.url, detail: text))))
+                }
+            }
+            for transfer in cancelled where running.removeValue(forKey: transfer.easy) != nil {
+                curl_multi_remove_handle(multi, transfer.easy)
+                finished.append((transfer, .failure(.cancelled(url: transfer.request.url))))
+            }
+            if shuttingDown {
+                for transfer in running.values {
+                    curl_multi_remove_handle(multi, transfer.easy)
+                    finished.append((transfer, .failure(.shutDown(url: transfer.request.url))))
+                }
+                running.removeAll()
+                resume(&finished)
+                break
+            }
+
+            var stillRunning: Int32 = 0
+            curl_multi_perform(multi, &stillRunning)
+            var queued: Int32 = 0
+            while let message = curl_multi_info_read(multi, &queued) {
+                guard message.pointee.msg == CURLMSG_DONE, let easy = message.pointee.easy_handle,
+                    let transfer = running.removeValue(forKey: easy)
+                else { continue }
+                let code = message.pointee.data.result
+                curl_multi_remove_handle(multi, easy)
+                finished.append((transfer, transfer.outcome(for: code)))
+            }
+            // Resumed outside every lock, after curl is done with the handles.
+            resume(&finished)
+            if running.isEmpty && !hasWork() {
+                curl_multi_poll(multi, nil, 0, 60_000, nil)
+            } else {
+                curl_multi_poll(multi, nil, 0, 1_000, nil)
+            }
+        }
+        curl_multi_cleanup(multi)
+        let waiters = inbox.withLock { inbox in
+            inbox.stopped = true
+            // Transfers submitted while the loop was finishing never reached curl.
+            let late = inbox.added
+            inbox.added = []
+            inbox.cancelled = []
+            for transfer in late { transfer.finish(.failure(.shutDown(url: transfer.request.url))) }
+            defer { inbox.shutdownWaiters = [] }
+            return inbox.shutdownWaiters
+        }
+        for waiter in waiters { waiter.resume() }
+    }
+
+    private func hasWork() -> Bool {
+        inbox.withLock { !$0.added.isEmpty || !$0.cancelled.isEmpty || $0.shuttingDown }
+    }
+
+    private func resume(_ finished: inout [(CurlTransfer, Result<HTTPResponse, CurlHTTPError>)]) {
+        for (transfer, result) in finished { transfer.finish(result) }
+        finished.removeAll(keepingCapacity: true)
+    }
+}
+
+/// `curl_global_init` must run once before any other curl call, and is not safe to race.
+enum CurlGlobal {
+    private static let initialized: Bool = {
+        curl_global_init(Int(CURL_GLOBAL_ALL)) == CURLE_OK
+    }()
+
+    static func initializeOnce() { _ = initialized }
+}

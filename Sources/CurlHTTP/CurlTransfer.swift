@@ -1,0 +1,284 @@
+import CCurl
+import Synchronization
+
+/// One request's easy handle, its buffers and the continuation waiting for it.
+///
+/// `@unchecked Sendable`: the handle and the response buffers are touched by the calling task only while the
+/// transfer is being set up, then only by the driver thread (curl callbacks and completion) until it finishes;
+/// the continuation handshake, the one part both sides touch, is behind `state`'s lock.
+final class CurlTransfer: @unchecked Sendable {
+    let easy: UnsafeMutableRawPointer
+    let request: HTTPRequest
+    private var headerList: UnsafeMutablePointer<curl_slist>?
+    /// curl writes its failure text here; allocated so that its address is stable for the transfer's life.
+    private let errorBuffer: UnsafeMutablePointer<CChar>
+
+    private var body: [UInt8] = []
+    private var headers = HTTPHeaders()
+    private var bodyTruncated = false
+    private var bodyOverLimit = false
+
+    private enum State {
+        case created
+        case waiting(CheckedContinuation<HTTPResponse, any Error>)
+        case cancelledBeforeWaiting
+        case finished
+    }
+    private let state = Mutex<State>(.created)
+
+    init(_ request: HTTPRequest, userAgent: String?) throws(CurlHTTPError) {
+        let lower = request.url.lowercased()
+        guard lower.hasPrefix("http://") || lower.hasPrefix("https://") else {
+            throw .protocolNotAllowed(request.url)
+        }
+        for field in request.headers.fields where (field.name + field.value).contains(where: \.isNewline) {
+            throw .invalidRequest(url: request.url, detail: "header \(field.name) contains a line break")
+        }
+        guard let easy = curl_easy_init() else { throw .other(url: request.url, detail: "curl_easy_init failed") }
+        self.easy = easy
+        self.request = request
+        errorBuffer = .allocate(capacity: Int(CURL_ERROR_SIZE) + 1)
+        errorBuffer.initialize(repeating: 0, count: Int(CURL_ERROR_SIZE) + 1)
+        try configure(userAgent: userAgent)
+    }
+
+    deinit {
+        curl_easy_cleanup(easy)
+        curl_slist_free_all(headerList)
+        errorBuffer.deallocate()
+    }
+
+    private func configure(userAgent: String?) throws(CurlHTTPError) {
+        let url = request.url
+        func check(_ code: CURLcode) throws(CurlHTTPError) {
+            guard code == CURLE_OK else {
+                throw code == CURLE_UNSUPPORTED_PROTOCOL
+                    ? .protocolNotAllowed(url) : .other(url: url, detail: String(cString: curl_easy_strerror(code)))
+            }
+        }
+        try check(ccurl_easy_setopt_string(easy, CURLOPT_PROTOCOLS_STR, "http,https"))
+        try check(ccurl_easy_setopt_string(easy, CURLOPT_REDIR_PROTOCOLS_STR, "http,https"))
+        try check(ccurl_easy_setopt_long(easy, CURLOPT_FOLLOWLOCATION, 0))
+        try check(ccurl_easy_setopt_long(easy, CURLOPT_NOSIGNAL, 1))
+        try check(ccurl_easy_setopt_long(easy, CURLOPT_TCP_KEEPALIVE, 1))
+        try check(ccurl_easy_setopt_long(easy, CURLOPT_HTTP_VERSION, Int(CURL_HTTP_VERSION_2TLS)))
+        try check(ccurl_easy_setopt_long(easy, CURLOPT_SSL_VERIFYPEER, 1))
+        try check(ccurl_easy_setopt_long(easy, CURLOPT_SSL_VERIFYHOST, 2))
+        try check(ccurl_easy_setopt_long(easy, CURLOPT_CONNECTTIMEOUT_MS, request.connectTimeout.milliseconds))
+        try check(ccurl_easy_setopt_long(easy, CURLOPT_TIMEOUT_MS, request.timeout.milliseconds))
+        if case .failBeyond(let limit) = request.responseBodyLimit {
+            // Refuses early when Content-Length already says too much; the write callback catches the rest.
+            try check(ccurl_easy_setopt_off_t(easy, CURLOPT_MAXFILESIZE_LARGE, curl_off_t(limit)))
+        }
+        let code = url.withCString { ccurl_easy_setopt_string(easy, CURLOPT_URL, $0) }
+        guard code == CURLE_OK else {
+            throw code == CURLE_UNSUPPORTED_PROTOCOL ? .protocolNotAllowed(url) : .invalidURL(url)
+        }
+        if let userAgent { try check(ccurl_easy_setopt_string(easy, CURLOPT_USERAGENT, userAgent)) }
+
+        switch request.method {
+        case "GET": try check(ccurl_easy_setopt_long(easy, CURLOPT_HTTPGET, 1))
+        case "HEAD": try check(ccurl_easy_setopt_long(easy, CURLOPT_NOBODY, 1))
+        default: try check(ccurl_easy_setopt_string(easy, CURLOPT_CUSTOMREQUEST, request.method))
+        }
+        if let body = request.body {
+            try check(ccurl_easy_setopt_off_t(easy, CURLOPT_POSTFIELDSIZE_LARGE, curl_off_t(body.count)))
+            try check(body.withUnsafeBytes { ccurl_easy_setopt_pointer(easy, CURLOPT_COPYPOSTFIELDS, UnsafeMutableRawPointer(mutating: $0.baseAddress ?? UnsafeRawPointer(bitPattern: 1)!)) })
+            if request.method != "POST" {
+                try check(ccurl_easy_setopt_string(easy, CURLOPT_CUSTOMREQUEST, request.method))
+            }
+        }
+
+        // "Expect:" stops curl from waiting for a 100-continue on larger bodies, a round trip receivers never need.
+        var list = curl_slist_append(nil, "Expect:")
+        for field in request.headers.fields {
+            // "Name;" is curl's way to send a header with an empty value.
+            let line = field.value.isEmpty ? "\(field.name);" : "\(field.name): \(field.value)"
+            list = curl_slist_append(list, line)
+        }
+        headerList = list
+        try check(ccurl_easy_setopt_slist(easy, CURLOPT_HTTPHEADER, list))
+
+        try check(ccurl_easy_setopt_pointer(easy, CURLOPT_ERRORBUFFER, errorBuffer))
+        let me = Unmanaged.passUnretained(self).toOpaque()
+        try check(ccurl_easy_setopt_pointer(easy, CURLOPT_WRITEDATA, me))
+        try check(ccurl_easy_setopt_callback(easy, CURLOPT_WRITEFUNCTION, curlWriteBody))
+        try check(ccurl_easy_setopt_pointer(easy, CURLOPT_HEADERDATA, me))
+        try check(ccurl_easy_setopt_callback(easy, CURLOPT_HEADERFUNCTION, curlWriteHeader))
+    }
+
+    // MARK: - Driver thread
+
+    /// Takes a body chunk; returning less than its size makes curl abort with CURLE_WRITE_ERROR.
+    func receiveBody(_ chunk: UnsafeRawBufferPointer) -> Int {
+        let room = request.responseBodyLimit.bytes - body.count
+        if chunk.count <= room {
+            body.append(contentsOf: chunk)
+            return chunk.count
+        }
+        switch request.responseBodyLimit {
+        case .failBeyond:
+            bodyOverLimit = true
+        case .keepFirst:
+            body.append(contentsOf: chunk.prefix(max(room, 0)))
+            bodyTruncated = true
+        }
+        return 0
+    }
+
+    func receiveHeaderLine(_ line: UnsafeRawBufferPointer) {
+        var text = String(decoding: line, as: UTF8.self)
+        while text.last?.isNewline == true { text.removeLast() }
+        if text.hasPrefix("HTTP/") {
+            // A new status line: an interim 1xx response came before, so its headers are not the final ones.
+            headers = HTTPHeaders()
+            return
+        }
+        guard let colon = text.firstIndex(of: ":") else { return }
+        let name = String(text[..<colon])
+        let value = text[text.index(after: colon)...].trimmingSpaces()
+        headers.add(name: name, value: value)
+    }
+
+    /// Builds the outcome from curl's result code once the transfer is done.
+    func outcome(for code: CURLcode) -> Result<HTTPResponse, CurlHTTPError> {
+        let url = request.url
+        let detail = String(cString: errorBuffer)
+        switch code {
+        case CURLE_OK:
+            break
+        case CURLE_WRITE_ERROR where bodyTruncated:
+            break
+        case CURLE_WRITE_ERROR where bodyOverLimit, CURLE_FILESIZE_EXCEEDED:
+            return .failure(.bodyTooLarge(url: url, limit: request.responseBodyLimit.bytes))
+        case CURLE_COULDNT_RESOLVE_HOST, CURLE_COULDNT_RESOLVE_PROXY:
+            return .failure(.dnsFailure(url: url, detail: detail))
+        case CURLE_COULDNT_CONNECT:
+            return .failure(.connectionRefused(url: url, detail: detail))
+        case CURLE_OPERATION_TIMEDOUT:
+            return .failure(.timeout(url: url, detail: detail))
+        case CURLE_SSL_CONNECT_ERROR, CURLE_PEER_FAILED_VERIFICATION, CURLE_SSL_CERTPROBLEM, CURLE_SSL_CIPHER,
+            CURLE_SSL_CACERT_BADFILE, CURLE_SSL_ISSUER_ERROR, CURLE_SSL_PINNEDPUBKEYNOTMATCH,
+            CURLE_SSL_INVALIDCERTSTATUS, CURLE_SSL_CRL_BADFILE, CURLE_SSL_SHUTDOWN_FAILED, CURLE_SSL_ENGINE_NOTFOUND,
+            CURLE_SSL_ENGINE_SETFAILED, CURLE_SSL_ENGINE_INITFAILED, CURLE_USE_SSL_FAILED:
+            return .failure(.tls(url: url, detail: detail))
+        case CURLE_UNSUPPORTED_PROTOCOL:
+            return .failure(.protocolNotAllowed(url))
+        case CURLE_URL_MALFORMAT:
+            return .failure(.invalidURL(url))
+        case CURLE_SEND_ERROR, CURLE_RECV_ERROR, CURLE_GOT_NOTHING, CURLE_PARTIAL_FILE, CURLE_HTTP2,
+            CURLE_HTTP2_STREAM, CURLE_WEIRD_SERVER_REPLY, CURLE_BAD_CONTENT_ENCODING:
+            return .failure(.connectionFailed(url: url, detail: detail))
+        default:
+            let text = detail.isEmpty ? String(cString: curl_easy_strerror(code)) : detail
+            return .failure(.other(url: url, detail: text))
+        }
+        var status = 0
+        _ = ccurl_easy_getinfo_long(easy, CURLINFO_RESPONSE_CODE, &status)
+        var newConnections = 0
+        _ = ccurl_easy_getinfo_long(easy, CURLINFO_NUM_CONNECTS, &newConnections)
+        var version = 0
+        _ = ccurl_easy_getinfo_long(easy, CURLINFO_HTTP_VERSION, &version)
+        let response = HTTPResponse(
+            status: status,
+            headers: headers,
+            body: body,
+            bodyTruncated: bodyTruncated,
+            timings: HTTPTimings(
+                nameLookup: microseconds(CURLINFO_NAMELOOKUP_TIME_T),
+                connect: microseconds(CURLINFO_CONNECT_TIME_T),
+                tlsHandshake: microseconds(CURLINFO_APPCONNECT_TIME_T),
+                firstByte: microseconds(CURLINFO_STARTTRANSFER_TIME_T),
+                total: microseconds(CURLINFO_TOTAL_TIME_T)
+            ),
+            openedNewConnection: newConnections > 0,
+            httpVersion: Self.versionName(version)
+        )
+        return .success(response)
+    }
+
+    private func microseconds(_ info: CURLINFO) -> Duration {
+        var value: curl_off_t = 0
+        _ = ccurl_easy_getinfo_off_t(easy, info, &value)
+        return .microseconds(value)
+    }
+
+    private static func versionName(_ version: Int) -> String {
+        switch version {
+        case Int(CURL_HTTP_VERSION_1_0): return "1.0"
+        case Int(CURL_HTTP_VERSION_1_1): return "1.1"
+        case Int(CURL_HTTP_VERSION_2_0): return "2"
+        case Int(CURL_HTTP_VERSION_3): return "3"
+        default: return "unknown"
+        }
+    }
+
+    // MARK: - Continuation handshake
+
+    /// Stores the continuation; false when a cancel came first, in which case it has been resumed already.
+    func wait(with continuation: CheckedContinuation<HTTPResponse, any Error>) -> Bool {
+        let cancelledFirst = state.withLock { state -> Bool in
+            if case .cancelledBeforeWaiting = state {
+                state = .finished
+                return true
+            }
+            state = .waiting(continuation)
+            return false
+        }
+        if cancelledFirst { continuation.resume(throwing: CurlHTTPError.cancelled(url: request.url)) }
+        return !cancelledFirst
+    }
+
+    /// Records a cancel; true when the transfer may be in the driver's hands and must be pulled out there.
+    func markCancelled() -> Bool {
+        state.withLock { state -> Bool in
+            switch state {
+            case .created:
+                state = .cancelledBeforeWaiting
+                return false
+            case .waiting:
+                return true
+            case .cancelledBeforeWaiting, .finished:
+                return false
+            }
+        }
+    }
+
+    /// Resumes the waiting task once; later calls do nothing.
+    func finish(_ result: Result<HTTPResponse, CurlHTTPError>) {
+        let continuation = state.withLock { state -> CheckedContinuation<HTTPResponse, any Error>? in
+            guard case .waiting(let continuation) = state else { return nil }
+            state = .finished
+            return continuation
+        }
+        continuation?.resume(with: result.mapError { $0 as any Error })
+    }
+}
+
+private func curlWriteBody(_ data: UnsafeMutablePointer<CChar>?, _ size: Int, _ count: Int, _ userdata: UnsafeMutableRawPointer?) -> Int {
+    guard let userdata else { return 0 }
+    let transfer = Unmanaged<CurlTransfer>.fromOpaque(userdata).takeUnretainedValue()
+    return transfer.receiveBody(UnsafeRawBufferPointer(start: data, count: size * count))
+}
+
+private func curlWriteHeader(_ data: UnsafeMutablePointer<CChar>?, _ size: Int, _ count: Int, _ userdata: UnsafeMutableRawPointer?) -> Int {
+    guard let userdata else { return 0 }
+    let transfer = Unmanaged<CurlTransfer>.fromOpaque(userdata).takeUnretainedValue()
+    transfer.receiveHeaderLine(UnsafeRawBufferPointer(start: data, count: size * count))
+    return size * count
+}
+
+extension Duration {
+    /// Whole milliseconds, rounded up so that a positive timeout never becomes curl's "no timeout" zero.
+    var milliseconds: Int {
+        let (seconds, attoseconds) = components
+        let ms = seconds * 1000 + (attoseconds + 999_999_999_999_999) / 1_000_000_000_000_000
+        return Int(ms)
+    }
+}
+
+extension Substring {
+    func trimmingSpaces() -> String {
+        String(drop { $0 == " " || $0 == "\t" }.reversed().drop { $0 == " " || $0 == "\t" }.reversed())
+    }
+}

@@ -1,0 +1,248 @@
+import CurlHTTP
+import Foundation
+import HTTPServer
+import Testing
+
+/// Runs `body` with a started client and server, and stops both whatever happens.
+func withClientAndServer<T>(
+    _ configuration: HTTPServer.Configuration = .init(),
+    handler: @escaping HTTPServer.Handler,
+    _ body: (CurlHTTPClient, HTTPServer) async throws -> T
+) async throws -> T {
+    let server = try await HTTPServer.start(configuration, handler: handler)
+    let client = CurlHTTPClient()
+    do {
+        let result = try await body(client, server)
+        await client.shutdown()
+        try await server.shutdown()
+        return result
+    } catch {
+        await client.shutdown()
+        try await server.shutdown()
+        throw error
+    }
+}
+
+/// Expects `body` to throw a ``CurlHTTPError`` of the same kind as `expected`, and returns it.
+@discardableResult
+func expectCurlError(
+    _ expected: CurlHTTPError, sourceLocation: SourceLocation = #_sourceLocation,
+    _ body: () async throws -> Void
+) async -> CurlHTTPError? {
+    do {
+        try await body()
+        Issue.record("expected \(expected.shortDescription), got a response", sourceLocation: sourceLocation)
+        return nil
+    } catch let error as CurlHTTPError {
+        #expect(error.isSameKind(as: expected), "got \(error)", sourceLocation: sourceLocation)
+        return error
+    } catch {
+        Issue.record("unexpected error \(error)", sourceLocation: sourceLocation)
+        return nil
+    }
+}
+
+@Suite struct CurlHTTPClientTests {
+    @Test func sequentialRequestsReuseOneConnection() async throws {
+        try await withClientAndServer(handler: { request in .json(Array("{\"n\":\"\(request.uri)\"}".utf8)) }) {
+            client, server in
+            var reused = 0
+            for n in 0..<1000 {
+                let response = try await client.execute(HTTPRequest(url: "\(server.baseURL)/r/\(n)"))
+                #expect(response.status == 200)
+                #expect(String(decoding: response.body, as: UTF8.self) == "{\"n\":\"/r/\(n)\"}")
+                if !response.openedNewConnection { reused += 1 }
+            }
+            #expect(server.acceptedConnections <= 2)
+            #expect(reused >= 998)
+        }
+    }
+
+    @Test func twoHundredConcurrentRequestsAllComplete() async throws {
+        try await withClientAndServer(handler: { request in .respond(status: 200, body: Array(request.uri.utf8)) }) {
+            client, server in
+            let bodies = try await withThrowingTaskGroup(of: (Int, String).self) { group in
+                for n in 0..<200 {
+                    group.addTask {
+                        let response = try await client.execute(HTTPRequest(url: "\(server.baseURL)/c/\(n)"))
+                        return (n, String(decoding: response.body, as: UTF8.self))
+                    }
+                }
+                var bodies: [Int: String] = [:]
+                for try await (n, body) in group { bodies[n] = body }
+                return bodies
+            }
+            #expect(bodies.count == 200)
+            #expect(bodies.allSatisfy { $0.value == "/c/\($0.key)" })
+            #expect(server.requestsHandled == 200)
+        }
+    }
+
+    @Test func serverThatNeverAnswersTripsTheTimeout() async throws {
+        try await withClientAndServer(handler: { _ in .neverRespond }) { client, server in
+            let started = ContinuousClock.now
+            await expectCurlError(.timeout(url: "")) {
+                _ = try await client.execute(HTTPRequest(url: "\(server.baseURL)/hang", timeout: .milliseconds(300)))
+            }
+            #expect(ContinuousClock.now - started < .seconds(10))
+        }
+    }
+
+    @Test func redirectIsReturnedAndNotFollowed() async throws {
+        try await withClientAndServer(handler: { request in
+            request.path == "/from"
+                ? .respond(status: 302, headers: [("location", "/to")]) : .text("followed", status: 200)
+        }) { client, server in
+            let response = try await client.execute(HTTPRequest(url: "\(server.baseURL)/from"))
+            #expect(response.status == 302)
+            #expect(response.headers["Location"] == "/to")
+            #expect(server.requestsHandled == 1)
+        }
+    }
+
+    @Test(arguments: ["file:///etc/passwd", "gopher://127.0.0.1:%PORT%/", "ftp://127.0.0.1:%PORT%/x", "dict://127.0.0.1:%PORT%/"])
+    func nonHTTPSchemesAreRefusedBeforeAnyIO(_ template: String) async throws {
+        try await withClientAndServer(handler: { _ in .text("should not be reached", status: 200) }) { client, server in
+            let url = template.replacingOccurrences(of: "%PORT%", with: String(server.port))
+            await expectCurlError(.protocolNotAllowed("")) {
+                _ = try await client.execute(HTTPRequest(url: url))
+            }
+            #expect(server.acceptedConnections == 0)
+        }
+    }
+
+    @Test func bodyOverTheLimitFailsWithTypedError() async throws {
+        let big = [UInt8](repeating: UInt8(ascii: "x"), count: 5000)
+        try await withClientAndServer(handler: { _ in .respond(status: 200, body: big) }) { client, server in
+            let error = await expectCurlError(.bodyTooLarge(url: "", limit: 0)) {
+                _ = try await client.execute(HTTPRequest(url: "\(server.baseURL)/big", responseBodyLimit: .failBeyond(4096)))
+            }
+            #expect(error?.description.contains("4096") == true)
+            let fits = try await client.execute(HTTPRequest(url: "\(server.baseURL)/big", responseBodyLimit: .failBeyond(5000)))
+            #expect(fits.body.count == 5000)
+        }
+    }
+
+    @Test func keepFirstLimitKeepsStatusAndASnippet() async throws {
+        let big = [UInt8](repeating: UInt8(ascii: "y"), count: 200_000)
+        try await withClientAndServer(handler: { _ in .respond(status: 503, body: big) }) { client, server in
+            let response = try await client.execute(
+                HTTPRequest(url: "\(server.baseURL)/reply", responseBodyLimit: .keepFirst(65_536)))
+            #expect(response.status == 503)
+            #expect(response.body.count == 65_536)
+            #expect(response.bodyTruncated)
+            let small = try await client.execute(HTTPRequest(url: "\(server.baseURL)/reply", responseBodyLimit: .keepFirst(300_000)))
+            #expect(!small.bodyTruncated)
+            #expect(small.body.count == 200_000)
+        }
+    }
+
+    @Test func cancellingTheTaskEndsTheTransferPromptly() async throws {
+        let (arrivals, arrived) = AsyncStream.makeStream(of: Void.self)
+        try await withClientAndServer(handler: { _ in
+            arrived.yield()
+            return .neverRespond
+        }) { client, server in
+            let task = Task {
+                try await client.execute(HTTPRequest(url: "\(server.baseURL)/slow", timeout: .seconds(60)))
+            }
+            var iterator = arrivals.makeAsyncIterator()
+            _ = await iterator.next()
+            let cancelledAt = ContinuousClock.now
+            task.cancel()
+            await expectCurlError(.cancelled(url: "")) { _ = try await task.value }
+            #expect(ContinuousClock.now - cancelledAt < .seconds(5))
+        }
+    }
+
+    @Test func cancelBeforeTheRequestStartsNeverReachesTheServer() async throws {
+        try await withClientAndServer(handler: { _ in .text("ok", status: 200) }) { client, server in
+            let task = Task {
+                withUnsafeCurrentTask { $0?.cancel() }
+                return try await client.execute(HTTPRequest(url: "\(server.baseURL)/never"))
+            }
+            await expectCurlError(.cancelled(url: "")) { _ = try await task.value }
+            #expect(server.requestsHandled == 0)
+        }
+    }
+
+    @Test func postSendsBodyAndHeadersExactly() async throws {
+        let (requests, received) = AsyncStream.makeStream(of: HTTPServerRequest.self)
+        try await withClientAndServer(handler: { request in
+            received.yield(request)
+            return .respond(status: 204)
+        }) { client, server in
+            let payload = Array("{\"a\": [1, 2.50, \"é\"]}".utf8) + [UInt8](repeating: 32, count: 4000)
+            let request = HTTPRequest(
+                method: "POST", url: "\(server.baseURL)/hook",
+                headers: ["content-type": "application/json", "webhook-id": "sub:evt-1", "x-empty": ""],
+                body: payload)
+            let response = try await client.execute(request)
+            #expect(response.status == 204)
+            var iterator = requests.makeAsyncIterator()
+            let seen = try #require(await iterator.next())
+            #expect(seen.method == "POST")
+            #expect(seen.body == payload)
+            #expect(seen.header("webhook-id") == "sub:evt-1")
+            #expect(seen.header("x-empty") == "")
+            #expect(seen.header("expect") == nil)
+        }
+    }
+
+    @Test func descriptionsNeverShowHeaderValuesOrURLPaths() async throws {
+        let request = HTTPRequest(
+            method: "POST", url: "https://user:pw@hooks.example.com/hooks/catch/123/s3cr3tpath/?token=abc",
+            headers: ["authorization": "Bearer TOPSECRET"])
+        let text = "\(request)"
+        #expect(!text.contains("TOPSECRET"))
+        #expect(!text.contains("s3cr3tpath"))
+        #expect(!text.contains("pw"))
+        #expect(text.contains("https://hooks.example.com"))
+        let error = CurlHTTPError.timeout(url: request.url, detail: "x")
+        #expect(!error.description.contains("s3cr3tpath"))
+    }
+
+    @Test func headerWithLineBreakIsRefused() async throws {
+        let client = CurlHTTPClient()
+        await expectCurlError(.invalidRequest(url: "", detail: "")) {
+            _ = try await client.execute(
+                HTTPRequest(url: "http://127.0.0.1:1/", headers: ["x-a": "ok\r\nx-injected: 1"]))
+        }
+        await client.shutdown()
+    }
+
+    @Test func refusedConnectionIsTyped() async throws {
+        let server = try await HTTPServer.start(handler: { _ in .text("", status: 200) })
+        let url = server.baseURL
+        try await server.shutdown()
+        let client = CurlHTTPClient()
+        await expectCurlError(.connectionRefused(url: "")) { _ = try await client.execute(HTTPRequest(url: url)) }
+        await client.shutdown()
+    }
+
+    @Test func truncatedResponseIsAConnectionFailure() async throws {
+        try await withClientAndServer(handler: { _ in
+            .truncate(status: 200, body: Array(repeating: UInt8(ascii: "z"), count: 1000), sentBytes: 10)
+        }) { client, server in
+            await expectCurlError(.connectionFailed(url: "")) {
+                _ = try await client.execute(HTTPRequest(url: "\(server.baseURL)/t"))
+            }
+        }
+    }
+
+    @Test func shutdownFailsRequestsStillRunning() async throws {
+        let (arrivals, arrived) = AsyncStream.makeStream(of: Void.self)
+        let server = try await HTTPServer.start(handler: { _ in
+            arrived.yield()
+            return .neverRespond
+        })
+        let client = CurlHTTPClient()
+        let task = Task { try await client.execute(HTTPRequest(url: "\(server.baseURL)/x", timeout: .seconds(60))) }
+        var iterator = arrivals.makeAsyncIterator()
+        _ = await iterator.next()
+        await client.shutdown()
+        await expectCurlError(.shutDown(url: "")) { _ = try await task.value }
+        await expectCurlError(.shutDown(url: "")) { _ = try await client.execute(HTTPRequest(url: server.baseURL)) }
+        try await server.shutdown()
+    }
+}
