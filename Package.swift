@@ -19,7 +19,7 @@ let package = Package(
         ),
         .target(name: "CurlHTTP", dependencies: ["CCurl"]),
         .target(name: "RelayJSON"),
-        .target(name: "RelayCore", dependencies: ["RelayJSON"]),
+        .target(name: "RelayCore", dependencies: ["RelayJSON", "CurlHTTP"]),
         .target(
             name: "HTTPServer",
             dependencies: [
@@ -38,7 +38,7 @@ let package = Package(
         .testTarget(name: "CurlHTTPTests", dependencies: ["CurlHTTP", "HTTPServer"]),
         .testTarget(name: "RelayJSONTests", dependencies: ["RelayJSON"]),
         .testTarget(name: "RelayCoreTests", dependencies: ["RelayCore"]),
-        .testTarget(name: "EndToEndTests", dependencies: ["RelayCore"]),
+        .testTarget(name: "EndToEndTests", dependencies: ["intilery-relay"]),
     ],
     swiftLanguageModes: [.v6]
 )

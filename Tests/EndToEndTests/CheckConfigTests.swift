@@ -1,0 +1,184 @@
+import Foundation
+import Testing
+
+/// `check-config` through the real binary: every rule of SPEC.md's config, one broken file at a time.
+@Suite struct CheckConfigTests {
+    static let source = #"{"name": "acme", "clientId": "acme", "accountId": "acme", "brandId": "ACME", "authToken": "tok-1"}"#
+    static let subscription = #"{"name": "hook", "webhook": {"url": "https://example.com/h"}}"#
+
+    static func config(sources: String = "[\(source)]", subscriptions: String = "[\(subscription)]", extra: String = "") -> String {
+        #"{"sources": \#(sources), "subscriptions": \#(subscriptions)\#(extra.isEmpty ? "" : ", " + extra)}"#
+    }
+
+    static func sourceWith(_ members: String) -> String {
+        "[" + source.dropLast() + ", " + members + "}]"
+    }
+
+    static func webhookWith(_ members: String, subscriptionMembers: String = "") -> String {
+        let extra = subscriptionMembers.isEmpty ? "" : subscriptionMembers + ", "
+        return #"[{"name": "hook", \#(extra)"webhook": {"url": "https://example.com/h", \#(members)}}]"#
+    }
+
+    static func whereClause(_ filter: String) -> String {
+        #"[{"name": "hook", "where": \#(filter), "webhook": {"url": "https://example.com/h"}}]"#
+    }
+
+    /// (file contents, the problem line expected after "FILE: ").
+    static let invalidConfigs: [(String, String)] = [
+        (#"{"sources": [}"#, "not valid JSON: line 1, column 14"),
+        ("[]", "must be an object, not an array"),
+        (config(extra: #""sourcez": []"#), #"sourcez: unknown key (did you mean "sources"?)"#),
+        (#"{"subscriptions": [\#(subscription)]}"#, "sources: is required"),
+        (config(sources: "[]"), "sources: must list at least one source"),
+        (config(sources: "[\(source)]", subscriptions: "[]"), "subscriptions: must list at least one subscription"),
+        (config(sources: #"[{"name": "Acme!", "clientId": "a", "accountId": "a", "brandId": "A", "authToken": "t"}]"#),
+         "sources[0].name: must match [a-z0-9_-]+"),
+        (config(sources: "[\(source), \(source)]", subscriptions: #"[{"name": "hook", "source": "acme", "webhook": {"url": "https://e.com/"}}]"#),
+         #"sources[1].name: duplicate source name "acme" (first used at sources[0])"#),
+        (config(sources: sourceWith(#""baseURL": "ftp://tracking.intilery.com""#)), "sources[0].baseURL: must be an http or https URL"),
+        (config(sources: #"[{"name": "acme", "accountId": "a", "brandId": "A", "authToken": "t"}]"#), "sources[0].clientId: is required"),
+        (config(sources: sourceWith(#""pageSize": 101"#)), "sources[0].pageSize: must be an integer from 1 to 100"),
+        (config(sources: sourceWith(#""pageSize": "100""#)), "sources[0].pageSize: must be an integer from 1 to 100, not a string"),
+        (config(sources: sourceWith(#""pollInterval": "5 seconds""#)), "sources[0].pollInterval: must be a duration"),
+        (config(sources: sourceWith(#""lookback": "48h""#)), "sources[0].lookback: must be at most 1d"),
+        (config(sources: sourceWith(#""startFrom": "yesterday""#)), #"sources[0].startFrom: must be "now", "earliest" or an ISO-8601 time"#),
+        (config(sources: sourceWith(#""rateLimit": {"perSecond": 0}"#)), "sources[0].rateLimit.perSecond: must be a number from 0.001"),
+        (config(sources: #"[{"name": "acme", "clientId": "a", "accountId": "a", "brandId": "A", "authToken": {"env": "RELAY_TEST_UNSET"}}]"#),
+         "sources[0].authToken: environment variable RELAY_TEST_UNSET is not set"),
+        (config(sources: #"[{"name": "acme", "clientId": "a", "accountId": "a", "brandId": "A", "authToken": {"file": "/nonexistent/token"}}]"#),
+         "sources[0].authToken: cannot read /nonexistent/token: No such file or directory"),
+        (config(sources: #"[{"name": "acme", "clientId": "a", "accountId": "a", "brandId": "A", "authToken": {"credential": "tok"}}]"#),
+         "sources[0].authToken: credential tok needs $CREDENTIALS_DIRECTORY"),
+        (config(sources: #"[{"name": "acme", "clientId": "a", "accountId": "a", "brandId": "A", "authToken": {"env": "A", "file": "/x"}}]"#),
+         #"sources[0].authToken: must have exactly one of "env", "file" or "credential""#),
+        (config(sources: #"[{"name": "a", "clientId": "a", "accountId": "a", "brandId": "A", "authToken": "same"}, {"name": "b", "clientId": "b", "accountId": "b", "brandId": "B", "authToken": "same", "rateLimit": {"perSecond": 5}}]"#,
+                subscriptions: #"[{"name": "hook", "source": "a", "webhook": {"url": "https://e.com/"}}]"#),
+         "sources[1].rateLimit: must equal the rateLimit of source \"a\", which uses the same authToken"),
+        (config(subscriptions: "[\(subscription), \(subscription)]"),
+         #"subscriptions[1].name: duplicate subscription name "hook" (first used at subscriptions[0])"#),
+        (config(subscriptions: #"[{"name": "hook", "source": "nope", "webhook": {"url": "https://e.com/"}}]"#),
+         #"subscriptions[0].source: names no source (sources: "acme")"#),
+        (config(sources: #"[\#(source), {"name": "b", "clientId": "b", "accountId": "b", "brandId": "B", "authToken": "t2"}]"#),
+         "subscriptions[0].source: is required when there is more than one source"),
+        (config(subscriptions: #"[\#(subscription), {"name": "h2", "webhook": {"url": "ftp://example.com/h"}}]"#),
+         "subscriptions[1].webhook.url: must be an http or https URL"),
+        (config(subscriptions: #"[{"name": "hook"}]"#), "subscriptions[0].webhook: is required"),
+        (config(subscriptions: #"[{"name": "hook", "include": "email_click", "webhook": {"url": "https://e.com/"}}]"#),
+         "subscriptions[0].include: must be an array of strings, not a string"),
+        (config(subscriptions: webhookWith(#""secret": "not-a-whsec-secret""#)),
+         #"subscriptions[0].webhook.secret: must be "whsec_" followed by the base64 of 24 to 64 bytes"#),
+        (config(subscriptions: webhookWith(#""secret": "whsec_c2hvcnQ=""#)),
+         #"subscriptions[0].webhook.secret: must be "whsec_" followed by the base64"#),
+        (config(subscriptions: webhookWith(#""retry": {"maxAttempt": 3}"#)),
+         #"subscriptions[0].webhook.retry.maxAttempt: unknown key (did you mean "maxAttempts"?)"#),
+        (config(subscriptions: webhookWith(#""callback": {}"#)), "subscriptions[0].webhook.callback: unknown key"),
+        (config(subscriptions: webhookWith(#""retry": {"maxAttempts": 0}"#)),
+         "subscriptions[0].webhook.retry.maxAttempts: must be an integer from 1 to"),
+        (config(subscriptions: webhookWith(#""retry": {"initialBackoff": "5s", "maxBackoff": "1s"}"#)),
+         "subscriptions[0].webhook.retry.maxBackoff: maxBackoff (1s) must not be less than initialBackoff (5s)"),
+        (config(subscriptions: webhookWith(#""ordering": "fifo""#)), #"subscriptions[0].webhook.ordering: must be one of "none", "strict""#),
+        (config(subscriptions: webhookWith(#""payload": "raw""#)), #"subscriptions[0].webhook.payload: must be one of "event", "envelope""#),
+        (config(subscriptions: webhookWith(#""batchSize": 0"#)), "subscriptions[0].webhook.batchSize: must be an integer from 1 to 1000"),
+        (config(subscriptions: webhookWith(#""concurrency": 1000"#)), "subscriptions[0].webhook.concurrency: must be an integer from 1 to 256"),
+        (config(subscriptions: webhookWith(#""timeout": "0ms""#)), "subscriptions[0].webhook.timeout: must be at least 100ms"),
+        (config(subscriptions: webhookWith(#""headers": {"webhook-id": "x"}"#)),
+         "subscriptions[0].webhook.headers.webhook-id: is set by the relay and cannot be overridden"),
+        (config(subscriptions: webhookWith(#""headers": {"X Bad": "x"}"#)),
+         #"subscriptions[0].webhook.headers["X Bad"]: is not a valid HTTP header name"#),
+        (config(subscriptions: webhookWith(#""headers": {"X-A": "a\r\nX-Injected: 1"}"#)),
+         "subscriptions[0].webhook.headers.X-A: value must not contain a line break or NUL"),
+        (config(subscriptions: whereClause(#"{"all": [{"path": "properties.total", "op": "between", "value": 1}]}"#)),
+         #"subscriptions[0].where.all[0].op: must be one of "eq", "ne", "in""#),
+        (config(subscriptions: whereClause(#"{"path": "action", "op": "in", "value": "a"}"#)),
+         #"subscriptions[0].where.value: must be an array for op "in""#),
+        (config(subscriptions: whereClause(#"{"path": "properties.x", "op": "eq", "value": null}"#)),
+         "subscriptions[0].where.value: must not be null"),
+        (config(subscriptions: whereClause(#"{"path": "properties..x", "op": "exists"}"#)),
+         "subscriptions[0].where.path: must be a dot-separated path"),
+        (config(subscriptions: whereClause("{}")), #"subscriptions[0].where: must have "all", "any", "not", or "path" and "op""#),
+        (config(subscriptions: whereClause(#"{"not": {"path": "a", "op": "exists", "value": "yes"}}"#)),
+         #"subscriptions[0].where.not.value: must be true or false for op "exists""#),
+        (config(extra: #""metrics": {"listen": "localhost"}"#), #"metrics.listen: must be "host:port""#),
+        (config(extra: #""shutdownGrace": "1h""#), "shutdownGrace: must be at most 10m"),
+        (config(extra: #""deadLetters": {"retention": "forever"}"#), "deadLetters.retention: must be a duration"),
+        (config(sources: sourceWith(#""pageSize": 10, "pageSize": 20"#)), "sources[0].pageSize: duplicate key"),
+    ]
+
+    @Test func invalidConfigsAreEachRejectedWithExit78AndTheirPath() throws {
+        #expect(Self.invalidConfigs.count >= 20)
+        try withTemporaryDirectory { directory in
+            for (index, (contents, expected)) in Self.invalidConfigs.enumerated() {
+                let file = directory.appendingPathComponent("config-\(index).json")
+                try contents.write(to: file, atomically: true, encoding: .utf8)
+                let outcome = try RelayBinary.run(["check-config", file.path])
+                #expect(outcome.status == 78, "case \(index): \(expected)")
+                #expect(
+                    outcome.standardErrorLines.contains { $0.hasPrefix("\(file.path): \(expected)") },
+                    "case \(index): wanted \(expected), got:\n\(outcome.standardError)")
+                #expect(outcome.standardOutput.isEmpty, "case \(index)")
+            }
+        }
+    }
+
+    @Test func everyProblemOfOneFileIsReported() throws {
+        let contents = Self.config(
+            sources: Self.sourceWith(#""pageSize": 0, "lookback": "x""#),
+            subscriptions: Self.webhookWith(#""payload": "raw", "batchSize": 0"#, subscriptionMembers: #""bogus": 1"#),
+            extra: #""shutdownGrace": 5"#)
+        try withTemporaryDirectory { directory in
+            let file = directory.appendingPathComponent("many.json")
+            try contents.write(to: file, atomically: true, encoding: .utf8)
+            let outcome = try RelayBinary.run(["check-config", file.path])
+            #expect(outcome.status == 78)
+            let paths = outcome.standardErrorLines.map { $0.dropFirst(file.path.count + 2).prefix { $0 != ":" } }
+            #expect(
+                Set(paths) == [
+                    "shutdownGrace", "sources[0].pageSize", "sources[0].lookback", "subscriptions[0].bogus",
+                    "subscriptions[0].webhook.payload", "subscriptions[0].webhook.batchSize",
+                ], "\(outcome.standardError)")
+        }
+    }
+
+    @Test func exampleConfigIsAcceptedAndSummarisedWithoutSecrets() throws {
+        let repository = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .deletingLastPathComponent()
+        let environment = [
+            "HOOK_AUTH": "Bearer distinctive-header-value-123",
+            "HOOK_SECRET": "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+            "CREDENTIALS_DIRECTORY": repository.appendingPathComponent("config/example-credentials").path,
+        ]
+        let outcome = try RelayBinary.run(["check-config", "config/example.json"], environment: environment, in: repository)
+        #expect(outcome.status == 0, "\(outcome.standardError)")
+        let summary = outcome.standardOutput
+        #expect(summary.hasPrefix("config/example.json is valid."))
+        #expect(summary.contains("Source acme polls https://tracking.intilery.com/track/acme/acme/ACME/v1/events every 5s"))
+        #expect(summary.contains("Subscription email-clicks sends acme's email_click events"))
+        #expect(summary.contains("to https://hooks.zapier.com/…"))
+        #expect(summary.contains("Subscription new-customers sends acme's identify events"))
+        #expect(summary.contains("headers Authorization: <set>"))
+        #expect(summary.contains("token <set>"))
+        for secret in ["distinctive-header-value-123", "MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", "example-intilery-token", "hooks/catch/123"] {
+            #expect(!summary.contains(secret))
+        }
+    }
+
+    @Test func missingFileIsAConfigError() throws {
+        let outcome = try RelayBinary.run(["check-config", "/nonexistent/relay.json"])
+        #expect(outcome.status == 78)
+        #expect(outcome.standardError.contains("/nonexistent/relay.json: cannot read the file: No such file or directory"))
+    }
+
+    @Test func usageErrorsExit64AndUnfinishedCommandsSaySo() throws {
+        let usage = try RelayBinary.run(["run"])
+        #expect(usage.status == 64)
+        #expect(usage.standardError.contains("--config"))
+        let version = try RelayBinary.run(["--version"])
+        #expect(version.status == 0)
+        #expect(version.standardOutput.trimmingCharacters(in: .whitespacesAndNewlines).split(separator: ".").count == 3)
+        for command in ["check-config", "run", "status", "dead-letters", "dead-letters list", "demo", "simulate"] {
+            let help = try RelayBinary.run(command.split(separator: " ").map(String.init) + ["--help"])
+            #expect(help.status == 0, "\(command) --help")
+            #expect(help.standardOutput.contains("USAGE: intilery-relay \(command)"), "\(command) --help")
+        }
+    }
+}
