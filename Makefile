@@ -15,7 +15,7 @@ APT_PACKAGES := libcurl4-openssl-dev libsqlite3-dev pkg-config
 EXAMPLE_ENV := HOOK_AUTH='Bearer example' HOOK_SECRET=whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw \
 	CREDENTIALS_DIRECTORY=$(CURDIR)/config/example-credentials
 
-.PHONY: all deps build release test check-schema demo bench install clean
+.PHONY: all deps bench-deps build release test check-schema demo bench install clean
 
 all: build
 
@@ -56,6 +56,15 @@ check-schema: deps
 
 demo: release
 	$(EXAMPLE_ENV) .build/release/intilery-relay check-config config/example.json
+
+bench-deps: deps
+	@command -v wrk >/dev/null || { \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null; \
+	  else echo "Run: sudo apt-get install -y wrk" >&2; exit 1; fi; }
+
+# Not part of `make test`: speed is measured here, on a release build, never in timed unit tests.
+bench: release bench-deps
+	bench/simulator.sh
 
 install: release
 	install -D -m 0755 .build/release/intilery-relay $(DESTDIR)$(BINDIR)/intilery-relay

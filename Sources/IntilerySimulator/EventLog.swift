@@ -100,15 +100,21 @@ public final class EventLog: Sendable {
                 Self.firstIndex(in: events) { query.endInclusive ? $0.timestamp > end : $0.timestamp >= end }
             } ?? events.count
             guard lower < upper else { return ([], 0) }
+            // Actions as indices, so the scan compares bytes, not strings: it may pass 10,000 events per page.
+            var wanted = [Bool](repeating: true, count: SimulatedEvent.actions.count)
+            for (index, action) in SimulatedEvent.actions.enumerated() { wanted[index] = query.matches(action: action) }
             var page: [SimulatedEvent] = []
             page.reserveCapacity(query.size)
             var matched = 0
-            let indices: AnySequence<Int> =
-                query.ascending ? AnySequence(lower..<upper) : AnySequence((lower..<upper).reversed())
-            for index in indices {
+            var index = query.ascending ? lower : upper - 1
+            let step = query.ascending ? 1 : -1
+            // Stops once the page is full: `total` then counts what was scanned, as an Elasticsearch-style API
+            // reports a lower bound past its window.
+            while index >= lower && index < upper && page.count < query.size {
                 let event = events[index]
-                guard event.visibleAt <= now, query.matches(action: event.action) else { continue }
-                if matched >= query.from && page.count < query.size { page.append(event) }
+                index += step
+                guard event.visibleAt <= now, wanted[Int(event.actionIndex)] else { continue }
+                if matched >= query.from { page.append(event) }
                 matched += 1
             }
             return (page, matched)
