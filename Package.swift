@@ -12,6 +12,8 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-nio", from: "2.101.2"),
         .package(url: "https://github.com/apple/swift-crypto", from: "3.12.3"),
         .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.13.0"),
+        .package(url: "https://github.com/groue/GRDB.swift", from: "7.10.0"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
     ],
     targets: [
         .systemLibrary(
@@ -21,7 +23,15 @@ let package = Package(
         ),
         .target(name: "CurlHTTP", dependencies: ["CCurl"]),
         .target(name: "RelayJSON"),
-        .target(name: "RelayCore", dependencies: ["RelayJSON", "CurlHTTP"]),
+        .target(
+            name: "RelayCore",
+            dependencies: [
+                "RelayJSON",
+                "CurlHTTP",
+                .product(name: "GRDB", package: "GRDB.swift"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
         .target(
             name: "HTTPServer",
             dependencies: [
@@ -49,7 +59,7 @@ let package = Package(
         .testTarget(name: "CurlHTTPTests", dependencies: ["CurlHTTP", "HTTPServer"]),
         .testTarget(name: "IntilerySimulatorTests", dependencies: ["IntilerySimulator", "CurlHTTP", "RelayJSON"]),
         .testTarget(name: "RelayJSONTests", dependencies: ["RelayJSON"]),
-        .testTarget(name: "RelayCoreTests", dependencies: ["RelayCore"]),
+        .testTarget(name: "RelayCoreTests", dependencies: ["RelayCore", "IntilerySimulator", "CurlHTTP"]),
         .testTarget(name: "EndToEndTests", dependencies: ["intilery-relay"]),
     ],
     swiftLanguageModes: [.v6]

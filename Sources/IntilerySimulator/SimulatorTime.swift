@@ -7,6 +7,7 @@ public final class SimulatorTime: Sendable {
     private enum Source {
         case system
         case manual(Int64)
+        case derived(@Sendable () -> Int64)
     }
     private let source: Mutex<Source>
 
@@ -18,12 +19,16 @@ public final class SimulatorTime: Sendable {
     /// A clock that stands still at `milliseconds` until advanced.
     public static func manual(at milliseconds: Int64) -> SimulatorTime { SimulatorTime(.manual(milliseconds)) }
 
+    /// A clock that reads another one, such as the relay's test clock, so both sides of a test share one time.
+    public static func derived(_ now: @escaping @Sendable () -> Int64) -> SimulatorTime { SimulatorTime(.derived(now)) }
+
     /// Milliseconds since the epoch.
     public var now: Int64 {
         source.withLock { source in
             switch source {
             case .system: return Int64((Date().timeIntervalSince1970 * 1000).rounded(.down))
             case .manual(let ms): return ms
+            case .derived(let now): return now()
             }
         }
     }

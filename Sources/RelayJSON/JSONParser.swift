@@ -22,8 +22,10 @@ public struct JSONParser {
 
     let bytes: UnsafeRawBufferPointer
     /// The offset of the next unread byte.
-    public private(set) var offset = 0
+    public internal(set) var offset = 0
     private var depth = 0
+    /// For structural reading: one entry per open container, true until its first member or element.
+    var containers: [Bool] = []
 
     /// A parser positioned at the start of `bytes`, which must outlive it.
     public init(_ bytes: UnsafeRawBufferPointer) { self.bytes = bytes }
@@ -62,6 +64,11 @@ public struct JSONParser {
     }
 
     // MARK: - Containers
+
+    mutating func enterContainer() throws(JSONSyntaxError) { try enter() }
+    mutating func leaveContainer() { depth -= 1 }
+    mutating func skipWhitespaceForStructure() { skipWhitespace() }
+    func syntaxError(_ reason: String) -> JSONSyntaxError { error(reason) }
 
     private mutating func enter() throws(JSONSyntaxError) {
         depth += 1

@@ -70,3 +70,49 @@ import Testing
         #expect(spans == [0..<text.count])
     }
 }
+
+@Suite struct JSONStructureTests {
+    @Test func findsANestedArrayAndTheExactBytesOfEachElement() throws {
+        let text = Array(#"{"took": 3, "hits": {"total": 2, "hits": [ {"_id":"a","_source":{"x": 1.50}} ,{"_id":"b"}]}, "z": null}"#.utf8)
+        let found: [String] = try text.withUnsafeBytes { buffer in
+            var parser = JSONParser(buffer)
+            var spans: [String] = []
+            try parser.beginObject()
+            while let key = try parser.nextKey() {
+                guard key == "hits" else { _ = try parser.parseValue(); continue }
+                try parser.beginObject()
+                while let inner = try parser.nextKey() {
+                    guard inner == "hits" else { _ = try parser.parseValue(); continue }
+                    try parser.beginArray()
+                    while try parser.nextElement() {
+                        let (_, span) = try parser.parseValueWithSpan()
+                        spans.append(String(decoding: buffer[span], as: UTF8.self))
+                    }
+                }
+            }
+            try parser.finish()
+            return spans
+        }
+        #expect(found == [#"{"_id":"a","_source":{"x": 1.50}}"#, #"{"_id":"b"}"#])
+    }
+
+    @Test(arguments: [#"[1, 2"#, #"[1 2]"#, #"[1,]"#, #"{"a": [1]"#, #"[1] x"#, #"[,1]"#])
+    func truncatedOrMalformedStructureThrows(_ text: String) {
+        #expect(throws: JSONSyntaxError.self) {
+            try Array(text.utf8).withUnsafeBytes { buffer in
+                var parser = JSONParser(buffer)
+                if parser.peekKind() == .object {
+                    try parser.beginObject()
+                    while try parser.nextKey() != nil {
+                        try parser.beginArray()
+                        while try parser.nextElement() { _ = try parser.parseValue() }
+                    }
+                } else {
+                    try parser.beginArray()
+                    while try parser.nextElement() { _ = try parser.parseValue() }
+                }
+                try parser.finish()
+            }
+        }
+    }
+}

@@ -25,6 +25,15 @@ public struct SourceConfig: Sendable, Equatable {
     /// Overrides for where events and their fields are in a response; `nil` accepts every known shape.
     public var response: ResponseShapeOverrides? = nil
 
+    /// A source with the required fields; every other field has its default.
+    public init(name: String, clientId: String, accountId: String, brandId: String, authToken: Secret) {
+        self.name = name
+        self.clientId = clientId
+        self.accountId = accountId
+        self.brandId = brandId
+        self.authToken = authToken
+    }
+
     /// The public Events API host.
     public static let defaultBaseURL = "https://tracking.intilery.com"
 
@@ -64,4 +73,12 @@ public struct ResponseShapeOverrides: Sendable, Equatable {
     public var timestampField: String?
     /// A dot path to the action within an event.
     public var actionField: String?
+
+    /// Overrides; `nil` leaves a default in place.
+    public init(eventsPath: String? = nil, idField: String? = nil, timestampField: String? = nil, actionField: String? = nil) {
+        self.eventsPath = eventsPath
+        self.idField = idField
+        self.timestampField = timestampField
+        self.actionField = actionField
+    }
 }

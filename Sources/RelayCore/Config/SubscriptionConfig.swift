@@ -12,6 +12,19 @@ public struct SubscriptionConfig: Sendable, Equatable {
     public var filter: EventFilter? = nil
     /// Where and how events are sent.
     public var webhook: WebhookConfig
+
+    /// A subscription; see each property for its default.
+    public init(
+        name: String, source: String, include: [String] = [], exclude: [String] = [], filter: EventFilter? = nil,
+        webhook: WebhookConfig
+    ) {
+        self.name = name
+        self.source = source
+        self.include = include
+        self.exclude = exclude
+        self.filter = filter
+        self.webhook = webhook
+    }
 }
 
 /// A subscription's endpoint and delivery policy.
@@ -36,6 +49,9 @@ public struct WebhookConfig: Sendable, Equatable {
     public var rateLimit: RateLimit? = nil
     /// When to retry and when to give up.
     public var retry = RetryPolicy()
+
+    /// A webhook with every default: unsigned, `event` payload, one per request, 4 in flight.
+    public init(url: String) { self.url = url }
 
     public static func == (lhs: WebhookConfig, rhs: WebhookConfig) -> Bool {
         lhs.url == rhs.url && lhs.headers.elementsEqual(rhs.headers) { $0.name == $1.name && $0.value == $1.value }

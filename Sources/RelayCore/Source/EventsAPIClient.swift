@@ -1,0 +1,103 @@
+import CurlHTTP
+
+/// Reads one page of a source's events: builds the query, waits for the token's rate limit, sends `auth-token`
+/// and `content-type`, and classifies what came back. Retrying is the poller's business.
+public struct EventsAPIClient<C: Clock>: Sendable where C.Duration == Duration, C: Sendable {
+    /// What one request came to.
+    public enum Outcome: Sendable {
+        /// A page that decoded.
+        case page(EventPageDecoder.Page)
+        /// Nothing usable; wait and ask again. `retryAfter` is the server's own word, when it gave one.
+        case failed(Failure)
+    }
+
+    /// A failed request, kept free of the token and of response bodies beyond a short snippet.
+    public struct Failure: Sendable, CustomStringConvertible {
+        /// What kind of failure, for the backoff policy and metrics.
+        public enum Kind: String, Sendable {
+            case rateLimited = "rate_limited"
+            case unauthorized
+            case rejected
+            case serverError = "server_error"
+            case transport
+            case malformed
+        }
+        public var kind: Kind
+        public var status: Int?
+        public var retryAfter: Duration?
+        public var detail: String
+
+        public var description: String {
+            (status.map { "HTTP \($0): " } ?? "") + detail
+        }
+    }
+
+    /// Up to 16 MiB per page: a hundred events are far smaller, so more means something is wrong.
+    public static var maximumBodyBytes: Int { 16 << 20 }
+
+    private let source: SourceConfig
+    private let http: CurlHTTPClient
+    private let limiter: RateLimiter<C>
+    private let decoder: EventPageDecoder
+    private let filter: (include: String?, exclude: [String])
+    private let now: @Sendable () -> Timestamp
+
+    /// A client for `source`, asking the API to pre-filter per `subscriptions`.
+    public init(
+        source: SourceConfig, subscriptions: [SubscriptionConfig], http: CurlHTTPClient, limiter: RateLimiter<C>,
+        now: @escaping @Sendable () -> Timestamp
+    ) {
+        self.source = source
+        self.http = http
+        self.limiter = limiter
+        self.decoder = EventPageDecoder(overrides: source.response)
+        self.filter = Router.serverSideFilter(for: subscriptions)
+        self.now = now
+    }
+
+    /// The URL for a page of events from `start` on, ascending.
+    public func url(start: Timestamp, from: Int) -> String {
+        var url = source.eventsURL + "?sort=asc&size=\(source.pageSize)&from=\(from)&start=\(start.iso8601.queryValueEncoded)"
+        if let include = filter.include { url += "&include=\(include.queryValueEncoded)" }
+        if !filter.exclude.isEmpty { url += "&exclude=" + filter.exclude.map(\.queryValueEncoded).joined(separator: ",") }
+        return url
+    }
+
+    /// Fetches one page.
+    public func fetch(start: Timestamp, from: Int) async throws -> Outcome {
+        try await limiter.acquire()
+        let request = HTTPRequest(
+            url: url(start: start, from: from),
+            headers: ["content-type": "application/json", "auth-token": source.authToken.exposedValue],
+            connectTimeout: .seconds(10), timeout: .seconds(30),
+            responseBodyLimit: .failBeyond(Self.maximumBodyBytes))
+        let response: HTTPResponse
+        do {
+            response = try await http.execute(request)
+        } catch {
+            if error.isSameKind(as: .cancelled(url: "")) { throw CancellationError() }
+            return .failed(Failure(kind: .transport, detail: "\(error)"))
+        }
+        switch response.status {
+        case 200..<300:
+            do {
+                return .page(try decoder.decode(response.body))
+            } catch {
+                return .failed(Failure(kind: .malformed, status: response.status, detail: error.reason))
+            }
+        case 429:
+            return .failed(
+                Failure(kind: .rateLimited, status: 429, retryAfter: RetryAfter.parse(response.headers["retry-after"], now: now()),
+                        detail: "rate limit exceeded"))
+        case 401, 403:
+            return .failed(Failure(kind: .unauthorized, status: response.status, detail: "the API refused the auth token"))
+        case 500..<600:
+            return .failed(
+                Failure(kind: .serverError, status: response.status,
+                        retryAfter: RetryAfter.parse(response.headers["retry-after"], now: now()), detail: "server error"))
+        default:
+            let snippet = String(decoding: response.body.prefix(200), as: UTF8.self)
+            return .failed(Failure(kind: .rejected, status: response.status, detail: "request rejected: \(snippet)"))
+        }
+    }
+}

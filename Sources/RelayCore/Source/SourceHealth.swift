@@ -1,0 +1,41 @@
+import Synchronization
+
+/// What a source's poller last saw, for logs, `/readyz` and metrics.
+public final class SourceHealth: Sendable {
+    /// A snapshot.
+    public struct Snapshot: Sendable, Equatable {
+        /// When the last poll that reached the end of the events succeeded.
+        public var lastCaughtUpAt: Timestamp?
+        /// When any page last succeeded.
+        public var lastSuccessAt: Timestamp?
+        /// Failed requests in a row.
+        public var consecutiveFailures = 0
+        /// Why the source is unhealthy, if it is.
+        public var problem: String?
+        /// The cursor in force.
+        public var cursor: Timestamp?
+        /// Pages fetched, events read, and duplicates dropped since start.
+        public var pages = 0
+        public var eventsRead = 0
+        public var duplicates = 0
+        public var windowRestarts = 0
+        /// Events skipped because they had no id or time, by reason.
+        public var skipped: [EventPageDecoder.SkipReason: Int] = [:]
+    }
+
+    private let state = Mutex(Snapshot())
+    private let logged = Mutex(Set<EventPageDecoder.SkipReason>())
+
+    /// An empty record.
+    public init() {}
+
+    /// The current state.
+    public var snapshot: Snapshot { state.withLock { $0 } }
+
+    func update(_ change: (inout Snapshot) -> Void) { state.withLock { change(&$0) } }
+
+    /// True the first time a skip reason is seen: each kind is logged once.
+    func markLogged(_ reason: EventPageDecoder.SkipReason) -> Bool {
+        logged.withLock { $0.insert(reason).inserted }
+    }
+}

@@ -1,0 +1,171 @@
+import Foundation
+import GRDB
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The relay's durable state in one SQLite file (WAL, `synchronous=FULL`): per-source cursors, the ids seen within
+/// the lookback, the outbox of deliveries, and dead letters. Poller and dispatchers meet only here.
+public final class StateStore: Sendable {
+    /// The database file's name inside the state directory.
+    public static let fileName = "relay.sqlite"
+
+    let pool: DatabasePool
+    /// The state directory.
+    public let directory: String
+
+    private init(pool: DatabasePool, directory: String) {
+        self.pool = pool
+        self.directory = directory
+    }
+
+    /// Opens (creating if need be) the store in `directory`: the directory 0700, the files 0600.
+    public static func open(directory: String) throws(StoreError) -> StateStore {
+        try prepareDirectory(directory)
+        let path = directory + "/" + fileName
+        // Created here with 0600 so that SQLite, which gives -wal and -shm the main file's mode, never widens it.
+        let fd = Glibc.open(path, O_CREAT | O_RDWR | O_CLOEXEC, 0o600)
+        guard fd >= 0 else { throw .directory("cannot create \(path): \(String(cString: strerror(errno)))") }
+        Glibc.close(fd)
+
+        var configuration = Configuration()
+        configuration.label = "intilery-relay"
+        configuration.busyMode = .timeout(10)
+        configuration.prepareDatabase { db in
+            try db.execute(sql: "PRAGMA synchronous = FULL")
+        }
+        do {
+            let pool = try DatabasePool(path: path, configuration: configuration)
+            try migrator.migrate(pool)
+            return StateStore(pool: pool, directory: directory)
+        } catch {
+            throw StoreError(error, doing: "opening \(path)")
+        }
+    }
+
+    private static func prepareDirectory(_ directory: String) throws(StoreError) {
+        var info = stat()
+        if stat(directory, &info) != 0 {
+            guard errno == ENOENT else {
+                throw .directory("cannot use \(directory): \(String(cString: strerror(errno)))")
+            }
+            do {
+                try FileManager.default.createDirectory(
+                    atPath: directory, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
+            } catch {
+                throw .directory("cannot create \(directory): \((error as NSError).localizedDescription)")
+            }
+        } else if info.st_mode & S_IFMT != S_IFDIR {
+            throw .directory("\(directory) is not a directory")
+        }
+        // An existing directory is tightened too: the state holds event payloads.
+        if chmod(directory, 0o700) != 0 && errno != EPERM {
+            throw .directory("cannot set mode 0700 on \(directory): \(String(cString: strerror(errno)))")
+        }
+        guard access(directory, W_OK | X_OK) == 0 else {
+            throw .directory("\(directory) is not writable: \(String(cString: strerror(errno)))")
+        }
+    }
+
+    /// Runs a write transaction, mapping SQLite's errors to ``StoreError``.
+    func write<T: Sendable>(_ what: @autoclosure () -> String, _ body: @escaping @Sendable (Database) throws -> T)
+        async throws(StoreError) -> T
+    {
+        do {
+            return try await pool.write(body)
+        } catch {
+            throw StoreError(error, doing: what())
+        }
+    }
+
+    /// Runs a read, mapping SQLite's errors to ``StoreError``.
+    func read<T: Sendable>(_ what: @autoclosure () -> String, _ body: @escaping @Sendable (Database) throws -> T)
+        async throws(StoreError) -> T
+    {
+        do {
+            return try await pool.read(body)
+        } catch {
+            throw StoreError(error, doing: what())
+        }
+    }
+
+    static let migrator: DatabaseMigrator = {
+        var migrator = DatabaseMigrator()
+        migrator.registerMigration("v1: cursors, seen ids, outbox, dead letters") { db in
+            try db.execute(
+                sql: """
+                    CREATE TABLE cursor (
+                        source TEXT PRIMARY KEY,
+                        position INTEGER NOT NULL,
+                        updated_at INTEGER NOT NULL,
+                        last_poll_at INTEGER
+                    );
+                    CREATE TABLE seen (
+                        source TEXT NOT NULL,
+                        event_id TEXT NOT NULL,
+                        event_time INTEGER NOT NULL,
+                        PRIMARY KEY (source, event_id)
+                    ) WITHOUT ROWID;
+                    CREATE INDEX seen_by_time ON seen (source, event_time);
+                    CREATE TABLE outbox (
+                        id INTEGER PRIMARY KEY,
+                        subscription TEXT NOT NULL,
+                        event_id TEXT NOT NULL,
+                        event_time INTEGER NOT NULL,
+                        action TEXT NOT NULL,
+                        payload BLOB NOT NULL,
+                        enqueued_at INTEGER NOT NULL,
+                        next_attempt_at INTEGER NOT NULL,
+                        attempts INTEGER NOT NULL DEFAULT 0,
+                        first_attempt_at INTEGER,
+                        last_attempt_at INTEGER,
+                        last_status INTEGER,
+                        last_error TEXT,
+                        batch_id TEXT,
+                        UNIQUE (subscription, event_id)
+                    );
+                    CREATE INDEX outbox_due ON outbox (subscription, next_attempt_at, event_time, id);
+                    CREATE TABLE dead_letter (
+                        id INTEGER PRIMARY KEY,
+                        subscription TEXT NOT NULL,
+                        event_id TEXT NOT NULL,
+                        event_time INTEGER NOT NULL,
+                        action TEXT NOT NULL,
+                        payload BLOB NOT NULL,
+                        reason TEXT NOT NULL,
+                        last_status INTEGER,
+                        response_snippet BLOB,
+                        attempts INTEGER NOT NULL,
+                        first_attempt_at INTEGER,
+                        last_attempt_at INTEGER,
+                        dead_at INTEGER NOT NULL,
+                        UNIQUE (subscription, event_id)
+                    );
+                    CREATE INDEX dead_letter_by_age ON dead_letter (dead_at);
+                    CREATE TABLE delivery_stats (
+                        subscription TEXT PRIMARY KEY,
+                        delivered INTEGER NOT NULL DEFAULT 0,
+                        last_success_at INTEGER,
+                        last_failure_at INTEGER,
+                        last_failure TEXT
+                    );
+                    """)
+        }
+        return migrator
+    }()
+}
+
+extension StoreError {
+    /// Maps a GRDB or system error, keeping SQLite's message but never SQL arguments (GRDB hides them by default).
+    init(_ error: any Error, doing what: String) {
+        if let error = error as? StoreError {
+            self = error
+        } else if let error = error as? DatabaseError {
+            let message = "\(what): \(error.message ?? "SQLite error") (\(error.resultCode))"
+            self = error.resultCode == .SQLITE_FULL ? .diskFull(message) : .io(message)
+        } else {
+            self = .io("\(what): \(error)")
+        }
+    }
+}

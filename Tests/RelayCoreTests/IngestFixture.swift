@@ -1,0 +1,92 @@
+import CurlHTTP
+import Foundation
+import IntilerySimulator
+import Logging
+import RelayCore
+import Testing
+
+/// 2024-05-01T00:00:00Z: where test time starts.
+let ingestEpoch: Int64 = 1_714_521_600_000
+
+/// A fake API, a real state store in a temporary directory and a poller, all on one test clock that jumps ahead
+/// whenever the relay sleeps: backoff, rate limits and poll intervals take no real time, and the simulator's
+/// rate limiter and live events see the same time as the relay.
+final class IngestFixture: Sendable {
+    let clock = TestClock(autoAdvance: true)
+    let api: FakeEventsAPI
+    let store: StateStore
+    let http = CurlHTTPClient()
+    let directory: URL
+    let limiters: APIRateLimiters<TestClock>
+
+    var nowMS: Int64 { ingestEpoch + Int64(clock.now.offset / .milliseconds(1)) }
+    var now: Timestamp { Timestamp(millisecondsSinceEpoch: nowMS) }
+
+    init(settings: FakeEventsAPI.Settings = .init()) async throws {
+        let clock = self.clock
+        api = try await FakeEventsAPI.start(
+            settings: settings, time: .derived { ingestEpoch + Int64(clock.now.offset / .milliseconds(1)) })
+        directory = FileManager.default.temporaryDirectory.appendingPathComponent("relay-ingest-\(UUID().uuidString)")
+        store = try StateStore.open(directory: directory.path)
+        limiters = APIRateLimiters(clock: clock)
+    }
+
+    func shutdown() async throws {
+        await http.shutdown()
+        try await api.shutdown()
+        try? FileManager.default.removeItem(at: directory)
+    }
+
+    func source(
+        name: String = "acme", startFrom: StartPosition = .earliest, lookback: Duration = .seconds(60),
+        pageSize: Int = 100, rateLimit: RateLimit = RateLimit(perSecond: 100, burst: 500), token: String? = nil,
+        response: ResponseShapeOverrides? = nil
+    ) -> SourceConfig {
+        var source = SourceConfig(
+            name: name, clientId: api.account.clientId, accountId: api.account.accountId, brandId: api.account.brandId,
+            authToken: Secret(token ?? api.account.authToken, origin: .literal))
+        source.baseURL = api.baseURL
+        source.startFrom = startFrom
+        source.lookback = lookback
+        source.pageSize = pageSize
+        source.rateLimit = rateLimit
+        source.pollInterval = .seconds(1)
+        source.response = response
+        return source
+    }
+
+    static func subscription(_ name: String, include: [String] = [], exclude: [String] = [], filter: EventFilter? = nil)
+        -> SubscriptionConfig
+    {
+        SubscriptionConfig(
+            name: name, source: "acme", include: include, exclude: exclude, filter: filter,
+            webhook: WebhookConfig(url: "http://127.0.0.1:9/\(name)"))
+    }
+
+    func poller(_ source: SourceConfig, _ subscriptions: [SubscriptionConfig]) -> Poller<TestClock> {
+        let now: @Sendable () -> Timestamp = { [clock] in
+            Timestamp(millisecondsSinceEpoch: ingestEpoch + Int64(clock.now.offset / .milliseconds(1)))
+        }
+        let client = EventsAPIClient(
+            source: source, subscriptions: subscriptions, http: http, limiter: limiters.limiter(for: source), now: now)
+        var logger = Logger(label: "test")
+        logger.logLevel = .critical
+        return Poller(
+            source: source, subscriptions: subscriptions, store: store, client: client, clock: clock, now: now, logger: logger)
+    }
+
+    /// The ids the API holds, in the order it pages them.
+    var expectedIDs: [String] { api.log.allEvents.map(\.eventID) }
+}
+
+func withIngest<T>(settings: FakeEventsAPI.Settings = .init(), _ body: (IngestFixture) async throws -> T) async throws -> T {
+    let fixture = try await IngestFixture(settings: settings)
+    do {
+        let result = try await body(fixture)
+        try await fixture.shutdown()
+        return result
+    } catch {
+        try await fixture.shutdown()
+        throw error
+    }
+}
