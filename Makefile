@@ -65,6 +65,9 @@ bench-deps: deps
 # Not part of `make test`: speed is measured here, on a release build, never in timed unit tests.
 bench: release bench-deps
 	bench/simulator.sh
+	@echo "== Ingest alone (poll, route, queue; no delivery), each backlog in a fresh process"
+	.build/release/relay-bench ingest 100000
+	.build/release/relay-bench ingest 400000
 
 install: release
 	install -D -m 0755 .build/release/intilery-relay $(DESTDIR)$(BINDIR)/intilery-relay

@@ -5,7 +5,8 @@ let package = Package(
     name: "intilery-relay",
     platforms: [.macOS(.v15)],
     products: [
-        .executable(name: "intilery-relay", targets: ["intilery-relay"])
+        .executable(name: "intilery-relay", targets: ["intilery-relay"]),
+        .executable(name: "relay-bench", targets: ["relay-bench"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
@@ -29,6 +30,7 @@ let package = Package(
                 "RelayJSON",
                 "CurlHTTP",
                 .product(name: "GRDB", package: "GRDB.swift"),
+                .product(name: "GRDBSQLite", package: "GRDB.swift"),
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
@@ -51,16 +53,21 @@ let package = Package(
             name: "intilery-relay",
             dependencies: [
                 "RelayCore",
+                "RelayJSON",
                 "IntilerySimulator",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "UnixSignals", package: "swift-service-lifecycle"),
             ]
         ),
+        .executableTarget(
+            name: "relay-bench",
+            dependencies: ["RelayCore", "CurlHTTP", .product(name: "Logging", package: "swift-log")]
+        ),
         .testTarget(name: "CurlHTTPTests", dependencies: ["CurlHTTP", "HTTPServer"]),
         .testTarget(name: "IntilerySimulatorTests", dependencies: ["IntilerySimulator", "CurlHTTP", "RelayJSON"]),
         .testTarget(name: "RelayJSONTests", dependencies: ["RelayJSON"]),
         .testTarget(name: "RelayCoreTests", dependencies: ["RelayCore", "IntilerySimulator", "CurlHTTP"]),
-        .testTarget(name: "EndToEndTests", dependencies: ["intilery-relay"]),
+        .testTarget(name: "EndToEndTests", dependencies: ["intilery-relay", "RelayCore", "RelayJSON"]),
     ],
     swiftLanguageModes: [.v6]
 )

@@ -243,6 +243,8 @@ public struct JSONParser {
 
     private func decodeUTF8(_ range: Range<Int>) throws(JSONSyntaxError) -> String {
         let slice = UnsafeRawBufferPointer(rebasing: bytes[range])
+        // Most keys and values are ASCII, which needs no validation; String(validating:) costs a generic lookup.
+        if !slice.contains(where: { $0 >= 0x80 }) { return String(decoding: slice, as: UTF8.self) }
         guard let text = String(validating: slice, as: UTF8.self) else {
             throw error("invalid UTF-8 in a string", at: range.lowerBound)
         }

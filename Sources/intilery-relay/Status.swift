@@ -1,16 +1,89 @@
 import ArgumentParser
+import Foundation
+import RelayCore
+import RelayJSON
 
 struct Status: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Show each source's cursor and lag, and each subscription's queue and dead letters."
+        abstract: "Show each source's cursor and lag, and each subscription's queue, dead letters and last outcomes.",
+        discussion: "Reads the state store; safe while the daemon runs. Needs none of the config's secrets."
     )
 
     @OptionGroup var store: StoreOptions
 
-    @Flag(name: .long, help: "Print JSON instead of a table.")
+    @Flag(name: .long, help: "Print JSON instead of text.")
     var json = false
 
     func run() async throws {
-        throw notAvailableYet("status")
+        let (config, directory) = try store.loadForStateCommand()
+        let now = Timestamp(millisecondsSinceEpoch: Int64(Date().timeIntervalSince1970 * 1000))
+        let status: StoreStatus
+        do {
+            if let stateStore = try StateStore.openExisting(directory: directory) {
+                status = try await stateStore.status(
+                    sources: config.sources.map(\.name), subscriptions: config.subscriptions.map(\.name))
+            } else {
+                status = StoreStatus(
+                    sources: config.sources.map { StoreStatus.Source(name: $0.name) },
+                    subscriptions: config.subscriptions.map { StoreStatus.Subscription(name: $0.name) })
+                if !json { printLine("No state in \(directory) yet: the relay has not run with it.") }
+            }
+        } catch {
+            throw exitForStoreError(error)
+        }
+        if json {
+            printLine(Self.json(status, now: now).description)
+        } else {
+            for line in Self.text(status, now: now) { printLine(line) }
+        }
+    }
+
+    static func text(_ status: StoreStatus, now: Timestamp) -> [String] {
+        var lines: [String] = []
+        for source in status.sources {
+            if let cursor = source.cursor {
+                lines.append(
+                    "source \(source.name): cursor \(cursor.iso8601), lag \(lag(cursor, now)), last poll \(source.lastPollAt?.iso8601 ?? "never")")
+            } else {
+                lines.append("source \(source.name): not polled yet")
+            }
+        }
+        for subscription in status.subscriptions {
+            var line = "subscription \(subscription.name): \(subscription.pending) pending"
+            if let oldest = subscription.oldestPendingEventTime { line += " (oldest event \(oldest.iso8601))" }
+            line += ", \(subscription.deadLetters) dead letters, \(subscription.delivered) delivered"
+            line += ", last success \(subscription.lastSuccessAt?.iso8601 ?? "never")"
+            line += ", last failure \(subscription.lastFailureAt?.iso8601 ?? "never")"
+            if let failure = subscription.lastFailure { line += " (\(failure))" }
+            lines.append(line)
+        }
+        return lines
+    }
+
+    static func json(_ status: StoreStatus, now: Timestamp) -> JSONValue {
+        func time(_ t: Timestamp?) -> JSONValue { t.map { .string($0.iso8601) } ?? .null }
+        let sources = status.sources.map { source -> JSONValue in
+            .object(JSONObject([
+                ("name", .string(source.name)), ("cursor", time(source.cursor)),
+                ("lagSeconds", source.cursor.map { .number(JSONNumber(Int((now.millisecondsSinceEpoch - $0.millisecondsSinceEpoch) / 1000))) } ?? .null),
+                ("lastPollAt", time(source.lastPollAt)),
+            ]))
+        }
+        let subscriptions = status.subscriptions.map { subscription -> JSONValue in
+            .object(JSONObject([
+                ("name", .string(subscription.name)), ("pending", .number(JSONNumber(subscription.pending))),
+                ("oldestPendingEventTime", time(subscription.oldestPendingEventTime)),
+                ("deadLetters", .number(JSONNumber(subscription.deadLetters))),
+                ("delivered", .number(JSONNumber(subscription.delivered))),
+                ("lastSuccessAt", time(subscription.lastSuccessAt)), ("lastFailureAt", time(subscription.lastFailureAt)),
+                ("lastFailure", subscription.lastFailure.map(JSONValue.string) ?? .null),
+            ]))
+        }
+        return .object(JSONObject([("sources", .array(sources)), ("subscriptions", .array(subscriptions))]))
+    }
+
+    private static func lag(_ cursor: Timestamp, _ now: Timestamp) -> String {
+        let seconds = max(0, (now.millisecondsSinceEpoch - cursor.millisecondsSinceEpoch) / 1000)
+        return DurationText.format(.seconds(seconds))
     }
 }

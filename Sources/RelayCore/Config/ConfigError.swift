@@ -27,6 +27,9 @@ public struct ConfigEnvironment: Sendable {
     public var variables: [String: String]
     /// Reads a secret file.
     public var readFile: @Sendable (String) throws(FileReadError) -> [UInt8]
+    /// False for commands that only read the state (`status`, `dead-letters`): they need no secrets, and an
+    /// operator's shell does not have systemd's credentials.
+    public var resolvesSecrets = true
 
     /// An environment of these variables, reading real files.
     public init(

@@ -5,6 +5,9 @@ extension ConfigReader {
     /// missing variable or file is a config error at start-up, not a failed request later. Problems name the
     /// variable or file, never the value.
     mutating func secret(_ value: JSONValue, at path: ConfigPath) -> Secret? {
+        if !environment.resolvesSecrets, value.stringValue != nil || value.objectValue != nil {
+            return Secret("", origin: .literal)
+        }
         switch value {
         case .string(let text):
             guard !text.isEmpty else {

@@ -77,7 +77,7 @@ extension ConfigReader {
         var signingKey: WebhookSigningKey?
         if let secret = secret(fields, "secret", at: path) {
             signingKey = WebhookSigningKey(secret)
-            if signingKey == nil {
+            if signingKey == nil && environment.resolvesSecrets {
                 problem(path.key("secret"), "must be \"whsec_\" followed by the base64 of 24 to 64 bytes (Standard Webhooks)")
             }
         }

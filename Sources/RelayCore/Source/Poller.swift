@@ -69,48 +69,75 @@ public final class Poller<C: Clock>: Sendable where C.Duration == Duration, C: S
 
     /// Pages forward from `cursor − lookback` until a page comes back short (caught up), restarting the query at
     /// the last timestamp seen whenever the 10,000-result window would be passed. Returns the new cursor.
+    ///
+    /// Page n+1 is fetched and decoded while page n commits: the two halves run on different threads, and the
+    /// cursor still moves only in the transaction that queues the page.
     public func drain(from initialCursor: Timestamp) async throws -> Timestamp {
-        var cursor = initialCursor
-        // One millisecond earlier than asked, so that an API whose `start` is exclusive still returns events at
-        // exactly that time; the re-read ones are dropped by id.
-        var windowStart = cursor.advanced(by: .zero - source.lookback).advanced(by: .milliseconds(-1))
-        var from = 0
-        let pageSize = source.pageSize
-        while true {
-            let page = try await fetchWithRetries(start: windowStart, from: from)
-            let events = page.events.enumerated().sorted {
-                ($0.element.time, $0.offset) < ($1.element.time, $1.offset)
-            }.map(\.element)
-            let newCursor = max(cursor, events.last?.time ?? cursor)
-            let routed = events.map { RoutedEvent(event: $0, subscriptions: router.route($0)) }
-            let result = try await store.enqueue(source: source.name, events: routed, cursor: newCursor, now: now())
-            cursor = newCursor
-            health.update {
-                $0.cursor = cursor
-                $0.pages += 1
-                $0.eventsRead += events.count
-                $0.duplicates += result.duplicates
-                $0.lastSuccessAt = now()
+        try await withThrowingTaskGroup(of: EnqueueResult.self) { commits in
+            var cursor = initialCursor
+            var commitInFlight = false
+            // One millisecond earlier than asked, so that an API whose `start` is exclusive still returns events at
+            // exactly that time; the re-read ones are dropped by id.
+            var windowStart = cursor.advanced(by: .zero - source.lookback).advanced(by: .milliseconds(-1))
+            var from = 0
+            var pagesSincePrune = 0
+            let pageSize = source.pageSize
+
+            func awaitCommit() async throws {
+                guard commitInFlight, let result = try await commits.next() else { return }
+                commitInFlight = false
+                health.update { $0.duplicates += result.duplicates }
             }
-            if page.elementCount < pageSize {
-                health.update { $0.lastCaughtUpAt = now() }
-                return cursor
-            }
-            from += pageSize
-            if from + pageSize > Self.resultWindow {
-                let last = events.last?.time ?? windowStart
-                var restart = last.advanced(by: .milliseconds(-1))
-                if restart <= windowStart {
-                    // More events at one millisecond than the API can page through: nothing reaches the rest.
-                    logger.error(
-                        "more than \(Self.resultWindow) events share one millisecond; the API cannot page past them, skipping the rest of it",
-                        metadata: ["time": "\(last.iso8601)"])
-                    restart = last.advanced(by: .milliseconds(1))
+
+            while true {
+                let page = try await fetchWithRetries(start: windowStart, from: from)
+                let events = page.events.enumerated().sorted {
+                    ($0.element.time, $0.offset) < ($1.element.time, $1.offset)
+                }.map(\.element)
+                let newCursor = max(cursor, events.last?.time ?? cursor)
+                let routed = events.map { RoutedEvent(event: $0, subscriptions: router.route($0)) }
+                try await awaitCommit()
+                let (store, name, now) = (self.store, source.name, now())
+                commits.addTask { try await store.enqueue(source: name, events: routed, cursor: newCursor, now: now) }
+                commitInFlight = true
+                cursor = newCursor
+                health.update {
+                    $0.pages += 1
+                    $0.eventsRead += events.count
+                    $0.lastSuccessAt = now
                 }
-                logger.debug("result window full, restarting at \(restart.iso8601)")
-                health.update { $0.windowRestarts += 1 }
-                windowStart = restart
-                from = 0
+                if page.elementCount < pageSize {
+                    try await awaitCommit()
+                    health.update {
+                        $0.cursor = cursor
+                        $0.lastCaughtUpAt = now
+                    }
+                    return cursor
+                }
+                pagesSincePrune += 1
+                if pagesSincePrune >= 1000 {
+                    // A long backlog drain would otherwise keep every id it read until it caught up.
+                    try await awaitCommit()
+                    try await store.pruneSeen(source: name, before: seenHorizon(cursor))
+                    pagesSincePrune = 0
+                }
+                health.update { $0.cursor = cursor }
+                from += pageSize
+                if from + pageSize > Self.resultWindow {
+                    let last = events.last?.time ?? windowStart
+                    var restart = last.advanced(by: .milliseconds(-1))
+                    if restart <= windowStart {
+                        // More events at one millisecond than the API can page through: nothing reaches the rest.
+                        logger.error(
+                            "more than \(Self.resultWindow) events share one millisecond; the API cannot page past them, skipping the rest of it",
+                            metadata: ["time": "\(last.iso8601)"])
+                        restart = last.advanced(by: .milliseconds(1))
+                    }
+                    logger.debug("result window full, restarting at \(restart.iso8601)")
+                    health.update { $0.windowRestarts += 1 }
+                    windowStart = restart
+                    from = 0
+                }
             }
         }
     }

@@ -12,7 +12,7 @@ public final class SourceHealth: Sendable {
         public var consecutiveFailures = 0
         /// Why the source is unhealthy, if it is.
         public var problem: String?
-        /// The cursor in force.
+        /// The cursor of the last page read (its commit may still be under way).
         public var cursor: Timestamp?
         /// Pages fetched, events read, and duplicates dropped since start.
         public var pages = 0

@@ -9,6 +9,13 @@ public struct EnqueueResult: Sendable, Equatable {
     public var duplicates = 0
     /// Outbox rows added, one per (event, matching subscription).
     public var queued = 0
+
+    /// Counts as given.
+    public init(newEvents: Int = 0, duplicates: Int = 0, queued: Int = 0) {
+        self.newEvents = newEvents
+        self.duplicates = duplicates
+        self.queued = queued
+    }
 }
 
 /// An event with the subscriptions it goes to.
@@ -54,9 +61,9 @@ extension StateStore {
     ) async throws(StoreError) -> EnqueueResult {
         try await write("queueing \(events.count) events of \(source)") { db in
             var result = EnqueueResult()
-            let markSeen = try db.cachedStatement(
-                sql: "INSERT OR IGNORE INTO seen (source, event_id, event_time) VALUES (?, ?, ?)")
-            let queue = try db.cachedStatement(
+            let markSeen = try FastStatement(db, sql: "INSERT OR IGNORE INTO seen (source, event_id, event_time) VALUES (?, ?, ?)")
+            let queue = try FastStatement(
+                db,
                 sql: """
                     INSERT OR IGNORE INTO outbox (subscription, event_id, event_time, action, payload, enqueued_at, next_attempt_at)
                     VALUES (?, ?, ?, ?, ?, ?, ?)
@@ -64,17 +71,16 @@ extension StateStore {
             let nowMS = now.millisecondsSinceEpoch
             for routed in events {
                 let event = routed.event
-                try markSeen.execute(arguments: [source, event.id, event.time.millisecondsSinceEpoch])
-                guard db.changesCount == 1 else {
+                let time = event.time.millisecondsSinceEpoch
+                guard try markSeen.run(.text(source), .text(event.id), .integer(time)) == 1 else {
                     result.duplicates += 1
                     continue
                 }
                 result.newEvents += 1
                 for subscription in routed.subscriptions {
-                    try queue.execute(arguments: [
-                        subscription, event.id, event.time.millisecondsSinceEpoch, event.action, Data(event.raw), nowMS, nowMS,
-                    ])
-                    result.queued += db.changesCount
+                    result.queued += try queue.run(
+                        .text(subscription), .text(event.id), .integer(time), .text(event.action), .blob(event.raw),
+                        .integer(nowMS), .integer(nowMS))
                 }
             }
             try db.execute(

@@ -107,7 +107,6 @@ public final class StateStore: Sendable {
                         event_time INTEGER NOT NULL,
                         PRIMARY KEY (source, event_id)
                     ) WITHOUT ROWID;
-                    CREATE INDEX seen_by_time ON seen (source, event_time);
                     CREATE TABLE outbox (
                         id INTEGER PRIMARY KEY,
                         subscription TEXT NOT NULL,

@@ -1,0 +1,104 @@
+import Foundation
+import GRDB
+
+/// What `status` shows: per source its cursor, per subscription its queue and outcomes.
+public struct StoreStatus: Sendable, Equatable {
+    /// One source's position.
+    public struct Source: Sendable, Equatable {
+        public var name: String
+        /// Every event before this has been queued; nil before the first poll.
+        public var cursor: Timestamp?
+        /// When a page was last committed.
+        public var lastPollAt: Timestamp?
+
+        /// A source with nothing stored yet.
+        public init(name: String, cursor: Timestamp? = nil, lastPollAt: Timestamp? = nil) {
+            self.name = name
+            self.cursor = cursor
+            self.lastPollAt = lastPollAt
+        }
+    }
+
+    /// One subscription's queue and history.
+    public struct Subscription: Sendable, Equatable {
+        public var name: String
+        public var pending: Int
+        /// The event time of the oldest queued event.
+        public var oldestPendingEventTime: Timestamp?
+        public var deadLetters: Int
+        public var delivered: Int
+        public var lastSuccessAt: Timestamp?
+        public var lastFailureAt: Timestamp?
+        public var lastFailure: String?
+
+        /// A subscription with nothing stored yet.
+        public init(
+            name: String, pending: Int = 0, oldestPendingEventTime: Timestamp? = nil, deadLetters: Int = 0, delivered: Int = 0,
+            lastSuccessAt: Timestamp? = nil, lastFailureAt: Timestamp? = nil, lastFailure: String? = nil
+        ) {
+            self.name = name
+            self.pending = pending
+            self.oldestPendingEventTime = oldestPendingEventTime
+            self.deadLetters = deadLetters
+            self.delivered = delivered
+            self.lastSuccessAt = lastSuccessAt
+            self.lastFailureAt = lastFailureAt
+            self.lastFailure = lastFailure
+        }
+    }
+
+    public var sources: [Source]
+    public var subscriptions: [Subscription]
+
+    /// A status of these parts.
+    public init(sources: [Source], subscriptions: [Subscription]) {
+        self.sources = sources
+        self.subscriptions = subscriptions
+    }
+}
+
+extension StateStore {
+    /// The status of the named sources and subscriptions (those in the config), zero where nothing is stored.
+    public func status(sources: [String], subscriptions: [String]) async throws(StoreError) -> StoreStatus {
+        try await read("reading status") { db in
+            StoreStatus(
+                sources: try sources.map { try Self.sourceStatus($0, db) },
+                subscriptions: try subscriptions.map { try Self.subscriptionStatus($0, db) })
+        }
+    }
+
+    private static func sourceStatus(_ name: String, _ db: Database) throws -> StoreStatus.Source {
+        let row = try Row.fetchOne(db, sql: "SELECT position, last_poll_at FROM cursor WHERE source = ?", arguments: [name])
+        let position: Int64? = row?["position"]
+        let lastPoll: Int64? = row?["last_poll_at"]
+        return StoreStatus.Source(name: name, cursor: position.map(Timestamp.fromMilliseconds), lastPollAt: lastPoll.map(Timestamp.fromMilliseconds))
+    }
+
+    private static func subscriptionStatus(_ name: String, _ db: Database) throws -> StoreStatus.Subscription {
+        let queue = try Row.fetchOne(
+            db, sql: "SELECT count(*) AS n, min(event_time) AS oldest FROM outbox WHERE subscription = ?", arguments: [name])
+        let dead = try Int.fetchOne(db, sql: "SELECT count(*) FROM dead_letter WHERE subscription = ?", arguments: [name]) ?? 0
+        let stats = try Row.fetchOne(db, sql: "SELECT * FROM delivery_stats WHERE subscription = ?", arguments: [name])
+        let pending: Int = queue?["n"] ?? 0
+        let oldest: Int64? = queue?["oldest"]
+        let delivered: Int = stats?["delivered"] ?? 0
+        let lastSuccess: Int64? = stats?["last_success_at"]
+        let lastFailureAt: Int64? = stats?["last_failure_at"]
+        let lastFailure: String? = stats?["last_failure"]
+        return StoreStatus.Subscription(
+            name: name, pending: pending, oldestPendingEventTime: oldest.map(Timestamp.fromMilliseconds), deadLetters: dead,
+            delivered: delivered, lastSuccessAt: lastSuccess.map(Timestamp.fromMilliseconds),
+            lastFailureAt: lastFailureAt.map(Timestamp.fromMilliseconds), lastFailure: lastFailure)
+    }
+
+    /// Opens the store only if it exists: `status` and `dead-letters` must not create state.
+    public static func openExisting(directory: String) throws(StoreError) -> StateStore? {
+        var info = stat()
+        guard stat(directory + "/" + fileName, &info) == 0 else { return nil }
+        return try open(directory: directory)
+    }
+}
+
+extension Timestamp {
+    static func fromMilliseconds(_ milliseconds: Int64) -> Timestamp { Timestamp(millisecondsSinceEpoch: milliseconds) }
+}

@@ -1,0 +1,114 @@
+import CurlHTTP
+import Foundation
+import Logging
+import RelayCore
+
+/// The ingest half alone: poll a backlog from a simulator in another process into a fresh state store, and report
+/// events per second and this process's memory.
+struct IngestBenchmark {
+    let backlog: Int
+    let relayBinary: String
+
+    struct Result {
+        var events: Int
+        var seconds: Double
+        var peakRSSKiB: Int
+        var pages: Int
+        var eventsPerSecond: Double { Double(events) / seconds }
+    }
+
+    func run() async throws -> Result {
+        let simulator = try SimulatorProcess.start(binary: relayBinary, backlog: backlog)
+        defer { simulator.stop() }
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("relay-bench-\(UUID().uuidString)")
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let store = try StateStore.open(directory: directory.path)
+        let http = CurlHTTPClient()
+        var source = SourceConfig(
+            name: "bench", clientId: "acme", accountId: "acme", brandId: "ACME",
+            authToken: Secret(simulator.token, origin: .literal))
+        source.baseURL = simulator.baseURL
+        source.startFrom = .earliest
+        source.rateLimit = RateLimit(perSecond: 1_000_000, burst: 1_000_000)
+        let subscriptions = [
+            SubscriptionConfig(name: "all", source: "bench", webhook: WebhookConfig(url: "http://127.0.0.1:9/all"))
+        ]
+        let clock = ContinuousClock()
+        let now: @Sendable () -> Timestamp = { Timestamp(millisecondsSinceEpoch: Int64(Date().timeIntervalSince1970 * 1000)) }
+        let client = EventsAPIClient(
+            source: source, subscriptions: subscriptions, http: http,
+            limiter: RateLimiter(limit: source.rateLimit, clock: clock), now: now)
+        var logger = Logger(label: "bench")
+        logger.logLevel = .warning
+        let poller = Poller(
+            source: source, subscriptions: subscriptions, store: store, client: client, clock: clock, now: now, logger: logger)
+        let started = clock.now
+        _ = try await poller.drain(from: try await poller.startingCursor())
+        let elapsed = started.duration(to: clock.now)
+        await http.shutdown()
+        let queued = try await store.status(sources: [], subscriptions: ["all"]).subscriptions[0].pending
+        return Result(
+            events: queued, seconds: elapsed / .seconds(1), peakRSSKiB: ProcessMemory.peakRSSKiB,
+            pages: poller.health.snapshot.pages)
+    }
+}
+
+/// `intilery-relay simulate` as a child process, so that its memory is not the relay's.
+final class SimulatorProcess {
+    let process: Process
+    let baseURL: String
+    let token: String
+
+    private init(process: Process, baseURL: String, token: String) {
+        self.process = process
+        self.baseURL = baseURL
+        self.token = token
+    }
+
+    static func start(binary: String, backlog: Int, extra: [String] = []) throws -> SimulatorProcess {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: binary)
+        process.arguments = ["simulate", "--api-port", "0", "--sink-port", "0", "--backlog", String(backlog), "--rate", "0", "--rate-limit", "0"] + extra
+        let output = Pipe()
+        process.standardOutput = output
+        process.standardError = FileHandle.nullDevice
+        try process.run()
+        var text = ""
+        let handle = output.fileHandleForReading
+        while !text.contains("Ctrl-C") {
+            let data = handle.availableData
+            guard !data.isEmpty else { throw BenchmarkError("the simulator exited: \(text)") }
+            text += String(decoding: data, as: UTF8.self)
+        }
+        // Keep draining its per-second lines so that it never blocks on a full pipe.
+        Thread.detachNewThread { while !handle.availableData.isEmpty {} }
+        guard let line = text.split(separator: "\n").first(where: { $0.contains("\"baseURL\"") }),
+            let base = line.split(separator: "\"").dropFirst(3).first
+        else { throw BenchmarkError("cannot read the simulator's banner: \(text)") }
+        return SimulatorProcess(process: process, baseURL: String(base), token: "sim-token-1234")
+    }
+
+    func stop() {
+        process.interrupt()
+        process.waitUntilExit()
+    }
+}
+
+struct BenchmarkError: Error, CustomStringConvertible {
+    let description: String
+    init(_ description: String) { self.description = description }
+}
+
+enum ProcessMemory {
+    /// VmHWM: the peak resident set of this process.
+    static var peakRSSKiB: Int { field("VmHWM") }
+    /// VmRSS: the resident set now.
+    static var rssKiB: Int { field("VmRSS") }
+
+    private static func field(_ name: String) -> Int {
+        guard let text = try? String(contentsOfFile: "/proc/self/status", encoding: .utf8),
+            let line = text.split(separator: "\n").first(where: { $0.hasPrefix(name + ":") })
+        else { return 0 }
+        return Int(line.split(separator: " ", omittingEmptySubsequences: true)[1]) ?? 0
+    }
+}

@@ -1,0 +1,25 @@
+import Foundation
+
+/// `relay-bench`: the measurements `make bench` reports. Run from a release build.
+@main
+struct RelayBench {
+    static func main() async throws {
+        let arguments = CommandLine.arguments.dropFirst()
+        let binary = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent()
+            .appendingPathComponent("intilery-relay").path
+        guard arguments.first == "ingest" else {
+            print("usage: relay-bench ingest [BACKLOG ...]")
+            exit(64)
+        }
+        let backlogs = arguments.dropFirst().compactMap { Int($0) }
+        var rows: [String] = []
+        for backlog in backlogs.isEmpty ? [100_000] : backlogs {
+            let result = try await IngestBenchmark(backlog: backlog, relayBinary: binary).run()
+            let row = String(
+                format: "ingest: %d events in %.2f s = %.0f events/s (%d pages), peak RSS %.1f MiB",
+                result.events, result.seconds, result.eventsPerSecond, result.pages, Double(result.peakRSSKiB) / 1024)
+            print(row)
+            rows.append(row)
+        }
+    }
+}

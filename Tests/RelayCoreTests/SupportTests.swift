@@ -1,0 +1,56 @@
+import RelayCore
+import Testing
+
+@Suite struct SupportTests {
+    @Test func retryAfterReadsSecondsAndHTTPDates() {
+        let now = Timestamp(iso8601: "2015-10-21T07:28:00Z")!
+        #expect(RetryAfter.parse("120", now: now) == .seconds(120))
+        #expect(RetryAfter.parse(" 0 ", now: now) == .zero)
+        #expect(RetryAfter.parse("Wed, 21 Oct 2015 07:29:30 GMT", now: now) == .seconds(90))
+        #expect(RetryAfter.parse("Wed, 21 Oct 2015 07:00:00 GMT", now: now) == .zero)
+        #expect(RetryAfter.parse("soon", now: now) == nil)
+        #expect(RetryAfter.parse("-5", now: now) == nil)
+        #expect(RetryAfter.parse(nil, now: now) == nil)
+    }
+
+    @Test func backoffStaysWithinTheSpecBounds() {
+        let backoff = Backoff(initial: .seconds(1), maximum: .seconds(3600))
+        #expect(backoff.ceiling(retry: 1) == .seconds(1))
+        #expect(backoff.ceiling(retry: 2) == .seconds(2))
+        #expect(backoff.ceiling(retry: 5) == .seconds(16))
+        #expect(backoff.ceiling(retry: 13) == .seconds(3600))
+        #expect(backoff.ceiling(retry: 1000) == .seconds(3600))
+        var random = SystemRandomNumberGenerator()
+        for n in 1...40 {
+            let delay = backoff.delay(retry: n, using: &random)
+            #expect(delay >= .seconds(1) && delay <= backoff.ceiling(retry: n))
+        }
+    }
+
+    @Test func tokenBucketAllowsBurstThenPaces() {
+        var bucket = TokenBucket(limit: RateLimit(perSecond: 100, burst: 5), now: .zero)
+        let waits = (0..<7).map { _ in bucket.reserve(now: .zero) }
+        #expect(waits.prefix(5).allSatisfy { $0 == .zero })
+        #expect(waits[5] == .milliseconds(10))
+        #expect(waits[6] == .milliseconds(20))
+        #expect(bucket.reserve(now: .seconds(1)) == .zero)
+    }
+
+    @Test func rateLimiterWaitsOnTheInjectedClock() async throws {
+        let clock = TestClock(autoAdvance: true)
+        let limiter = RateLimiter(limit: RateLimit(perSecond: 10, burst: 2), clock: clock)
+        for _ in 0..<12 { try await limiter.acquire() }
+        #expect(clock.now.offset == .seconds(1))
+    }
+
+    @Test func testClockWakesSleepersWhenAdvanced() async throws {
+        let clock = TestClock()
+        let sleeper = Task { try await clock.sleep(for: .seconds(5)) }
+        while clock.sleeperCount == 0 { await Task.yield() }
+        clock.advance(by: .seconds(4))
+        #expect(clock.sleeperCount == 1)
+        clock.advance(by: .seconds(1))
+        try await sleeper.value
+        #expect(clock.sleeperCount == 0)
+    }
+}
