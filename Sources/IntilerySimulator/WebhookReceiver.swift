@@ -26,6 +26,7 @@ public final class WebhookReceiver: Sendable {
         var script: [ReceiverReply] = []
         var then: ReceiverReply = .ok
         var signingKey: [UInt8]?
+        var outage: (until: Int64, reply: ReceiverReply)?
     }
 
     private struct Waiter {
@@ -91,6 +92,12 @@ public final class WebhookReceiver: Sendable {
         }
     }
 
+    /// Answers every request on `path` with `reply` until the receiver's clock reaches `until` (ms since the epoch):
+    /// an outage measured in the test's time, not in requests.
+    public func outage(_ path: String, until: Int64, reply: ReceiverReply = .status(503)) {
+        state.withLock { $0.behaviours[path, default: PathBehaviour()].outage = (until, reply) }
+    }
+
     /// Verifies signatures on `path` with a `whsec_` secret.
     public func verifySignatures(on path: String, secret: String) {
         let key = secret.hasPrefix("whsec_") ? Data(base64Encoded: String(secret.dropFirst(6))).map(Array.init) : nil
@@ -143,7 +150,12 @@ public final class WebhookReceiver: Sendable {
         let path = String(request.path)
         let (reply, ready) = state.withLock { state -> (ReceiverReply, [Waiter]) in
             var behaviour = state.behaviours[path] ?? PathBehaviour()
-            let reply = behaviour.script.isEmpty ? behaviour.then : behaviour.script.removeFirst()
+            let reply: ReceiverReply
+            if let outage = behaviour.outage, now < outage.until {
+                reply = outage.reply
+            } else {
+                reply = behaviour.script.isEmpty ? behaviour.then : behaviour.script.removeFirst()
+            }
             state.behaviours[path] = behaviour
             var status: Int?
             if case .status(let code, _, _, _) = reply { status = code }

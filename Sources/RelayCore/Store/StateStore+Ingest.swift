@@ -65,8 +65,9 @@ extension StateStore {
             let queue = try FastStatement(
                 db,
                 sql: """
-                    INSERT OR IGNORE INTO outbox (subscription, event_id, event_time, action, payload, enqueued_at, next_attempt_at)
-                    VALUES (?, ?, ?, ?, ?, ?, ?)
+                    INSERT OR IGNORE INTO outbox
+                        (subscription, event_id, event_time, action, time_value, payload, enqueued_at, next_attempt_at)
+                    VALUES (?, ?, ?, ?, ?, ?, ?, ?)
                     """)
             let nowMS = now.millisecondsSinceEpoch
             for routed in events {
@@ -77,10 +78,13 @@ extension StateStore {
                     continue
                 }
                 result.newEvents += 1
+                guard !routed.subscriptions.isEmpty else { continue }
+                // The time as the event wrote it, for the envelope's `timestamp`.
+                let timeValue = event.timeValue.description
                 for subscription in routed.subscriptions {
                     result.queued += try queue.run(
-                        .text(subscription), .text(event.id), .integer(time), .text(event.action), .blob(event.raw),
-                        .integer(nowMS), .integer(nowMS))
+                        .text(subscription), .text(event.id), .integer(time), .text(event.action), .text(timeValue),
+                        .blob(event.raw), .integer(nowMS), .integer(nowMS))
                 }
             }
             try db.execute(

@@ -1,0 +1,45 @@
+/// One queued (subscription, event) pair as the dispatcher reads it from the outbox.
+public struct Delivery: Sendable, Equatable {
+    /// The outbox row id.
+    public var id: Int64
+    public var subscription: String
+    public var eventID: String
+    public var eventTime: Timestamp
+    public var action: String
+    /// The event time as JSON text, exactly as the event wrote it.
+    public var timeValue: String
+    /// The event's bytes as received.
+    public var payload: [UInt8]
+    /// Attempts made so far.
+    public var attempts: Int
+    public var firstAttemptAt: Timestamp?
+    /// Set once the event is part of a batch: the batch's composition is fixed from its first attempt.
+    public var batchID: String?
+    /// When it may next be tried.
+    public var nextAttemptAt: Timestamp
+}
+
+/// What one request came to, for every delivery it carried.
+public struct DeliveryOutcome: Sendable {
+    /// What happens to the deliveries.
+    public enum Decision: Sendable, Equatable {
+        /// A 2xx: done.
+        case delivered
+        /// Try again at this time.
+        case retry(at: Timestamp)
+        /// Give up, keeping them as dead letters with this reason.
+        case deadLetter(reason: String)
+    }
+
+    /// The deliveries of the request (one, or a batch).
+    public var deliveries: [Delivery]
+    public var decision: Decision
+    /// When this attempt started.
+    public var attemptedAt: Timestamp
+    /// The HTTP status, when there was one.
+    public var status: Int?
+    /// A short description of what went wrong, never a secret.
+    public var error: String?
+    /// Up to 1 KiB of the response, kept with dead letters.
+    public var responseSnippet: [UInt8]
+}

@@ -1,0 +1,78 @@
+import Crypto
+import CurlHTTP
+import Foundation
+import RelayJSON
+
+/// Builds webhook requests exactly as SPEC.md says: body, `webhook-id`, `webhook-timestamp`, `webhook-signature`
+/// (Standard Webhooks v1), `user-agent`, content type, and the subscription's own headers.
+public struct WebhookRequestBuilder: Sendable {
+    private let subscription: SubscriptionConfig
+
+    /// A builder for one subscription.
+    public init(subscription: SubscriptionConfig) { self.subscription = subscription }
+
+    /// The `webhook-id` of a request carrying these deliveries: `<subscription>:<eventID>` for one event; for a
+    /// batch, `<subscription>:batch-<hash of the event ids>`, a pure function of its contents (invariant 4).
+    public static func webhookID(subscription: String, eventIDs: [String], batched: Bool) -> String {
+        guard batched else { return "\(subscription):\(eventIDs[0])" }
+        let digest = SHA256.hash(data: Array(eventIDs.joined(separator: "\n").utf8))
+        let hex = digest.prefix(12).map { String(format: "%02x", $0) }.joined()
+        return "\(subscription):batch-\(hex)"
+    }
+
+    /// The request for `deliveries` attempted at `now`.
+    public func request(for deliveries: [Delivery], now: Timestamp) -> HTTPRequest {
+        let webhook = subscription.webhook
+        let batched = webhook.batchSize > 1
+        let id = Self.webhookID(subscription: subscription.name, eventIDs: deliveries.map(\.eventID), batched: batched)
+        var body: [UInt8] = []
+        if batched { body.append(UInt8(ascii: "[")) }
+        for (index, delivery) in deliveries.enumerated() {
+            if index > 0 { body.append(UInt8(ascii: ",")) }
+            let eventID = batched ? Self.webhookID(subscription: subscription.name, eventIDs: [delivery.eventID], batched: false) : id
+            appendPayload(delivery, id: eventID, to: &body)
+        }
+        if batched { body.append(UInt8(ascii: "]")) }
+
+        let timestamp = String(now.millisecondsSinceEpoch / 1000)
+        var headers = HTTPHeaders()
+        headers.add(name: "content-type", value: "application/json")
+        headers.add(name: "user-agent", value: "intilery-relay/\(RelayVersion.current)")
+        headers.add(name: "webhook-id", value: id)
+        headers.add(name: "webhook-timestamp", value: timestamp)
+        if let key = webhook.signingKey {
+            headers.add(name: "webhook-signature", value: Self.signature(id: id, timestamp: timestamp, body: body, key: key))
+        }
+        for header in webhook.headers { headers.add(name: header.name, value: header.value.exposedValue) }
+        return HTTPRequest(
+            method: "POST", url: webhook.url, headers: headers, body: body,
+            connectTimeout: min(webhook.timeout, .seconds(10)), timeout: webhook.timeout,
+            responseBodyLimit: .keepFirst(64 * 1024))
+    }
+
+    private func appendPayload(_ delivery: Delivery, id: String, to body: inout [UInt8]) {
+        switch subscription.webhook.payload {
+        case .event:
+            body.append(contentsOf: delivery.payload)
+        case .envelope:
+            var head = #"{"id":"#
+            JSONWriter.writeString(id, to: &head)
+            head += #","type":"#
+            JSONWriter.writeString(delivery.action, to: &head)
+            head += #","timestamp":"# + delivery.timeValue + #","subscription":"#
+            JSONWriter.writeString(subscription.name, to: &head)
+            head += #","data":"#
+            body.append(contentsOf: head.utf8)
+            body.append(contentsOf: delivery.payload)
+            body.append(UInt8(ascii: "}"))
+        }
+    }
+
+    /// `v1,<base64 HMAC-SHA256(key, id.timestamp.body)>` (Standard Webhooks 1.0).
+    public static func signature(id: String, timestamp: String, body: [UInt8], key: WebhookSigningKey) -> String {
+        var message = Array("\(id).\(timestamp).".utf8)
+        message.append(contentsOf: body)
+        let mac = HMAC<SHA256>.authenticationCode(for: message, using: SymmetricKey(data: key.exposedKey))
+        return "v1," + Data(mac).base64EncodedString()
+    }
+}

@@ -1,0 +1,214 @@
+import Foundation
+import GRDB
+
+/// A delivery given up on, as `dead-letters list` shows it.
+public struct DeadLetter: Sendable, Equatable {
+    public var id: Int64
+    public var subscription: String
+    public var eventID: String
+    public var eventTime: Timestamp
+    public var reason: String
+    /// The last HTTP status, when there was one.
+    public var status: Int?
+    public var attempts: Int
+    public var firstAttemptAt: Timestamp?
+    public var lastAttemptAt: Timestamp?
+    public var deadAt: Timestamp
+    /// Up to 1 KiB of the last response.
+    public var responseSnippet: [UInt8]
+}
+
+extension StateStore {
+    static let deliveryColumns =
+        "id, subscription, event_id, event_time, action, time_value, payload, attempts, first_attempt_at, batch_id, next_attempt_at"
+
+    /// Up to `limit` deliveries of a subscription that are due, oldest due first; with `strict`, the first ones in
+    /// event-time order whether due or not (a strict subscription waits for its head). Rows of a batch come whole.
+    public func deliveries(subscription: String, due now: Timestamp, limit: Int, strict: Bool, excluding: Set<Int64>)
+        async throws(StoreError) -> [Delivery]
+    {
+        try await read("reading the outbox of \(subscription)") { db in
+            let order = strict ? "event_time, id" : "next_attempt_at, event_time, id"
+            let dueClause = strict ? "" : "AND next_attempt_at <= ?"
+            let arguments: StatementArguments =
+                strict ? [subscription, limit + excluding.count] : [subscription, now.millisecondsSinceEpoch, limit + excluding.count]
+            var rows = try Row.fetchAll(
+                db, sql: "SELECT \(Self.deliveryColumns) FROM outbox WHERE subscription = ? \(dueClause) ORDER BY \(order) LIMIT ?",
+                arguments: arguments
+            ).map(Self.delivery).filter { !excluding.contains($0.id) }
+            rows = Array(rows.prefix(limit))
+            // Complete any batch cut by the limit, so that a batch is always sent as first composed.
+            let batches = Set(rows.compactMap(\.batchID))
+            for batch in batches {
+                let members = try Row.fetchAll(
+                    db, sql: "SELECT \(Self.deliveryColumns) FROM outbox WHERE subscription = ? AND batch_id = ? ORDER BY event_time, id",
+                    arguments: [subscription, batch]
+                ).map(Self.delivery)
+                rows.removeAll { $0.batchID == batch }
+                rows.append(contentsOf: members.filter { !excluding.contains($0.id) })
+            }
+            return rows
+        }
+    }
+
+    /// When the subscription's earliest queued delivery is due; nil when nothing is queued.
+    public func nextDueTime(subscription: String) async throws(StoreError) -> Timestamp? {
+        try await read("reading the outbox of \(subscription)") { db in
+            try Int64.fetchOne(db, sql: "SELECT min(next_attempt_at) FROM outbox WHERE subscription = ?", arguments: [subscription])
+                .map(Timestamp.fromMilliseconds)
+        }
+    }
+
+    /// Fixes a batch's composition before its first attempt, so that retries and restarts send the same batch.
+    public func assignBatch(_ batchID: String, to ids: [Int64]) async throws(StoreError) {
+        try await write("composing a batch") { db in
+            let statement = try FastStatement(db, sql: "UPDATE outbox SET batch_id = ? WHERE id = ? AND batch_id IS NULL")
+            for id in ids { try statement.run(.text(batchID), .integer(id)) }
+        }
+    }
+
+    /// Applies many outcomes in one transaction (the group commit): delivered rows leave the outbox, retried
+    /// ones are rescheduled, given-up ones move to the dead letters (invariant 2).
+    public func record(_ outcomes: [DeliveryOutcome]) async throws(StoreError) {
+        guard !outcomes.isEmpty else { return }
+        try await write("recording \(outcomes.count) delivery outcomes") { db in
+            let delete = try FastStatement(db, sql: "DELETE FROM outbox WHERE id = ?")
+            let reschedule = try FastStatement(
+                db,
+                sql: """
+                    UPDATE outbox SET attempts = attempts + 1, first_attempt_at = coalesce(first_attempt_at, ?),
+                        last_attempt_at = ?, last_status = ?, last_error = ?, next_attempt_at = ?
+                    WHERE id = ?
+                    """)
+            let bury = try FastStatement(
+                db,
+                sql: """
+                    INSERT OR REPLACE INTO dead_letter
+                        (subscription, event_id, event_time, action, time_value, payload, reason, last_status,
+                         response_snippet, attempts, first_attempt_at, last_attempt_at, dead_at)
+                    SELECT subscription, event_id, event_time, action, time_value, payload, ?, ?, ?, attempts + 1,
+                        coalesce(first_attempt_at, ?), ?, ?
+                    FROM outbox WHERE id = ?
+                    """)
+            for outcome in outcomes {
+                let at = outcome.attemptedAt.millisecondsSinceEpoch
+                let status: FastValue = outcome.status.map { .integer(Int64($0)) } ?? .integer(0)
+                switch outcome.decision {
+                case .delivered:
+                    for delivery in outcome.deliveries { try delete.run(.integer(delivery.id)) }
+                    try Self.updateStats(db, outcome.deliveries[0].subscription, delivered: outcome.deliveries.count, at: at, failure: nil)
+                case .retry(let next):
+                    for delivery in outcome.deliveries {
+                        try reschedule.run(
+                            .integer(at), .integer(at), status, .text(outcome.error ?? ""), .integer(next.millisecondsSinceEpoch),
+                            .integer(delivery.id))
+                    }
+                    try Self.updateStats(db, outcome.deliveries[0].subscription, delivered: 0, at: at, failure: outcome.error)
+                case .deadLetter(let reason):
+                    for delivery in outcome.deliveries {
+                        try bury.run(
+                            .text(reason), status, .blob(Array(outcome.responseSnippet.prefix(1024))), .integer(at), .integer(at),
+                            .integer(at), .integer(delivery.id))
+                        try delete.run(.integer(delivery.id))
+                    }
+                    try Self.updateStats(db, outcome.deliveries[0].subscription, delivered: 0, at: at, failure: reason)
+                }
+            }
+        }
+    }
+
+    private static func updateStats(_ db: Database, _ subscription: String, delivered: Int, at: Int64, failure: String?) throws {
+        if let failure {
+            try db.execute(
+                sql: """
+                    INSERT INTO delivery_stats (subscription, last_failure_at, last_failure) VALUES (?, ?, ?)
+                    ON CONFLICT (subscription) DO UPDATE SET last_failure_at = excluded.last_failure_at,
+                        last_failure = excluded.last_failure
+                    """, arguments: [subscription, at, failure])
+        } else {
+            try db.execute(
+                sql: """
+                    INSERT INTO delivery_stats (subscription, delivered, last_success_at) VALUES (?, ?, ?)
+                    ON CONFLICT (subscription) DO UPDATE SET delivered = delivered + excluded.delivered,
+                        last_success_at = excluded.last_success_at
+                    """, arguments: [subscription, delivered, at])
+        }
+    }
+
+    // MARK: - Dead letters
+
+    /// Dead letters, oldest first, of one subscription or all.
+    public func deadLetters(subscription: String? = nil) async throws(StoreError) -> [DeadLetter] {
+        try await read("reading dead letters") { db in
+            let filter = subscription == nil ? "" : "WHERE subscription = ?"
+            let arguments: StatementArguments = subscription.map { [$0] } ?? []
+            return try Row.fetchAll(
+                db,
+                sql: """
+                    SELECT id, subscription, event_id, event_time, reason, last_status, attempts, first_attempt_at,
+                        last_attempt_at, dead_at, response_snippet
+                    FROM dead_letter \(filter) ORDER BY dead_at, id
+                    """, arguments: arguments
+            ).map { row in
+                let status: Int? = row["last_status"]
+                let first: Int64? = row["first_attempt_at"]
+                let last: Int64? = row["last_attempt_at"]
+                let snippet: Data? = row["response_snippet"]
+                return DeadLetter(
+                    id: row["id"], subscription: row["subscription"], eventID: row["event_id"],
+                    eventTime: Timestamp(millisecondsSinceEpoch: row["event_time"]), reason: row["reason"],
+                    status: status == 0 ? nil : status, attempts: row["attempts"],
+                    firstAttemptAt: first.map(Timestamp.fromMilliseconds), lastAttemptAt: last.map(Timestamp.fromMilliseconds),
+                    deadAt: Timestamp(millisecondsSinceEpoch: row["dead_at"]), responseSnippet: snippet.map(Array.init) ?? [])
+            }
+        }
+    }
+
+    /// Puts dead letters back in the outbox with fresh attempts, due now; returns how many.
+    @discardableResult
+    public func replayDeadLetters(subscription: String? = nil, now: Timestamp) async throws(StoreError) -> Int {
+        try await write("replaying dead letters") { db in
+            let filter = subscription == nil ? "" : "WHERE subscription = ?"
+            var arguments: StatementArguments = [now.millisecondsSinceEpoch, now.millisecondsSinceEpoch]
+            if let subscription { arguments += [subscription] }
+            try db.execute(
+                sql: """
+                    INSERT OR IGNORE INTO outbox
+                        (subscription, event_id, event_time, action, time_value, payload, enqueued_at, next_attempt_at)
+                    SELECT subscription, event_id, event_time, action, time_value, payload, ?, ? FROM dead_letter \(filter)
+                    """, arguments: arguments)
+            let replayed = db.changesCount
+            try db.execute(sql: "DELETE FROM dead_letter \(filter)", arguments: subscription.map { [$0] } ?? [])
+            return replayed
+        }
+    }
+
+    /// Deletes dead letters; returns how many.
+    @discardableResult
+    public func purgeDeadLetters(subscription: String? = nil) async throws(StoreError) -> Int {
+        try await write("purging dead letters") { db in
+            let filter = subscription == nil ? "" : "WHERE subscription = ?"
+            try db.execute(sql: "DELETE FROM dead_letter \(filter)", arguments: subscription.map { [$0] } ?? [])
+            return db.changesCount
+        }
+    }
+
+    /// Deletes dead letters that died before `before` (the retention); returns how many.
+    @discardableResult
+    public func pruneDeadLetters(before: Timestamp) async throws(StoreError) -> Int {
+        try await write("pruning old dead letters") { db in
+            try db.execute(sql: "DELETE FROM dead_letter WHERE dead_at < ?", arguments: [before.millisecondsSinceEpoch])
+            return db.changesCount
+        }
+    }
+
+    static func delivery(_ row: Row) -> Delivery {
+        let first: Int64? = row["first_attempt_at"]
+        let payload: Data = row["payload"]
+        return Delivery(
+            id: row["id"], subscription: row["subscription"], eventID: row["event_id"],
+            eventTime: Timestamp(millisecondsSinceEpoch: row["event_time"]), action: row["action"], timeValue: row["time_value"],
+            payload: Array(payload), attempts: row["attempts"], firstAttemptAt: first.map(Timestamp.fromMilliseconds),
+            batchID: row["batch_id"], nextAttemptAt: Timestamp(millisecondsSinceEpoch: row["next_attempt_at"]))
+    }
+}
