@@ -68,6 +68,8 @@ bench: release bench-deps
 	@echo "== Ingest alone (poll, route, queue; no delivery), each backlog in a fresh process"
 	.build/release/relay-bench ingest 100000
 	.build/release/relay-bench ingest 400000
+	@echo "== Delivery isolation"
+	.build/release/relay-bench isolation 10000
 
 install: release
 	install -D -m 0755 .build/release/intilery-relay $(DESTDIR)$(BINDIR)/intilery-relay

@@ -62,7 +62,7 @@ let package = Package(
         ),
         .executableTarget(
             name: "relay-bench",
-            dependencies: ["RelayCore", "CurlHTTP", .product(name: "Logging", package: "swift-log")]
+            dependencies: ["RelayCore", "RelayJSON", "CurlHTTP", "IntilerySimulator", .product(name: "Logging", package: "swift-log")]
         ),
         .testTarget(name: "CurlHTTPTests", dependencies: ["CurlHTTP", "HTTPServer"]),
         .testTarget(name: "IntilerySimulatorTests", dependencies: ["IntilerySimulator", "CurlHTTP", "RelayJSON"]),

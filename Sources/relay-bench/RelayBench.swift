@@ -7,8 +7,16 @@ struct RelayBench {
         let arguments = CommandLine.arguments.dropFirst()
         let binary = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent()
             .appendingPathComponent("intilery-relay").path
+        if arguments.first == "isolation" {
+            let events = arguments.dropFirst().first.flatMap { Int($0) } ?? 10_000
+            let (alone, crowded) = try await IsolationBenchmark(events: events).run()
+            print(String(
+                format: "isolation: %d events to a healthy webhook in %.2f s alone, %.2f s beside a hanging and a failing one (%+.0f%%, target within 20%%)",
+                events, alone, crowded, (crowded / alone - 1) * 100))
+            return
+        }
         guard arguments.first == "ingest" else {
-            print("usage: relay-bench ingest [BACKLOG ...]")
+            print("usage: relay-bench ingest [BACKLOG ...] | isolation [EVENTS]")
             exit(64)
         }
         let backlogs = arguments.dropFirst().compactMap { Int($0) }

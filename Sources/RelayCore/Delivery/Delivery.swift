@@ -42,4 +42,17 @@ public struct DeliveryOutcome: Sendable {
     public var error: String?
     /// Up to 1 KiB of the response, kept with dead letters.
     public var responseSnippet: [UInt8]
+
+    /// An outcome as given.
+    public init(
+        deliveries: [Delivery], decision: Decision, attemptedAt: Timestamp, status: Int? = nil, error: String? = nil,
+        responseSnippet: [UInt8] = []
+    ) {
+        self.deliveries = deliveries
+        self.decision = decision
+        self.attemptedAt = attemptedAt
+        self.status = status
+        self.error = error
+        self.responseSnippet = responseSnippet
+    }
 }

@@ -1,0 +1,63 @@
+import CurlHTTP
+import Foundation
+import IntilerySimulator
+import Logging
+import RelayCore
+import RelayJSON
+
+/// How long a healthy subscription takes to deliver a backlog alone, and beside a hanging and a failing one.
+struct IsolationBenchmark {
+    let events: Int
+
+    func run() async throws -> (alone: Double, withNeighbours: Double) {
+        let alone = try await deliver(neighbours: false)
+        let crowded = try await deliver(neighbours: true)
+        return (alone, crowded)
+    }
+
+    private func deliver(neighbours: Bool) async throws -> Double {
+        let receiver = try await WebhookReceiver.start()
+        receiver.keep(bodies: false, requests: false)
+        receiver.script("/hang", [], then: .neverAnswer)
+        receiver.script("/flaky", [], then: .status(500))
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("relay-bench-\(UUID().uuidString)")
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let store = try StateStore.open(directory: directory.path)
+        let http = CurlHTTPClient()
+        let clock = ContinuousClock()
+        let now: @Sendable () -> Timestamp = { Timestamp(millisecondsSinceEpoch: Int64(Date().timeIntervalSince1970 * 1000)) }
+        let names = neighbours ? ["healthy", "hang", "flaky"] : ["healthy"]
+        var routed: [RoutedEvent] = []
+        for n in 0..<events {
+            let raw = Array(#"{"eventID":"e\#(n)","timestamp":"2024-05-01T00:00:00.000Z","action":"a"}"#.utf8)
+            routed.append(RoutedEvent(
+                event: Event(id: "e\(n)", time: Timestamp(millisecondsSinceEpoch: Int64(n)), action: "a", timeValue: .string("t"),
+                             fields: JSONObject(), raw: raw),
+                subscriptions: names))
+        }
+        _ = try await store.enqueue(source: "bench", events: routed, cursor: now(), now: now())
+        let writer = OutcomeWriter(store: store)
+        var logger = Logger(label: "bench")
+        logger.logLevel = .critical
+        let dispatchers = names.map { name in
+            var webhook = WebhookConfig(url: receiver.url("/\(name)"))
+            webhook.timeout = .seconds(30)
+            return Dispatcher(
+                subscription: SubscriptionConfig(name: name, source: "bench", webhook: webhook), store: store, http: http,
+                writer: writer, breaker: CircuitBreaker(), clock: clock, now: now, logger: logger)
+        }
+        let started = clock.now
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            group.addTask { try await writer.run() }
+            for dispatcher in dispatchers { group.addTask { try await dispatcher.run() } }
+            while try await store.status(sources: [], subscriptions: ["healthy"]).subscriptions[0].pending > 0 {
+                await writer.committed.wait()
+            }
+            group.cancelAll()
+        }
+        let seconds = started.duration(to: clock.now) / .seconds(1)
+        await http.shutdown()
+        try await receiver.shutdown()
+        return seconds
+    }
+}
