@@ -15,6 +15,8 @@ let package = Package(
         .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.13.0"),
         .package(url: "https://github.com/groue/GRDB.swift", from: "7.10.0"),
         .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
+        .package(url: "https://github.com/apple/swift-metrics", from: "2.13.0"),
+        .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.1"),
     ],
     targets: [
         .systemLibrary(
@@ -33,6 +35,10 @@ let package = Package(
                 .product(name: "GRDBSQLite", package: "GRDB.swift"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "Metrics", package: "swift-metrics"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "UnixSignals", package: "swift-service-lifecycle"),
+                "HTTPServer",
             ]
         ),
         .target(
@@ -58,6 +64,10 @@ let package = Package(
                 "IntilerySimulator",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "UnixSignals", package: "swift-service-lifecycle"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Metrics", package: "swift-metrics"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
             ]
         ),
         .executableTarget(
@@ -68,7 +78,7 @@ let package = Package(
         .testTarget(name: "IntilerySimulatorTests", dependencies: ["IntilerySimulator", "CurlHTTP", "RelayJSON"]),
         .testTarget(name: "RelayJSONTests", dependencies: ["RelayJSON"]),
         .testTarget(name: "RelayCoreTests", dependencies: ["RelayCore", "IntilerySimulator", "CurlHTTP"]),
-        .testTarget(name: "EndToEndTests", dependencies: ["intilery-relay", "RelayCore", "RelayJSON"]),
+        .testTarget(name: "EndToEndTests", dependencies: ["intilery-relay", "RelayCore", "RelayJSON", "IntilerySimulator"]),
     ],
     swiftLanguageModes: [.v6]
 )

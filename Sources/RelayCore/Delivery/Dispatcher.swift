@@ -30,6 +30,8 @@ public final class Dispatcher<C: Clock>: Sendable where C.Duration == Duration, 
     private let builder: WebhookRequestBuilder
     private let policy: DeliveryPolicy
     private let state = Mutex(State())
+    private let metrics: SubscriptionMetrics
+    private let stop = Mutex(StopSignal())
     /// Signalled when rows are queued for this subscription, a request ends, or an outcome commits.
     public let wakeup = WakeupSignal()
 
@@ -50,16 +52,19 @@ public final class Dispatcher<C: Clock>: Sendable where C.Duration == Duration, 
         logger[metadataKey: "subscription"] = "\(subscription.name)"
         self.logger = logger
         builder = WebhookRequestBuilder(subscription: subscription)
+        metrics = SubscriptionMetrics(subscription: subscription.name)
         policy = DeliveryPolicy(retry: subscription.webhook.retry)
     }
 
     private var slots: Int { subscription.webhook.ordering == .strict ? 1 : subscription.webhook.concurrency }
 
-    /// Delivers until cancelled; requests in flight then finish (their transfer is not cut) and their outcomes
-    /// are submitted. Throws only for the state store.
-    public func run() async throws {
+    /// Delivers until `stop` fires or the task is cancelled. After `stop`, no new request starts and the ones in
+    /// flight finish and submit their outcomes; cancelling cuts them short, leaving their rows queued as they were.
+    /// Throws only for the state store.
+    public func run(stop: StopSignal = StopSignal()) async throws {
+        self.stop.withLock { $0 = stop }
         try await withThrowingDiscardingTaskGroup { group in
-            while !Task.isCancelled {
+            while !Task.isCancelled && !stop.isFired {
                 let free = slots - state.withLock { $0.sending }
                 if free > 0 {
                     let jobs = try await nextJobs(max: free)
@@ -142,9 +147,11 @@ public final class Dispatcher<C: Clock>: Sendable where C.Duration == Duration, 
     private func race(_ first: @escaping @Sendable () async -> Void, or second: @escaping @Sendable () async throws -> Void)
         async throws
     {
+        let stop = self.stop.withLock { $0 }
         try await withThrowingTaskGroup(of: Void.self) { group in
             group.addTask { await first() }
             group.addTask { try await second() }
+            group.addTask { await stop.wait() }
             _ = try await group.next()
             group.cancelAll()
         }
@@ -165,6 +172,7 @@ public final class Dispatcher<C: Clock>: Sendable where C.Duration == Duration, 
             return
         }
         let attemptedAt = now()
+        let started = ContinuousClock.now
         let request = builder.request(for: job.deliveries, now: attemptedAt)
         var status: Int?
         var transportError: CurlHTTPError?
@@ -190,6 +198,12 @@ public final class Dispatcher<C: Clock>: Sendable where C.Duration == Duration, 
             status: status, transportError: transportError, retryAfter: retryAfter, attempts: attempts,
             firstAttemptAt: firstAttemptAt, now: now(), random: &random)
         recordBreaker(status: status, transportError: transportError)
+        metrics.latency.recordNanoseconds(Int64((ContinuousClock.now - started) / .nanoseconds(1)))
+        switch decision {
+        case .delivered: metrics.outcome("delivered", events: job.deliveries.count)
+        case .retry: metrics.outcome("retry", events: job.deliveries.count)
+        case .deadLetter: metrics.outcome("dead_letter", events: job.deliveries.count)
+        }
         let error = transportError.map(\.shortDescription) ?? status.flatMap { (200..<300).contains($0) ? nil : "http_\($0)" }
         if case .deadLetter(let reason) = decision {
             logger.warning(
@@ -224,6 +238,7 @@ public final class Dispatcher<C: Clock>: Sendable where C.Duration == Duration, 
         let endpointFailed = transportError?.isTransient == true || status.map { $0 >= 500 || $0 == 429 || $0 == 408 } == true
         guard status != nil || transportError != nil else { return }
         if let change = breaker.record(success: !endpointFailed, now: now()) {
+            if case .closed = change { metrics.circuit.record(0) } else { metrics.circuit.record(1) }
             switch change {
             case .open(_, let interval):
                 logger.notice("circuit open: pausing deliveries", metadata: ["probe_in": "\(interval)"])

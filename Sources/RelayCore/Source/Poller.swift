@@ -1,4 +1,5 @@
 import Logging
+import Synchronization
 
 /// Polls one source in ascending time order from its durable cursor and queues what each subscription wants.
 ///
@@ -18,6 +19,10 @@ public final class Poller<C: Clock>: Sendable where C.Duration == Duration, C: S
     private let logger: Logger
     /// What the poller saw, for status and health.
     public let health = SourceHealth()
+    private let metrics: SourceMetrics
+    private let queuedHook = Mutex<(@Sendable () -> Void)?>(nil)
+    /// The source polled.
+    public var sourceConfig: SourceConfig { source }
 
     /// A poller for `source` feeding `subscriptions` (those of this source).
     public init(
@@ -26,6 +31,7 @@ public final class Poller<C: Clock>: Sendable where C.Duration == Duration, C: S
     ) {
         self.source = source
         self.router = Router(subscriptions: subscriptions)
+        self.metrics = SourceMetrics(source: source.name)
         self.store = store
         self.client = client
         self.clock = clock
@@ -34,6 +40,9 @@ public final class Poller<C: Clock>: Sendable where C.Duration == Duration, C: S
         logger[metadataKey: "source"] = "\(source.name)"
         self.logger = logger
     }
+
+    /// Calls `hook` whenever a commit queued deliveries, so that dispatchers start at once instead of on a timer.
+    public func onQueued(_ hook: @escaping @Sendable () -> Void) { queuedHook.withLock { $0 = hook } }
 
     /// Polls until cancelled. Throws only for the state store (exit 74): API trouble is retried forever.
     public func run() async throws {
@@ -87,6 +96,9 @@ public final class Poller<C: Clock>: Sendable where C.Duration == Duration, C: S
                 guard commitInFlight, let result = try await commits.next() else { return }
                 commitInFlight = false
                 health.update { $0.duplicates += result.duplicates }
+                metrics.eventsQueued.increment(by: result.queued)
+                if result.queued > 0 { queuedHook.withLock { $0 }?() }
+                metrics.duplicates.increment(by: result.duplicates)
             }
 
             while true {
@@ -106,12 +118,14 @@ public final class Poller<C: Clock>: Sendable where C.Duration == Duration, C: S
                     $0.eventsRead += events.count
                     $0.lastSuccessAt = now
                 }
+                metrics.eventsReceived.increment(by: events.count)
                 if page.elementCount < pageSize {
                     try await awaitCommit()
                     health.update {
                         $0.cursor = cursor
                         $0.lastCaughtUpAt = now
                     }
+                    metrics.cursorLag.record(Double(now.millisecondsSinceEpoch - cursor.millisecondsSinceEpoch) / 1000)
                     return cursor
                 }
                 pagesSincePrune += 1
@@ -150,6 +164,7 @@ public final class Poller<C: Clock>: Sendable where C.Duration == Duration, C: S
             try Task.checkCancellation()
             switch try await client.fetch(start: start, from: from) {
             case .page(let page):
+                metrics.response("200")
                 if failures > 0 || health.snapshot.problem != nil {
                     logger.notice("source healthy again", metadata: ["after_failures": "\(failures)"])
                 }
@@ -160,6 +175,7 @@ public final class Poller<C: Clock>: Sendable where C.Duration == Duration, C: S
                 logSkipped(page.skipped)
                 return page
             case .failed(let failure):
+                metrics.response(failure.status.map(String.init) ?? failure.kind.rawValue)
                 failures += 1
                 let wait = failure.retryAfter.map { min($0, .seconds(3600)) }
                     ?? Self.backoff(for: failure.kind).delay(retry: failures, using: &random)

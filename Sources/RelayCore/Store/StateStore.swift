@@ -162,6 +162,8 @@ extension StoreError {
     init(_ error: any Error, doing what: String) {
         if let error = error as? StoreError {
             self = error
+        } else if error is CancellationError {
+            self = .cancelled
         } else if let error = error as? DatabaseError {
             let message = "\(what): \(error.message ?? "SQLite error") (\(error.resultCode))"
             self = error.resultCode == .SQLITE_FULL ? .diskFull(message) : .io(message)

@@ -5,6 +5,7 @@ public struct StoreError: Error, Sendable, CustomStringConvertible {
         case directory
         case diskFull
         case io
+        case cancelled
     }
 
     private let code: Code
@@ -23,6 +24,12 @@ public struct StoreError: Error, Sendable, CustomStringConvertible {
     /// Any other SQLite or file error.
     public static func io(_ detail: String) -> Self { .init(.io, detail) }
 
+    /// The task was cancelled while waiting for the database: a stop, not a failure.
+    public static let cancelled = StoreError(.cancelled, "cancelled")
+
+    /// Whether this is only a cancellation.
+    public var isCancellation: Bool { code == .cancelled }
+
     /// Whether the disk was full: the relay waits and retries rather than dropping anything.
     public var isDiskFull: Bool { code == .diskFull }
 
@@ -32,6 +39,7 @@ public struct StoreError: Error, Sendable, CustomStringConvertible {
         case .directory: return "state_directory"
         case .diskFull: return "disk_full"
         case .io: return "io_error"
+        case .cancelled: return "cancelled"
         }
     }
 
@@ -40,6 +48,7 @@ public struct StoreError: Error, Sendable, CustomStringConvertible {
         case .directory: return "state directory: \(detail)"
         case .diskFull: return "state store: disk full: \(detail)"
         case .io: return "state store: \(detail)"
+        case .cancelled: return "state store: operation cancelled"
         }
     }
 }

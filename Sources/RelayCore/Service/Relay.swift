@@ -1,0 +1,247 @@
+import CurlHTTP
+import Foundation
+import HTTPServer
+import Logging
+import ServiceLifecycle
+import Synchronization
+import UnixSignals
+
+/// The daemon: opens the store, runs the pipeline for the current config, serves metrics, talks to systemd, and
+/// reloads on SIGHUP. A `Service` for swift-service-lifecycle, which turns SIGTERM/SIGINT into a graceful stop.
+public final class Relay: Service, Sendable {
+    private enum Command: Sendable {
+        case reload
+        case shutdown
+        case failed(any Error)
+    }
+
+    private let configFile: String
+    private let initialConfig: RelayConfig
+    private let stateDirectory: String
+    private let environment: [String: String]
+    private let logger: Logger
+    private let notifier: SystemdNotifier
+    private let renderMetrics: @Sendable () -> [UInt8]
+    private let commands: AsyncStream<Command>
+    private let commandSink: AsyncStream<Command>.Continuation
+    private let current = Mutex<Pipeline<ContinuousClock>?>(nil)
+    /// Called with the metrics endpoint's port once bound (tests bind port 0).
+    private let onListening: @Sendable (Int) -> Void
+
+    /// A relay for a validated config.
+    public init(
+        configFile: String, config: RelayConfig, stateDirectory: String, environment: [String: String], logger: Logger,
+        notifier: SystemdNotifier, renderMetrics: @escaping @Sendable () -> [UInt8], onListening: @escaping @Sendable (Int) -> Void = { _ in }
+    ) {
+        self.configFile = configFile
+        self.initialConfig = config
+        self.stateDirectory = stateDirectory
+        self.environment = environment
+        self.logger = logger
+        self.notifier = notifier
+        self.renderMetrics = renderMetrics
+        self.onListening = onListening
+        (commands, commandSink) = AsyncStream.makeStream(of: Command.self)
+    }
+
+    /// Reads the config again and applies it if valid (what SIGHUP does).
+    public func reload() { commandSink.yield(.reload) }
+
+    /// Runs until a graceful shutdown; throws ``StoreError`` when the state store fails (exit 74).
+    public func run() async throws {
+        let store = try StateStore.open(directory: stateDirectory)
+        let http = CurlHTTPClient(configuration: .init(userAgent: "intilery-relay/\(RelayVersion.current)"))
+        let clock = ContinuousClock()
+        let limiters = APIRateLimiters(clock: clock)
+        let now: @Sendable () -> Timestamp = { Timestamp(millisecondsSinceEpoch: Int64(Date().timeIntervalSince1970 * 1000)) }
+        let metricsServer = try await startMetricsServer(initialConfig, now: now)
+        defer { Task { [http] in await http.shutdown() } }
+
+        try await withGracefulShutdownHandler {
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                group.addTask { [commandSink] in
+                    for await _ in await UnixSignalsSequence(trapping: .sighup) { commandSink.yield(.reload) }
+                }
+                if let interval = SystemdNotifier.watchdogInterval(environment: environment) {
+                    group.addTask { [notifier] in
+                        while !Task.isCancelled {
+                            notifier.watchdog()
+                            try await Task.sleep(for: interval / 2)
+                        }
+                    }
+                }
+                group.addTask { try await self.maintain(store: store, now: now) }
+
+                var config = initialConfig
+                var pipeline = startPipeline(config, store: store, http: http, limiters: limiters, clock: clock, now: now, in: &group)
+                logger.info(
+                    "started", metadata: ["version": "\(RelayVersion.current)", "sources": "\(config.sources.count)",
+                                          "subscriptions": "\(config.subscriptions.count)", "state": "\(stateDirectory)"])
+                notifier.ready(status: summary(config))
+
+                for await command in commands {
+                    switch command {
+                    case .failed(let error):
+                        throw error
+                    case .shutdown:
+                        logger.info("stopping: polling stopped, letting deliveries in flight finish", metadata: ["grace": "\(DurationText.format(config.shutdownGrace))"])
+                        notifier.stopping()
+                        pipeline.stop()
+                        try await waitForPipeline(pipeline)
+                        group.cancelAll()
+                        return
+                    case .reload:
+                        notifier.reloading()
+                        guard let next = loadConfig() else {
+                            notifier.ready(status: summary(config))
+                            continue
+                        }
+                        pipeline.stop()
+                        try await waitForPipeline(pipeline)
+                        config = next
+                        pipeline = startPipeline(config, store: store, http: http, limiters: limiters, clock: clock, now: now, in: &group)
+                        logger.notice(
+                            "reloaded", metadata: ["sources": "\(config.sources.count)", "subscriptions": "\(config.subscriptions.count)"])
+                        notifier.ready(status: summary(config))
+                    }
+                }
+            }
+        } onGracefulShutdown: { [commandSink] in
+            commandSink.yield(.shutdown)
+        }
+        try await metricsServer?.shutdown()
+        logger.info("stopped")
+    }
+
+    private func startPipeline(
+        _ config: RelayConfig, store: StateStore, http: CurlHTTPClient, limiters: APIRateLimiters<ContinuousClock>,
+        clock: ContinuousClock, now: @escaping @Sendable () -> Timestamp, in group: inout ThrowingTaskGroup<Void, any Error>
+    ) -> Pipeline<ContinuousClock> {
+        let pipeline = Pipeline(config: config, store: store, http: http, limiters: limiters, clock: clock, now: now, logger: logger)
+        current.withLock { $0 = pipeline }
+        let finished = PipelineCompletion()
+        completions.withLock { $0[ObjectIdentifier(pipeline)] = finished }
+        group.addTask { [commandSink] in
+            do {
+                try await pipeline.run()
+                finished.finish(nil)
+            } catch {
+                finished.finish(error)
+                commandSink.yield(.failed(error))
+            }
+        }
+        return pipeline
+    }
+
+    private let completions = Mutex<[ObjectIdentifier: PipelineCompletion]>([:])
+
+    private func waitForPipeline(_ pipeline: Pipeline<ContinuousClock>) async throws {
+        guard let completion = completions.withLock({ $0.removeValue(forKey: ObjectIdentifier(pipeline)) }) else { return }
+        if let error = await completion.wait() { throw error }
+    }
+
+    /// The new config, or nil (logged) when it is invalid: the running one stays.
+    private func loadConfig() -> RelayConfig? {
+        do {
+            let config = try ConfigLoader.load(file: configFile, environment: ConfigEnvironment(variables: environment))
+            return config
+        } catch {
+            logger.error("reload rejected: the config has problems; the running config stays", metadata: ["problems": "\(error.problems.count)"])
+            for line in error.lines { logger.error("\(line)") }
+            return nil
+        }
+    }
+
+    /// Refreshes queue gauges and systemd's STATUS, and prunes old dead letters, every 10 s.
+    private func maintain(store: StateStore, now: @escaping @Sendable () -> Timestamp) async throws {
+        while !Task.isCancelled {
+            if let pipeline = current.withLock({ $0 }) {
+                let config = pipeline.config
+                let time = now()
+                do {
+                    let status = try await store.status(sources: [], subscriptions: config.subscriptions.map(\.name))
+                    for subscription in status.subscriptions {
+                        let age = subscription.oldestPendingEventTime.map { Double(time.millisecondsSinceEpoch - $0.millisecondsSinceEpoch) / 1000 } ?? 0
+                        SubscriptionMetrics(subscription: subscription.name).queue(
+                            pending: subscription.pending, oldestAgeSeconds: age, deadLetters: subscription.deadLetters)
+                    }
+                    let pending = status.subscriptions.map(\.pending).reduce(0, +)
+                    let delivered = status.subscriptions.map(\.delivered).reduce(0, +)
+                    let dead = status.subscriptions.map(\.deadLetters).reduce(0, +)
+                    notifier.status("\(summary(config)); \(delivered) delivered, \(pending) pending, \(dead) dead letters")
+                    let pruned = try await store.pruneDeadLetters(before: time.advanced(by: .zero - config.deadLetters.retention))
+                    if pruned > 0 { logger.info("pruned dead letters past retention", metadata: ["count": "\(pruned)"]) }
+                } catch {
+                    if error.isCancellation { return }
+                    throw error
+                }
+            }
+            try await Task.sleep(for: .seconds(10))
+        }
+    }
+
+    private func summary(_ config: RelayConfig) -> String {
+        "\(config.sources.count) source\(config.sources.count == 1 ? "" : "s"), \(config.subscriptions.count) subscription\(config.subscriptions.count == 1 ? "" : "s")"
+    }
+
+    private func startMetricsServer(_ config: RelayConfig, now: @escaping @Sendable () -> Timestamp) async throws -> HTTPServer? {
+        guard let listen = config.metrics.listen else { return nil }
+        let render = renderMetrics
+        do {
+            let server = try await HTTPServer.start(HTTPServer.Configuration(host: listen.host, port: listen.port, maxRequestBodyBytes: 4096)) { [self] request in
+                switch request.path {
+                case "/metrics":
+                    return .respond(status: 200, headers: [("content-type", "text/plain; version=0.0.4")], body: render())
+                case "/healthz":
+                    return .text("ok\n", status: 200)
+                case "/readyz":
+                    let ready = self.current.withLock { $0 }?.isReady(now: now()) ?? false
+                    return ready ? .text("ready\n", status: 200) : .text("not ready: a source has not polled successfully lately\n", status: 503)
+                default:
+                    return .text("not found\n", status: 404)
+                }
+            }
+            logger.info("metrics listening", metadata: ["address": "\(listen.host):\(server.port)"])
+            onListening(server.port)
+            return server
+        } catch {
+            throw RelayStartError(description: "cannot listen on \(listen) for metrics: \(error)")
+        }
+    }
+}
+
+/// Start-up failed for a reason other than the config or the store.
+public struct RelayStartError: Error, CustomStringConvertible {
+    public let description: String
+}
+
+/// Lets the relay wait for one pipeline's end while the task group keeps running others.
+final class PipelineCompletion: Sendable {
+    private struct State {
+        var done = false
+        var error: (any Error)?
+        var waiters: [CheckedContinuation<(any Error)?, Never>] = []
+    }
+    private let state = Mutex(State())
+
+    func finish(_ error: (any Error)?) {
+        let waiters = state.withLock { state -> [CheckedContinuation<(any Error)?, Never>] in
+            state.done = true
+            state.error = error
+            defer { state.waiters = [] }
+            return state.waiters
+        }
+        for waiter in waiters { waiter.resume(returning: error) }
+    }
+
+    func wait() async -> (any Error)? {
+        await withCheckedContinuation { continuation in
+            let result = state.withLock { state -> (Bool, (any Error)?) in
+                if state.done { return (true, state.error) }
+                state.waiters.append(continuation)
+                return (false, nil)
+            }
+            if result.0 { continuation.resume(returning: result.1) }
+        }
+    }
+}

@@ -1,0 +1,49 @@
+import Metrics
+
+/// The metrics of one source's poller, made once so that the hot path only increments.
+struct SourceMetrics: Sendable {
+    let eventsReceived: Counter
+    let eventsQueued: Counter
+    let duplicates: Counter
+    let cursorLag: Gauge
+    private let name: String
+
+    init(source: String) {
+        name = source
+        eventsReceived = Counter(label: "intilery_relay_events_received_total", dimensions: [("source", source)])
+        eventsQueued = Counter(label: "intilery_relay_events_queued_total", dimensions: [("source", source)])
+        duplicates = Counter(label: "intilery_relay_events_duplicate_total", dimensions: [("source", source)])
+        cursorLag = Gauge(label: "intilery_relay_cursor_lag_seconds", dimensions: [("source", source)])
+    }
+
+    /// API responses by status (`transport` when there was none).
+    func response(_ status: String) {
+        Counter(label: "intilery_relay_api_responses_total", dimensions: [("source", name), ("status", status)]).increment()
+    }
+}
+
+/// The metrics of one subscription's dispatcher.
+struct SubscriptionMetrics: Sendable {
+    let latency: Metrics.Timer
+    let circuit: Gauge
+    private let name: String
+
+    init(subscription: String) {
+        name = subscription
+        latency = Metrics.Timer(label: "intilery_relay_delivery_seconds", dimensions: [("subscription", subscription)])
+        circuit = Gauge(label: "intilery_relay_circuit_open", dimensions: [("subscription", subscription)])
+    }
+
+    /// Deliveries (events, not requests) by outcome: `delivered`, `retry`, `dead_letter`.
+    func outcome(_ outcome: String, events: Int) {
+        Counter(label: "intilery_relay_deliveries_total", dimensions: [("subscription", name), ("outcome", outcome)])
+            .increment(by: events)
+    }
+
+    /// Outbox depth, oldest queued event's age, and dead letters: refreshed from the store periodically.
+    func queue(pending: Int, oldestAgeSeconds: Double, deadLetters: Int) {
+        Gauge(label: "intilery_relay_outbox_depth", dimensions: [("subscription", name)]).record(pending)
+        Gauge(label: "intilery_relay_outbox_oldest_age_seconds", dimensions: [("subscription", name)]).record(oldestAgeSeconds)
+        Gauge(label: "intilery_relay_dead_letters", dimensions: [("subscription", name)]).record(deadLetters)
+    }
+}

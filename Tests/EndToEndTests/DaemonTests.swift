@@ -1,0 +1,161 @@
+import Foundation
+import IntilerySimulator
+import RelayCore
+import Testing
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The real `intilery-relay run` binary against the simulator and receiver on loopback.
+@Suite(.serialized, .timeLimit(.minutes(3))) struct DaemonTests {
+    static func config(api: FakeEventsAPI, receiver: WebhookReceiver, subscriptions: [String], extra: String = "") -> String {
+        let subs = subscriptions.map { name in
+            #"{"name": "\#(name)", "webhook": {"url": "\#(receiver.url("/hooks/\(name)"))", "timeout": "5s"}}"#
+        }.joined(separator: ", ")
+        return #"""
+            {"stateDirectory": "./state", "metrics": {"listen": "off"}, "shutdownGrace": "2s", \#(extra)
+             "sources": [{"name": "acme", "baseURL": "\#(api.baseURL)", "clientId": "acme", "accountId": "acme", "brandId": "ACME",
+                          "authToken": {"env": "INTILERY_TOKEN"}, "startFrom": "earliest", "pollInterval": "250ms", "lookback": "5s"}],
+             "subscriptions": [\#(subs)]}
+            """#
+    }
+
+    struct Setup {
+        let directory: URL
+        let api: FakeEventsAPI
+        let receiver: WebhookReceiver
+        var configFile: URL { directory.appendingPathComponent("config.json") }
+        var environment: [String: String] { ["INTILERY_TOKEN": api.account.authToken] }
+    }
+
+    static func withSetup(_ body: (Setup) async throws -> Void) async throws {
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("relay-daemon-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        var settings = FakeEventsAPI.Settings()
+        settings.rateLimit = nil
+        let api = try await FakeEventsAPI.start(settings: settings)
+        let receiver = try await WebhookReceiver.start()
+        do {
+            try await body(Setup(directory: directory, api: api, receiver: receiver))
+        } catch {
+            try await api.shutdown()
+            try await receiver.shutdown()
+            throw error
+        }
+        try await api.shutdown()
+        try await receiver.shutdown()
+        try? FileManager.default.removeItem(at: directory)
+    }
+
+    @Test func sigtermMidDrainExitsZeroWithinTheGraceAndARestartFinishesWithNothingMissing() async throws {
+        try await Self.withSetup { setup in
+            let now = Int64(Date().timeIntervalSince1970 * 1000)
+            setup.api.log.addBacklog(count: 3_000, from: now - 3_600_000, to: now)
+            let expected = Set(setup.api.log.allEvents.map { "all:\($0.eventID)" })
+            // Slow enough that a SIGTERM lands mid-drain.
+            setup.receiver.script("/hooks/all", [], then: .status(200, after: .milliseconds(5)))
+            try Self.config(api: setup.api, receiver: setup.receiver, subscriptions: ["all"])
+                .write(to: setup.configFile, atomically: true, encoding: .utf8)
+            let first = try RelayProcess(arguments: ["run", "--config", setup.configFile.path], environment: setup.environment, directory: setup.directory)
+            #expect(await setup.receiver.waitUntil { $0.countsByPath["/hooks/all", default: 0] >= 300 })
+            let signalled = ContinuousClock.now
+            first.signal(SIGTERM)
+            let status = await first.waitForExit(timeout: .seconds(10))
+            #expect(status == 0, "\(first.log)")
+            #expect(ContinuousClock.now - signalled < .seconds(2) + .seconds(3))
+            let deliveredBefore = Set(setup.receiver.record.countsByWebhookID.keys)
+            #expect(deliveredBefore.count < expected.count, "the SIGTERM came too late to test anything")
+
+            let second = try RelayProcess(arguments: ["run", "--config", setup.configFile.path], environment: setup.environment, directory: setup.directory)
+            #expect(await setup.receiver.waitUntil(timeout: .seconds(90)) { expected.isSubset(of: $0.countsByWebhookID.keys) })
+            second.signal(SIGTERM)
+            #expect(await second.waitForExit(timeout: .seconds(10)) == 0)
+            let counts = setup.receiver.record.countsByWebhookID
+            #expect(Set(counts.keys) == expected)
+            let duplicates = counts.values.filter { $0 > 1 }.count
+            // At least once: only deliveries in flight at the stop may repeat (4 slots).
+            #expect(duplicates <= 4, "duplicates: \(duplicates)")
+        }
+    }
+
+    @Test func sighupAddsASubscriptionLiveAndAnInvalidReloadKeepsTheOldConfig() async throws {
+        try await Self.withSetup { setup in
+            let socket = try NotifySocket(directory: setup.directory)
+            defer { socket.close() }
+            setup.api.log.startLiveTraffic(perSecond: 50)
+            try Self.config(api: setup.api, receiver: setup.receiver, subscriptions: ["first"])
+                .write(to: setup.configFile, atomically: true, encoding: .utf8)
+            var environment = setup.environment
+            environment["NOTIFY_SOCKET"] = socket.path
+            let relay = try RelayProcess(arguments: ["run", "--config", setup.configFile.path], environment: environment, directory: setup.directory)
+            var messages = socket.messages.makeAsyncIterator()
+            let ready = await messages.next()
+            #expect(ready?.hasPrefix("READY=1\nSTATUS=1 source, 1 subscription") == true, "\(String(describing: ready))")
+            #expect(await setup.receiver.waitUntil { $0.successesByPath["/hooks/first", default: 0] >= 10 })
+
+            // Add a subscription and reload.
+            try Self.config(api: setup.api, receiver: setup.receiver, subscriptions: ["first", "second"])
+                .write(to: setup.configFile, atomically: true, encoding: .utf8)
+            relay.signal(SIGHUP)
+            let reloading = await messages.next()
+            #expect(reloading?.hasPrefix("RELOADING=1\nMONOTONIC_USEC=") == true, "\(String(describing: reloading))")
+            var next = await messages.next()
+            while next?.hasPrefix("STATUS=") == true { next = await messages.next() }
+            #expect(next == "READY=1\nSTATUS=1 source, 2 subscriptions")
+            #expect(await setup.receiver.waitUntil { $0.successesByPath["/hooks/second", default: 0] >= 10 })
+
+            // An invalid config is logged and ignored: deliveries go on to both.
+            try "{ not json".write(to: setup.configFile, atomically: true, encoding: .utf8)
+            relay.signal(SIGHUP)
+            #expect(await messages.next()?.hasPrefix("RELOADING=1") == true)
+            next = await messages.next()
+            while next?.hasPrefix("STATUS=") == true { next = await messages.next() }
+            #expect(next == "READY=1\nSTATUS=1 source, 2 subscriptions")
+            let before = setup.receiver.record.successesByPath
+            #expect(await setup.receiver.waitUntil {
+                $0.successesByPath["/hooks/second", default: 0] >= before["/hooks/second", default: 0] + 10
+                    && $0.successesByPath["/hooks/first", default: 0] >= before["/hooks/first", default: 0] + 10
+            })
+            #expect(relay.process.isRunning)
+            #expect(relay.log.contains("reload rejected"))
+            #expect(relay.log.contains("not valid JSON: line 1, column 3"))
+
+            relay.signal(SIGTERM)
+            next = await messages.next()
+            while next?.hasPrefix("STATUS=") == true { next = await messages.next() }
+            #expect(next == "STOPPING=1")
+            #expect(await relay.waitForExit(timeout: .seconds(10)) == 0)
+        }
+    }
+
+    @Test func logsCarryNoSecrets() async throws {
+        try await Self.withSetup { setup in
+            setup.api.log.addBacklog(count: 50, from: 0, to: 1000)
+            let config = #"""
+                {"stateDirectory": "./state", "metrics": {"listen": "off"}, "shutdownGrace": "1s",
+                 "sources": [{"name": "acme", "baseURL": "\#(setup.api.baseURL)", "clientId": "acme", "accountId": "acme", "brandId": "ACME",
+                              "authToken": {"env": "INTILERY_TOKEN"}, "startFrom": "earliest"}],
+                 "subscriptions": [{"name": "s", "webhook": {"url": "\#(setup.receiver.url("/hooks/catch/SECRETPATH"))",
+                    "headers": {"X-Api-Key": "HEADERSECRET-42"}, "secret": "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"}}]}
+                """#
+            try config.write(to: setup.configFile, atomically: true, encoding: .utf8)
+            setup.receiver.script("/hooks/catch/SECRETPATH", [.status(500)], then: .ok)
+            let relay = try RelayProcess(
+                arguments: ["run", "--config", setup.configFile.path, "--log-level", "trace"], environment: setup.environment,
+                directory: setup.directory)
+            #expect(await setup.receiver.waitUntil { $0.successesByPath["/hooks/catch/SECRETPATH", default: 0] >= 50 })
+            relay.signal(SIGTERM)
+            #expect(await relay.waitForExit(timeout: .seconds(10)) == 0)
+            let log = relay.log
+            #expect(!log.isEmpty)
+            for secret in [setup.api.account.authToken, "HEADERSECRET-42", "MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", "SECRETPATH"] {
+                #expect(!log.contains(secret), "\(secret) leaked into the log")
+            }
+            let stateFile = setup.directory.appendingPathComponent("state/relay.sqlite")
+            let bytes = try Data(contentsOf: stateFile) + ((try? Data(contentsOf: URL(fileURLWithPath: stateFile.path + "-wal"))) ?? Data())
+            for secret in [setup.api.account.authToken, "HEADERSECRET-42", "MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"] {
+                #expect(bytes.range(of: Data(secret.utf8)) == nil, "\(secret) is in the state store")
+            }
+        }
+    }
+}
