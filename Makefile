@@ -15,7 +15,7 @@ APT_PACKAGES := libcurl4-openssl-dev libsqlite3-dev pkg-config
 EXAMPLE_ENV := HOOK_AUTH='Bearer example' HOOK_SECRET=whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw \
 	CREDENTIALS_DIRECTORY=$(CURDIR)/config/example-credentials
 
-.PHONY: all deps bench-deps build release test check-schema demo bench install clean
+.PHONY: all deps bench-deps build release test check-schema check-systemd demo bench install clean
 
 all: build
 
@@ -44,7 +44,21 @@ release: deps
 
 test: deps check-schema
 	$(SWIFT) build --build-tests
+	$(MAKE) --no-print-directory check-systemd
 	$(SWIFT) test
+
+# The unit as `make install` would write it, pointed at this checkout's binary so that verify can check ExecStart.
+check-systemd: deps
+	@command -v systemd-analyze >/dev/null || { \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq systemd >/dev/null; \
+	  else echo "Run: sudo apt-get install -y systemd" >&2; exit 1; fi; }
+	@dir=$$(mktemp -d) && \
+	sed -e 's|/usr/local/bin/intilery-relay|$(CURDIR)/.build/debug/intilery-relay|g' \
+	    -e 's|/usr/local/share/doc/intilery-relay|$(CURDIR)|g' systemd/intilery-relay.service > $$dir/intilery-relay.service && \
+	out=$$(systemd-analyze verify $$dir/intilery-relay.service 2>&1); rc=$$?; rm -rf $$dir; \
+	if [ $$rc -ne 0 ] || [ -n "$$out" ]; then echo "systemd-analyze verify: $$out" >&2; exit 1; fi
+	@systemd-analyze security --offline=yes --threshold=15 systemd/intilery-relay.service | tail -1
+	@echo "systemd/intilery-relay.service: verify clean, exposure within 1.5"
 
 # The example must validate against the schema that editors use, and the schema must be valid 2020-12.
 check-schema: deps
@@ -54,8 +68,11 @@ check-schema: deps
 	jsonschema.Draft202012Validator(schema).validate(json.load(open("config/example.json"))); \
 	print("config/example.json validates against config/intilery-relay.schema.json")'
 
+DEMO_DURATION ?= 20s
+
 demo: release
 	$(EXAMPLE_ENV) .build/release/intilery-relay check-config config/example.json
+	.build/release/intilery-relay demo --duration $(DEMO_DURATION)
 
 bench-deps: deps
 	@command -v wrk >/dev/null || { \

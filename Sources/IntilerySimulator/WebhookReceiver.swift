@@ -43,6 +43,7 @@ public final class WebhookReceiver: Sendable {
     }
 
     private let state = Mutex(State())
+    private let observer = Mutex<(@Sendable (ReceivedWebhook) -> Void)?>(nil)
     private let time: SimulatorTime
     private let server: HTTPServer
 
@@ -112,6 +113,11 @@ public final class WebhookReceiver: Sendable {
         }
     }
 
+    /// Calls `observer` with every request as it arrives (after it is recorded), for live views.
+    public func observe(_ observer: @escaping @Sendable (ReceivedWebhook) -> Void) {
+        self.observer.withLock { $0 = observer }
+    }
+
     /// A snapshot of what arrived.
     public var record: Record { state.withLock { $0.record } }
 
@@ -148,7 +154,7 @@ public final class WebhookReceiver: Sendable {
     fileprivate func handle(_ request: HTTPServerRequest) -> HTTPServerReply {
         let now = time.now
         let path = String(request.path)
-        let (reply, ready) = state.withLock { state -> (ReceiverReply, [Waiter]) in
+        let (reply, ready, received) = state.withLock { state -> (ReceiverReply, [Waiter], ReceivedWebhook) in
             var behaviour = state.behaviours[path] ?? PathBehaviour()
             let reply: ReceiverReply
             if let outage = behaviour.outage, now < outage.until {
@@ -176,9 +182,14 @@ public final class WebhookReceiver: Sendable {
                 ready.append(waiter)
                 state.waiters[id] = nil
             }
-            return (reply, ready)
+            return (reply, ready, received)
         }
         for waiter in ready { waiter.continuation.resume(returning: true) }
+        if let observer = observer.withLock({ $0 }) {
+            var seen = received
+            if seen.body.isEmpty { seen.body = request.body }
+            observer(seen)
+        }
         switch reply {
         case .status(let code, let headers, let body, let delay):
             return .respond(

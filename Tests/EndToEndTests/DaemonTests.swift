@@ -128,6 +128,30 @@ import Glibc
         }
     }
 
+    @Test func watchdogPingsAtHalfTheRequestedInterval() async throws {
+        try await Self.withSetup { setup in
+            let socket = try NotifySocket(directory: setup.directory)
+            defer { socket.close() }
+            try Self.config(api: setup.api, receiver: setup.receiver, subscriptions: ["w"])
+                .write(to: setup.configFile, atomically: true, encoding: .utf8)
+            var environment = setup.environment
+            environment["NOTIFY_SOCKET"] = socket.path
+            environment["WATCHDOG_USEC"] = "300000"
+            let relay = try RelayProcess(arguments: ["run", "--config", setup.configFile.path], environment: environment, directory: setup.directory)
+            var pings = 0
+            var sawReady = false
+            for await message in socket.messages {
+                if message.hasPrefix("READY=1") { sawReady = true }
+                if message == "WATCHDOG=1" { pings += 1 }
+                if pings == 4 { break }
+            }
+            #expect(sawReady)
+            #expect(pings == 4)
+            relay.signal(SIGTERM)
+            #expect(await relay.waitForExit(timeout: .seconds(10)) == 0)
+        }
+    }
+
     @Test func logsCarryNoSecrets() async throws {
         try await Self.withSetup { setup in
             setup.api.log.addBacklog(count: 50, from: 0, to: 1000)

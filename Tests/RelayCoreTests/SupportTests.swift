@@ -54,3 +54,12 @@ import Testing
         #expect(clock.sleeperCount == 0)
     }
 }
+
+@Suite struct SystemdNotifierTests {
+    @Test func watchdogIntervalComesFromTheEnvironmentForThisProcessOnly() {
+        #expect(SystemdNotifier.watchdogInterval(environment: ["WATCHDOG_USEC": "30000000"]) == .seconds(30))
+        #expect(SystemdNotifier.watchdogInterval(environment: ["WATCHDOG_USEC": "30000000", "WATCHDOG_PID": "1"]) == nil)
+        #expect(SystemdNotifier.watchdogInterval(environment: [:]) == nil)
+        #expect(!SystemdNotifier(environment: [:]).isEnabled)
+    }
+}
