@@ -54,9 +54,23 @@ public final class Relay: Service, Sendable {
         let clock = ContinuousClock()
         let limiters = APIRateLimiters(clock: clock)
         let now: @Sendable () -> Timestamp = { Timestamp(millisecondsSinceEpoch: Int64(Date().timeIntervalSince1970 * 1000)) }
-        let metricsServer = try await startMetricsServer(initialConfig, now: now)
-        defer { Task { [http] in await http.shutdown() } }
+        let metricsServer: HTTPServer?
+        do {
+            metricsServer = try await startMetricsServer(initialConfig, now: now)
+            try await runPipelines(store: store, http: http, limiters: limiters, clock: clock, now: now)
+        } catch {
+            await http.shutdown()
+            throw error
+        }
+        await http.shutdown()
+        try await metricsServer?.shutdown()
+        logger.info("stopped")
+    }
 
+    private func runPipelines(
+        store: StateStore, http: CurlHTTPClient, limiters: APIRateLimiters<ContinuousClock>, clock: ContinuousClock,
+        now: @escaping @Sendable () -> Timestamp
+    ) async throws {
         try await withGracefulShutdownHandler {
             try await withThrowingTaskGroup(of: Void.self) { group in
                 group.addTask { [commandSink] in
@@ -109,8 +123,6 @@ public final class Relay: Service, Sendable {
         } onGracefulShutdown: { [commandSink] in
             commandSink.yield(.shutdown)
         }
-        try await metricsServer?.shutdown()
-        logger.info("stopped")
     }
 
     private func startPipeline(

@@ -147,7 +147,7 @@ public final class Poller<C: Clock>: Sendable where C.Duration == Duration, C: S
                             metadata: ["time": "\(last.iso8601)"])
                         restart = last.advanced(by: .milliseconds(1))
                     }
-                    logger.debug("result window full, restarting at \(restart.iso8601)")
+                    logger.info("result window full, restarting the query at the last timestamp seen", metadata: ["start": "\(restart.iso8601)"])
                     health.update { $0.windowRestarts += 1 }
                     windowStart = restart
                     from = 0
