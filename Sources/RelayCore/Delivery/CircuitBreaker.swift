@@ -71,7 +71,10 @@ public final class CircuitBreaker: Sendable {
             case (.probing, true), (.open, true):
                 state = .closed(failures: 0)
                 return state
-            case (.probing(let interval), false), (.open(_, let interval), false):
+            case (.open, false):
+                // A request sent before the breaker opened has failed too: no new information.
+                return nil
+            case (.probing(let interval), false):
                 let next = min(interval * 2, maximumInterval)
                 state = .open(until: now.advanced(by: next), interval: next)
                 return state

@@ -74,7 +74,9 @@ public final class Pipeline<C: Clock>: Sendable where C.Duration == Duration, C:
                         }
                     }
                 }
-                try await parts.waitForAll()
+                // next(), not waitForAll(): the latter waits for every part before rethrowing, and a failing store
+                // must stop the pipeline while the other parts are still running.
+                while try await parts.next() != nil {}
             }
             writerStop.fire()
             deliveryStop.fire()
