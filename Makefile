@@ -87,6 +87,7 @@ bench: release bench-deps
 	.build/release/relay-bench ingest 400000
 	@echo "== Delivery isolation"
 	.build/release/relay-bench isolation 10000
+	.build/release/relay-bench e2e
 
 install: release
 	install -D -m 0755 .build/release/intilery-relay $(DESTDIR)$(BINDIR)/intilery-relay

@@ -7,6 +7,10 @@ struct RelayBench {
         let arguments = CommandLine.arguments.dropFirst()
         let binary = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent()
             .appendingPathComponent("intilery-relay").path
+        if arguments.first == "e2e" {
+            try await EndToEndReport(relayBinary: binary).run()
+            return
+        }
         if arguments.first == "isolation" {
             let events = arguments.dropFirst().first.flatMap { Int($0) } ?? 10_000
             let (alone, crowded) = try await IsolationBenchmark(events: events).run()

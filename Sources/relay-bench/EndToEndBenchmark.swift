@@ -1,0 +1,227 @@
+import Foundation
+import IntilerySimulator
+import RelayCore
+import RelayJSON
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The real daemon as a child process between an in-process simulator and receiver: throughput, CPU, memory,
+/// latency, API cost and start-up time.
+struct EndToEndBenchmark {
+    let relayBinary: String
+
+    struct Drain {
+        var events: Int
+        var seconds: Double
+        var cpuSeconds: Double
+        var peakRSSMiB: Double
+        var idleRSSMiB: Double
+        var apiRequests: Int
+        var eventsPerSecond: Double { Double(events) / seconds }
+        var cpuPer10k: Double { cpuSeconds / Double(events) * 10_000 }
+        var requestsPer1000: Double { Double(apiRequests) / Double(events) * 1000 }
+    }
+
+    /// Drains a backlog to `subscriptions` subscriptions (each takes every event) and measures.
+    func drain(backlog: Int, batchSize: Int, subscriptions: Int, concurrency: Int) async throws -> Drain {
+        var settings = FakeEventsAPI.Settings()
+        settings.rateLimit = nil
+        let api = try await FakeEventsAPI.start(settings: settings, threads: 1)
+        let receiver = try await WebhookReceiver.start(threads: 1)
+        receiver.keep(bodies: false, requests: false)
+        let now = Int64(Date().timeIntervalSince1970 * 1000)
+        api.log.addBacklog(count: backlog, from: now - 3_600_000, to: now - 120_000)
+        let directory = try Self.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let names = (0..<subscriptions).map { "s\($0)" }
+        try Self.config(api: api, receiver: receiver, names: names, batchSize: batchSize, concurrency: concurrency, lookback: "60s")
+            .write(to: directory.appendingPathComponent("config.json"), atomically: true, encoding: .utf8)
+        let started = ContinuousClock.now
+        let relay = try ChildProcess(binary: relayBinary, arguments: ["run", "--config", "config.json", "--log-level", "warning"], directory: directory)
+        let total = backlog * subscriptions
+        let done = await receiver.waitUntil(timeout: .seconds(1800)) { record in
+            // Each request carries batchSize events; count successful requests per path times the batch.
+            names.allSatisfy { record.successesByPath["/\($0)", default: 0] * batchSize >= backlog - batchSize + 1 }
+        }
+        let seconds = started.duration(to: .now) / .seconds(1)
+        guard done else { throw BenchmarkError("the drain did not finish") }
+        // Counted when the backlog is through: idle polls afterwards re-read the lookback and are not drain cost.
+        let requests = api.counts.requests
+        let cpu = relay.cpuSeconds
+        let peak = relay.peakRSSKiB
+        // Idle: caught up, nothing to send; let a few polls pass.
+        try await Task.sleep(for: .seconds(4))
+        let idle = relay.rssKiB
+        relay.terminate()
+        try await api.shutdown()
+        try await receiver.shutdown()
+        return Drain(
+            events: total, seconds: seconds, cpuSeconds: cpu, peakRSSMiB: Double(peak) / 1024, idleRSSMiB: Double(idle) / 1024,
+            apiRequests: requests)
+    }
+
+    /// Latency from an event becoming visible to its receipt, caught up, with live traffic.
+    func latency(perSecond: Double, seconds: Int) async throws -> (p50: Double, p99: Double, samples: Int) {
+        var settings = FakeEventsAPI.Settings()
+        settings.rateLimit = nil
+        let api = try await FakeEventsAPI.start(settings: settings)
+        let receiver = try await WebhookReceiver.start()
+        let directory = try Self.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: directory) }
+        try Self.config(api: api, receiver: receiver, names: ["live"], batchSize: 1, concurrency: 4, lookback: "5s", startFrom: "now")
+            .write(to: directory.appendingPathComponent("config.json"), atomically: true, encoding: .utf8)
+        let relay = try ChildProcess(binary: relayBinary, arguments: ["run", "--config", "config.json", "--log-level", "warning"], directory: directory)
+        try await Task.sleep(for: .seconds(2))
+        api.log.startLiveTraffic(perSecond: perSecond)
+        try await Task.sleep(for: .seconds(seconds))
+        api.log.stopLiveTraffic()
+        try await Task.sleep(for: .seconds(3))
+        relay.terminate()
+        var latencies: [Double] = []
+        for request in receiver.record.requests {
+            guard let body = try? JSONParser.parse(request.body).objectValue, let text = body["timestamp"]?.stringValue,
+                let time = Timestamp(iso8601: text)
+            else { continue }
+            latencies.append(Double(request.receivedAt - time.millisecondsSinceEpoch))
+        }
+        try await api.shutdown()
+        try await receiver.shutdown()
+        latencies.sort()
+        guard !latencies.isEmpty else { throw BenchmarkError("no deliveries") }
+        func percentile(_ p: Double) -> Double { latencies[min(latencies.count - 1, Int(Double(latencies.count) * p))] }
+        return (percentile(0.5), percentile(0.99), latencies.count)
+    }
+
+    /// Time from exec to READY=1 with a state of `delivered` events already delivered.
+    func startup(delivered: Int) async throws -> Double {
+        let api = try await FakeEventsAPI.start()
+        let receiver = try await WebhookReceiver.start()
+        let directory = try Self.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: directory) }
+        try Self.config(api: api, receiver: receiver, names: ["s0"], batchSize: 1, concurrency: 4, lookback: "60s", startFrom: "now")
+            .write(to: directory.appendingPathComponent("config.json"), atomically: true, encoding: .utf8)
+        try await StartupState.fill(directory: directory.appendingPathComponent("state").path, delivered: delivered)
+        let socketPath = directory.appendingPathComponent("notify.sock").path
+        let socket = try DatagramSocket(path: socketPath)
+        let started = ContinuousClock.now
+        let relay = try ChildProcess(
+            binary: relayBinary, arguments: ["run", "--config", "config.json", "--log-level", "warning"], directory: directory,
+            environment: ["NOTIFY_SOCKET": socketPath])
+        while let message = socket.receive(), !message.hasPrefix("READY=1") {}
+        let seconds = started.duration(to: .now) / .seconds(1)
+        relay.terminate()
+        socket.close()
+        try await api.shutdown()
+        try await receiver.shutdown()
+        return seconds
+    }
+
+    static func temporaryDirectory() throws -> URL {
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("relay-bench-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        return directory
+    }
+
+    static func config(
+        api: FakeEventsAPI, receiver: WebhookReceiver, names: [String], batchSize: Int, concurrency: Int, lookback: String,
+        startFrom: String = "earliest"
+    ) -> String {
+        let subscriptions = names.map {
+            #"{"name": "\#($0)", "webhook": {"url": "\#(receiver.url("/\($0)"))", "batchSize": \#(batchSize), "concurrency": \#(concurrency)}}"#
+        }.joined(separator: ",")
+        return #"""
+            {"stateDirectory": "./state", "metrics": {"listen": "off"}, "shutdownGrace": "2s",
+             "sources": [{"name": "bench", "baseURL": "\#(api.baseURL)", "clientId": "acme", "accountId": "acme", "brandId": "ACME",
+                          "authToken": "\#(api.account.authToken)", "startFrom": "\#(startFrom)", "pollInterval": "1s", "lookback": "\#(lookback)",
+                          "rateLimit": {"perSecond": 100000, "burst": 100000}}],
+             "subscriptions": [\#(subscriptions)]}
+            """#
+    }
+}
+
+/// A child process with its CPU time and memory read from /proc.
+final class ChildProcess {
+    let process = Process()
+
+    init(binary: String, arguments: [String], directory: URL, environment: [String: String] = [:]) throws {
+        process.executableURL = URL(fileURLWithPath: binary)
+        process.arguments = arguments
+        process.currentDirectoryURL = directory
+        process.environment = environment
+        process.standardOutput = FileHandle.nullDevice
+        process.standardError = FileHandle.standardError
+        try process.run()
+    }
+
+    private func status(_ field: String) -> Int {
+        guard let text = try? String(contentsOfFile: "/proc/\(process.processIdentifier)/status", encoding: .utf8),
+            let line = text.split(separator: "\n").first(where: { $0.hasPrefix(field + ":") })
+        else { return 0 }
+        return Int(line.split(separator: " ", omittingEmptySubsequences: true)[1]) ?? 0
+    }
+
+    var peakRSSKiB: Int { status("VmHWM") }
+    var rssKiB: Int { status("VmRSS") }
+
+    /// User plus system CPU seconds so far.
+    var cpuSeconds: Double {
+        guard let text = try? String(contentsOfFile: "/proc/\(process.processIdentifier)/stat", encoding: .utf8),
+            let close = text.lastIndex(of: ")")
+        else { return 0 }
+        let fields = text[text.index(after: close)...].split(separator: " ")
+        let ticks = (Double(fields[11]) ?? 0) + (Double(fields[12]) ?? 0)
+        return ticks / Double(sysconf(Int32(_SC_CLK_TCK)))
+    }
+
+    func terminate() {
+        kill(process.processIdentifier, SIGTERM)
+        process.waitUntilExit()
+    }
+}
+
+/// A Unix datagram socket standing in for systemd's notify socket.
+final class DatagramSocket {
+    private let fd: Int32
+
+    init(path: String) throws {
+        fd = socket(AF_UNIX, Int32(SOCK_DGRAM.rawValue), 0)
+        var address = sockaddr_un()
+        address.sun_family = sa_family_t(AF_UNIX)
+        let bytes = Array(path.utf8)
+        withUnsafeMutableBytes(of: &address.sun_path) { raw in for (i, b) in bytes.enumerated() { raw[i] = b } }
+        let length = socklen_t(MemoryLayout<sa_family_t>.size + bytes.count + 1)
+        let bound = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, length) }
+        }
+        guard bound == 0 else { throw BenchmarkError("cannot bind \(path)") }
+    }
+
+    func receive() -> String? {
+        var buffer = [UInt8](repeating: 0, count: 4096)
+        let count = recv(fd, &buffer, buffer.count, 0)
+        return count > 0 ? String(decoding: buffer[0..<count], as: UTF8.self) : nil
+    }
+
+    func close() { Glibc.close(fd) }
+}
+
+/// A state store as a relay leaves it after delivering many events: stats, and the ids seen in the lookback.
+enum StartupState {
+    static func fill(directory: String, delivered: Int) async throws {
+        let store = try StateStore.open(directory: directory)
+        let now = Timestamp(millisecondsSinceEpoch: Int64(Date().timeIntervalSince1970 * 1000))
+        var next = 0
+        while next < delivered {
+            let count = min(10_000, delivered - next)
+            let events = (next..<next + count).map { n in
+                RoutedEvent(
+                    event: Event(id: "evt-\(n)", time: now.advanced(by: .milliseconds(Int64(n - delivered))), action: "a",
+                                 timeValue: .null, fields: JSONObject(), raw: []),
+                    subscriptions: [])
+            }
+            _ = try await store.enqueue(source: "bench", events: events, cursor: now, now: now)
+            next += count
+        }
+    }
+}
