@@ -14,9 +14,14 @@ public final class Dispatcher<C: Clock>: Sendable where C.Duration == Duration, 
     private struct State {
         /// Requests being sent: each holds a concurrency slot.
         var sending = 0
-        /// Rows being sent or whose outcome is not committed yet: not to be read again as due.
+        /// Rows read, being sent, or whose outcome is not committed yet: not to be read again as due.
         var unsettled = Set<Int64>()
+        /// Due rows read ahead in one slice (batchSize 1 only), so that a freed slot does not cost a query.
+        var readAhead: [Delivery] = []
     }
+
+    /// How many due rows one read fetches ahead for single-event requests.
+    private static var readAheadSlice: Int { 256 }
 
     private let subscription: SubscriptionConfig
     private let store: StateStore
@@ -82,6 +87,10 @@ public final class Dispatcher<C: Clock>: Sendable where C.Duration == Duration, 
                 try await waitForWork(slotsFull: free <= 0)
             }
         }
+        state.withLock { state in
+            state.unsettled.subtract(state.readAhead.map(\.id))
+            state.readAhead = []
+        }
     }
 
     // MARK: - Choosing work
@@ -92,6 +101,9 @@ public final class Dispatcher<C: Clock>: Sendable where C.Duration == Duration, 
         let unsettled = state.withLock { $0.unsettled }
         if strict && !unsettled.isEmpty { return [] }
         let current = now()
+        if !strict && webhook.batchSize == 1 {
+            return try await readAheadJobs(max: jobCount, now: current, unsettled: unsettled)
+        }
         var rows = try await store.deliveries(
             subscription: subscription.name, due: current, limit: jobCount * webhook.batchSize, strict: strict,
             excluding: unsettled)
@@ -121,6 +133,26 @@ public final class Dispatcher<C: Clock>: Sendable where C.Duration == Duration, 
         }
         if strict { jobs.sort { ($0.deliveries[0].eventTime, $0.deliveries[0].id) < ($1.deliveries[0].eventTime, $1.deliveries[0].id) } }
         return Array(jobs.prefix(jobCount))
+    }
+
+    /// Single-event jobs from the read-ahead slice, refilled with one query when it runs dry.
+    private func readAheadJobs(max jobCount: Int, now current: Timestamp, unsettled: Set<Int64>) async throws -> [Job] {
+        var taken = state.withLock { state -> [Delivery] in
+            let count = min(jobCount, state.readAhead.count)
+            defer { state.readAhead.removeFirst(count) }
+            return Array(state.readAhead.prefix(count))
+        }
+        if taken.count < jobCount {
+            let fetched = try await store.deliveries(
+                subscription: subscription.name, due: current, limit: Self.readAheadSlice, strict: false, excluding: unsettled)
+            let needed = jobCount - taken.count
+            taken += fetched.prefix(needed)
+            state.withLock { state in
+                state.readAhead.append(contentsOf: fetched.dropFirst(needed))
+                state.unsettled.formUnion(fetched.map(\.id))
+            }
+        }
+        return taken.map { Job(deliveries: [$0]) }
     }
 
     private func waitForWork(slotsFull: Bool) async throws {
