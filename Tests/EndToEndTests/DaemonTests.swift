@@ -88,8 +88,15 @@ import Glibc
             var environment = setup.environment
             environment["NOTIFY_SOCKET"] = socket.path
             let relay = try RelayProcess(arguments: ["run", "--config", setup.configFile.path], environment: environment, directory: setup.directory)
-            var messages = socket.messages.makeAsyncIterator()
-            let ready = await messages.next()
+            var iterator = socket.messages.makeAsyncIterator()
+            // STATUS= lines come every few seconds, in between anything; the order of the rest is what matters.
+            func nextNonStatus() async -> String? {
+                while let message = await iterator.next() {
+                    if !message.hasPrefix("STATUS=") { return message }
+                }
+                return nil
+            }
+            let ready = await nextNonStatus()
             #expect(ready?.hasPrefix("READY=1\nSTATUS=1 source, 1 subscription") == true, "\(String(describing: ready))")
             #expect(await setup.receiver.waitUntil { $0.successesByPath["/hooks/first", default: 0] >= 10 })
 
@@ -97,19 +104,18 @@ import Glibc
             try Self.config(api: setup.api, receiver: setup.receiver, subscriptions: ["first", "second"])
                 .write(to: setup.configFile, atomically: true, encoding: .utf8)
             relay.signal(SIGHUP)
-            let reloading = await messages.next()
+            let reloading = await nextNonStatus()
             #expect(reloading?.hasPrefix("RELOADING=1\nMONOTONIC_USEC=") == true, "\(String(describing: reloading))")
-            var next = await messages.next()
-            while next?.hasPrefix("STATUS=") == true { next = await messages.next() }
+            var next = await nextNonStatus()
             #expect(next == "READY=1\nSTATUS=1 source, 2 subscriptions")
             #expect(await setup.receiver.waitUntil { $0.successesByPath["/hooks/second", default: 0] >= 10 })
 
             // An invalid config is logged and ignored: deliveries go on to both.
             try "{ not json".write(to: setup.configFile, atomically: true, encoding: .utf8)
             relay.signal(SIGHUP)
-            #expect(await messages.next()?.hasPrefix("RELOADING=1") == true)
-            next = await messages.next()
-            while next?.hasPrefix("STATUS=") == true { next = await messages.next() }
+            next = await nextNonStatus()
+            #expect(next?.hasPrefix("RELOADING=1") == true)
+            next = await nextNonStatus()
             #expect(next == "READY=1\nSTATUS=1 source, 2 subscriptions")
             let before = setup.receiver.record.successesByPath
             #expect(await setup.receiver.waitUntil {
@@ -121,8 +127,7 @@ import Glibc
             #expect(relay.log.contains("not valid JSON: line 1, column 3"))
 
             relay.signal(SIGTERM)
-            next = await messages.next()
-            while next?.hasPrefix("STATUS=") == true { next = await messages.next() }
+            next = await nextNonStatus()
             #expect(next == "STOPPING=1")
             #expect(await relay.waitForExit(timeout: .seconds(10)) == 0)
         }
