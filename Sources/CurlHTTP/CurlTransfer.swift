@@ -27,8 +27,7 @@ final class CurlTransfer: @unchecked Sendable {
     private let state = Mutex<State>(.created)
 
     init(_ request: HTTPRequest, userAgent: String?) throws(CurlHTTPError) {
-        let lower = request.url.lowercased()
-        guard lower.hasPrefix("http://") || lower.hasPrefix("https://") else {
+        guard request.url.hasCaseInsensitivePrefix("http://") || request.url.hasCaseInsensitivePrefix("https://") else {
             throw .protocolNotAllowed(request.url)
         }
         for field in request.headers.fields where (field.name + field.value).contains(where: \.isNewline) {

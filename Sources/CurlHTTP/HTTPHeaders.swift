@@ -45,7 +45,16 @@ public struct HTTPHeaders: Sendable, Equatable, CustomStringConvertible, Express
 }
 
 extension String {
+    /// ASCII case-insensitive equality without allocating: header names are ASCII tokens, and a lookup happens on
+    /// every response.
     func caseInsensitiveEquals(_ other: String) -> Bool {
-        utf8.count == other.utf8.count && lowercased() == other.lowercased()
+        utf8.elementsEqual(other.utf8) { a, b in
+            a == b || (a | 0x20 == b | 0x20 && (a | 0x20) >= UInt8(ascii: "a") && (a | 0x20) <= UInt8(ascii: "z"))
+        }
+    }
+
+    /// Whether the string starts with `prefix`, ignoring ASCII case.
+    func hasCaseInsensitivePrefix(_ prefix: String) -> Bool {
+        utf8.count >= prefix.utf8.count && String(decoding: utf8.prefix(prefix.utf8.count), as: UTF8.self).caseInsensitiveEquals(prefix)
     }
 }

@@ -246,3 +246,18 @@ func expectCurlError(
         try await server.shutdown()
     }
 }
+
+@Suite struct HTTPHeadersTests {
+    @Test func lookupIgnoresASCIICaseOnly() {
+        let headers: HTTPHeaders = ["Retry-After": "5", "X-Ä": "1"]
+        #expect(headers["retry-after"] == "5")
+        #expect(headers["RETRY-AFTER"] == "5")
+        #expect(headers["retry-aftet"] == nil)
+        #expect(headers["retry-after "] == nil)
+        #expect(headers["x-ä"] == nil)
+        #expect(headers["X-Ä"] == "1")
+        // '@' and '`' differ from each other only in bit 0x20, but are not letters.
+        let odd: HTTPHeaders = ["a@": "x"]
+        #expect(odd["a`"] == nil)
+    }
+}
