@@ -16,10 +16,36 @@ struct FastStatement {
         handle = statement.sqliteStatement
     }
 
+    /// Binds `values` and reads every result row with `read`.
+    func query<T>(_ values: [FastValue], _ read: (FastRow) -> T) throws -> [T] {
+        sqlite3_reset(handle)
+        bind(values)
+        defer { sqlite3_reset(handle) }
+        var rows: [T] = []
+        while true {
+            let code = sqlite3_step(handle)
+            if code == SQLITE_DONE { return rows }
+            guard code == SQLITE_ROW else {
+                throw DatabaseError(resultCode: ResultCode(rawValue: code), message: String(cString: sqlite3_errmsg(db.sqliteConnection)))
+            }
+            rows.append(read(FastRow(handle: handle)))
+        }
+    }
+
     /// Binds `values` (`String`, `Int64`, `[UInt8]`) to ?1, ?2... and runs the statement; returns rows changed.
     @discardableResult
     func run(_ values: FastValue...) throws -> Int {
         sqlite3_reset(handle)
+        bind(values)
+        let code = sqlite3_step(handle)
+        sqlite3_reset(handle)
+        guard code == SQLITE_DONE else {
+            throw DatabaseError(resultCode: ResultCode(rawValue: code), message: String(cString: sqlite3_errmsg(db.sqliteConnection)))
+        }
+        return Int(sqlite3_changes(db.sqliteConnection))
+    }
+
+    private func bind(_ values: [FastValue]) {
         for (index, value) in values.enumerated() {
             let position = Int32(index + 1)
             switch value {
@@ -29,12 +55,32 @@ struct FastStatement {
                 bytes.withUnsafeBytes { _ = sqlite3_bind_blob(handle, position, $0.baseAddress, Int32($0.count), Self.transient) }
             }
         }
-        let code = sqlite3_step(handle)
-        sqlite3_reset(handle)
-        guard code == SQLITE_DONE else {
-            throw DatabaseError(resultCode: ResultCode(rawValue: code), message: String(cString: sqlite3_errmsg(db.sqliteConnection)))
-        }
-        return Int(sqlite3_changes(db.sqliteConnection))
+    }
+}
+
+/// The current result row of a ``FastStatement`` query, read by column index.
+struct FastRow {
+    let handle: OpaquePointer
+
+    func integer(_ column: Int32) -> Int64 { sqlite3_column_int64(handle, column) }
+
+    func optionalInteger(_ column: Int32) -> Int64? {
+        sqlite3_column_type(handle, column) == SQLITE_NULL ? nil : sqlite3_column_int64(handle, column)
+    }
+
+    func text(_ column: Int32) -> String {
+        guard let pointer = sqlite3_column_text(handle, column) else { return "" }
+        return String(cString: pointer)
+    }
+
+    func optionalText(_ column: Int32) -> String? {
+        sqlite3_column_type(handle, column) == SQLITE_NULL ? nil : text(column)
+    }
+
+    func blob(_ column: Int32) -> [UInt8] {
+        let count = Int(sqlite3_column_bytes(handle, column))
+        guard count > 0, let pointer = sqlite3_column_blob(handle, column) else { return [] }
+        return Array(UnsafeRawBufferPointer(start: pointer, count: count))
     }
 }
 

@@ -30,22 +30,22 @@ extension StateStore {
         try await read("reading the outbox of \(subscription)") { db in
             let order = strict ? "event_time, id" : "next_attempt_at, event_time, id"
             let dueClause = strict ? "" : "AND next_attempt_at <= ?"
-            let arguments: StatementArguments =
-                strict ? [subscription, limit + excluding.count] : [subscription, now.millisecondsSinceEpoch, limit + excluding.count]
-            var rows = try Row.fetchAll(
-                db, sql: "SELECT \(Self.deliveryColumns) FROM outbox WHERE subscription = ? \(dueClause) ORDER BY \(order) LIMIT ?",
-                arguments: arguments
-            ).map(Self.delivery).filter { !excluding.contains($0.id) }
+            let select = try FastStatement(
+                db, sql: "SELECT \(Self.deliveryColumns) FROM outbox WHERE subscription = ? \(dueClause) ORDER BY \(order) LIMIT ?")
+            let arguments: [FastValue] = strict
+                ? [.text(subscription), .integer(Int64(limit + excluding.count))]
+                : [.text(subscription), .integer(now.millisecondsSinceEpoch), .integer(Int64(limit + excluding.count))]
+            var rows = try select.query(arguments, Self.delivery).filter { !excluding.contains($0.id) }
             rows = Array(rows.prefix(limit))
             // Complete any batch cut by the limit, so that a batch is always sent as first composed.
             let batches = Set(rows.compactMap(\.batchID))
-            for batch in batches {
-                let members = try Row.fetchAll(
-                    db, sql: "SELECT \(Self.deliveryColumns) FROM outbox WHERE subscription = ? AND batch_id = ? ORDER BY event_time, id",
-                    arguments: [subscription, batch]
-                ).map(Self.delivery)
-                rows.removeAll { $0.batchID == batch }
-                rows.append(contentsOf: members.filter { !excluding.contains($0.id) })
+            if !batches.isEmpty {
+                let members = try FastStatement(
+                    db, sql: "SELECT \(Self.deliveryColumns) FROM outbox WHERE subscription = ? AND batch_id = ? ORDER BY event_time, id")
+                for batch in batches {
+                    rows.removeAll { $0.batchID == batch }
+                    rows.append(contentsOf: try members.query([.text(subscription), .text(batch)], Self.delivery).filter { !excluding.contains($0.id) })
+                }
             }
             return rows
         }
@@ -202,13 +202,12 @@ extension StateStore {
         }
     }
 
-    static func delivery(_ row: Row) -> Delivery {
-        let first: Int64? = row["first_attempt_at"]
-        let payload: Data = row["payload"]
-        return Delivery(
-            id: row["id"], subscription: row["subscription"], eventID: row["event_id"],
-            eventTime: Timestamp(millisecondsSinceEpoch: row["event_time"]), action: row["action"], timeValue: row["time_value"],
-            payload: Array(payload), attempts: row["attempts"], firstAttemptAt: first.map(Timestamp.fromMilliseconds),
-            batchID: row["batch_id"], nextAttemptAt: Timestamp(millisecondsSinceEpoch: row["next_attempt_at"]))
+    /// A delivery from a row of ``deliveryColumns``.
+    static func delivery(_ row: FastRow) -> Delivery {
+        Delivery(
+            id: row.integer(0), subscription: row.text(1), eventID: row.text(2),
+            eventTime: Timestamp(millisecondsSinceEpoch: row.integer(3)), action: row.text(4), timeValue: row.text(5),
+            payload: row.blob(6), attempts: Int(row.integer(7)), firstAttemptAt: row.optionalInteger(8).map(Timestamp.fromMilliseconds),
+            batchID: row.optionalText(9), nextAttemptAt: Timestamp(millisecondsSinceEpoch: row.integer(10)))
     }
 }
