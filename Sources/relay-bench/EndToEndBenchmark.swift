@@ -102,16 +102,15 @@ struct EndToEndBenchmark {
         try Self.config(api: api, receiver: receiver, names: ["s0"], batchSize: 1, concurrency: 4, lookback: "60s", startFrom: "now")
             .write(to: directory.appendingPathComponent("config.json"), atomically: true, encoding: .utf8)
         try await StartupState.fill(directory: directory.appendingPathComponent("state").path, delivered: delivered)
-        let socketPath = directory.appendingPathComponent("notify.sock").path
-        let socket = try DatagramSocket(path: socketPath)
+        let listener = try NotifyListener(directory: directory)
         let started = ContinuousClock.now
         let relay = try ChildProcess(
             binary: relayBinary, arguments: ["run", "--config", "config.json", "--log-level", "warning"], directory: directory,
-            environment: ["NOTIFY_SOCKET": socketPath])
-        while let message = socket.receive(), !message.hasPrefix("READY=1") {}
+            environment: ["NOTIFY_SOCKET": listener.path])
+        for await message in listener.messages where message.hasPrefix("READY=1") { break }
         let seconds = started.duration(to: .now) / .seconds(1)
         relay.terminate()
-        socket.close()
+        listener.close()
         try await api.shutdown()
         try await receiver.shutdown()
         return seconds
@@ -178,32 +177,6 @@ final class ChildProcess {
         kill(process.processIdentifier, SIGTERM)
         process.waitUntilExit()
     }
-}
-
-/// A Unix datagram socket standing in for systemd's notify socket.
-final class DatagramSocket {
-    private let fd: Int32
-
-    init(path: String) throws {
-        fd = socket(AF_UNIX, Int32(SOCK_DGRAM.rawValue), 0)
-        var address = sockaddr_un()
-        address.sun_family = sa_family_t(AF_UNIX)
-        let bytes = Array(path.utf8)
-        withUnsafeMutableBytes(of: &address.sun_path) { raw in for (i, b) in bytes.enumerated() { raw[i] = b } }
-        let length = socklen_t(MemoryLayout<sa_family_t>.size + bytes.count + 1)
-        let bound = withUnsafePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, length) }
-        }
-        guard bound == 0 else { throw BenchmarkError("cannot bind \(path)") }
-    }
-
-    func receive() -> String? {
-        var buffer = [UInt8](repeating: 0, count: 4096)
-        let count = recv(fd, &buffer, buffer.count, 0)
-        return count > 0 ? String(decoding: buffer[0..<count], as: UTF8.self) : nil
-    }
-
-    func close() { Glibc.close(fd) }
 }
 
 /// A state store as a relay leaves it after delivering many events: stats, and the ids seen in the lookback.

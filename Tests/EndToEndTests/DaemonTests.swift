@@ -80,7 +80,7 @@ import Glibc
 
     @Test func sighupAddsASubscriptionLiveAndAnInvalidReloadKeepsTheOldConfig() async throws {
         try await Self.withSetup { setup in
-            let socket = try NotifySocket(directory: setup.directory)
+            let socket = try NotifyListener(directory: setup.directory)
             defer { socket.close() }
             setup.api.log.startLiveTraffic(perSecond: 50)
             try Self.config(api: setup.api, receiver: setup.receiver, subscriptions: ["first"])
@@ -135,7 +135,7 @@ import Glibc
 
     @Test func watchdogPingsAtHalfTheRequestedInterval() async throws {
         try await Self.withSetup { setup in
-            let socket = try NotifySocket(directory: setup.directory)
+            let socket = try NotifyListener(directory: setup.directory)
             defer { socket.close() }
             try Self.config(api: setup.api, receiver: setup.receiver, subscriptions: ["w"])
                 .write(to: setup.configFile, atomically: true, encoding: .utf8)

@@ -1,5 +1,4 @@
 import Foundation
-import Synchronization
 import Testing
 #if canImport(Glibc)
 import Glibc
@@ -41,43 +40,4 @@ final class RelayProcess: Sendable {
         }
         return process.terminationStatus
     }
-}
-
-/// A Unix datagram socket standing in for systemd's `$NOTIFY_SOCKET`; collects what arrives.
-final class NotifySocket: Sendable {
-    let path: String
-    private let fd: Int32
-    private let received = Mutex<[String]>([])
-    private let arrived: AsyncStream<String>.Continuation
-    let messages: AsyncStream<String>
-
-    init(directory: URL) throws {
-        path = directory.appendingPathComponent("notify.sock").path
-        let socketFD = socket(AF_UNIX, Int32(SOCK_DGRAM.rawValue), 0)
-        var address = sockaddr_un()
-        address.sun_family = sa_family_t(AF_UNIX)
-        let bytes = Array(path.utf8)
-        withUnsafeMutableBytes(of: &address.sun_path) { raw in for (i, b) in bytes.enumerated() { raw[i] = b } }
-        let length = socklen_t(MemoryLayout<sa_family_t>.size + bytes.count + 1)
-        let bound = withUnsafePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(socketFD, $0, length) }
-        }
-        guard bound == 0 else { throw POSIXError(.EADDRINUSE) }
-        fd = socketFD
-        let (messages, arrived) = AsyncStream.makeStream(of: String.self)
-        self.messages = messages
-        self.arrived = arrived
-        let fd = socketFD
-        Thread.detachNewThread {
-            var buffer = [UInt8](repeating: 0, count: 4096)
-            while true {
-                let count = recv(fd, &buffer, buffer.count, 0)
-                if count <= 0 { break }
-                arrived.yield(String(decoding: buffer[0..<count], as: UTF8.self))
-            }
-            arrived.finish()
-        }
-    }
-
-    func close() { shutdown(fd, Int32(SHUT_RDWR)); Glibc.close(fd) }
 }
