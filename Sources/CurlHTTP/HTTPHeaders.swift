@@ -30,11 +30,6 @@ public struct HTTPHeaders: Sendable, Equatable, CustomStringConvertible, Express
         fields.first { $0.name.caseInsensitiveEquals(name) }?.value
     }
 
-    /// Every value of the named field, in order.
-    public func values(of name: String) -> [String] {
-        fields.filter { $0.name.caseInsensitiveEquals(name) }.map(\.value)
-    }
-
     public var description: String {
         "[" + fields.map { "\($0.name): <redacted>" }.joined(separator: ", ") + "]"
     }

@@ -153,15 +153,8 @@ final class ChildProcess {
         try process.run()
     }
 
-    private func status(_ field: String) -> Int {
-        guard let text = try? String(contentsOfFile: "/proc/\(process.processIdentifier)/status", encoding: .utf8),
-            let line = text.split(separator: "\n").first(where: { $0.hasPrefix(field + ":") })
-        else { return 0 }
-        return Int(line.split(separator: " ", omittingEmptySubsequences: true)[1]) ?? 0
-    }
-
-    var peakRSSKiB: Int { status("VmHWM") }
-    var rssKiB: Int { status("VmRSS") }
+    var peakRSSKiB: Int { ProcessMemory.peakRSSKiB(pid: String(process.processIdentifier)) }
+    var rssKiB: Int { ProcessMemory.rssKiB(pid: String(process.processIdentifier)) }
 
     /// User plus system CPU seconds so far.
     var cpuSeconds: Double {

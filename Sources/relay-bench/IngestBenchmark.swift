@@ -48,7 +48,7 @@ struct IngestBenchmark {
         await http.shutdown()
         let queued = try await store.status(sources: [], subscriptions: ["all"]).subscriptions[0].pending
         return Result(
-            events: queued, seconds: elapsed / .seconds(1), peakRSSKiB: ProcessMemory.peakRSSKiB,
+            events: queued, seconds: elapsed / .seconds(1), peakRSSKiB: ProcessMemory.peakRSSKiB(),
             pages: poller.health.snapshot.pages)
     }
 }
@@ -99,14 +99,15 @@ struct BenchmarkError: Error, CustomStringConvertible {
     init(_ description: String) { self.description = description }
 }
 
+/// Memory figures from `/proc/<pid>/status`, for this process (`self`) or a child.
 enum ProcessMemory {
-    /// VmHWM: the peak resident set of this process.
-    static var peakRSSKiB: Int { field("VmHWM") }
-    /// VmRSS: the resident set now.
-    static var rssKiB: Int { field("VmRSS") }
+    /// VmHWM: the peak resident set, in KiB.
+    static func peakRSSKiB(pid: String = "self") -> Int { field("VmHWM", pid: pid) }
+    /// VmRSS: the resident set now, in KiB.
+    static func rssKiB(pid: String = "self") -> Int { field("VmRSS", pid: pid) }
 
-    private static func field(_ name: String) -> Int {
-        guard let text = try? String(contentsOfFile: "/proc/self/status", encoding: .utf8),
+    private static func field(_ name: String, pid: String) -> Int {
+        guard let text = try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8),
             let line = text.split(separator: "\n").first(where: { $0.hasPrefix(name + ":") })
         else { return 0 }
         return Int(line.split(separator: " ", omittingEmptySubsequences: true)[1]) ?? 0
