@@ -36,7 +36,6 @@ public final class Dispatcher<C: Clock>: Sendable where C.Duration == Duration, 
     private let policy: DeliveryPolicy
     private let state = Mutex(State())
     private let metrics: SubscriptionMetrics
-    private let stop = Mutex(StopSignal())
     /// Signalled when rows are queued for this subscription, a request ends, or an outcome commits.
     public let wakeup = WakeupSignal()
 
@@ -67,7 +66,6 @@ public final class Dispatcher<C: Clock>: Sendable where C.Duration == Duration, 
     /// flight finish and submit their outcomes; cancelling cuts them short, leaving their rows queued as they were.
     /// Throws only for the state store.
     public func run(stop: StopSignal = StopSignal()) async throws {
-        self.stop.withLock { $0 = stop }
         try await withThrowingDiscardingTaskGroup { group in
             while !Task.isCancelled && !stop.isFired {
                 let free = slots - state.withLock { $0.sending }
@@ -84,7 +82,7 @@ public final class Dispatcher<C: Clock>: Sendable where C.Duration == Duration, 
                         continue
                     }
                 }
-                try await waitForWork(slotsFull: free <= 0)
+                try await waitForWork(slotsFull: free <= 0, stop: stop)
             }
         }
         state.withLock { state in
@@ -155,7 +153,7 @@ public final class Dispatcher<C: Clock>: Sendable where C.Duration == Duration, 
         return taken.map { Job(deliveries: [$0]) }
     }
 
-    private func waitForWork(slotsFull: Bool) async throws {
+    private func waitForWork(slotsFull: Bool, stop: StopSignal) async throws {
         if slotsFull {
             await wakeup.wait()
             return
@@ -168,18 +166,19 @@ public final class Dispatcher<C: Clock>: Sendable where C.Duration == Duration, 
         guard let next = pending.first?.nextAttemptAt, !(strict && !unsettled.isEmpty) else {
             // Nothing queued (or a strict head in flight): wait for the poller, a commit, or, once a second of real
             // time, look again for rows another process put back (`dead-letters replay`).
-            try await race { await self.wakeup.wait() } or: { try await ContinuousClock().sleep(for: .seconds(1)) }
+            try await race(until: stop) { await self.wakeup.wait() } or: { try await ContinuousClock().sleep(for: .seconds(1)) }
             return
         }
         let wait = next.millisecondsSinceEpoch - now().millisecondsSinceEpoch
         guard wait > 0 else { return }
-        try await race { await self.wakeup.wait() } or: { [clock] in try await clock.sleep(for: .milliseconds(wait)) }
+        try await race(until: stop) { await self.wakeup.wait() } or: { [clock] in try await clock.sleep(for: .milliseconds(wait)) }
     }
 
-    private func race(_ first: @escaping @Sendable () async -> Void, or second: @escaping @Sendable () async throws -> Void)
-        async throws
-    {
-        let stop = self.stop.withLock { $0 }
+    /// Returns when `first` or `second` ends, or `stop` fires, cancelling the rest.
+    private func race(
+        until stop: StopSignal, _ first: @escaping @Sendable () async -> Void,
+        or second: @escaping @Sendable () async throws -> Void
+    ) async throws {
         try await withThrowingTaskGroup(of: Void.self) { group in
             group.addTask { await first() }
             group.addTask { try await second() }
@@ -231,11 +230,7 @@ public final class Dispatcher<C: Clock>: Sendable where C.Duration == Duration, 
             firstAttemptAt: firstAttemptAt, now: now(), random: &random)
         recordBreaker(status: status, transportError: transportError)
         metrics.latency.recordNanoseconds(Int64((ContinuousClock.now - started) / .nanoseconds(1)))
-        switch decision {
-        case .delivered: metrics.outcome("delivered", events: job.deliveries.count)
-        case .retry: metrics.outcome("retry", events: job.deliveries.count)
-        case .deadLetter: metrics.outcome("dead_letter", events: job.deliveries.count)
-        }
+        metrics.record(decision, events: job.deliveries.count)
         let error = transportError.map(\.shortDescription) ?? status.flatMap { (200..<300).contains($0) ? nil : "http_\($0)" }
         if case .deadLetter(let reason) = decision {
             logger.warning(

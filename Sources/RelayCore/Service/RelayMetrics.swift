@@ -26,18 +26,30 @@ struct SourceMetrics: Sendable {
 struct SubscriptionMetrics: Sendable {
     let latency: Metrics.Timer
     let circuit: Gauge
+    private let delivered: Counter
+    private let retried: Counter
+    private let deadLettered: Counter
     private let name: String
 
     init(subscription: String) {
         name = subscription
         latency = Metrics.Timer(label: "intilery_relay_delivery_seconds", dimensions: [("subscription", subscription)])
         circuit = Gauge(label: "intilery_relay_circuit_open", dimensions: [("subscription", subscription)])
+        func outcome(_ outcome: String) -> Counter {
+            Counter(label: "intilery_relay_deliveries_total", dimensions: [("subscription", subscription), ("outcome", outcome)])
+        }
+        delivered = outcome("delivered")
+        retried = outcome("retry")
+        deadLettered = outcome("dead_letter")
     }
 
     /// Deliveries (events, not requests) by outcome: `delivered`, `retry`, `dead_letter`.
-    func outcome(_ outcome: String, events: Int) {
-        Counter(label: "intilery_relay_deliveries_total", dimensions: [("subscription", name), ("outcome", outcome)])
-            .increment(by: events)
+    func record(_ decision: DeliveryOutcome.Decision, events: Int) {
+        switch decision {
+        case .delivered: delivered.increment(by: events)
+        case .retry: retried.increment(by: events)
+        case .deadLetter: deadLettered.increment(by: events)
+        }
     }
 
     /// Outbox depth, oldest queued event's age, and dead letters: refreshed from the store periodically.
