@@ -106,9 +106,10 @@ public final class FakeEventsAPI: Sendable {
     public func update(_ change: (inout Settings) -> Void) {
         let now = time.now
         state.withLock { state in
-            let before = state.settings.rateLimit.map { "\($0)" }
+            let before = state.settings.rateLimit
             change(&state.settings)
-            if state.settings.rateLimit.map({ "\($0)" }) != before {
+            let after = state.settings.rateLimit
+            if before?.perSecond != after?.perSecond || before?.burst != after?.burst {
                 state.bucket = state.settings.rateLimit.map { SimulatorBucket($0, now: now) }
             }
         }
