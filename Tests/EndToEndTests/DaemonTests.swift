@@ -8,16 +8,20 @@ import Glibc
 
 /// The real `intilery-relay run` binary against the simulator and receiver on loopback.
 @Suite(.serialized, .timeLimit(.minutes(3))) struct DaemonTests {
-    static func config(api: FakeEventsAPI, receiver: WebhookReceiver, subscriptions: [String], extra: String = "") -> String {
+    static func config(api: FakeEventsAPI, receiver: WebhookReceiver, subscriptions: [String]) -> String {
         let subs = subscriptions.map { name in
             #"{"name": "\#(name)", "webhook": {"url": "\#(receiver.url("/hooks/\(name)"))", "timeout": "5s"}}"#
         }.joined(separator: ", ")
         return #"""
-            {"stateDirectory": "./state", "metrics": {"listen": "off"}, "shutdownGrace": "2s", \#(extra)
-             "sources": [{"name": "acme", "baseURL": "\#(api.baseURL)", "clientId": "acme", "accountId": "acme", "brandId": "ACME",
-                          "authToken": {"env": "INTILERY_TOKEN"}, "startFrom": "earliest", "pollInterval": "250ms", "lookback": "5s"}],
+            {"stateDirectory": "./state", "metrics": {"listen": "off"}, "shutdownGrace": "2s",
+             "sources": [\#(sourceJSON(api, lookback: "5s"))],
              "subscriptions": [\#(subs)]}
             """#
+    }
+
+    /// The simulator as the one source, its token read from `INTILERY_TOKEN` (see ``Setup/environment``).
+    static func sourceJSON(_ api: FakeEventsAPI, lookback: String) -> String {
+        #"{"name": "acme", "baseURL": "\#(api.baseURL)", "clientId": "acme", "accountId": "acme", "brandId": "ACME", "authToken": {"env": "INTILERY_TOKEN"}, "startFrom": "earliest", "pollInterval": "250ms", "lookback": "\#(lookback)"}"#
     }
 
     struct Setup {
@@ -29,22 +33,21 @@ import Glibc
     }
 
     static func withSetup(_ body: (Setup) async throws -> Void) async throws {
-        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("relay-daemon-\(UUID().uuidString)")
-        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
-        var settings = FakeEventsAPI.Settings()
-        settings.rateLimit = nil
-        let api = try await FakeEventsAPI.start(settings: settings)
-        let receiver = try await WebhookReceiver.start()
-        do {
-            try await body(Setup(directory: directory, api: api, receiver: receiver))
-        } catch {
+        try await withTemporaryDirectory { directory in
+            var settings = FakeEventsAPI.Settings()
+            settings.rateLimit = nil
+            let api = try await FakeEventsAPI.start(settings: settings)
+            let receiver = try await WebhookReceiver.start()
+            do {
+                try await body(Setup(directory: directory, api: api, receiver: receiver))
+            } catch {
+                try await api.shutdown()
+                try await receiver.shutdown()
+                throw error
+            }
             try await api.shutdown()
             try await receiver.shutdown()
-            throw error
         }
-        try await api.shutdown()
-        try await receiver.shutdown()
-        try? FileManager.default.removeItem(at: directory)
     }
 
     @Test func sigtermMidDrainExitsZeroWithinTheGraceAndARestartFinishesWithNothingMissing() async throws {

@@ -11,10 +11,6 @@ import Glibc
 @Suite(.serialized, .timeLimit(.minutes(5))) struct FaultTests {
     static var isRoot: Bool { getuid() == 0 }
 
-    static func sourceJSON(_ api: FakeEventsAPI, extra: String = "") -> String {
-        #"{"name": "acme", "baseURL": "\#(api.baseURL)", "clientId": "acme", "accountId": "acme", "brandId": "ACME", "authToken": {"env": "INTILERY_TOKEN"}, "startFrom": "earliest", "pollInterval": "250ms", "lookback": "30s"\#(extra)}"#
-    }
-
     @Test func killNineAtTenRandomMomentsLosesNothing() async throws {
         try await DaemonTests.withSetup { setup in
             let now = Int64(Date().timeIntervalSince1970 * 1000)
@@ -58,7 +54,7 @@ import Glibc
             setup.api.log.startLiveTraffic(perSecond: 30, late: EventLog.LateVisibility(fraction: 0.2, delay: .seconds(5)))
             let config = #"""
                 {"stateDirectory": "./state", "metrics": {"listen": "off"}, "shutdownGrace": "2s",
-                 "sources": [\#(Self.sourceJSON(setup.api))],
+                 "sources": [\#(DaemonTests.sourceJSON(setup.api, lookback: "30s"))],
                  "subscriptions": [{"name": "all", "webhook": {"url": "\#(setup.receiver.url("/hooks/all"))"}}]}
                 """#
             try config.write(to: setup.configFile, atomically: true, encoding: .utf8)
@@ -104,7 +100,7 @@ import Glibc
             }
             let config = #"""
                 {"stateDirectory": "./state", "metrics": {"listen": "off"}, "shutdownGrace": "1s",
-                 "sources": [\#(Self.sourceJSON(setup.api))], "subscriptions": [\#(subscriptions.joined(separator: ","))]}
+                 "sources": [\#(DaemonTests.sourceJSON(setup.api, lookback: "30s"))], "subscriptions": [\#(subscriptions.joined(separator: ","))]}
                 """#
             try config.write(to: setup.configFile, atomically: true, encoding: .utf8)
             let relay = try RelayProcess(arguments: ["run", "--config", setup.configFile.path], environment: setup.environment, directory: setup.directory)

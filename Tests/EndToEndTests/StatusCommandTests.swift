@@ -13,59 +13,57 @@ import Testing
         """#
 
     @Test func reportsCursorLagAndQueuesWithoutNeedingSecrets() async throws {
-        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("relay-status-\(UUID().uuidString)")
-        defer { try? FileManager.default.removeItem(at: directory) }
-        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
-        let configFile = directory.appendingPathComponent("config.json")
-        try Self.config.write(to: configFile, atomically: true, encoding: .utf8)
-        let stateDirectory = directory.appendingPathComponent("state")
+        try await withTemporaryDirectory { directory in
+            let configFile = directory.appendingPathComponent("config.json")
+            try Self.config.write(to: configFile, atomically: true, encoding: .utf8)
+            let stateDirectory = directory.appendingPathComponent("state")
 
-        let before = try RelayBinary.run(["status", "--config", configFile.path, "--state-dir", stateDirectory.path])
-        #expect(before.status == 0, "\(before.standardError)")
-        #expect(before.standardOutput.contains("No state in"))
-        #expect(before.standardOutput.contains("source acme: not polled yet"))
-        #expect(!FileManager.default.fileExists(atPath: stateDirectory.path))
+            let before = try RelayBinary.run(["status", "--config", configFile.path, "--state-dir", stateDirectory.path])
+            #expect(before.status == 0, "\(before.standardError)")
+            #expect(before.standardOutput.contains("No state in"))
+            #expect(before.standardOutput.contains("source acme: not polled yet"))
+            #expect(!FileManager.default.fileExists(atPath: stateDirectory.path))
 
-        let store = try StateStore.open(directory: stateDirectory.path)
-        let events = (0..<3).map { n in
-            RoutedEvent(
-                event: Event(
-                    id: "e\(n)", time: Timestamp(millisecondsSinceEpoch: 1_714_521_600_000 + Int64(n)), action: "email_click",
-                    timeValue: .null, fields: JSONObject(), raw: Array("{}".utf8)),
-                subscriptions: ["clicks"])
+            let store = try StateStore.open(directory: stateDirectory.path)
+            let events = (0..<3).map { n in
+                RoutedEvent(
+                    event: Event(
+                        id: "e\(n)", time: Timestamp(millisecondsSinceEpoch: 1_714_521_600_000 + Int64(n)), action: "email_click",
+                        timeValue: .null, fields: JSONObject(), raw: Array("{}".utf8)),
+                    subscriptions: ["clicks"])
+            }
+            _ = try await store.enqueue(
+                source: "acme", events: events, cursor: Timestamp(millisecondsSinceEpoch: 1_714_521_600_002),
+                now: Timestamp(millisecondsSinceEpoch: 1_714_521_601_000))
+
+            let text = try RelayBinary.run(["status", "--config", configFile.path, "--state-dir", stateDirectory.path])
+            #expect(text.status == 0, "\(text.standardError)")
+            #expect(text.standardOutput.contains("source acme: cursor 2024-05-01T00:00:00.002Z, lag "))
+            #expect(text.standardOutput.contains("subscription clicks: 3 pending (oldest event 2024-05-01T00:00:00.000Z), 0 dead letters"))
+            #expect(text.standardOutput.contains("subscription idle: 0 pending"))
+
+            let json = try RelayBinary.run(["status", "--config", configFile.path, "--state-dir", stateDirectory.path, "--json"])
+            #expect(json.status == 0)
+            let document = try JSONParser.parse(json.standardOutput)
+            let sources = try #require(document.objectValue?["sources"]?.arrayValue)
+            #expect(sources.first?.objectValue?["cursor"] == .string("2024-05-01T00:00:00.002Z"))
+            #expect((sources.first?.objectValue?["lagSeconds"]).map { if case .number = $0 { true } else { false } } == true)
+            let subscriptions = try #require(document.objectValue?["subscriptions"]?.arrayValue)
+            #expect(subscriptions.map { $0.objectValue?["pending"] } == [.number(JSONNumber(3)), .number(JSONNumber(0))])
         }
-        _ = try await store.enqueue(
-            source: "acme", events: events, cursor: Timestamp(millisecondsSinceEpoch: 1_714_521_600_002),
-            now: Timestamp(millisecondsSinceEpoch: 1_714_521_601_000))
-
-        let text = try RelayBinary.run(["status", "--config", configFile.path, "--state-dir", stateDirectory.path])
-        #expect(text.status == 0, "\(text.standardError)")
-        #expect(text.standardOutput.contains("source acme: cursor 2024-05-01T00:00:00.002Z, lag "))
-        #expect(text.standardOutput.contains("subscription clicks: 3 pending (oldest event 2024-05-01T00:00:00.000Z), 0 dead letters"))
-        #expect(text.standardOutput.contains("subscription idle: 0 pending"))
-
-        let json = try RelayBinary.run(["status", "--config", configFile.path, "--state-dir", stateDirectory.path, "--json"])
-        #expect(json.status == 0)
-        let document = try JSONParser.parse(json.standardOutput)
-        let sources = try #require(document.objectValue?["sources"]?.arrayValue)
-        #expect(sources.first?.objectValue?["cursor"] == .string("2024-05-01T00:00:00.002Z"))
-        #expect((sources.first?.objectValue?["lagSeconds"]).map { if case .number = $0 { true } else { false } } == true)
-        let subscriptions = try #require(document.objectValue?["subscriptions"]?.arrayValue)
-        #expect(subscriptions.map { $0.objectValue?["pending"] } == [.number(JSONNumber(3)), .number(JSONNumber(0))])
     }
 
     @Test func unusableStateDirectoryExits74() throws {
-        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("relay-status-\(UUID().uuidString)")
-        defer { try? FileManager.default.removeItem(at: directory) }
-        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
-        let configFile = directory.appendingPathComponent("config.json")
-        try Self.config.write(to: configFile, atomically: true, encoding: .utf8)
-        // A state "directory" that is a file holding garbage where the database should be.
-        let state = directory.appendingPathComponent("state")
-        try FileManager.default.createDirectory(at: state, withIntermediateDirectories: true)
-        try Data(repeating: 0x41, count: 4096).write(to: state.appendingPathComponent(StateStore.fileName))
-        let outcome = try RelayBinary.run(["status", "--config", configFile.path, "--state-dir", state.path])
-        #expect(outcome.status == 74)
-        #expect(outcome.standardError.contains("state store"))
+        try withTemporaryDirectory { directory in
+            let configFile = directory.appendingPathComponent("config.json")
+            try Self.config.write(to: configFile, atomically: true, encoding: .utf8)
+            // A state "directory" that is a file holding garbage where the database should be.
+            let state = directory.appendingPathComponent("state")
+            try FileManager.default.createDirectory(at: state, withIntermediateDirectories: true)
+            try Data(repeating: 0x41, count: 4096).write(to: state.appendingPathComponent(StateStore.fileName))
+            let outcome = try RelayBinary.run(["status", "--config", configFile.path, "--state-dir", state.path])
+            #expect(outcome.status == 74)
+            #expect(outcome.standardError.contains("state store"))
+        }
     }
 }

@@ -16,12 +16,12 @@ final class DeliveryFixture: Sendable {
     let directory: URL
     static let secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 
-    var now: Timestamp { Timestamp(millisecondsSinceEpoch: ingestEpoch + Int64(clock.now.offset / .milliseconds(1))) }
+    var now: Timestamp { clock.wallTime }
 
     init(autoAdvance: Bool = true) async throws {
         let clock = TestClock(autoAdvance: autoAdvance)
         self.clock = clock
-        receiver = try await WebhookReceiver.start(time: .derived { ingestEpoch + Int64(clock.now.offset / .milliseconds(1)) })
+        receiver = try await WebhookReceiver.start(time: .derived { clock.wallMilliseconds })
         directory = FileManager.default.temporaryDirectory.appendingPathComponent("relay-delivery-\(UUID().uuidString)")
         store = try StateStore.open(directory: directory.path)
         writer = OutcomeWriter(store: store)
@@ -46,7 +46,7 @@ final class DeliveryFixture: Sendable {
         logger.logLevel = .critical
         return Dispatcher(
             subscription: subscription, store: store, http: http, writer: writer, breaker: breaker, clock: clock,
-            now: { Timestamp(millisecondsSinceEpoch: ingestEpoch + Int64(clock.now.offset / .milliseconds(1))) },
+            now: { clock.wallTime },
             logger: logger)
     }
 

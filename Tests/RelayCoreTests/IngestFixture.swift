@@ -8,6 +8,12 @@ import Testing
 /// 2024-05-01T00:00:00Z: where test time starts.
 let ingestEpoch: Int64 = 1_714_521_600_000
 
+extension TestClock {
+    /// Wall time on this clock, counted from ``ingestEpoch``: what the relay's `now` and the simulator read.
+    var wallMilliseconds: Int64 { ingestEpoch + Int64(now.offset / .milliseconds(1)) }
+    var wallTime: Timestamp { Timestamp(millisecondsSinceEpoch: wallMilliseconds) }
+}
+
 /// A fake API, a real state store in a temporary directory and a poller, all on one test clock that jumps ahead
 /// whenever the relay sleeps: backoff, rate limits and poll intervals take no real time, and the simulator's
 /// rate limiter and live events see the same time as the relay.
@@ -19,13 +25,12 @@ final class IngestFixture: Sendable {
     let directory: URL
     let limiters: APIRateLimiters<TestClock>
 
-    var nowMS: Int64 { ingestEpoch + Int64(clock.now.offset / .milliseconds(1)) }
-    var now: Timestamp { Timestamp(millisecondsSinceEpoch: nowMS) }
+    var now: Timestamp { clock.wallTime }
 
     init(settings: FakeEventsAPI.Settings = .init()) async throws {
         let clock = self.clock
         api = try await FakeEventsAPI.start(
-            settings: settings, time: .derived { ingestEpoch + Int64(clock.now.offset / .milliseconds(1)) })
+            settings: settings, time: .derived { clock.wallMilliseconds })
         directory = FileManager.default.temporaryDirectory.appendingPathComponent("relay-ingest-\(UUID().uuidString)")
         store = try StateStore.open(directory: directory.path)
         limiters = APIRateLimiters(clock: clock)
@@ -64,9 +69,7 @@ final class IngestFixture: Sendable {
     }
 
     func poller(_ source: SourceConfig, _ subscriptions: [SubscriptionConfig]) -> Poller<TestClock> {
-        let now: @Sendable () -> Timestamp = { [clock] in
-            Timestamp(millisecondsSinceEpoch: ingestEpoch + Int64(clock.now.offset / .milliseconds(1)))
-        }
+        let now: @Sendable () -> Timestamp = { [clock] in clock.wallTime }
         let client = EventsAPIClient(
             source: source, subscriptions: subscriptions, http: http, limiter: limiters.limiter(for: source), now: now)
         var logger = Logger(label: "test")
