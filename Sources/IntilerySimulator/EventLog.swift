@@ -51,12 +51,16 @@ public final class EventLog: Sendable {
         insert(count: count, late: late) { _, _ in timestamp }
     }
 
-    /// Adds one event with a chosen action (an index into ``SimulatedEvent/actions``).
+    /// Adds one event with a chosen action (an index into ``SimulatedEvent/actions``), visible from `visibleAt`
+    /// (default: its own time), its time field served as `timestampJSON` when given.
     @discardableResult
-    public func add(at timestamp: Int64, actionIndex: UInt8, visibleAt: Int64? = nil) -> SimulatedEvent {
+    public func add(
+        at timestamp: Int64, actionIndex: UInt8, visibleAt: Int64? = nil, timestampJSON: String? = nil
+    ) -> SimulatedEvent {
         state.withLock { state in
             let event = SimulatedEvent(
-                sequence: state.nextSequence, timestamp: timestamp, visibleAt: visibleAt ?? timestamp, actionIndex: actionIndex)
+                sequence: state.nextSequence, timestamp: timestamp, visibleAt: visibleAt ?? timestamp, actionIndex: actionIndex,
+                timestampJSON: timestampJSON)
             state.nextSequence += 1
             Self.insertSorted(event, into: &state.events)
             return event

@@ -55,9 +55,15 @@ struct EventRenderer {
             switch naming {
             case .canonical:
                 if includeID { field("eventID", event.eventID, into: &out) }
-                out.append(contentsOf: #""timestamp":""#.utf8)
-                appendISO(event.timestamp, into: &out, fraction: 3, zulu: true)
-                out.append(contentsOf: #"","#.utf8)
+                if let raw = event.timestampJSON {
+                    out.append(contentsOf: #""timestamp":"#.utf8)
+                    out.append(contentsOf: raw.utf8)
+                    out.append(UInt8(ascii: ","))
+                } else {
+                    out.append(contentsOf: #""timestamp":""#.utf8)
+                    appendISO(event.timestamp, into: &out, fraction: 3, zulu: true)
+                    out.append(contentsOf: #"","#.utf8)
+                }
                 field("action", action, into: &out)
                 field("type", isTrack ? "track" : action, into: &out)
                 if isTrack { field("event", action, into: &out) }

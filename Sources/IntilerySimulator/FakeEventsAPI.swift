@@ -32,6 +32,8 @@ public final class FakeEventsAPI: Sendable {
         public var endInclusive = false
         /// Misbehaviour.
         public var faults = SimulatorFaults()
+        /// Whether pages carry a `Date` header (IMF-fixdate, whole seconds), as HTTP servers do.
+        public var sendsDate = true
 
         /// The defaults: a top-level array, canonical fields, the documented 100/s burst 500, no faults.
         public init() {}
@@ -155,7 +157,8 @@ public final class FakeEventsAPI: Sendable {
             state.counts.pages += 1
             state.counts.eventsServed += fault == nil ? events.count : 0
         }
-        let headers = [(name: "content-type", value: "application/json")]
+        var headers = [(name: "content-type", value: "application/json")]
+        if settings.sendsDate { headers.append((name: "date", value: HTTPDate.format(milliseconds: now))) }
         switch fault {
         case .malformed:
             return .respond(status: 200, headers: headers, body: Array(body.prefix(body.count / 2)) + Array("<html>".utf8),
@@ -253,5 +256,26 @@ struct SimulatorBucket: Sendable {
         guard tokens >= 1 else { return false }
         tokens -= 1
         return true
+    }
+}
+
+/// `Date` header values. The simulator's own formatter, not the relay's parser: the oracle shares no code.
+enum HTTPDate {
+    private static let weekdays = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"]
+    private static let months = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"]
+
+    /// `Sun, 06 Nov 1994 08:49:37 GMT` for a time in milliseconds since the epoch (rounded down to the second).
+    static func format(milliseconds: Int64) -> String {
+        let seconds = milliseconds >= 0 ? milliseconds / 1000 : (milliseconds - 999) / 1000
+        let days = seconds >= 0 ? seconds / 86_400 : (seconds - 86_399) / 86_400
+        let secondOfDay = seconds - days * 86_400
+        var iso: [UInt8] = []
+        appendISO(days * 86_400_000, into: &iso, fraction: 0, zulu: true)
+        let date = String(decoding: iso, as: UTF8.self)  // yyyy-mm-ddT00:00:00Z
+        let parts = date.prefix(10).split(separator: "-")
+        let weekday = weekdays[Int(((days % 7) + 7) % 7)]
+        func two(_ value: Int64) -> String { value < 10 ? "0\(value)" : "\(value)" }
+        let time = "\(two(secondOfDay / 3600)):\(two(secondOfDay / 60 % 60)):\(two(secondOfDay % 60))"
+        return "\(weekday), \(parts[2]) \(months[Int(parts[1])! - 1]) \(parts[0]) \(time) GMT"
     }
 }

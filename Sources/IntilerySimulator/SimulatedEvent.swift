@@ -10,6 +10,9 @@ public struct SimulatedEvent: Sendable, Hashable {
     public var visibleAt: Int64
     /// Index into ``SimulatedEvent/actions``.
     public var actionIndex: UInt8
+    /// The time field's JSON exactly as served (`1e19`, `"0000-00-00"`), in place of `timestamp` formatted; for
+    /// testing what the relay does with times it cannot place. `timestamp` still orders the log.
+    public var timestampJSON: String? = nil
 
     /// The actions generated, Segment-style: `identify` and `page` are types, the rest named track events.
     public static let actions = ["page", "identify", "email_click", "email_open", "purchase", "logged_in"]

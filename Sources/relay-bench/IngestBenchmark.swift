@@ -43,7 +43,7 @@ struct IngestBenchmark {
         let poller = Poller(
             source: source, subscriptions: subscriptions, store: store, client: client, clock: clock, now: now, logger: logger)
         let started = clock.now
-        _ = try await poller.drain(from: try await poller.startingCursor())
+        try await poller.pollLive()
         let elapsed = started.duration(to: clock.now)
         await http.shutdown()
         let queued = try await store.status(sources: [], subscriptions: ["all"]).subscriptions[0].pending

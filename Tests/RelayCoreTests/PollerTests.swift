@@ -18,18 +18,20 @@ import Testing
                 fixture.api.log.addBurst(count: 300, at: start + Int64(index) * span / 24_100 + 1)
             }
             let poller = fixture.poller(fixture.source(), [Self.all])
-            let cursor = try await poller.drain(from: try await poller.startingCursor())
+            let cursor = try await poller.pollLive()
 
             let queued = try await fixture.store.queuedEventIDs(subscription: "all")
             #expect(queued.count == 25_000)
             #expect(Set(queued).count == 25_000)
             #expect(queued == fixture.expectedIDs)
-            #expect(cursor == Timestamp(millisecondsSinceEpoch: fixture.api.log.allEvents.last!.timestamp))
+            // Caught up: the cursor stands at the API's now less the margin, past the last event.
+            #expect(cursor == fixture.now.advanced(by: .zero - Poller<TestClock>.liveMargin))
+            #expect(cursor > Timestamp(millisecondsSinceEpoch: fixture.api.log.allEvents.last!.timestamp))
             #expect(poller.health.snapshot.windowRestarts >= 2)
             #expect(fixture.api.counts.rateLimited == 0)
 
-            // A second drain re-reads the lookback and queues nothing new.
-            _ = try await poller.drain(from: cursor)
+            // A second poll re-reads the cursor's millisecond and queues nothing new.
+            try await poller.pollLive()
             #expect(try await fixture.store.queuedEventIDs(subscription: "all").count == 25_000)
         }
     }
@@ -38,7 +40,7 @@ import Testing
         try await withIngest { fixture in
             fixture.api.log.addBacklog(count: 60_000, from: ingestEpoch - 3_600_000, to: ingestEpoch)
             let poller = fixture.poller(fixture.source(), [Self.all])
-            _ = try await poller.drain(from: try await poller.startingCursor())
+            try await poller.pollLive()
             #expect(fixture.api.counts.rateLimited == 0)
             #expect(fixture.api.counts.pages > 600)
             #expect(try await fixture.store.queuedEventIDs(subscription: "all").count == 60_000)
@@ -55,7 +57,7 @@ import Testing
             fixture.api.log.addBacklog(count: 3_000, from: ingestEpoch - 600_000, to: ingestEpoch)
             fixture.api.log.addBurst(count: 250, at: ingestEpoch - 300_000)
             let poller = fixture.poller(fixture.source(rateLimit: RateLimit(perSecond: 1000, burst: 1000)), [Self.all])
-            _ = try await poller.drain(from: try await poller.startingCursor())
+            try await poller.pollLive()
             let counts = fixture.api.counts
             #expect(counts.rateLimited > 0)
             #expect((counts.byStatus[500] ?? 0) > 0 && (counts.byStatus[503] ?? 0) > 0)
@@ -72,15 +74,18 @@ import Testing
         try await withIngest { fixture in
             fixture.api.log.startLiveTraffic(perSecond: 20, late: EventLog.LateVisibility(fraction: 0.25, delay: .seconds(20)))
             let poller = fixture.poller(fixture.source(startFrom: .now, lookback: .seconds(60)), [Self.all])
-            var cursor = try await poller.startingCursor()
-            // Two minutes of polling once a second, then a pause longer than the delay so the last ones show up.
+            // Two minutes of polling once a second, then past the lookback so the settle edge reads the last range.
             for _ in 0..<120 {
-                cursor = try await poller.drain(from: cursor)
+                try await poller.pollLive()
+                try await poller.settle()
                 fixture.clock.advance(by: .seconds(1))
             }
             fixture.api.log.stopLiveTraffic()
-            fixture.clock.advance(by: .seconds(25))
-            cursor = try await poller.drain(from: cursor)
+            for _ in 0..<90 {
+                try await poller.pollLive()
+                try await poller.settle()
+                fixture.clock.advance(by: .seconds(1))
+            }
             let expected = fixture.expectedIDs
             #expect(expected.count >= 2_300)
             #expect(fixture.api.log.allEvents.filter { $0.visibleAt > $0.timestamp }.count > 400)
@@ -98,7 +103,7 @@ import Testing
         try await withIngest(settings: settings) { fixture in
             fixture.api.log.addBacklog(count: 450, from: ingestEpoch - 60_000, to: ingestEpoch)
             let poller = fixture.poller(fixture.source(), [Self.all])
-            _ = try await poller.drain(from: try await poller.startingCursor())
+            try await poller.pollLive()
             #expect(try await fixture.store.queuedEventIDs(subscription: "all") == fixture.expectedIDs)
         }
     }
@@ -112,18 +117,18 @@ import Testing
                 eventsPath: "/payload/list", idField: "meta.ref", timestampField: "occurred", actionField: "kind")
             let clicks = IngestFixture.subscription("clicks", include: ["email_click"])
             let poller = fixture.poller(fixture.source(response: overrides), [Self.all, clicks])
-            _ = try await poller.drain(from: try await poller.startingCursor())
+            try await poller.pollLive()
             #expect(try await fixture.store.queuedEventIDs(subscription: "all") == fixture.expectedIDs)
             let expectedClicks = fixture.api.log.allEvents.filter { $0.action == "email_click" }.map(\.eventID)
             #expect(try await fixture.store.queuedEventIDs(subscription: "clicks") == expectedClicks)
             // Without the overrides the same body is unreadable, and nothing moves.
             let blind = fixture.poller(fixture.source(name: "blind"), [Self.all])
-            let task = Task { try await blind.drain(from: Timestamp(millisecondsSinceEpoch: 0)) }
+            let task = Task { try await blind.pollLive() }
             while blind.health.snapshot.consecutiveFailures < 3 { await Task.yield() }
             task.cancel()
             _ = try? await task.value
             #expect(blind.health.snapshot.problem?.hasPrefix("malformed") == true)
-            #expect(try await fixture.store.cursor(of: "blind") == nil)
+            #expect(try await fixture.store.cursor(of: "blind") == Timestamp(millisecondsSinceEpoch: 0))
         }
     }
 
@@ -132,7 +137,7 @@ import Testing
             try await withIngest { fixture in
                 fixture.api.log.addBacklog(count: 5_000, from: ingestEpoch - 600_000, to: ingestEpoch)
                 let poller = fixture.poller(fixture.source(), subscriptions)
-                _ = try await poller.drain(from: try await poller.startingCursor())
+                try await poller.pollLive()
                 var queued: [String: Int] = [:]
                 for subscription in subscriptions {
                     queued[subscription.name] = try await fixture.store.queuedEventIDs(subscription: subscription.name).count
@@ -164,7 +169,7 @@ import Testing
             let clicks = IngestFixture.subscription("clicks", include: ["email_click"])
             let alsoClicks = IngestFixture.subscription("also", include: ["email_click"], filter: .condition(FieldPath("properties.vip")!, .eq, .bool(false)))
             let poller = fixture.poller(fixture.source(), [clicks, alsoClicks])
-            _ = try await poller.drain(from: try await poller.startingCursor())
+            try await poller.pollLive()
             #expect(fixture.api.queries.allSatisfy { $0.contains("include=email_click") && $0.contains("sort=asc") })
             let expected = fixture.api.log.allEvents.filter { $0.action == "email_click" }.map(\.eventID)
             #expect(try await fixture.store.queuedEventIDs(subscription: "clicks") == expected)
@@ -185,7 +190,7 @@ import Testing
             #expect(try await changed.startingCursor() == fixed)
             // startFrom now with lookback 0 sees nothing of the backlog.
             let nowPoller = fixture.poller(fixture.source(name: "fromnow", startFrom: .now, lookback: .zero), [IngestFixture.subscription("fresh")])
-            _ = try await nowPoller.drain(from: try await nowPoller.startingCursor())
+            try await nowPoller.pollLive()
             #expect(try await fixture.store.queuedEventIDs(subscription: "fresh").isEmpty)
         }
     }
@@ -194,7 +199,7 @@ import Testing
         try await withIngest { fixture in
             fixture.api.log.addBacklog(count: 10, from: ingestEpoch - 10_000, to: ingestEpoch)
             let poller = fixture.poller(fixture.source(token: "wrong-token"), [Self.all])
-            let task = Task { try await poller.drain(from: Timestamp(millisecondsSinceEpoch: 0)) }
+            let task = Task { try await poller.pollLive() }
             while poller.health.snapshot.consecutiveFailures < 4 { await Task.yield() }
             task.cancel()
             _ = try? await task.value

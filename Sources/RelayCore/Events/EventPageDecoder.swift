@@ -9,6 +9,8 @@ public struct EventPageDecoder: Sendable {
         case missingID = "missing_id"
         case missingTime = "missing_time"
         case unreadableTime = "unreadable_time"
+        /// A time that parses but lies outside ``Timestamp/placeable`` (before 1970 or after year 9999).
+        case timeOutOfRange = "time_out_of_range"
     }
 
     /// The events of one page, and what was skipped.
@@ -190,6 +192,7 @@ public struct EventPageDecoder: Sendable {
             return value == .null ? nil : value
         }).first else { return .failure(.missingTime) }
         guard let time = Self.time(timeValue) else { return .failure(.unreadableTime) }
+        guard time.isPlaceable else { return .failure(.timeOutOfRange) }
         let action = actionFields.lazy.compactMap { root.value(at: $0)?.stringValue }.first ?? ""
         return .success(Event(id: id, time: time, action: action, timeValue: timeValue, fields: fields, raw: raw))
     }
@@ -206,7 +209,10 @@ public struct EventPageDecoder: Sendable {
         switch value {
         case .string(let text): return Timestamp(iso8601: text)
         case .number(let number):
-            guard let ms = number.integer ?? (number.double.isFinite ? Int(number.double) : nil) else { return nil }
+            if let ms = number.integer { return Timestamp(millisecondsSinceEpoch: Int64(ms)) }
+            // Fractions and exponents: only a finite value that fits Int64 converts; `1e19` would trap `Int64(_:)`.
+            let ms = number.double.rounded(.down)
+            guard ms.isFinite, ms >= -9.2e18, ms <= 9.2e18 else { return Timestamp(millisecondsSinceEpoch: Int64.max) }
             return Timestamp(millisecondsSinceEpoch: Int64(ms))
         default: return nil
         }

@@ -10,10 +10,25 @@ public struct Timestamp: Sendable, Hashable, Comparable, CustomStringConvertible
         lhs.millisecondsSinceEpoch < rhs.millisecondsSinceEpoch
     }
 
-    /// This time moved by a duration, rounded down to the millisecond.
+    /// The times the relay can place: 1970-01-01T00:00:00.000Z to 9999-12-31T23:59:59.999Z. An event stamped
+    /// outside is skipped with a counted reason rather than stored, compared or formatted.
+    public static let placeable: ClosedRange<Int64> = 0...253_402_300_799_999
+
+    /// Whether ``placeable`` holds this time.
+    public var isPlaceable: Bool { Self.placeable.contains(millisecondsSinceEpoch) }
+
+    /// This time moved by a duration, rounded down to the millisecond; saturates instead of overflowing.
     public func advanced(by duration: Duration) -> Timestamp {
         let (seconds, attoseconds) = duration.components
-        return Timestamp(millisecondsSinceEpoch: millisecondsSinceEpoch + seconds * 1000 + attoseconds / 1_000_000_000_000_000)
+        let (scaled, overflow) = seconds.multipliedReportingOverflow(by: 1000)
+        let delta = overflow ? (seconds < 0 ? Int64.min : Int64.max) : scaled &+ attoseconds / 1_000_000_000_000_000
+        let (sum, sumOverflow) = millisecondsSinceEpoch.addingReportingOverflow(delta)
+        return Timestamp(millisecondsSinceEpoch: sumOverflow ? (delta < 0 ? Int64.min : Int64.max) : sum)
+    }
+
+    /// The signed distance from `self` to `other`.
+    public func duration(to other: Timestamp) -> Duration {
+        .milliseconds(other.millisecondsSinceEpoch &- millisecondsSinceEpoch)
     }
 
     /// ISO-8601 in UTC with milliseconds, as the Events API writes times: `2019-11-18T13:30:11.444Z`.

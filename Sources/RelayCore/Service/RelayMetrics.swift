@@ -16,6 +16,12 @@ struct SourceMetrics: Sendable {
         cursorLag = Gauge(label: "intilery_relay_cursor_lag_seconds", dimensions: [("source", source)])
     }
 
+    /// Events skipped because their id or time could not be read or placed, by reason.
+    func skipped(_ reason: EventPageDecoder.SkipReason, _ count: Int) {
+        Counter(label: "intilery_relay_events_skipped_total", dimensions: [("source", name), ("reason", reason.rawValue)])
+            .increment(by: count)
+    }
+
     /// API responses by status (`transport` when there was none).
     func response(_ status: String) {
         Counter(label: "intilery_relay_api_responses_total", dimensions: [("source", name), ("status", status)]).increment()

@@ -5,8 +5,8 @@ import CurlHTTP
 public struct EventsAPIClient<C: Clock>: Sendable where C.Duration == Duration, C: Sendable {
     /// What one request came to.
     public enum Outcome: Sendable {
-        /// A page that decoded.
-        case page(EventPageDecoder.Page)
+        /// A page that decoded, and the API's time when it answered (see ``apiNow(date:relayNow:)``).
+        case page(EventPageDecoder.Page, apiNow: Timestamp)
         /// Nothing usable; wait and ask again. `retryAfter` is the server's own word, when it gave one.
         case failed(Failure)
     }
@@ -55,19 +55,20 @@ public struct EventsAPIClient<C: Clock>: Sendable where C.Duration == Duration, 
         self.now = now
     }
 
-    /// The URL for a page of events from `start` on, ascending.
-    public func url(start: Timestamp, from: Int) -> String {
+    /// The URL for a page of events from `start` on (before `end`, when given), ascending.
+    public func url(start: Timestamp, end: Timestamp? = nil, from: Int) -> String {
         var url = source.eventsURL + "?sort=asc&size=\(source.pageSize)&from=\(from)&start=\(start.iso8601.queryValueEncoded)"
+        if let end { url += "&end=\(end.iso8601.queryValueEncoded)" }
         if let include = filter.include { url += "&include=\(include.queryValueEncoded)" }
         if !filter.exclude.isEmpty { url += "&exclude=" + filter.exclude.map(\.queryValueEncoded).joined(separator: ",") }
         return url
     }
 
-    /// Fetches one page.
-    public func fetch(start: Timestamp, from: Int) async throws -> Outcome {
-        try await limiter.acquire()
+    /// Fetches one page. A `background` request waits for spare rate-limit tokens, so it never delays the others.
+    public func fetch(start: Timestamp, end: Timestamp? = nil, from: Int, background: Bool = false) async throws -> Outcome {
+        if background { try await limiter.acquireSpare() } else { try await limiter.acquire() }
         let request = HTTPRequest(
-            url: url(start: start, from: from),
+            url: url(start: start, end: end, from: from),
             headers: ["content-type": "application/json", "auth-token": source.authToken.exposedValue],
             connectTimeout: .seconds(10), timeout: .seconds(30),
             responseBodyLimit: .failBeyond(Self.maximumBodyBytes))
@@ -81,7 +82,8 @@ public struct EventsAPIClient<C: Clock>: Sendable where C.Duration == Duration, 
         switch response.status {
         case 200..<300:
             do {
-                return .page(try decoder.decode(response.body))
+                let page = try decoder.decode(response.body)
+                return .page(page, apiNow: Self.apiNow(date: response.headers["date"], relayNow: now()))
             } catch {
                 return .failed(Failure(kind: .malformed, status: response.status, detail: error.reason))
             }
@@ -99,5 +101,14 @@ public struct EventsAPIClient<C: Clock>: Sendable where C.Duration == Duration, 
             let snippet = String(decoding: response.body.prefix(200), as: UTF8.self)
             return .failed(Failure(kind: .rejected, status: response.status, detail: "request rejected: \(snippet)"))
         }
+    }
+
+    /// The API's clock when it answered: its `Date` header, which has whole seconds, refined by the relay's clock
+    /// when the two agree to within that second. Without a readable `Date`, the relay's clock.
+    ///
+    /// A relay clock running ahead of the API's can then never carry a cursor past the API's now.
+    public static func apiNow(date: String?, relayNow: Timestamp) -> Timestamp {
+        guard let date, let second = RetryAfter.httpDate(date), second.isPlaceable else { return relayNow }
+        return min(max(relayNow, second), second.advanced(by: .milliseconds(999)))
     }
 }

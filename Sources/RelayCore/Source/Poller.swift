@@ -1,26 +1,37 @@
 import Logging
 import Synchronization
 
-/// Polls one source in ascending time order from its durable cursor and queues what each subscription wants.
+/// Polls one source with two edges and queues what each subscription wants (SPEC.md, "Polling").
 ///
-/// One poll serves every subscription of the source. A page and the cursor move together in one transaction, so
-/// the cursor never passes an event that is not queued; re-reads (lookback, window restarts, restarts after a
-/// crash) are dropped by event id in the store.
+/// - The **live edge** reads forward from the live cursor every `pollInterval`, for latency.
+/// - The **settle edge** reads each time range once more, bounded by `start` and `end`, once it is `lookback` old,
+///   for completeness: an event that became visible late is caught there. It yields the rate limit to the live
+///   edge and runs beside it, so a slow settle read never delays a live one.
+///
+/// Seen ids dedupe the two. Each page and the marks it moves commit in one transaction, so no mark passes an event
+/// that is not queued. One poll serves every subscription of the source.
 public final class Poller<C: Clock>: Sendable where C.Duration == Duration, C: Sendable {
     /// The Events API's result window: `from + size` may not pass it.
     public static var resultWindow: Int { 10_000 }
+    /// How far behind the API's now a caught-up live cursor stays: more than a response takes to reach the relay,
+    /// so the cursor never passes a time the API had not reached when it answered.
+    public static var liveMargin: Duration { .milliseconds(50) }
 
     private let source: SourceConfig
-    private let router: Router
     private let store: StateStore
-    private let client: EventsAPIClient<C>
     private let clock: C
     private let now: @Sendable () -> Timestamp
     private let logger: Logger
+    private let walk: PageWalk<C>
     /// What the poller saw, for status and health.
     public let health = SourceHealth()
     private let metrics: SourceMetrics
-    private let queuedHook = Mutex<(@Sendable () -> Void)?>(nil)
+    private let queuedHook = QueuedHook()
+    /// Where the live edge's current or last walk began: the settle edge never reads past it, since the live walk
+    /// settles what it reads from there on when it reads it late enough (a backlog).
+    private let liveWalkStart = Mutex<Timestamp?>(nil)
+    /// The API's clock less the relay's at the last response, to place the settle edge on the API's time.
+    private let apiClockOffset = Mutex<Duration>(.zero)
     /// The source polled.
     public var sourceConfig: SourceConfig { source }
 
@@ -30,196 +41,150 @@ public final class Poller<C: Clock>: Sendable where C.Duration == Duration, C: S
         clock: C, now: @escaping @Sendable () -> Timestamp, logger: Logger
     ) {
         self.source = source
-        self.router = Router(subscriptions: subscriptions)
-        self.metrics = SourceMetrics(source: source.name)
+        let metrics = SourceMetrics(source: source.name)
+        self.metrics = metrics
         self.store = store
-        self.client = client
         self.clock = clock
         self.now = now
         var logger = logger
         logger[metadataKey: "source"] = "\(source.name)"
         self.logger = logger
+        walk = PageWalk(
+            source: source, router: Router(subscriptions: subscriptions), store: store, client: client, clock: clock,
+            now: now, logger: logger, health: health, metrics: metrics, onQueued: { [queuedHook] in queuedHook.call() })
     }
 
     /// Calls `hook` whenever a commit queued deliveries, so that dispatchers start at once instead of on a timer.
-    public func onQueued(_ hook: @escaping @Sendable () -> Void) { queuedHook.withLock { $0 = hook } }
+    public func onQueued(_ hook: @escaping @Sendable () -> Void) { queuedHook.set(hook) }
 
-    /// Polls until cancelled. Throws only for the state store (exit 74): API trouble is retried forever.
+    /// Runs both edges until cancelled. Throws only for the state store (exit 74): API trouble is retried forever.
     public func run() async throws {
-        var cursor = try await startingCursor()
+        _ = try await startingMarks()
+        try await withThrowingTaskGroup(of: Void.self) { edges in
+            edges.addTask { try await self.runLiveEdge() }
+            edges.addTask { try await self.runSettleEdge() }
+            // next(), not waitForAll(): a failing store must stop the other edge too.
+            while try await edges.next() != nil {}
+        }
+    }
+
+    private func runLiveEdge() async throws {
         var lastPrune = clock.now
         while !Task.isCancelled {
-            cursor = try await drain(from: cursor)
+            try await pollLive()
             if lastPrune.duration(to: clock.now) >= .seconds(60) {
-                try await store.pruneSeen(source: source.name, before: seenHorizon(cursor))
+                try await store.pruneSeen(source: source.name)
                 lastPrune = clock.now
             }
             try await clock.sleep(for: source.pollInterval)
         }
     }
 
-    /// The stored cursor, or the first one from `startFrom`, stored at once so a restart does not skip ahead.
-    public func startingCursor() async throws -> Timestamp {
-        if let stored = try await store.cursor(of: source.name) {
-            health.update { $0.cursor = stored }
-            return stored
+    private func runSettleEdge() async throws {
+        while !Task.isCancelled {
+            try await settle()
+            try await clock.sleep(for: source.pollInterval)
         }
+    }
+
+    /// The stored marks, or the first ones from `startFrom`, stored at once so a restart does not skip ahead.
+    @discardableResult
+    public func startingMarks() async throws -> SourceMarks {
         let first: Timestamp
         switch source.startFrom {
         case .now: first = now()
         case .earliest: first = Timestamp(millisecondsSinceEpoch: 0)
         case .time(let time): first = time
         }
-        let cursor = try await store.initializeCursor(of: source.name, to: first, now: now())
-        logger.info("starting from \(cursor.iso8601)", metadata: ["startFrom": "\(source.startFrom)"])
-        health.update { $0.cursor = cursor }
-        return cursor
+        let isNew = try await store.marks(of: source.name) == nil
+        let marks = try await store.initializeMarks(of: source.name, at: first, lookback: source.lookback, now: now())
+        if isNew { logger.info("starting from \(marks.live.iso8601)", metadata: ["startFrom": "\(source.startFrom)"]) }
+        health.update {
+            $0.cursor = marks.live
+            $0.settled = marks.settled
+        }
+        return marks
     }
 
-    /// Pages forward from `cursor − lookback` until a page comes back short (caught up), restarting the query at
-    /// the last timestamp seen whenever the 10,000-result window would be passed. Returns the new cursor.
+    /// The live cursor in force, initializing it on first use.
+    public func startingCursor() async throws -> Timestamp { try await startingMarks().live }
+
+    /// One live poll: reads forward from the live cursor until a page comes back short, then moves the cursor to the
+    /// API's now less ``liveMargin``, even when nothing was read, so that lag means "behind". It never moves the
+    /// cursor past that bound: an event stamped in the future is queued when read and skips nothing.
     ///
-    /// Page n+1 is fetched and decoded while page n commits: the two halves run on different threads, and the
-    /// cursor still moves only in the transaction that queues the page.
-    public func drain(from initialCursor: Timestamp) async throws -> Timestamp {
-        try await withThrowingTaskGroup(of: EnqueueResult.self) { commits in
-            var cursor = initialCursor
-            var commitInFlight = false
-            // One millisecond earlier than asked, so that an API whose `start` is exclusive still returns events at
-            // exactly that time; the re-read ones are dropped by id.
-            var windowStart = cursor.advanced(by: .zero - source.lookback).advanced(by: .milliseconds(-1))
-            var from = 0
-            var pagesSincePrune = 0
-            let pageSize = source.pageSize
-
-            func awaitCommit() async throws {
-                guard commitInFlight, let result = try await commits.next() else { return }
-                commitInFlight = false
-                health.update { $0.duplicates += result.duplicates }
-                metrics.eventsQueued.increment(by: result.queued)
-                if result.queued > 0 { queuedHook.withLock { $0 }?() }
-                metrics.duplicates.increment(by: result.duplicates)
+    /// A walk that reads events at least `lookback` after their time (a backlog) also moves the settle mark, when
+    /// the mark already reaches where the walk began: such a range needs no second read. Returns the live cursor.
+    @discardableResult
+    public func pollLive() async throws -> Timestamp {
+        let marks = try await currentMarks()
+        let start = max(Self.queryStart(marks.live), marks.seenHorizon)
+        liveWalkStart.withLock { $0 = start }
+        let lookback = source.lookback
+        var settledPrefix = start
+        var contiguous = true
+        let last = try await walk.run(.live, start: start, end: nil) { page in
+            let bound = page.apiNow.advanced(by: .zero - Self.liveMargin)
+            let ripe = page.apiNow.advanced(by: .zero - lookback)
+            if contiguous {
+                // Pages settle in order from `start`; the first one read too early ends what this walk settles.
+                settledPrefix = max(settledPrefix, min(page.readThrough, ripe))
+                contiguous = page.readThrough <= ripe
             }
-
-            while true {
-                let page = try await fetchWithRetries(start: windowStart, from: from)
-                let events = page.events.enumerated().sorted {
-                    ($0.element.time, $0.offset) < ($1.element.time, $1.offset)
-                }.map(\.element)
-                let newCursor = max(cursor, events.last?.time ?? cursor)
-                let routed = events.map { RoutedEvent(event: $0, subscriptions: router.route($0)) }
-                try await awaitCommit()
-                let (store, name, now) = (self.store, source.name, now())
-                commits.addTask { try await store.enqueue(source: name, events: routed, cursor: newCursor, now: now) }
-                commitInFlight = true
-                cursor = newCursor
-                health.update {
-                    $0.pages += 1
-                    $0.eventsRead += events.count
-                    $0.lastSuccessAt = now
-                }
-                metrics.eventsReceived.increment(by: events.count)
-                if page.elementCount < pageSize {
-                    try await awaitCommit()
-                    health.update {
-                        $0.cursor = cursor
-                        $0.lastCaughtUpAt = now
-                    }
-                    metrics.cursorLag.record(Double(now.millisecondsSinceEpoch - cursor.millisecondsSinceEpoch) / 1000)
-                    return cursor
-                }
-                pagesSincePrune += 1
-                if pagesSincePrune >= 1000 {
-                    // A long backlog drain would otherwise keep every id it read until it caught up.
-                    try await awaitCommit()
-                    try await store.pruneSeen(source: name, before: seenHorizon(cursor))
-                    pagesSincePrune = 0
-                }
-                health.update { $0.cursor = cursor }
-                from += pageSize
-                if from + pageSize > Self.resultWindow {
-                    let last = events.last?.time ?? windowStart
-                    var restart = last.advanced(by: .milliseconds(-1))
-                    if restart <= windowStart {
-                        // More events at one millisecond than the API can page through: nothing reaches the rest.
-                        logger.error(
-                            "more than \(Self.resultWindow) events share one millisecond; the API cannot page past them, skipping the rest of it",
-                            metadata: ["time": "\(last.iso8601)"])
-                        restart = last.advanced(by: .milliseconds(1))
-                    }
-                    logger.info("result window full, restarting the query at the last timestamp seen", metadata: ["start": "\(restart.iso8601)"])
-                    health.update { $0.windowRestarts += 1 }
-                    windowStart = restart
-                    from = 0
-                }
-            }
+            return MarkAdvance(
+                live: min(page.readThrough, bound), settled: lookback > .zero ? settledPrefix : nil, settledOnlyFrom: start)
         }
+        apiClockOffset.withLock { $0 = now().duration(to: last.apiNow) }
+        let updated = try await currentMarks()
+        health.update {
+            $0.cursor = updated.live
+            $0.settled = updated.settled
+            $0.lastCaughtUpAt = last.apiNow
+        }
+        metrics.cursorLag.record(Double(updated.live.duration(to: last.apiNow) / .milliseconds(1)) / 1000)
+        return updated.live
     }
 
-    /// Asks until a page decodes, backing off between failures; logs when the source turns unhealthy and back.
-    private func fetchWithRetries(start: Timestamp, from: Int) async throws -> EventPageDecoder.Page {
-        var failures = 0
-        var random = SystemRandomNumberGenerator()
-        while true {
-            try Task.checkCancellation()
-            switch try await client.fetch(start: start, from: from) {
-            case .page(let page):
-                metrics.response("200")
-                if failures > 0 || health.snapshot.problem != nil {
-                    logger.notice("source healthy again", metadata: ["after_failures": "\(failures)"])
-                }
-                health.update {
-                    $0.consecutiveFailures = 0
-                    $0.problem = nil
-                }
-                logSkipped(page.skipped)
-                return page
-            case .failed(let failure):
-                metrics.response(failure.status.map(String.init) ?? failure.kind.rawValue)
-                failures += 1
-                let wait = failure.retryAfter.map { min($0, .seconds(3600)) }
-                    ?? Self.backoff(for: failure.kind).delay(retry: failures, using: &random)
-                let isNewProblem = health.snapshot.problem == nil
-                health.update {
-                    $0.consecutiveFailures = failures
-                    $0.problem = "\(failure.kind.rawValue): \(failure)"
-                }
-                if isNewProblem || failures.isPowerOfTwo {
-                    let level: Logger.Level = failure.kind == .unauthorized || failure.kind == .rejected ? .error : .warning
-                    logger.log(
-                        level: level, "source unhealthy: \(failure)",
-                        metadata: ["kind": "\(failure.kind.rawValue)", "failures": "\(failures)", "retry_in": "\(wait)"])
-                }
-                try await clock.sleep(for: wait)
-            }
+    /// One settle pass, when one is due: reads `[settled, min(API now − lookback, live walk start))` with `start` and
+    /// `end`, once at least ``settleStep`` of it has ripened. With `lookback: "0s"` there is no settle edge: the mark
+    /// follows the live walk without reading. Returns whether it read.
+    @discardableResult
+    public func settle() async throws -> Bool {
+        let marks = try await currentMarks()
+        let liveStart = liveWalkStart.withLock { $0 } ?? marks.live
+        guard source.lookback > .zero else {
+            if liveStart > marks.settled { try await store.advanceSettled(source: source.name, to: liveStart) }
+            return false
         }
+        let apiNow = now().advanced(by: apiClockOffset.withLock { $0 })
+        let target = min(apiNow.advanced(by: .zero - source.lookback), liveStart)
+        guard marks.settled.duration(to: target) >= settleStep else { return false }
+        let start = max(Self.queryStart(marks.settled), marks.seenHorizon)
+        _ = try await walk.run(.settle, start: start, end: target) { page in
+            MarkAdvance(settled: page.isLast ? target : min(page.readThrough, target))
+        }
+        health.update { $0.settled = target }
+        return true
     }
 
-    private func logSkipped(_ skipped: [EventPageDecoder.SkipReason: Int]) {
-        guard !skipped.isEmpty else { return }
-        health.update { snapshot in
-            snapshot.skipped.merge(skipped, uniquingKeysWith: +)
-        }
-        for (reason, count) in skipped where health.markLogged(reason) {
-            logger.warning(
-                "skipping events the relay cannot read (logged once per kind)",
-                metadata: ["reason": "\(reason.rawValue)", "count": "\(count)"])
-        }
+    /// How much ripened range the settle edge waits for before it reads: the fewer, larger reads the cheaper (each
+    /// ends on a short page), the smaller the later a late event arrives. Half the lookback, 30 s at most.
+    public var settleStep: Duration { max(source.pollInterval, min(source.lookback / 2, .seconds(30))) }
+
+    private func currentMarks() async throws -> SourceMarks {
+        if let marks = try await store.marks(of: source.name) { return marks }
+        return try await startingMarks()
     }
 
-    /// Seen ids older than this are never re-read: polls start at cursor − lookback.
-    private func seenHorizon(_ cursor: Timestamp) -> Timestamp {
-        cursor.advanced(by: .zero - source.lookback - max(.seconds(60), source.lookback))
-    }
-
-    static func backoff(for kind: EventsAPIClient<C>.Failure.Kind) -> Backoff {
-        switch kind {
-        case .unauthorized, .rejected: return Backoff(initial: .seconds(30), maximum: .seconds(300))
-        case .rateLimited, .serverError, .transport, .malformed: return Backoff(initial: .seconds(1), maximum: .seconds(60))
-        }
-    }
+    /// One millisecond earlier than the mark, so that an API whose `start` is exclusive still returns events at
+    /// exactly that time; the re-read ones are dropped by id.
+    static func queryStart(_ mark: Timestamp) -> Timestamp { mark.advanced(by: .milliseconds(-1)) }
 }
 
-extension Int {
-    var isPowerOfTwo: Bool { self > 0 && self & (self - 1) == 0 }
+/// The hook a poller calls after a commit queued deliveries; set after the poller is built.
+private final class QueuedHook: Sendable {
+    private let hook = Mutex<(@Sendable () -> Void)?>(nil)
+
+    func set(_ hook: @escaping @Sendable () -> Void) { self.hook.withLock { $0 = hook } }
+    func call() { hook.withLock { $0 }?() }
 }

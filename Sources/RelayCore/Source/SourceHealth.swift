@@ -12,14 +12,16 @@ public final class SourceHealth: Sendable {
         public var consecutiveFailures = 0
         /// Why the source is unhealthy, if it is.
         public var problem: String?
-        /// The cursor of the last page read (its commit may still be under way).
+        /// The live cursor after the last live poll.
         public var cursor: Timestamp?
+        /// The settle mark: every event before it has been read `lookback` after its time.
+        public var settled: Timestamp?
         /// Pages fetched, events read, and duplicates dropped since start.
         public var pages = 0
         public var eventsRead = 0
         public var duplicates = 0
         public var windowRestarts = 0
-        /// Events skipped because they had no id or time, by reason.
+        /// Events skipped because the relay could not read or place their id or time, by reason.
         public var skipped: [EventPageDecoder.SkipReason: Int] = [:]
     }
 

@@ -18,6 +18,43 @@ public struct EnqueueResult: Sendable, Equatable {
     }
 }
 
+/// Where a source stands. The live edge reads forward from `live`; the settle edge has read everything before
+/// `settled` once more, `lookback` after its time; seen ids are complete from `seenHorizon` on, and no read starts
+/// before it. `seenHorizon ≤ settled ≤ live` once the settle edge has caught up.
+public struct SourceMarks: Sendable, Equatable {
+    /// Every event before this that was visible at the last live poll is queued. Never past the API's now.
+    public var live: Timestamp
+    /// Every event before this was read at least `lookback` after its time, or lies before the source's start.
+    public var settled: Timestamp
+    /// Seen ids are kept from here on; reads never start before it.
+    public var seenHorizon: Timestamp
+
+    /// Marks as given.
+    public init(live: Timestamp, settled: Timestamp, seenHorizon: Timestamp) {
+        self.live = live
+        self.settled = settled
+        self.seenHorizon = seenHorizon
+    }
+}
+
+/// How one committed page moves a source's marks. Marks never move back.
+public struct MarkAdvance: Sendable, Equatable {
+    /// The live cursor moves up to this.
+    public var live: Timestamp?
+    /// The settle mark moves up to this...
+    public var settled: Timestamp?
+    /// ...but only if it stands at or after this already: a live walk that began there read the range between
+    /// contiguously, so it settles it; one that began after the mark would leave a gap.
+    public var settledOnlyFrom: Timestamp?
+
+    /// An advance of the given marks.
+    public init(live: Timestamp? = nil, settled: Timestamp? = nil, settledOnlyFrom: Timestamp? = nil) {
+        self.live = live
+        self.settled = settled
+        self.settledOnlyFrom = settledOnlyFrom
+    }
+}
+
 /// An event with the subscriptions it goes to.
 public struct RoutedEvent: Sendable {
     /// The event.
@@ -33,7 +70,7 @@ public struct RoutedEvent: Sendable {
 }
 
 extension StateStore {
-    /// The stored cursor of a source: every event before it has been queued.
+    /// The stored live cursor of a source: every event before it has been queued.
     public func cursor(of source: String) async throws(StoreError) -> Timestamp? {
         try await read("reading the cursor of \(source)") { db in
             try Int64.fetchOne(db, sql: "SELECT position FROM cursor WHERE source = ?", arguments: [source])
@@ -41,23 +78,65 @@ extension StateStore {
         }
     }
 
+    /// A source's marks, or nil before its first start.
+    public func marks(of source: String) async throws(StoreError) -> SourceMarks? {
+        try await read("reading the marks of \(source)") { db in try Self.marks(of: source, db) }
+    }
+
+    private static func marks(of source: String, _ db: Database) throws -> SourceMarks? {
+        guard let row = try Row.fetchOne(
+            db, sql: "SELECT position, settled, seen_horizon FROM cursor WHERE source = ?", arguments: [source])
+        else { return nil }
+        let live = Timestamp(millisecondsSinceEpoch: row["position"])
+        let settled = (row["settled"] as Int64?).map(Timestamp.init(millisecondsSinceEpoch:)) ?? live
+        let horizon = (row["seen_horizon"] as Int64?).map(Timestamp.init(millisecondsSinceEpoch:)) ?? settled
+        return SourceMarks(live: live, settled: settled, seenHorizon: horizon)
+    }
+
+    /// Sets a source's first marks at `position`, unless it has some; returns the marks in force. A cursor stored
+    /// before the settle edge existed gets a settle mark `lookback` behind it, which is what its polls re-read.
+    public func initializeMarks(of source: String, at position: Timestamp, lookback: Duration, now: Timestamp)
+        async throws(StoreError) -> SourceMarks
+    {
+        try await write("setting the first cursor of \(source)") { db in
+            let first = position.millisecondsSinceEpoch
+            try db.execute(
+                sql: """
+                    INSERT OR IGNORE INTO cursor (source, position, updated_at, settled, seen_horizon)
+                    VALUES (?, ?, ?, ?, ?)
+                    """,
+                arguments: [source, first, now.millisecondsSinceEpoch, first, first - 1])
+            let behind = Timestamp(millisecondsSinceEpoch: 0).advanced(by: lookback).millisecondsSinceEpoch
+            try db.execute(
+                sql: "UPDATE cursor SET settled = position - ? WHERE source = ? AND settled IS NULL",
+                arguments: [behind, source])
+            try db.execute(
+                sql: "UPDATE cursor SET seen_horizon = settled - 1 WHERE source = ? AND seen_horizon IS NULL",
+                arguments: [source])
+            return try Self.marks(of: source, db)!
+        }
+    }
+
     /// Sets a source's first cursor, unless it has one already; returns the cursor in force.
     public func initializeCursor(of source: String, to position: Timestamp, now: Timestamp) async throws(StoreError)
         -> Timestamp
     {
-        try await write("setting the first cursor of \(source)") { db in
-            try db.execute(
-                sql: "INSERT OR IGNORE INTO cursor (source, position, updated_at) VALUES (?, ?, ?)",
-                arguments: [source, position.millisecondsSinceEpoch, now.millisecondsSinceEpoch])
-            let stored = try Int64.fetchOne(db, sql: "SELECT position FROM cursor WHERE source = ?", arguments: [source])
-            return Timestamp(millisecondsSinceEpoch: stored ?? position.millisecondsSinceEpoch)
-        }
+        try await initializeMarks(of: source, at: position, lookback: .zero, now: now).live
     }
 
-    /// Queues a page and moves the cursor in one transaction (invariant 1): new events are marked seen and queued
-    /// once per matching subscription; events seen before are skipped (invariant 3). The cursor never moves back.
+    /// Queues a page and moves the live cursor to `cursor`; see ``enqueue(source:events:advance:skipped:now:)``.
     public func enqueue(
         source: String, events: [RoutedEvent], cursor: Timestamp, now: Timestamp
+    ) async throws(StoreError) -> EnqueueResult {
+        try await enqueue(source: source, events: events, advance: MarkAdvance(live: cursor), now: now)
+    }
+
+    /// Queues a page and moves the marks in one transaction (invariant 1): new events are marked seen and queued
+    /// once per matching subscription; events seen before are skipped (invariant 3). Events the decoder skipped
+    /// are counted by reason, for `status`. Marks never move back.
+    public func enqueue(
+        source: String, events: [RoutedEvent], advance: MarkAdvance, skipped: [EventPageDecoder.SkipReason: Int] = [:],
+        now: Timestamp
     ) async throws(StoreError) -> EnqueueResult {
         try await write("queueing \(events.count) events of \(source)") { db in
             var result = EnqueueResult()
@@ -87,26 +166,87 @@ extension StateStore {
                         .blob(event.raw), .integer(nowMS), .integer(nowMS))
                 }
             }
+            for (reason, count) in skipped {
+                try db.execute(
+                    sql: """
+                        INSERT INTO skipped (source, reason, count, last_at) VALUES (?, ?, ?, ?)
+                        ON CONFLICT (source, reason) DO UPDATE SET count = count + excluded.count, last_at = excluded.last_at
+                        """,
+                    arguments: [source, reason.rawValue, count, nowMS])
+            }
             try db.execute(
                 sql: """
-                    INSERT INTO cursor (source, position, updated_at, last_poll_at) VALUES (?, ?, ?, ?)
-                    ON CONFLICT (source) DO UPDATE SET
-                        position = max(position, excluded.position), updated_at = excluded.updated_at,
-                        last_poll_at = excluded.last_poll_at
+                    UPDATE cursor SET
+                        position = max(position, coalesce(:live, position)),
+                        settled = CASE WHEN :settled IS NOT NULL AND settled >= coalesce(:from, settled)
+                            THEN max(settled, :settled) ELSE settled END,
+                        updated_at = :now, last_poll_at = :now
+                    WHERE source = :source
                     """,
-                arguments: [source, cursor.millisecondsSinceEpoch, nowMS, nowMS])
+                arguments: [
+                    "live": advance.live?.millisecondsSinceEpoch, "settled": advance.settled?.millisecondsSinceEpoch,
+                    "from": advance.settledOnlyFrom?.millisecondsSinceEpoch, "now": nowMS, "source": source,
+                ])
+            if db.changesCount == 0 {
+                // A store written by a test or a tool without initializing the source first.
+                let live = advance.live?.millisecondsSinceEpoch ?? 0
+                try db.execute(
+                    sql: """
+                        INSERT INTO cursor (source, position, updated_at, last_poll_at, settled, seen_horizon)
+                        VALUES (?, ?, ?, ?, ?, ?)
+                        """,
+                    arguments: [source, live, nowMS, nowMS, live, live - 1])
+            }
             return result
         }
     }
 
-    /// Forgets seen ids older than `before`: no poll reads that far back any more.
+    /// Moves the settle mark up to `position` without reading: with `lookback: "0s"` there is no settle edge, and
+    /// the mark follows the live cursor so that seen ids can still be pruned.
+    public func advanceSettled(source: String, to position: Timestamp) async throws(StoreError) {
+        try await write("moving the settle mark of \(source)") { db in
+            try db.execute(
+                sql: "UPDATE cursor SET settled = max(settled, min(position, ?)) WHERE source = ?",
+                arguments: [position.millisecondsSinceEpoch, source])
+        }
+    }
+
+    /// Forgets seen ids that no read can return again: those before the earlier of the live cursor and the settle
+    /// mark, less a second. The horizon is stored, so a changed `lookback` never makes a read start before it.
+    @discardableResult
+    public func pruneSeen(source: String) async throws(StoreError) -> Int {
+        try await write("pruning seen ids of \(source)") { db in
+            guard let marks = try Self.marks(of: source, db) else { return 0 }
+            let horizon = min(marks.live, marks.settled).advanced(by: .seconds(-1))
+            return try Self.prune(source: source, before: horizon, db)
+        }
+    }
+
+    /// Forgets seen ids older than `before` and raises the stored horizon to it.
     @discardableResult
     public func pruneSeen(source: String, before: Timestamp) async throws(StoreError) -> Int {
-        try await write("pruning seen ids of \(source)") { db in
-            try db.execute(
-                sql: "DELETE FROM seen WHERE source = ? AND event_time < ?",
-                arguments: [source, before.millisecondsSinceEpoch])
-            return db.changesCount
+        try await write("pruning seen ids of \(source)") { db in try Self.prune(source: source, before: before, db) }
+    }
+
+    private static func prune(source: String, before: Timestamp, _ db: Database) throws -> Int {
+        try db.execute(
+            sql: "UPDATE cursor SET seen_horizon = max(coalesce(seen_horizon, ?), ?) WHERE source = ?",
+            arguments: [before.millisecondsSinceEpoch, before.millisecondsSinceEpoch, source])
+        let horizon = try Int64.fetchOne(db, sql: "SELECT seen_horizon FROM cursor WHERE source = ?", arguments: [source])
+            ?? before.millisecondsSinceEpoch
+        try db.execute(
+            sql: "DELETE FROM seen WHERE source = ? AND event_time < ?", arguments: [source, horizon])
+        return db.changesCount
+    }
+
+    /// Events skipped because the relay could not read them, by reason, since the state was created.
+    public func skippedCounts(source: String) async throws(StoreError) -> [String: Int] {
+        try await read("reading skipped events of \(source)") { db in
+            var counts: [String: Int] = [:]
+            for row in try Row.fetchAll(db, sql: "SELECT reason, count FROM skipped WHERE source = ?", arguments: [source]) {
+                counts[row["reason"]] = row["count"]
+            }
+            return counts
         }
     }
 

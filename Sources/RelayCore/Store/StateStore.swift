@@ -153,6 +153,24 @@ public final class StateStore: Sendable {
                     );
                     """)
         }
+        migrator.registerMigration("v2: settle mark, seen-id horizon, skipped events, seen ids by time") { db in
+            // settled: every event before it was read at least `lookback` after its time. seen_horizon: seen ids are
+            // complete from here on, and no read starts before it. Both NULL until the first start under v2, which
+            // fills them from the config's lookback.
+            try db.execute(
+                sql: """
+                    ALTER TABLE cursor ADD COLUMN settled INTEGER;
+                    ALTER TABLE cursor ADD COLUMN seen_horizon INTEGER;
+                    CREATE INDEX seen_by_time ON seen (source, event_time);
+                    CREATE TABLE skipped (
+                        source TEXT NOT NULL,
+                        reason TEXT NOT NULL,
+                        count INTEGER NOT NULL,
+                        last_at INTEGER NOT NULL,
+                        PRIMARY KEY (source, reason)
+                    ) WITHOUT ROWID;
+                    """)
+        }
         return migrator
     }()
 }

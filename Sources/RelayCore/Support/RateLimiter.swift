@@ -20,6 +20,16 @@ public final class RateLimiter<C: Clock>: Sendable where C.Duration == Duration,
         let wait = bucket.withLock { $0.reserve(now: now) }
         if wait > .zero { try await clock.sleep(for: wait) }
     }
+
+    /// Waits until a request may go while leaving half the burst to ``acquire()`` callers: background reads (the
+    /// settle edge) then never delay the ones that must not wait (the live edge).
+    public func acquireSpare() async throws {
+        while true {
+            let now = origin.duration(to: clock.now)
+            guard let wait = bucket.withLock({ $0.reserveIfSpare(now: now, keeping: Double($0.limit.burst / 2)) }) else { return }
+            try await clock.sleep(for: wait)
+        }
+    }
 }
 
 /// The API rate limiters, one per distinct token. Keyed by the token in memory only; never stored or logged.

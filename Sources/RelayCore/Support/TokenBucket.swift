@@ -22,6 +22,18 @@ public struct TokenBucket: Sendable, Equatable {
         return .nanoseconds(Int64((seconds * 1e9).rounded(.up)))
     }
 
+    /// For callers that must yield to the others: takes a token only while more than `keeping` remain after it,
+    /// and otherwise takes nothing and returns how long until that could be so (then ask again).
+    public mutating func reserveIfSpare(now: Duration, keeping: Double) -> Duration? {
+        refill(now: now)
+        if tokens - 1 >= keeping {
+            tokens -= 1
+            return nil
+        }
+        let seconds = (keeping + 1 - tokens) / limit.perSecond
+        return .nanoseconds(Int64((seconds * 1e9).rounded(.up)))
+    }
+
     private mutating func refill(now: Duration) {
         guard now > updatedAt else { return }
         let elapsed = (now - updatedAt) / .seconds(1)

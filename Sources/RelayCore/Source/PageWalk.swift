@@ -1,0 +1,187 @@
+import Logging
+
+/// One page as a walk read it.
+struct WalkPage: Sendable {
+    /// The page's events in ascending time, ties in response order.
+    var events: [Event]
+    /// The API's clock when it answered.
+    var apiNow: Timestamp
+    /// A short page: the range held nothing more when it was read.
+    var isLast: Bool
+    /// Where the walk's query started.
+    var start: Timestamp
+
+    /// Every event before this that was visible at `apiNow` has been read by the walk: the whole API's now after
+    /// a short page, the page's last time otherwise (more events of that millisecond may follow on the next page).
+    var readThrough: Timestamp { isLast ? apiNow : events.last?.time ?? start }
+}
+
+/// Which read of a source a walk serves: in logs, metrics and which requests yield to which.
+enum PollEdge: String, Sendable {
+    case live
+    case settle
+}
+
+/// Pages through one time range of the Events API in ascending order and queues what it reads, page by page: the
+/// mechanics both edges share. It restarts the query at the last timestamp seen whenever the 10,000-result window
+/// would be passed, retries failed requests forever with backoff, and commits page n while fetching page n+1. What
+/// each commit does to the source's marks is the edge's business, passed in as `advance`.
+struct PageWalk<C: Clock>: Sendable where C.Duration == Duration, C: Sendable {
+    let source: SourceConfig
+    let router: Router
+    let store: StateStore
+    let client: EventsAPIClient<C>
+    let clock: C
+    let now: @Sendable () -> Timestamp
+    let logger: Logger
+    let health: SourceHealth
+    let metrics: SourceMetrics
+    let onQueued: @Sendable () -> Void
+
+    /// Reads `[start, end)` (no end: everything from `start`) until a page comes back short; returns the last page.
+    func run(
+        _ edge: PollEdge, start: Timestamp, end: Timestamp?, advance: (WalkPage) -> MarkAdvance
+    ) async throws -> WalkPage {
+        try await withThrowingTaskGroup(of: EnqueueResult.self) { commits in
+            var commitInFlight = false
+            var queryStart = start
+            var from = 0
+            var pagesSincePrune = 0
+            let pageSize = source.pageSize
+
+            func awaitCommit() async throws {
+                guard commitInFlight, let result = try await commits.next() else { return }
+                commitInFlight = false
+                health.update { $0.duplicates += result.duplicates }
+                metrics.eventsQueued.increment(by: result.queued)
+                metrics.duplicates.increment(by: result.duplicates)
+                if result.queued > 0 { onQueued() }
+            }
+
+            while true {
+                let (decoded, apiNow) = try await fetchWithRetries(edge, start: queryStart, end: end, from: from)
+                let events = decoded.events.enumerated().sorted {
+                    ($0.element.time, $0.offset) < ($1.element.time, $1.offset)
+                }.map(\.element)
+                let page = WalkPage(events: events, apiNow: apiNow, isLast: decoded.elementCount < pageSize, start: start)
+                let marks = advance(page)
+                let routed = events.map { RoutedEvent(event: $0, subscriptions: router.route($0)) }
+                try await awaitCommit()
+                let (store, name, now, skipped) = (self.store, source.name, now(), decoded.skipped)
+                commits.addTask {
+                    try await store.enqueue(source: name, events: routed, advance: marks, skipped: skipped, now: now)
+                }
+                commitInFlight = true
+                health.update {
+                    $0.pages += 1
+                    $0.eventsRead += events.count
+                    $0.lastSuccessAt = now
+                }
+                metrics.eventsReceived.increment(by: events.count)
+                if page.isLast {
+                    try await awaitCommit()
+                    return page
+                }
+                pagesSincePrune += 1
+                if pagesSincePrune >= 1000 {
+                    // A long backlog drain would otherwise keep every id it read until it caught up.
+                    try await awaitCommit()
+                    try await store.pruneSeen(source: name)
+                    pagesSincePrune = 0
+                }
+                from += pageSize
+                if from + pageSize > Poller<C>.resultWindow {
+                    queryStart = restart(after: events.last?.time ?? queryStart, queryStart: queryStart)
+                    from = 0
+                }
+            }
+        }
+    }
+
+    /// Where to ask again once the result window is used up: 1 ms before the last timestamp seen, so that events
+    /// of that millisecond on the next page are not skipped (the re-read ones are dropped by id).
+    private func restart(after last: Timestamp, queryStart: Timestamp) -> Timestamp {
+        var restart = last.advanced(by: .milliseconds(-1))
+        if restart <= queryStart {
+            // More events at one millisecond than the API can page through: nothing reaches the rest.
+            logger.error(
+                "more than \(Poller<C>.resultWindow) events share one millisecond; the API cannot page past them, skipping the rest of it",
+                metadata: ["time": "\(last.iso8601)"])
+            restart = last.advanced(by: .milliseconds(1))
+        }
+        logger.info("result window full, restarting the query at the last timestamp seen", metadata: ["start": "\(restart.iso8601)"])
+        health.update { $0.windowRestarts += 1 }
+        return restart
+    }
+
+    /// Asks until a page decodes, backing off between failures; logs when the source turns unhealthy and back.
+    private func fetchWithRetries(
+        _ edge: PollEdge, start: Timestamp, end: Timestamp?, from: Int
+    ) async throws -> (EventPageDecoder.Page, Timestamp) {
+        var failures = 0
+        var random = SystemRandomNumberGenerator()
+        while true {
+            try Task.checkCancellation()
+            switch try await client.fetch(start: start, end: end, from: from, background: edge == .settle) {
+            case .page(let page, let apiNow):
+                metrics.response("200")
+                if failures > 0 || health.snapshot.problem != nil {
+                    logger.notice("source healthy again", metadata: ["after_failures": "\(failures)"])
+                }
+                health.update {
+                    $0.consecutiveFailures = 0
+                    $0.problem = nil
+                }
+                countSkipped(page.skipped)
+                return (page, apiNow)
+            case .failed(let failure):
+                metrics.response(failure.status.map(String.init) ?? failure.kind.rawValue)
+                failures += 1
+                let wait = failure.retryAfter.map { min($0, .seconds(3600)) }
+                    ?? Self.backoff(for: failure.kind).delay(retry: failures, using: &random)
+                let isNewProblem = health.snapshot.problem == nil
+                health.update {
+                    $0.consecutiveFailures = failures
+                    $0.problem = "\(failure.kind.rawValue): \(failure)"
+                }
+                if isNewProblem || failures.isPowerOfTwo {
+                    let level: Logger.Level = failure.kind == .unauthorized || failure.kind == .rejected ? .error : .warning
+                    logger.log(
+                        level: level, "source unhealthy: \(failure)",
+                        metadata: [
+                            "edge": "\(edge.rawValue)", "kind": "\(failure.kind.rawValue)", "failures": "\(failures)",
+                            "retry_in": "\(wait)",
+                        ])
+                }
+                try await clock.sleep(for: wait)
+            }
+        }
+    }
+
+    /// Counts skipped events in health and metrics (the store counts them with the page) and logs each kind once.
+    private func countSkipped(_ skipped: [EventPageDecoder.SkipReason: Int]) {
+        guard !skipped.isEmpty else { return }
+        health.update { snapshot in
+            snapshot.skipped.merge(skipped, uniquingKeysWith: +)
+        }
+        for (reason, count) in skipped {
+            metrics.skipped(reason, count)
+            if health.markLogged(reason) {
+                logger.warning(
+                    "skipping events the relay cannot read (logged once per kind)",
+                    metadata: ["reason": "\(reason.rawValue)", "count": "\(count)"])
+            }
+        }
+    }
+
+    static func backoff(for kind: EventsAPIClient<C>.Failure.Kind) -> Backoff {
+        switch kind {
+        case .unauthorized, .rejected: return Backoff(initial: .seconds(30), maximum: .seconds(300))
+        case .rateLimited, .serverError, .transport, .malformed: return Backoff(initial: .seconds(1), maximum: .seconds(60))
+        }
+    }
+}
+
+extension Int {
+    var isPowerOfTwo: Bool { self > 0 && self & (self - 1) == 0 }
+}
