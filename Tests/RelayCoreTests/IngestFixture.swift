@@ -27,10 +27,11 @@ final class IngestFixture: Sendable {
 
     var now: Timestamp { clock.wallTime }
 
-    init(settings: FakeEventsAPI.Settings = .init()) async throws {
+    /// `apiClockOffset`: how far the API's clock is ahead of the relay's (negative: behind).
+    init(settings: FakeEventsAPI.Settings = .init(), apiClockOffset: Int64 = 0) async throws {
         let clock = self.clock
         api = try await FakeEventsAPI.start(
-            settings: settings, time: .derived { clock.wallMilliseconds })
+            settings: settings, time: .derived { clock.wallMilliseconds + apiClockOffset })
         directory = FileManager.default.temporaryDirectory.appendingPathComponent("relay-ingest-\(UUID().uuidString)")
         store = try StateStore.open(directory: directory.path)
         limiters = APIRateLimiters(clock: clock)
@@ -44,6 +45,7 @@ final class IngestFixture: Sendable {
 
     func source(
         name: String = "acme", startFrom: StartPosition = .earliest, lookback: Duration = .seconds(60),
+        pollInterval: Duration = .seconds(1),
         pageSize: Int = 100, rateLimit: RateLimit = RateLimit(perSecond: 100, burst: 500), token: String? = nil,
         response: ResponseShapeOverrides? = nil
     ) -> SourceConfig {
@@ -55,7 +57,7 @@ final class IngestFixture: Sendable {
         source.lookback = lookback
         source.pageSize = pageSize
         source.rateLimit = rateLimit
-        source.pollInterval = .seconds(1)
+        source.pollInterval = pollInterval
         source.response = response
         return source
     }
@@ -82,8 +84,10 @@ final class IngestFixture: Sendable {
     var expectedIDs: [String] { api.log.allEvents.map(\.eventID) }
 }
 
-func withIngest<T>(settings: FakeEventsAPI.Settings = .init(), _ body: (IngestFixture) async throws -> T) async throws -> T {
-    let fixture = try await IngestFixture(settings: settings)
+func withIngest<T>(
+    settings: FakeEventsAPI.Settings = .init(), apiClockOffset: Int64 = 0, _ body: (IngestFixture) async throws -> T
+) async throws -> T {
+    let fixture = try await IngestFixture(settings: settings, apiClockOffset: apiClockOffset)
     do {
         let result = try await body(fixture)
         try await fixture.shutdown()

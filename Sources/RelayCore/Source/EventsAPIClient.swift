@@ -104,11 +104,12 @@ public struct EventsAPIClient<C: Clock>: Sendable where C.Duration == Duration, 
     }
 
     /// The API's clock when it answered: its `Date` header, which has whole seconds, refined by the relay's clock
-    /// when the two agree to within that second. Without a readable `Date`, the relay's clock.
-    ///
-    /// A relay clock running ahead of the API's can then never carry a cursor past the API's now.
+    /// when that falls within the same second; otherwise the `Date` itself. Without a readable `Date`, the relay's
+    /// clock. A relay clock running ahead of the API's then never carries a cursor more than that second past the
+    /// API's now (the `Date` cannot tell a smaller skew), and the settle edge reads whatever that second hid.
     public static func apiNow(date: String?, relayNow: Timestamp) -> Timestamp {
         guard let date, let second = RetryAfter.httpDate(date), second.isPlaceable else { return relayNow }
-        return min(max(relayNow, second), second.advanced(by: .milliseconds(999)))
+        let sameSecond = relayNow >= second && relayNow <= second.advanced(by: .milliseconds(999))
+        return sameSecond ? relayNow : second
     }
 }

@@ -14,6 +14,12 @@ struct WalkPage: Sendable {
     /// Every event before this that was visible at `apiNow` has been read by the walk: the whole API's now after
     /// a short page, the page's last time otherwise (more events of that millisecond may follow on the next page).
     var readThrough: Timestamp { isLast ? apiNow : events.last?.time ?? start }
+
+    /// Whether the page's newest event is within `margin` of the API's now.
+    func reaches(within margin: Duration) -> Bool {
+        guard let last = events.last?.time else { return false }
+        return last >= apiNow.advanced(by: .zero - margin)
+    }
 }
 
 /// Which read of a source a walk serves: in logs, metrics and which requests yield to which.
@@ -38,9 +44,10 @@ struct PageWalk<C: Clock>: Sendable where C.Duration == Duration, C: Sendable {
     let metrics: SourceMetrics
     let onQueued: @Sendable () -> Void
 
-    /// Reads `[start, end)` (no end: everything from `start`) until a page comes back short; returns the last page.
+    /// Reads `[start, end)` (no end: everything from `start`) until a page comes back short, or, given `nowWithin`,
+    /// until a full page reaches that close to the API's now; returns the last page read.
     func run(
-        _ edge: PollEdge, start: Timestamp, end: Timestamp?, advance: (WalkPage) -> MarkAdvance
+        _ edge: PollEdge, start: Timestamp, end: Timestamp?, nowWithin: Duration? = nil, advance: (WalkPage) -> MarkAdvance
     ) async throws -> WalkPage {
         try await withThrowingTaskGroup(of: EnqueueResult.self) { commits in
             var commitInFlight = false
@@ -52,7 +59,10 @@ struct PageWalk<C: Clock>: Sendable where C.Duration == Duration, C: Sendable {
             func awaitCommit() async throws {
                 guard commitInFlight, let result = try await commits.next() else { return }
                 commitInFlight = false
-                health.update { $0.duplicates += result.duplicates }
+                health.update {
+                    $0.duplicates += result.duplicates
+                    $0.newEvents += result.newEvents
+                }
                 metrics.eventsQueued.increment(by: result.queued)
                 metrics.duplicates.increment(by: result.duplicates)
                 if result.queued > 0 { onQueued() }
@@ -78,7 +88,7 @@ struct PageWalk<C: Clock>: Sendable where C.Duration == Duration, C: Sendable {
                     $0.lastSuccessAt = now
                 }
                 metrics.eventsReceived.increment(by: events.count)
-                if page.isLast {
+                if page.isLast || nowWithin.map({ page.reaches(within: $0) }) == true {
                     try await awaitCommit()
                     return page
                 }

@@ -16,6 +16,10 @@ public final class Poller<C: Clock>: Sendable where C.Duration == Duration, C: S
     /// How far behind the API's now a caught-up live cursor stays: more than a response takes to reach the relay,
     /// so the cursor never passes a time the API had not reached when it answered.
     public static var liveMargin: Duration { .milliseconds(50) }
+    /// A full live page whose newest event is this close to the API's now ends the poll: what follows is newer
+    /// still and is read one poll later, which saves the request that would only find the end. Without it, a
+    /// stream of about a page per poll would cost two requests a poll.
+    public static var recentEnough: Duration { .milliseconds(100) }
 
     private let source: SourceConfig
     private let store: StateStore
@@ -109,9 +113,10 @@ public final class Poller<C: Clock>: Sendable where C.Duration == Duration, C: S
     /// The live cursor in force, initializing it on first use.
     public func startingCursor() async throws -> Timestamp { try await startingMarks().live }
 
-    /// One live poll: reads forward from the live cursor until a page comes back short, then moves the cursor to the
-    /// API's now less ``liveMargin``, even when nothing was read, so that lag means "behind". It never moves the
-    /// cursor past that bound: an event stamped in the future is queued when read and skips nothing.
+    /// One live poll: reads forward from the live cursor until a page comes back short (or a full one reaches
+    /// ``recentEnough`` of now), then moves the cursor to the API's now less ``liveMargin``, even when nothing was
+    /// read, so that lag means "behind". It never moves the cursor past that bound: an event stamped in the future
+    /// is queued when read and skips nothing.
     ///
     /// A walk that reads events at least `lookback` after their time (a backlog) also moves the settle mark, when
     /// the mark already reaches where the walk began: such a range needs no second read. Returns the live cursor.
@@ -123,7 +128,7 @@ public final class Poller<C: Clock>: Sendable where C.Duration == Duration, C: S
         let lookback = source.lookback
         var settledPrefix = start
         var contiguous = true
-        let last = try await walk.run(.live, start: start, end: nil) { page in
+        let last = try await walk.run(.live, start: start, end: nil, nowWithin: Self.recentEnough) { page in
             let bound = page.apiNow.advanced(by: .zero - Self.liveMargin)
             let ripe = page.apiNow.advanced(by: .zero - lookback)
             if contiguous {

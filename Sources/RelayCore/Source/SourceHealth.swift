@@ -20,6 +20,8 @@ public final class SourceHealth: Sendable {
         public var pages = 0
         public var eventsRead = 0
         public var duplicates = 0
+        /// Events read for the first time (each is queued for every subscription it matches).
+        public var newEvents = 0
         public var windowRestarts = 0
         /// Events skipped because the relay could not read or place their id or time, by reason.
         public var skipped: [EventPageDecoder.SkipReason: Int] = [:]
