@@ -16,6 +16,7 @@ struct IntileryRelay: AsyncParsableCommand {
 enum ExitStatus {
     static let configError = ExitCode(78)
     static let ioError = ExitCode(74)
+    static let stateInUse = ExitCode(75)
     static let failure = ExitCode(1)
 }
 

@@ -13,7 +13,8 @@ struct Run: AsyncParsableCommand {
             SIGTERM or SIGINT stops polling, lets in-flight requests finish for up to shutdownGrace, leaves the rest \
             queued and exits 0. SIGHUP reloads the config; an invalid one is logged and the old one keeps running. \
             Under systemd (Type=notify) it sends READY=1, STATUS=, WATCHDOG=1, RELOADING=1 and STOPPING=1. \
-            Exit codes: 0 stopped, 78 config error, 74 state store I/O error, 1 other.
+            Exit codes: 0 stopped, 78 config error, 74 state store I/O error, 75 state directory in use by another \
+            run, 1 other.
             """
     )
 
@@ -42,6 +43,16 @@ struct Run: AsyncParsableCommand {
             throw ExitStatus.configError
         }
         let directory = StateDirectory.resolve(flag: store.stateDirectory, config: config, environment: environment)
+        let lock: StateDirectoryLock
+        do {
+            lock = try StateDirectoryLock.acquire(directory: directory)
+        } catch let error as StateDirectoryLock.InUse {
+            printToStandardError("intilery-relay: \(error)")
+            throw ExitStatus.stateInUse
+        } catch {
+            logger.critical("cannot use the state directory", metadata: ["error": "\(error)"])
+            throw ExitStatus.ioError
+        }
 
         let registry = PrometheusCollectorRegistry()
         MetricsSystem.bootstrap(PrometheusMetricsFactory(registry: registry))
@@ -54,6 +65,8 @@ struct Run: AsyncParsableCommand {
         groupConfiguration.maximumGracefulShutdownDuration = config.shutdownGrace + .seconds(5)
         do {
             try await ServiceGroup(configuration: groupConfiguration).run()
+            // Held until here: released only when the daemon is done with the state.
+            lock.release()
         } catch let error as StoreError {
             logger.critical("state store failed; nothing was lost, fix it and restart", metadata: ["error": "\(error)"])
             throw ExitStatus.ioError

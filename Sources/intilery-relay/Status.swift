@@ -41,12 +41,18 @@ struct Status: AsyncParsableCommand {
     static func text(_ status: StoreStatus, now: Timestamp) -> [String] {
         var lines: [String] = []
         for source in status.sources {
-            if let cursor = source.cursor {
-                lines.append(
-                    "source \(source.name): cursor \(cursor.iso8601), lag \(lag(cursor, now)), last poll \(source.lastPollAt?.iso8601 ?? "never")")
-            } else {
+            guard let cursor = source.cursor else {
                 lines.append("source \(source.name): not polled yet")
+                continue
             }
+            var line = "source \(source.name): cursor \(cursor.iso8601), lag \(lag(cursor, now))"
+            if let settled = source.settled { line += ", settled through \(settled.iso8601)" }
+            line += ", last poll \(source.lastPollAt?.iso8601 ?? "never")"
+            if !source.skipped.isEmpty {
+                let reasons = source.skipped.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }
+                line += ", skipped \(source.skipped.values.reduce(0, +)) unreadable events (\(reasons.joined(separator: ", ")))"
+            }
+            lines.append(line)
         }
         for subscription in status.subscriptions {
             var line = "subscription \(subscription.name): \(subscription.pending) pending"
@@ -66,7 +72,8 @@ struct Status: AsyncParsableCommand {
             .object(JSONObject([
                 ("name", .string(source.name)), ("cursor", time(source.cursor)),
                 ("lagSeconds", source.cursor.map { .number(JSONNumber(Int((now.millisecondsSinceEpoch - $0.millisecondsSinceEpoch) / 1000))) } ?? .null),
-                ("lastPollAt", time(source.lastPollAt)),
+                ("lastPollAt", time(source.lastPollAt)), ("settled", time(source.settled)),
+                ("skipped", .object(JSONObject(source.skipped.sorted { $0.key < $1.key }.map { ($0.key, .number(JSONNumber($0.value))) }))),
             ]))
         }
         let subscriptions = status.subscriptions.map { subscription -> JSONValue in

@@ -81,6 +81,41 @@ import Glibc
         }
     }
 
+    @Test func aSecondRunOnTheSameStateExits75AndDeliversNothingWhileStatusStillWorks() async throws {
+        try await Self.withSetup { setup in
+            let now = Int64(Date().timeIntervalSince1970 * 1000)
+            setup.api.log.addBacklog(count: 2_000, from: now - 600_000, to: now)
+            let expected = Set(setup.api.log.allEvents.map { "all:\($0.eventID)" })
+            setup.receiver.script("/hooks/all", [], then: .status(200, after: .milliseconds(2)))
+            try Self.config(api: setup.api, receiver: setup.receiver, subscriptions: ["all"])
+                .write(to: setup.configFile, atomically: true, encoding: .utf8)
+            let first = try RelayProcess(arguments: ["run", "--config", setup.configFile.path], environment: setup.environment, directory: setup.directory)
+            #expect(await setup.receiver.waitUntil { $0.countsByPath["/hooks/all", default: 0] >= 100 })
+
+            // The second one exits at once, mid-drain of the first, naming the holder.
+            let second = try RelayBinary.run(["run", "--config", setup.configFile.path], environment: setup.environment, in: setup.directory)
+            #expect(second.status == 75, "\(second.standardError)")
+            // The directory as the config names it.
+            #expect(second.standardError.contains("state directory ./state is in use by pid \(first.process.processIdentifier)"))
+            let status = try RelayBinary.run(["status", "--config", setup.configFile.path], environment: [:], in: setup.directory)
+            #expect(status.status == 0, "\(status.standardError)")
+            #expect(status.standardOutput.contains("source acme: cursor "))
+
+            #expect(await setup.receiver.waitUntil(timeout: .seconds(60)) { expected.isSubset(of: $0.countsByWebhookID.keys) })
+            first.signal(SIGTERM)
+            #expect(await first.waitForExit(timeout: .seconds(10)) == 0)
+            let counts = setup.receiver.record.countsByWebhookID
+            #expect(Set(counts.keys) == expected)
+            #expect(counts.values.allSatisfy { $0 == 1 }, "repeated: \(counts.filter { $0.value > 1 }.count)")
+
+            // Once the first has exited, the lock is free again.
+            let third = try RelayProcess(arguments: ["run", "--config", setup.configFile.path], environment: setup.environment, directory: setup.directory)
+            #expect(await third.waitForLog(containing: "started", timeout: .seconds(10)), "\(third.log)")
+            third.signal(SIGTERM)
+            #expect(await third.waitForExit(timeout: .seconds(10)) == 0)
+        }
+    }
+
     @Test func sighupAddsASubscriptionLiveAndAnInvalidReloadKeepsTheOldConfig() async throws {
         try await Self.withSetup { setup in
             let socket = try NotifyListener(directory: setup.directory)

@@ -40,4 +40,15 @@ final class RelayProcess: Sendable {
         }
         return process.terminationStatus
     }
+
+    /// Waits until the log holds `text`, up to `timeout` of real time; false if it never came or the process ended.
+    func waitForLog(containing text: String, timeout: Duration) async -> Bool {
+        let deadline = ContinuousClock.now + timeout
+        while ContinuousClock.now < deadline {
+            if log.contains(text) { return true }
+            if !process.isRunning { return log.contains(text) }
+            try? await Task.sleep(for: .milliseconds(20))
+        }
+        return false
+    }
 }

@@ -33,12 +33,13 @@ import Testing
                     subscriptions: ["clicks"])
             }
             _ = try await store.enqueue(
-                source: "acme", events: events, cursor: Timestamp(millisecondsSinceEpoch: 1_714_521_600_002),
-                now: Timestamp(millisecondsSinceEpoch: 1_714_521_601_000))
+                source: "acme", events: events, advance: MarkAdvance(live: Timestamp(millisecondsSinceEpoch: 1_714_521_600_002)),
+                skipped: [.timeOutOfRange: 2, .missingID: 1], now: Timestamp(millisecondsSinceEpoch: 1_714_521_601_000))
 
             let text = try RelayBinary.run(["status", "--config", configFile.path, "--state-dir", stateDirectory.path])
             #expect(text.status == 0, "\(text.standardError)")
             #expect(text.standardOutput.contains("source acme: cursor 2024-05-01T00:00:00.002Z, lag "))
+            #expect(text.standardOutput.contains("skipped 3 unreadable events (missing_id 1, time_out_of_range 2)"))
             #expect(text.standardOutput.contains("subscription clicks: 3 pending (oldest event 2024-05-01T00:00:00.000Z), 0 dead letters"))
             #expect(text.standardOutput.contains("subscription idle: 0 pending"))
 
@@ -47,6 +48,7 @@ import Testing
             let document = try JSONParser.parse(json.standardOutput)
             let sources = try #require(document.objectValue?["sources"]?.arrayValue)
             #expect(sources.first?.objectValue?["cursor"] == .string("2024-05-01T00:00:00.002Z"))
+            #expect(sources.first?.objectValue?["skipped"]?.objectValue?["time_out_of_range"] == .number(JSONNumber(2)))
             #expect((sources.first?.objectValue?["lagSeconds"]).map { if case .number = $0 { true } else { false } } == true)
             let subscriptions = try #require(document.objectValue?["subscriptions"]?.arrayValue)
             #expect(subscriptions.map { $0.objectValue?["pending"] } == [.number(JSONNumber(3)), .number(JSONNumber(0))])

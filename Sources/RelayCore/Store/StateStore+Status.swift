@@ -10,12 +10,21 @@ public struct StoreStatus: Sendable, Equatable {
         public var cursor: Timestamp?
         /// When a page was last committed.
         public var lastPollAt: Timestamp?
+        /// The settle mark: every event before it was read again `lookback` after its time.
+        public var settled: Timestamp?
+        /// Events skipped because their id or time could not be read or placed, by reason.
+        public var skipped: [String: Int]
 
         /// A source with nothing stored yet.
-        public init(name: String, cursor: Timestamp? = nil, lastPollAt: Timestamp? = nil) {
+        public init(
+            name: String, cursor: Timestamp? = nil, lastPollAt: Timestamp? = nil, settled: Timestamp? = nil,
+            skipped: [String: Int] = [:]
+        ) {
             self.name = name
             self.cursor = cursor
             self.lastPollAt = lastPollAt
+            self.settled = settled
+            self.skipped = skipped
         }
     }
 
@@ -68,10 +77,18 @@ extension StateStore {
     }
 
     private static func sourceStatus(_ name: String, _ db: Database) throws -> StoreStatus.Source {
-        let row = try Row.fetchOne(db, sql: "SELECT position, last_poll_at FROM cursor WHERE source = ?", arguments: [name])
+        let row = try Row.fetchOne(
+            db, sql: "SELECT position, last_poll_at, settled FROM cursor WHERE source = ?", arguments: [name])
         let position: Int64? = row?["position"]
         let lastPoll: Int64? = row?["last_poll_at"]
-        return StoreStatus.Source(name: name, cursor: position.map(Timestamp.fromMilliseconds), lastPollAt: lastPoll.map(Timestamp.fromMilliseconds))
+        let settled: Int64? = row?["settled"]
+        var skipped: [String: Int] = [:]
+        for row in try Row.fetchAll(db, sql: "SELECT reason, count FROM skipped WHERE source = ?", arguments: [name]) {
+            skipped[row["reason"]] = row["count"]
+        }
+        return StoreStatus.Source(
+            name: name, cursor: position.map(Timestamp.fromMilliseconds), lastPollAt: lastPoll.map(Timestamp.fromMilliseconds),
+            settled: settled.map(Timestamp.fromMilliseconds), skipped: skipped)
     }
 
     private static func subscriptionStatus(_ name: String, _ db: Database) throws -> StoreStatus.Subscription {

@@ -44,7 +44,7 @@ public final class StateStore: Sendable {
         }
     }
 
-    private static func prepareDirectory(_ directory: String) throws(StoreError) {
+    static func prepareDirectory(_ directory: String) throws(StoreError) {
         var info = stat()
         if stat(directory, &info) != 0 {
             guard errno == ENOENT else {
