@@ -38,7 +38,8 @@ public struct Timestamp: Sendable, Hashable, Comparable, CustomStringConvertible
     public var iso8601: String {
         let ms = millisecondsSinceEpoch
         let days = floorDivide(ms, 86_400_000)
-        let msOfDay = ms - days * 86_400_000
+        // Wrapping: for times near Int64's ends, days × 86,400,000 leaves the range though the difference does not.
+        let msOfDay = ms &- days &* 86_400_000
         let (year, month, day) = Self.civilDate(fromDays: days)
         let hour = msOfDay / 3_600_000
         let minute = msOfDay / 60_000 % 60
@@ -122,7 +123,11 @@ public struct Timestamp: Sendable, Hashable, Comparable, CustomStringConvertible
     }
 }
 
-private func floorDivide(_ a: Int64, _ b: Int64) -> Int64 { a >= 0 ? a / b : (a - b + 1) / b }
+/// Division rounding towards negative infinity, for positive `b`; never overflows.
+private func floorDivide(_ a: Int64, _ b: Int64) -> Int64 {
+    let quotient = a / b
+    return a % b < 0 ? quotient - 1 : quotient
+}
 
 private func pad(_ value: Int64, _ width: Int) -> String {
     let text = String(value)
