@@ -13,6 +13,21 @@ struct EndToEndReport {
         let five = try await bench.drain(backlog: backlog / 5, batchSize: 50, subscriptions: 5, concurrency: 4)
         let latency = try await bench.latency(perSecond: 100, seconds: 20)
         let ready = try await bench.startup(delivered: 1_000_000)
+        // What a steady stream costs, once both edges are at work (about three minutes each).
+        let live = LiveBenchmark(relayBinary: relayBinary)
+        print("== Live stream: pollInterval 1s, lookback 60s, \(live.warmUp) s warm-up then \(live.measured) s measured")
+        let live100 = try await live.run(perSecond: 100, apiLimited: false, latency: true)
+        print(LiveBenchmark.describe(live100))
+        let live1000 = try await live.run(perSecond: 1_000, apiLimited: false, latency: false)
+        print(LiveBenchmark.describe(live1000))
+        // The highest rate kept up with inside the API's 100 requests/s: the ladder's highest with nothing missing.
+        var sustained = 0.0
+        for rate in [4_500.0, 5_000.0] {
+            let result = try await live.run(perSecond: rate, apiLimited: true, latency: false)
+            print(LiveBenchmark.describe(result))
+            guard result.missing == 0, result.requestsPerSecond <= 100 else { break }
+            sustained = rate
+        }
 
         var rows: [(String, String, String)] = []
         rows.append(("events/s, batchSize 1 (concurrency 16)", String(format: "%.0f", single.eventsPerSecond), ">= 10000"))
@@ -26,6 +41,10 @@ struct EndToEndReport {
         rows.append(("API requests per 1,000 events, 1 subscription", String(format: "%.2f", batched.requestsPer1000), "<= 10.5"))
         rows.append(("API requests per 1,000 events, 5 subscriptions", String(format: "%.2f", Double(five.apiRequests) / Double(backlog / 5) * 1000), "<= 10.5"))
         rows.append(("start to READY s, 1,000,000 delivered in the state", String(format: "%.3f", ready), "<= 0.200"))
+        rows.append(("live 100/s: API requests per 1,000 events", String(format: "%.1f", live100.requestsPer1000), "<= 30"))
+        rows.append(("live 1,000/s: API requests per 1,000 events", String(format: "%.1f", live1000.requestsPer1000), "<= 23"))
+        rows.append(("live: highest rate kept up with in 100 requests/s", String(format: "%.0f", sustained), ">= 4500"))
+        rows.append(("live 100/s: latency p99 ms, visible to received", String(format: "%.0f", live100.p99 ?? -1), "<= 1100"))
         for (name, value, target) in rows {
             print(name.padding(toLength: 52, withPad: " ", startingAt: 0) + value.padding(toLength: 12, withPad: " ", startingAt: 0) + target)
         }

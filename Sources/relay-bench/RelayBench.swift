@@ -11,6 +11,14 @@ struct RelayBench {
             try await EndToEndReport(relayBinary: binary).run()
             return
         }
+        if arguments.first == "live" {
+            // relay-bench live RATE [--api-limited] [--latency]
+            let rate = arguments.dropFirst().first.flatMap { Double($0) } ?? 100
+            let result = try await LiveBenchmark(relayBinary: binary).run(
+                perSecond: rate, apiLimited: arguments.contains("--api-limited"), latency: arguments.contains("--latency"))
+            print(LiveBenchmark.describe(result))
+            return
+        }
         if arguments.first == "isolation" {
             let events = arguments.dropFirst().first.flatMap { Int($0) } ?? 10_000
             let (alone, crowded) = try await IsolationBenchmark(events: events).run()
@@ -20,7 +28,7 @@ struct RelayBench {
             return
         }
         guard arguments.first == "ingest" else {
-            print("usage: relay-bench ingest [BACKLOG ...] | isolation [EVENTS]")
+            print("usage: relay-bench ingest [BACKLOG ...] | isolation [EVENTS] | live RATE [--api-limited] [--latency] | e2e")
             exit(64)
         }
         let backlogs = arguments.dropFirst().compactMap { Int($0) }
