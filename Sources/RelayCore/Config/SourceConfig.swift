@@ -16,7 +16,8 @@ public struct SourceConfig: Sendable, Equatable {
     public var startFrom: StartPosition = .now
     /// The wait between polls once caught up. Default 5 s.
     public var pollInterval: Duration = .seconds(5)
-    /// How far before the cursor each poll re-reads, for events that become visible late. Default 60 s.
+    /// How late an event may become visible and still be delivered: the settle edge reads each range once more
+    /// when it is this old. Zero turns the settle edge off. Default 60 s.
     public var lookback: Duration = .seconds(60)
     /// Events per page, 1 to 100. Default 100.
     public var pageSize: Int = 100

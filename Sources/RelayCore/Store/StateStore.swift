@@ -5,8 +5,9 @@ import GRDB
 import Glibc
 #endif
 
-/// The relay's durable state in one SQLite file (WAL, `synchronous=FULL`): per-source cursors, the ids seen within
-/// the lookback, the outbox of deliveries, and dead letters. Poller and dispatchers meet only here.
+/// The relay's durable state in one SQLite file (WAL, `synchronous=FULL`): per-source marks (live cursor, settle
+/// mark, seen-id horizon), the ids a read may still return, the outbox of deliveries, and dead letters. Poller and
+/// dispatchers meet only here.
 public final class StateStore: Sendable {
     /// The database file's name inside the state directory.
     public static let fileName = "relay.sqlite"
