@@ -74,10 +74,14 @@ let package = Package(
             name: "relay-bench",
             dependencies: ["RelayCore", "RelayJSON", "CurlHTTP", "IntilerySimulator", .product(name: "Logging", package: "swift-log")]
         ),
+        // The page decoder under libFuzzer (`make fuzz`); built normally, it replays a corpus.
+        .executableTarget(name: "decoder-fuzz", dependencies: ["RelayCore"]),
         .testTarget(name: "CurlHTTPTests", dependencies: ["CurlHTTP", "HTTPServer"]),
         .testTarget(name: "IntilerySimulatorTests", dependencies: ["IntilerySimulator", "CurlHTTP", "RelayJSON"]),
         .testTarget(name: "RelayJSONTests", dependencies: ["RelayJSON"]),
-        .testTarget(name: "RelayCoreTests", dependencies: ["RelayCore", "IntilerySimulator", "CurlHTTP"]),
+        .testTarget(
+            name: "RelayCoreTests",
+            dependencies: ["RelayCore", "IntilerySimulator", "CurlHTTP", .product(name: "GRDB", package: "GRDB.swift")]),
         .testTarget(name: "EndToEndTests", dependencies: ["intilery-relay", "RelayCore", "RelayJSON", "IntilerySimulator"]),
     ],
     swiftLanguageModes: [.v6]

@@ -19,6 +19,12 @@ struct RelayBench {
             print(LiveBenchmark.describe(result))
             return
         }
+        if arguments.first == "strict" {
+            let events = arguments.dropFirst().first.flatMap { Int($0) } ?? 100_000
+            let rate = try await StrictDrainBenchmark(events: events).run()
+            print(String(format: "strict drain: %d queued events at %.0f events/s (target 1000)", events, rate))
+            return
+        }
         if arguments.first == "isolation" {
             let events = arguments.dropFirst().first.flatMap { Int($0) } ?? 10_000
             let (alone, crowded) = try await IsolationBenchmark(events: events).run()
@@ -28,7 +34,7 @@ struct RelayBench {
             return
         }
         guard arguments.first == "ingest" else {
-            print("usage: relay-bench ingest [BACKLOG ...] | isolation [EVENTS] | live RATE [--api-limited] [--latency] | e2e")
+            print("usage: relay-bench ingest [BACKLOG ...] | isolation [EVENTS] | strict [EVENTS] | live RATE [--api-limited] [--latency] | e2e")
             exit(64)
         }
         let backlogs = arguments.dropFirst().compactMap { Int($0) }

@@ -1,3 +1,4 @@
+import GRDB
 import Foundation
 import RelayCore
 import RelayJSON
@@ -86,5 +87,78 @@ import Testing
         let reopened = try StateStore.open(directory: directory.path)
         #expect(try await reopened.cursor(of: "s") == Timestamp(millisecondsSinceEpoch: 10))
         #expect(try await reopened.queuedEventIDs(subscription: "x") == ["a"])
+    }
+
+    @Test func marksMoveOnlyForwardAndALiveWalkSettlesOnlyFromTheMark() async throws {
+        let directory = Self.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let store = try StateStore.open(directory: directory.path)
+        func at(_ ms: Int64) -> Timestamp { Timestamp(millisecondsSinceEpoch: ms) }
+        let first = try await store.initializeMarks(of: "s", at: at(1_000), lookback: .seconds(60), now: at(1_000))
+        #expect(first == SourceMarks(live: at(1_000), settled: at(1_000), seenHorizon: at(999)))
+        // Initializing again keeps what is stored.
+        #expect(try await store.initializeMarks(of: "s", at: at(5_000), lookback: .seconds(60), now: at(5_000)) == first)
+
+        // A walk that began after the settle mark leaves it: the range between was never read late enough.
+        _ = try await store.enqueue(
+            source: "s", events: [], advance: MarkAdvance(live: at(3_000), settled: at(2_500), settledOnlyFrom: at(1_500)),
+            now: at(3_000))
+        #expect(try await store.marks(of: "s") == SourceMarks(live: at(3_000), settled: at(1_000), seenHorizon: at(999)))
+        // One that began at or before it moves it; nothing moves back.
+        _ = try await store.enqueue(
+            source: "s", events: [], advance: MarkAdvance(live: at(2_000), settled: at(2_500), settledOnlyFrom: at(999)),
+            now: at(3_100))
+        #expect(try await store.marks(of: "s") == SourceMarks(live: at(3_000), settled: at(2_500), seenHorizon: at(999)))
+        _ = try await store.enqueue(source: "s", events: [], advance: MarkAdvance(settled: at(2_000)), now: at(3_200))
+        #expect(try await store.marks(of: "s")?.settled == at(2_500))
+
+        // Pruning keeps every id a read may return: from the earlier mark less a second, and the horizon is stored.
+        _ = try await store.enqueue(
+            source: "s", events: [RoutedEvent(event: Self.event("old", 1_400), subscriptions: []),
+                                  RoutedEvent(event: Self.event("kept", 1_600), subscriptions: [])],
+            advance: MarkAdvance(), now: at(3_300))
+        #expect(try await store.pruneSeen(source: "s") == 1)
+        #expect(try await store.marks(of: "s")?.seenHorizon == at(1_500))
+        // The settle mark never passes the live cursor, even when told to follow a walk that began beyond it.
+        try await store.advanceSettled(source: "s", to: at(9_000))
+        #expect(try await store.marks(of: "s")?.settled == at(3_000))
+    }
+
+    @Test func aStateFromBeforeTheSettleEdgeGetsItsMarksFromTheLookback() async throws {
+        let directory = Self.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: directory) }
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        // The first release's schema, with a cursor in it.
+        do {
+            let queue = try DatabaseQueue(path: directory.appendingPathComponent(StateStore.fileName).path)
+            try await queue.write { db in
+                try db.execute(sql: """
+                    CREATE TABLE grdb_migrations (identifier TEXT NOT NULL PRIMARY KEY);
+                    INSERT INTO grdb_migrations VALUES ('v1: cursors, seen ids, outbox, dead letters');
+                    CREATE TABLE cursor (source TEXT PRIMARY KEY, position INTEGER NOT NULL, updated_at INTEGER NOT NULL, last_poll_at INTEGER);
+                    CREATE TABLE seen (source TEXT NOT NULL, event_id TEXT NOT NULL, event_time INTEGER NOT NULL, PRIMARY KEY (source, event_id)) WITHOUT ROWID;
+                    CREATE TABLE outbox (id INTEGER PRIMARY KEY, subscription TEXT NOT NULL, event_id TEXT NOT NULL, event_time INTEGER NOT NULL,
+                        action TEXT NOT NULL, time_value TEXT NOT NULL, payload BLOB NOT NULL, enqueued_at INTEGER NOT NULL,
+                        next_attempt_at INTEGER NOT NULL, attempts INTEGER NOT NULL DEFAULT 0, first_attempt_at INTEGER,
+                        last_attempt_at INTEGER, last_status INTEGER, last_error TEXT, batch_id TEXT, UNIQUE (subscription, event_id));
+                    CREATE TABLE dead_letter (id INTEGER PRIMARY KEY, subscription TEXT NOT NULL, event_id TEXT NOT NULL,
+                        event_time INTEGER NOT NULL, action TEXT NOT NULL, time_value TEXT NOT NULL, payload BLOB NOT NULL,
+                        reason TEXT NOT NULL, last_status INTEGER, response_snippet BLOB, attempts INTEGER NOT NULL,
+                        first_attempt_at INTEGER, last_attempt_at INTEGER, dead_at INTEGER NOT NULL, UNIQUE (subscription, event_id));
+                    CREATE TABLE delivery_stats (subscription TEXT PRIMARY KEY, delivered INTEGER NOT NULL DEFAULT 0,
+                        last_success_at INTEGER, last_failure_at INTEGER, last_failure TEXT);
+                    INSERT INTO cursor VALUES ('s', 100000, 100000, 100000);
+                    INSERT INTO seen VALUES ('s', 'e1', 50000);
+                    """)
+            }
+        }
+        let store = try StateStore.open(directory: directory.path)
+        let marks = try await store.initializeMarks(
+            of: "s", at: Timestamp(millisecondsSinceEpoch: 0), lookback: .seconds(60), now: Timestamp(millisecondsSinceEpoch: 200_000))
+        // What the old polls re-read (cursor − lookback) counts as settled; the seen ids stay.
+        #expect(marks == SourceMarks(
+            live: Timestamp(millisecondsSinceEpoch: 100_000), settled: Timestamp(millisecondsSinceEpoch: 40_000),
+            seenHorizon: Timestamp(millisecondsSinceEpoch: 39_999)))
+        #expect(try await store.seenCount(source: "s") == 1)
     }
 }
