@@ -1,6 +1,7 @@
 /// Why a request failed. Names where it went (scheme, host, port), never a path, query or header value.
 public struct CurlHTTPError: Error, Sendable, Equatable, CustomStringConvertible {
-    private enum Code: Sendable, Equatable {
+    /// What kind of failure, whatever the URL or detail.
+    public enum Code: Sendable, Equatable {
         case invalidURL
         case invalidRequest
         case protocolNotAllowed
@@ -15,7 +16,8 @@ public struct CurlHTTPError: Error, Sendable, Equatable, CustomStringConvertible
         case other
     }
 
-    private let code: Code
+    /// What kind of failure.
+    public let code: Code
     /// `scheme://host:port` of the request.
     public let url: String
     /// libcurl's own explanation, when it gave one.
@@ -57,7 +59,10 @@ public struct CurlHTTPError: Error, Sendable, Equatable, CustomStringConvertible
     public static func other(url: String, detail: String) -> Self { .init(.other, url: url, detail: detail) }
 
     /// Whether two errors are of the same kind, whatever their URL or detail.
-    public func isSameKind(as other: CurlHTTPError) -> Bool { shortDescription == other.shortDescription }
+    public func isSameKind(as other: CurlHTTPError) -> Bool {
+        if case .bodyTooLarge = code, case .bodyTooLarge = other.code { return true }
+        return code == other.code
+    }
 
     /// Whether a retry may succeed: connection-level trouble and timeouts, not refusals by policy.
     public var isTransient: Bool {

@@ -9,6 +9,8 @@ import Synchronization
 final class CurlMultiDriver: @unchecked Sendable {
     private let multi: UnsafeMutableRawPointer
     private var running: [UnsafeMutableRawPointer: CurlTransfer] = [:]
+    /// Transfers whose cancel reached the driver before the transfer itself did: failed as soon as they arrive.
+    private var cancelledEarly: Set<ObjectIdentifier> = []
 
     private struct Inbox {
         var added: [CurlTransfer] = []
@@ -32,23 +34,23 @@ final class CurlMultiDriver: @unchecked Sendable {
 
     /// Hands a transfer to the driver; false once shutdown has begun.
     func submit(_ transfer: CurlTransfer) -> Bool {
-        let accepted = inbox.withLock { inbox -> Bool in
+        // The wake-up happens under the lock: the driver marks itself stopped under it before cleaning the multi
+        // handle up, so no wake-up can reach a handle being freed.
+        inbox.withLock { inbox -> Bool in
             guard !inbox.shuttingDown else { return false }
             inbox.added.append(transfer)
+            curl_multi_wakeup(multi)
             return true
         }
-        if accepted { curl_multi_wakeup(multi) }
-        return accepted
     }
 
     /// Asks the driver to abort a transfer and fail it as cancelled.
     func cancel(_ transfer: CurlTransfer) {
-        let accepted = inbox.withLock { inbox -> Bool in
-            guard !inbox.stopped else { return false }
+        inbox.withLock { inbox in
+            guard !inbox.stopped else { return }
             inbox.cancelled.append(transfer)
-            return true
+            curl_multi_wakeup(multi)
         }
-        if accepted { curl_multi_wakeup(multi) }
     }
 
     /// Fails whatever is still running, stops the thread and returns once it has stopped.
@@ -58,9 +60,10 @@ final class CurlMultiDriver: @unchecked Sendable {
                 if inbox.stopped { return true }
                 inbox.shuttingDown = true
                 inbox.shutdownWaiters.append(continuation)
+                curl_multi_wakeup(multi)
                 return false
             }
-            if alreadyStopped { continuation.resume() } else { curl_multi_wakeup(multi) }
+            if alreadyStopped { continuation.resume() }
         }
     }
 
@@ -75,6 +78,10 @@ final class CurlMultiDriver: @unchecked Sendable {
                 return (inbox.added, inbox.cancelled, inbox.shuttingDown)
             }
             for transfer in added {
+                if cancelledEarly.remove(ObjectIdentifier(transfer)) != nil {
+                    finished.append((transfer, .failure(.cancelled(url: transfer.request.url))))
+                    continue
+                }
                 running[transfer.easy] = transfer
                 let code = curl_multi_add_handle(multi, transfer.easy)
                 if code != CURLM_OK {
@@ -83,7 +90,12 @@ final class CurlMultiDriver: @unchecked Sendable {
                     finished.append((transfer, .failure(.other(url: transfer.request.url, detail: text))))
                 }
             }
-            for transfer in cancelled where running.removeValue(forKey: transfer.easy) != nil {
+            for transfer in cancelled {
+                guard running.removeValue(forKey: transfer.easy) != nil else {
+                    // Not here yet (its submit is still on the way), or already done.
+                    if !transfer.isFinished { cancelledEarly.insert(ObjectIdentifier(transfer)) }
+                    continue
+                }
                 curl_multi_remove_handle(multi, transfer.easy)
                 finished.append((transfer, .failure(.cancelled(url: transfer.request.url))))
             }
@@ -116,17 +128,20 @@ final class CurlMultiDriver: @unchecked Sendable {
                 curl_multi_poll(multi, nil, 0, 1_000, nil)
             }
         }
-        curl_multi_cleanup(multi)
-        let waiters = inbox.withLock { inbox in
+        let (late, waiters) = inbox.withLock { inbox in
+            // From here no wake-up reaches the handle (they happen under this lock, after checking this flag).
             inbox.stopped = true
             // Transfers submitted while the loop was finishing never reached curl.
-            let late = inbox.added
-            inbox.added = []
-            inbox.cancelled = []
-            for transfer in late { transfer.finish(.failure(.shutDown(url: transfer.request.url))) }
-            defer { inbox.shutdownWaiters = [] }
-            return inbox.shutdownWaiters
+            defer {
+                inbox.added = []
+                inbox.cancelled = []
+                inbox.shutdownWaiters = []
+            }
+            return (inbox.added, inbox.shutdownWaiters)
         }
+        curl_multi_cleanup(multi)
+        // Resumed outside the lock: a resumed task may call back into the driver.
+        for transfer in late { transfer.finish(.failure(.shutDown(url: transfer.request.url))) }
         for waiter in waiters { waiter.resume() }
     }
 

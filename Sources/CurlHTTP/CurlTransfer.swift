@@ -243,6 +243,14 @@ final class CurlTransfer: @unchecked Sendable {
         }
     }
 
+    /// Whether the waiting task has been resumed (or never will wait).
+    var isFinished: Bool {
+        state.withLock { state in
+            if case .finished = state { return true }
+            return false
+        }
+    }
+
     /// Resumes the waiting task once; later calls do nothing.
     func finish(_ result: Result<HTTPResponse, CurlHTTPError>) {
         let continuation = state.withLock { state -> CheckedContinuation<HTTPResponse, any Error>? in

@@ -8,6 +8,12 @@ import Testing
         #expect(RetryAfter.parse(" 0 ", now: now) == .zero)
         #expect(RetryAfter.parse("Wed, 21 Oct 2015 07:29:30 GMT", now: now) == .seconds(90))
         #expect(RetryAfter.parse("Wed, 21 Oct 2015 07:00:00 GMT", now: now) == .zero)
+        // RFC 9110 requires the obsolete forms too: RFC 850 and asctime.
+        #expect(RetryAfter.parse("Wednesday, 21-Oct-15 07:29:30 GMT", now: now) == .seconds(90))
+        #expect(RetryAfter.parse("Wed Oct 21 07:29:30 2015", now: now) == .seconds(90))
+        #expect(RetryAfter.parse("Wed Oct  1 07:29:30 2015", now: now) == .zero)
+        #expect(RetryAfter.parse("Wednesday, 21-Oct-99 07:29:30 GMT", now: now) == .zero)
+        #expect(RetryAfter.parse("Wed, 32 Oct 2015 07:29:30 GMT", now: now) == nil)
         #expect(RetryAfter.parse("soon", now: now) == nil)
         #expect(RetryAfter.parse("-5", now: now) == nil)
         #expect(RetryAfter.parse(nil, now: now) == nil)

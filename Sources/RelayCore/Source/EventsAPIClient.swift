@@ -76,7 +76,7 @@ public struct EventsAPIClient<C: Clock>: Sendable where C.Duration == Duration, 
         do {
             response = try await http.execute(request)
         } catch {
-            if error.isSameKind(as: .cancelled(url: "")) { throw CancellationError() }
+            if error.code == .cancelled { throw CancellationError() }
             return .failed(Failure(kind: .transport, detail: "\(error)"))
         }
         switch response.status {
