@@ -24,6 +24,8 @@ public final class WebhookReceiver: Sendable {
 
     private struct PathBehaviour {
         var script: [ReceiverReply] = []
+        /// The n-th request carrying one `webhook-id` gets the n-th of these (after `script`), then `then`.
+        var eachID: [ReceiverReply] = []
         var then: ReceiverReply = .ok
         var signingKey: [UInt8]?
         var outage: (until: Int64, reply: ReceiverReply)?
@@ -89,6 +91,15 @@ public final class WebhookReceiver: Sendable {
     public func script(_ path: String, _ replies: [ReceiverReply], then: ReceiverReply = .ok) {
         state.withLock { state in
             state.behaviours[path, default: PathBehaviour()].script = replies
+            state.behaviours[path, default: PathBehaviour()].then = then
+        }
+    }
+
+    /// Answers the first requests of each `webhook-id` on `path` with `replies` in turn, then with `then`: a
+    /// receiver that throttles every event's first attempts, as a rate-limited catch hook does.
+    public func scriptEachID(_ path: String, _ replies: [ReceiverReply], then: ReceiverReply = .ok) {
+        state.withLock { state in
+            state.behaviours[path, default: PathBehaviour()].eachID = replies
             state.behaviours[path, default: PathBehaviour()].then = then
         }
     }
@@ -159,8 +170,14 @@ public final class WebhookReceiver: Sendable {
             let reply: ReceiverReply
             if let outage = behaviour.outage, now < outage.until {
                 reply = outage.reply
+            } else if !behaviour.script.isEmpty {
+                reply = behaviour.script.removeFirst()
+            } else if let id = request.header("webhook-id"), case let seen = state.record.countsByWebhookID[id, default: 0],
+                seen < behaviour.eachID.count
+            {
+                reply = behaviour.eachID[seen]
             } else {
-                reply = behaviour.script.isEmpty ? behaviour.then : behaviour.script.removeFirst()
+                reply = behaviour.then
             }
             state.behaviours[path] = behaviour
             var status: Int?

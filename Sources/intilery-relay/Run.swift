@@ -62,7 +62,8 @@ struct Run: AsyncParsableCommand {
         var groupConfiguration = ServiceGroupConfiguration(
             services: [.init(service: relay, successTerminationBehavior: .gracefullyShutdownGroup)],
             gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)
-        groupConfiguration.maximumGracefulShutdownDuration = config.shutdownGrace + .seconds(5)
+        // A backstop only: the relay keeps its own `shutdownGrace`, which a reload may raise up to its 10-minute bound.
+        groupConfiguration.maximumGracefulShutdownDuration = .seconds(600 + 5)
         do {
             try await ServiceGroup(configuration: groupConfiguration).run()
             // Held until here: released only when the daemon is done with the state.

@@ -61,6 +61,7 @@ struct Status: AsyncParsableCommand {
             line += ", last success \(subscription.lastSuccessAt?.iso8601 ?? "never")"
             line += ", last failure \(subscription.lastFailureAt?.iso8601 ?? "never")"
             if let failure = subscription.lastFailure { line += " (\(failure))" }
+            if let pause = subscription.pause { line += "; PAUSED since \(pause.since.iso8601): \(pause.reason)" }
             lines.append(line)
         }
         return lines
@@ -84,6 +85,7 @@ struct Status: AsyncParsableCommand {
                 ("delivered", .number(JSONNumber(subscription.delivered))),
                 ("lastSuccessAt", time(subscription.lastSuccessAt)), ("lastFailureAt", time(subscription.lastFailureAt)),
                 ("lastFailure", subscription.lastFailure.map(JSONValue.string) ?? .null),
+                ("paused", subscription.pause.map { .object(JSONObject([("since", .string($0.since.iso8601)), ("reason", .string($0.reason))])) } ?? .null),
             ]))
         }
         return .object(JSONObject([("sources", .array(sources)), ("subscriptions", .array(subscriptions))]))

@@ -81,6 +81,101 @@ import Glibc
         }
     }
 
+    @Test func stopsAndReloadsMidDrainRepeatNothing() async throws {
+        try await Self.withSetup { setup in
+            let now = Int64(Date().timeIntervalSince1970 * 1000)
+            setup.api.log.addBacklog(count: 6_000, from: now - 600_000, to: now)
+            let expected = Set(setup.api.log.allEvents.map { "all:\($0.eventID)" })
+            setup.receiver.script("/hooks/all", [], then: .status(200, after: .milliseconds(2)))
+            try Self.config(api: setup.api, receiver: setup.receiver, subscriptions: ["all"])
+                .write(to: setup.configFile, atomically: true, encoding: .utf8)
+            let arguments = ["run", "--config", setup.configFile.path]
+            func delivered() -> Int { setup.receiver.record.countsByPath["/hooks/all", default: 0] }
+            // Twenty graceful stops, each with deliveries in flight.
+            for round in 0..<20 {
+                let relay = try RelayProcess(arguments: arguments, environment: setup.environment, directory: setup.directory)
+                let target = delivered() + 40
+                #expect(await setup.receiver.waitUntil { $0.countsByPath["/hooks/all", default: 0] >= target }, "round \(round)")
+                relay.signal(SIGTERM)
+                #expect(await relay.waitForExit(timeout: .seconds(10)) == 0, "\(relay.log)")
+            }
+            // Twenty reloads of the same config, in one run.
+            let relay = try RelayProcess(arguments: arguments, environment: setup.environment, directory: setup.directory)
+            for round in 0..<20 {
+                let target = delivered() + 40
+                #expect(await setup.receiver.waitUntil { $0.countsByPath["/hooks/all", default: 0] >= target }, "reload \(round)")
+                relay.signal(SIGHUP)
+            }
+            #expect(await setup.receiver.waitUntil(timeout: .seconds(60)) { expected.isSubset(of: $0.countsByWebhookID.keys) })
+            relay.signal(SIGTERM)
+            #expect(await relay.waitForExit(timeout: .seconds(10)) == 0)
+            let counts = setup.receiver.record.countsByWebhookID
+            #expect(Set(counts.keys) == expected)
+            let repeated = counts.filter { $0.value > 1 }
+            #expect(repeated.isEmpty, "repeated: \(repeated.count), e.g. \(repeated.keys.sorted().prefix(3))")
+        }
+    }
+
+    @Test func aThrottlingReceiverGetsThreeHundredEventsWithinFifteenSeconds() async throws {
+        try await Self.withSetup { setup in
+            let now = Int64(Date().timeIntervalSince1970 * 1000)
+            setup.api.log.addBacklog(count: 300, from: now - 60_000, to: now)
+            let expected = Set(setup.api.log.allEvents.map { "t:\($0.eventID)" })
+            // A rate-limited catch hook: each event's first two attempts get 429 with Retry-After: 1.
+            setup.receiver.scriptEachID("/hooks/t", [.tooManyRequests(retryAfter: 1), .tooManyRequests(retryAfter: 1)])
+            let config = #"""
+                {"stateDirectory": "./state", "metrics": {"listen": "off"},
+                 "sources": [\#(Self.sourceJSON(setup.api, lookback: "5s"))],
+                 "subscriptions": [{"name": "t", "webhook": {"url": "\#(setup.receiver.url("/hooks/t"))", "concurrency": 100}}]}
+                """#
+            try config.write(to: setup.configFile, atomically: true, encoding: .utf8)
+            let relay = try RelayProcess(arguments: ["run", "--config", setup.configFile.path], environment: setup.environment, directory: setup.directory)
+            #expect(await setup.receiver.waitUntil(timeout: .seconds(30)) { record in
+                expected.allSatisfy { record.countsByWebhookID[$0] == 3 }
+            })
+            relay.signal(SIGTERM)
+            #expect(await relay.waitForExit(timeout: .seconds(10)) == 0)
+            let requests = setup.receiver.record.requests(to: "/hooks/t")
+            let first = try #require(requests.first?.receivedAt)
+            let lastSuccess = try #require(requests.filter { $0.answeredStatus == 200 }.map(\.receivedAt).max())
+            #expect(lastSuccess - first < 15_000, "took \(lastSuccess - first) ms")
+            #expect(requests.count == 900)
+            #expect(!relay.log.contains("circuit open"))
+            // No event was tried again before its Retry-After. (That the whole URL waits is checked on the test
+            // clock in FlowControlTests: here a burst of 100 takes long enough to blur which 429 a request followed.)
+            var attempts: [String: [Int64]] = [:]
+            for request in requests { attempts[request.webhookID ?? "", default: []].append(request.receivedAt) }
+            for times in attempts.values {
+                #expect(zip(times, times.dropFirst()).allSatisfy { $1 - $0 >= 1_000 - 5 }, "\(times)")
+            }
+        }
+    }
+
+    @Test func aRefusedWebhookNeverHoldsUpAStop() async throws {
+        try await Self.withSetup { setup in
+            setup.api.log.startLiveTraffic(perSecond: 50)
+            let config = #"""
+                {"stateDirectory": "./state", "metrics": {"listen": "off"}, "shutdownGrace": "10s",
+                 "sources": [\#(Self.sourceJSON(setup.api, lookback: "5s"))],
+                 "subscriptions": [
+                   {"name": "dead", "webhook": {"url": "http://127.0.0.1:1/hook", "timeout": "5s"}},
+                   {"name": "live", "webhook": {"url": "\#(setup.receiver.url("/hooks/live"))", "timeout": "5s"}}]}
+                """#
+            try config.write(to: setup.configFile, atomically: true, encoding: .utf8)
+            let relay = try RelayProcess(
+                arguments: ["run", "--config", setup.configFile.path, "--log-level", "debug"], environment: setup.environment,
+                directory: setup.directory)
+            #expect(await setup.receiver.waitUntil { $0.successesByPath["/hooks/live", default: 0] >= 20 })
+            // The dead one's breaker opens after five refusals; its next probe is seconds away.
+            #expect(await relay.waitForLog(containing: "circuit open", timeout: .seconds(20)), "\(relay.log)")
+            let signalled = ContinuousClock.now
+            relay.signal(SIGTERM)
+            #expect(await relay.waitForExit(timeout: .seconds(10)) == 0)
+            let took = ContinuousClock.now - signalled
+            #expect(took < .seconds(1), "SIGTERM took \(took)")
+        }
+    }
+
     @Test func aSecondRunOnTheSameStateExits75AndDeliversNothingWhileStatusStillWorks() async throws {
         try await Self.withSetup { setup in
             let now = Int64(Date().timeIntervalSince1970 * 1000)

@@ -108,27 +108,35 @@ import Glibc
                 ["/healthy", "/flaky", "/busy"].allSatisfy { record.successesByPath[$0, default: 0] == 40 }
             }
             #expect(arrived3)
-            // gone and moved dead-letter on their first answer; hang after 2 timeouts each.
+            // gone and moved dead-letter on their first answer, and pause after 20 in a row (pauseAfter's default)
+            // instead of dead-lettering all 40; hang dead-letters after 2 timeouts each.
             let deadline = ContinuousClock.now + .seconds(60)
             var letters: [JSONValue] = []
             while ContinuousClock.now < deadline {
                 let list = try RelayBinary.run(["dead-letters", "list", "--config", setup.configFile.path, "--json"], environment: setup.environment, in: setup.directory)
                 letters = try JSONParser.parse(list.standardOutput).arrayValue ?? []
-                if letters.count == 82 { break }
+                if letters.count == 42 { break }
                 try await Task.sleep(for: .milliseconds(200))
             }
             relay.signal(SIGTERM)
             #expect(await relay.waitForExit(timeout: .seconds(10)) == 0)
-            #expect(letters.count == 82)
+            #expect(letters.count == 42)
             let bySubscription = Dictionary(grouping: letters.compactMap(\.objectValue)) { $0["subscription"]?.stringValue ?? "" }
             #expect(bySubscription["gone"]?.allSatisfy { $0["reason"] == .string("http_410") && $0["attempts"] == .number(JSONNumber(1)) } == true)
             #expect(bySubscription["moved"]?.allSatisfy { $0["reason"] == .string("redirect_not_followed") && $0["status"] == .number(JSONNumber(302)) } == true)
             #expect(bySubscription["hang"]?.allSatisfy { $0["reason"] == .string("max_attempts (last: timeout)") && $0["attempts"] == .number(JSONNumber(2)) } == true)
-            #expect(Set(bySubscription["gone"]?.compactMap { $0["eventID"]?.stringValue } ?? []) == Set(ids))
+            #expect(bySubscription["gone"]?.count == 20 && bySubscription["moved"]?.count == 20)
+            let goneIDs: [String] = bySubscription["gone"]?.compactMap { $0["eventID"]?.stringValue } ?? []
+            #expect(Set(goneIDs).isSubset(of: Set(ids)))
+            let status = try RelayBinary.run(["status", "--config", setup.configFile.path], environment: setup.environment, in: setup.directory)
+            #expect(status.standardOutput.contains("subscription gone: 20 pending"), "\(status.standardOutput)")
+            #expect(status.standardOutput.contains("PAUSED since"))
+            #expect(status.standardOutput.contains("paused after 20 consecutive dead letters (HTTP 410)"))
             #expect(bySubscription["healthy"] == nil && bySubscription["flaky"] == nil && bySubscription["busy"] == nil)
             let record = setup.receiver.record
             #expect(record.countsByPath["/healthy"] == 40)
-            #expect(record.countsByPath["/gone"] == 40)
+            // The 20 that paused it, and at most the requests already in flight then (concurrency 4).
+            #expect((20...23).contains(record.countsByPath["/gone"] ?? 0))
         }
     }
 

@@ -4,6 +4,7 @@ extension ConfigReader {
     static let subscriptionKeys = ["name", "source", "include", "exclude", "where", "webhook"]
     static let webhookKeys = [
         "url", "headers", "secret", "timeout", "payload", "batchSize", "concurrency", "ordering", "rateLimit", "retry",
+        "pauseAfter",
     ]
     /// Headers the relay sets itself; a subscription overriding them would break signing or framing.
     static let reservedHeaders: Set<String> = [
@@ -85,6 +86,7 @@ extension ConfigReader {
         let payload = choice(fields, "payload", at: path, as: PayloadFormat.self)
         let batchSize = integer(fields, "batchSize", at: path, in: 1...1000)
         let concurrency = integer(fields, "concurrency", at: path, in: 1...256)
+        let pauseAfter = integer(fields, "pauseAfter", at: path, in: 0...1_000_000)
         let ordering = choice(fields, "ordering", at: path, as: DeliveryOrdering.self)
         let rateLimit = rateLimit(fields, "rateLimit", at: path, defaults: RateLimit(perSecond: 10, burst: 10))
         var retry: RetryPolicy?
@@ -98,6 +100,7 @@ extension ConfigReader {
         if let payload { webhook.payload = payload }
         if let batchSize { webhook.batchSize = batchSize }
         if let concurrency { webhook.concurrency = concurrency }
+        if let pauseAfter { webhook.pauseAfter = pauseAfter }
         if let ordering { webhook.ordering = ordering }
         webhook.rateLimit = rateLimit
         if let retry { webhook.retry = retry }

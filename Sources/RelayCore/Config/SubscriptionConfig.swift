@@ -49,6 +49,9 @@ public struct WebhookConfig: Sendable, Equatable {
     public var rateLimit: RateLimit? = nil
     /// When to retry and when to give up.
     public var retry = RetryPolicy()
+    /// Consecutive dead letters, with no success between them, after which the subscription pauses (one event
+    /// probes every 5 minutes). 0 never pauses. Default 20.
+    public var pauseAfter: Int = 20
 
     /// A webhook with every default: unsigned, `event` payload, one per request, 4 in flight.
     public init(url: String) { self.url = url }
@@ -57,7 +60,7 @@ public struct WebhookConfig: Sendable, Equatable {
         lhs.url == rhs.url && lhs.headers.elementsEqual(rhs.headers) { $0.name == $1.name && $0.value == $1.value }
             && lhs.signingKey == rhs.signingKey && lhs.timeout == rhs.timeout && lhs.payload == rhs.payload
             && lhs.batchSize == rhs.batchSize && lhs.concurrency == rhs.concurrency && lhs.ordering == rhs.ordering
-            && lhs.rateLimit == rhs.rateLimit && lhs.retry == rhs.retry
+            && lhs.rateLimit == rhs.rateLimit && lhs.retry == rhs.retry && lhs.pauseAfter == rhs.pauseAfter
     }
 }
 

@@ -15,6 +15,8 @@ public struct Delivery: Sendable, Equatable {
     public var firstAttemptAt: Timestamp?
     /// Set once the event is part of a batch: the batch's composition is fixed from its first attempt.
     public var batchID: String?
+    /// Its place in the batch's body, fixed with the batch.
+    public var batchPosition: Int? = nil
     /// When it may next be tried.
     public var nextAttemptAt: Timestamp
 }

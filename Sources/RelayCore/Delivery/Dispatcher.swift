@@ -8,6 +8,8 @@ import Synchronization
 public final class Dispatcher<C: Clock>: Sendable where C.Duration == Duration, C: Sendable {
     private struct Job: Sendable {
         var deliveries: [Delivery]
+        /// The one request a paused subscription sends to see whether the receiver takes events again.
+        var isProbe = false
         var ids: [Int64] { deliveries.map(\.id) }
     }
 
@@ -18,7 +20,18 @@ public final class Dispatcher<C: Clock>: Sendable where C.Duration == Duration, 
         var unsettled = Set<Int64>()
         /// Due rows read ahead in one slice (batchSize 1 only), so that a freed slot does not cost a query.
         var readAhead: [Delivery] = []
+        /// Dead letters in a row with no success between them, towards `pauseAfter`.
+        var consecutiveDeadLetters = 0
+        /// Set while paused after repeated dead letters, with when the next probe may go.
+        var pause: (pause: SubscriptionPause, nextProbe: Timestamp)?
+        /// The one request a paused subscription sends, while it is out.
+        var probeInFlight = false
+        /// Whether the pause is in the store yet: only then does its absence there mean `resume` lifted it.
+        var pauseStored = false
     }
+
+    /// How often a paused subscription sends one queued event to see whether the receiver takes it again.
+    public static var probeInterval: Duration { .seconds(300) }
 
     /// How many due rows one read fetches ahead for single-event requests.
     private static var readAheadSlice: Int { 256 }
@@ -28,6 +41,7 @@ public final class Dispatcher<C: Clock>: Sendable where C.Duration == Duration, 
     private let http: CurlHTTPClient
     private let writer: OutcomeWriter
     private let breaker: CircuitBreaker
+    private let flow: FlowControl
     private let limiter: RateLimiter<C>?
     private let clock: C
     private let now: @Sendable () -> Timestamp
@@ -39,16 +53,18 @@ public final class Dispatcher<C: Clock>: Sendable where C.Duration == Duration, 
     /// Signalled when rows are queued for this subscription, a request ends, or an outcome commits.
     public let wakeup = WakeupSignal()
 
-    /// A dispatcher for `subscription`; `breaker` is shared by every subscription posting to the same URL.
+    /// A dispatcher for `subscription`; `breaker` and `flow` are shared by every subscription posting to the same URL.
     public init(
         subscription: SubscriptionConfig, store: StateStore, http: CurlHTTPClient, writer: OutcomeWriter,
-        breaker: CircuitBreaker, clock: C, now: @escaping @Sendable () -> Timestamp, logger: Logger
+        breaker: CircuitBreaker, flow: FlowControl = FlowControl(), clock: C, now: @escaping @Sendable () -> Timestamp,
+        logger: Logger
     ) {
         self.subscription = subscription
         self.store = store
         self.http = http
         self.writer = writer
         self.breaker = breaker
+        self.flow = flow
         self.limiter = subscription.webhook.rateLimit.map { RateLimiter(limit: $0, clock: clock) }
         self.clock = clock
         self.now = now
@@ -66,6 +82,7 @@ public final class Dispatcher<C: Clock>: Sendable where C.Duration == Duration, 
     /// flight finish and submit their outcomes; cancelling cuts them short, leaving their rows queued as they were.
     /// Throws only for the state store.
     public func run(stop: StopSignal = StopSignal()) async throws {
+        try await loadPause()
         try await withThrowingDiscardingTaskGroup { group in
             while !Task.isCancelled && !stop.isFired {
                 let free = slots - state.withLock { $0.sending }
@@ -77,7 +94,7 @@ public final class Dispatcher<C: Clock>: Sendable where C.Duration == Duration, 
                                 $0.sending += 1
                                 $0.unsettled.formUnion(job.ids)
                             }
-                            group.addTask { await self.send(job) }
+                            group.addTask { await self.send(job, stop: stop) }
                         }
                         continue
                     }
@@ -93,7 +110,25 @@ public final class Dispatcher<C: Clock>: Sendable where C.Duration == Duration, 
 
     // MARK: - Choosing work
 
-    private func nextJobs(max jobCount: Int) async throws -> [Job] {
+    private func nextJobs(max wanted: Int) async throws -> [Job] {
+        // Paused: one probe at a time, one every ``probeInterval``.
+        let probeDue = state.withLock { state -> Bool? in
+            guard let pause = state.pause else { return nil }
+            return !state.probeInFlight && now() >= pause.nextProbe
+        }
+        if probeDue == false { return [] }
+        var jobs = try await jobs(max: probeDue == true ? 1 : wanted)
+        if probeDue == true, !jobs.isEmpty {
+            jobs[0].isProbe = true
+            state.withLock { state in
+                state.probeInFlight = true
+                state.pause?.nextProbe = now().advanced(by: Self.probeInterval)
+            }
+        }
+        return jobs
+    }
+
+    private func jobs(max jobCount: Int) async throws -> [Job] {
         let webhook = subscription.webhook
         let strict = webhook.ordering == .strict
         let unsettled = state.withLock { $0.unsettled }
@@ -102,14 +137,10 @@ public final class Dispatcher<C: Clock>: Sendable where C.Duration == Duration, 
         if !strict && webhook.batchSize == 1 {
             return try await readAheadJobs(max: jobCount, now: current, unsettled: unsettled)
         }
-        var rows = try await store.deliveries(
+        let rows = try await store.deliveries(
             subscription: subscription.name, due: current, limit: jobCount * webhook.batchSize, strict: strict,
             excluding: unsettled)
-        if strict {
-            // The head of the line decides: nothing behind it goes first.
-            guard let head = rows.first, head.nextAttemptAt <= current else { return [] }
-            rows = Array(rows.prefix { $0.nextAttemptAt <= current && $0.batchID == head.batchID })
-        }
+        if strict { return try await strictJob(rows, now: current).map { [$0] } ?? [] }
         guard !rows.isEmpty else { return [] }
         if webhook.batchSize == 1 { return rows.prefix(jobCount).map { Job(deliveries: [$0]) } }
 
@@ -119,18 +150,45 @@ public final class Dispatcher<C: Clock>: Sendable where C.Duration == Duration, 
         for row in rows {
             if let batch = row.batchID { composed[batch, default: []].append(row) } else { loose.append(row) }
         }
-        jobs += composed.values.map { Job(deliveries: $0.sorted { ($0.eventTime, $0.id) < ($1.eventTime, $1.id) }) }
+        jobs += composed.values.map { Job(deliveries: $0.sorted(by: Self.batchOrder)) }
         var index = 0
         while index < loose.count && jobs.count < jobCount {
             let chunk = Array(loose[index..<min(index + webhook.batchSize, loose.count)])
             index += chunk.count
-            let batchID = WebhookRequestBuilder.webhookID(subscription: subscription.name, eventIDs: chunk.map(\.eventID), batched: true)
-            // Durable before the first attempt: a retry or a restart sends this same batch under this same id.
-            try await store.assignBatch(batchID, to: chunk.map(\.id))
-            jobs.append(Job(deliveries: chunk.map { var row = $0; row.batchID = batchID; return row }))
+            jobs.append(try await compose(chunk))
         }
-        if strict { jobs.sort { ($0.deliveries[0].eventTime, $0.deliveries[0].id) < ($1.deliveries[0].eventTime, $1.deliveries[0].id) } }
         return Array(jobs.prefix(jobCount))
+    }
+
+    /// A strict subscription's next request: its head of line, when due. The head is the earliest event queued; when
+    /// that event belongs to a batch, the whole batch as first composed (a batch goes at its first member's place);
+    /// otherwise the loose events from the head on, up to `batchSize`, stopping at the first batched one.
+    private func strictJob(_ rows: [Delivery], now current: Timestamp) async throws -> Job? {
+        let ordered = rows.sorted { ($0.eventTime, $0.id) < ($1.eventTime, $1.id) }
+        guard let head = ordered.first, head.nextAttemptAt <= current else { return nil }
+        if let batch = head.batchID {
+            return Job(deliveries: ordered.filter { $0.batchID == batch }.sorted(by: Self.batchOrder))
+        }
+        let run = ordered.prefix { $0.batchID == nil && $0.nextAttemptAt <= current }.prefix(subscription.webhook.batchSize)
+        return subscription.webhook.batchSize == 1 ? Job(deliveries: [head]) : try await compose(Array(run))
+    }
+
+    /// A new batch of `rows` in event-time order, stored before its first attempt so that a retry or a restart
+    /// sends these members, in this order, under this id.
+    private func compose(_ rows: [Delivery]) async throws -> Job {
+        let members = rows.sorted { ($0.eventTime, $0.id) < ($1.eventTime, $1.id) }
+        let batchID = WebhookRequestBuilder.webhookID(subscription: subscription.name, eventIDs: members.map(\.eventID), batched: true)
+        try await store.assignBatch(batchID, to: members.map(\.id))
+        return Job(deliveries: members.enumerated().map { position, row in
+            var row = row
+            row.batchID = batchID
+            row.batchPosition = position
+            return row
+        })
+    }
+
+    private static func batchOrder(_ a: Delivery, _ b: Delivery) -> Bool {
+        (a.batchPosition ?? 0, a.eventTime, a.id) < (b.batchPosition ?? 0, b.eventTime, b.id)
     }
 
     /// Single-event jobs from the read-ahead slice, refilled with one query when it runs dry.
@@ -156,6 +214,14 @@ public final class Dispatcher<C: Clock>: Sendable where C.Duration == Duration, 
     private func waitForWork(slotsFull: Bool, stop: StopSignal) async throws {
         if slotsFull {
             await wakeup.wait()
+            return
+        }
+        if let nextProbe = state.withLock({ $0.pause?.nextProbe }) {
+            // Paused: wake for the next probe, and once a second to see whether `resume` lifted the pause.
+            try await race(until: stop) { await self.wakeup.wait() } or: { [self] in try await sleep(until: nextProbe, atMost: .seconds(1)) }
+            if try await store.pause(of: subscription.name) == nil, state.withLock({ $0.pause != nil && $0.pauseStored }) {
+                await resume(because: "resumed by command")
+            }
             return
         }
         let unsettled = state.withLock { $0.unsettled }
@@ -190,15 +256,20 @@ public final class Dispatcher<C: Clock>: Sendable where C.Duration == Duration, 
 
     // MARK: - Sending
 
-    private func send(_ job: Job) async {
+    private func send(_ job: Job, stop: StopSignal) async {
         defer {
             state.withLock { $0.sending -= 1 }
             wakeup.signal()
         }
-        do {
-            try await waitForPermission()
-        } catch {
-            // Cancelled before sending: nothing was attempted, the rows stay due.
+        // Waiting for the rate limit, a Retry-After or a breaker probe is not "in flight": a stop ends it at once.
+        guard await waitForPermission(until: stop) else {
+            // Nothing was attempted: the rows stay due.
+            state.withLock { $0.unsettled.subtract(job.ids) }
+            return
+        }
+        defer { flow.leave() }
+        // Paused while this waited: only the probe goes.
+        if !job.isProbe, state.withLock({ $0.pause != nil }) {
             state.withLock { $0.unsettled.subtract(job.ids) }
             return
         }
@@ -215,7 +286,7 @@ public final class Dispatcher<C: Clock>: Sendable where C.Duration == Duration, 
             snippet = Array(response.body.prefix(1024))
             retryAfter = RetryAfter.parse(response.headers["retry-after"], now: now())
         } catch {
-            if error.isSameKind(as: .cancelled(url: "")) || error.isSameKind(as: .shutDown(url: "")) {
+            if error.code == .cancelled || error.code == .shutDown {
                 // Cut short by shutdown: not an attempt; the rows stay queued as they were.
                 state.withLock { $0.unsettled.subtract(job.ids) }
                 return
@@ -225,10 +296,12 @@ public final class Dispatcher<C: Clock>: Sendable where C.Duration == Duration, 
         let attempts = (job.deliveries.map(\.attempts).max() ?? 0) + 1
         let firstAttemptAt = job.deliveries.compactMap(\.firstAttemptAt).min() ?? attemptedAt
         var random = SystemRandomNumberGenerator()
-        let decision = policy.decide(
-            status: status, transportError: transportError, retryAfter: retryAfter, attempts: attempts,
-            firstAttemptAt: firstAttemptAt, now: now(), random: &random)
-        recordBreaker(status: status, transportError: transportError)
+        let decision = await countTowardsPause(
+            policy.decide(
+                status: status, transportError: transportError, retryAfter: retryAfter, attempts: attempts,
+                firstAttemptAt: firstAttemptAt, now: now(), random: &random),
+            events: job.deliveries.count)
+        recordEndpoint(status: status, transportError: transportError, retryAfter: retryAfter)
         metrics.latency.recordNanoseconds(Int64((ContinuousClock.now - started) / .nanoseconds(1)))
         metrics.record(decision, events: job.deliveries.count)
         let error = transportError.map(\.shortDescription) ?? status.flatMap { (200..<300).contains($0) ? nil : "http_\($0)" }
@@ -247,22 +320,159 @@ public final class Dispatcher<C: Clock>: Sendable where C.Duration == Duration, 
         }
     }
 
-    /// The webhook's rate limit and circuit breaker; waiting here is not an attempt.
-    private func waitForPermission() async throws {
+    /// Waits for the webhook's rate limit, its flow control and its circuit breaker, and takes an in-flight place
+    /// with the URL's flow control; false when `stop` fired (or the task was cancelled) first, holding no place.
+    /// Waiting here is not an attempt.
+    private func waitForPermission(until stop: StopSignal) async -> Bool {
+        guard !stop.isFired else { return false }
+        return await withTaskGroup(of: Bool?.self) { group in
+            group.addTask { (try? await self.waitForPermission()) ?? false }
+            group.addTask {
+                await stop.wait()
+                return nil
+            }
+            let first = await group.next() ?? nil
+            group.cancelAll()
+            if let granted = first { return granted }
+            // Stopped: the permission may have come at the same moment; give its place back.
+            if case let late?? = await group.next(), late { flow.leave() }
+            return false
+        }
+    }
+
+    /// Flow control first (a pause, then an in-flight place), the breaker last, so that a probe it grants is sent.
+    private func waitForPermission() async throws -> Bool {
         try await limiter?.acquire()
         while true {
+            if let until = flow.pause(at: now()) {
+                try await sleep(until: until)
+                continue
+            }
+            guard await flow.enter() else { throw CancellationError() }
+            if flow.pause(at: now()) != nil {
+                // A Retry-After arrived while this waited for its place.
+                flow.leave()
+                continue
+            }
             switch breaker.permission(now: now()) {
-            case .send, .probe: return
+            case .send, .probe: return true
             case .waitUntil(let time):
-                let wait = time.millisecondsSinceEpoch - now().millisecondsSinceEpoch
-                try await clock.sleep(for: .milliseconds(max(wait, 1)))
+                flow.leave()
+                try await sleep(until: time)
             }
         }
     }
 
+    // MARK: - Pausing after repeated dead letters
+
+    /// Takes up the pause stored by an earlier run, unless the webhook changed since (a reload that changes it
+    /// resumes the subscription).
+    private func loadPause() async throws {
+        guard let stored = try await store.pause(of: subscription.name) else { return }
+        guard stored.webhook == WebhookRequestBuilder.fingerprint(of: subscription.webhook) else {
+            try await store.resume(subscription.name)
+            logger.notice("resumed: the webhook changed", metadata: ["was": "\(stored.reason)"])
+            return
+        }
+        // The probe schedule carries on from the pause: a restart does not probe early.
+        state.withLock {
+            $0.pause = (stored, stored.since.advanced(by: Self.probeInterval))
+            $0.pauseStored = true
+        }
+        metrics.paused.record(1)
+        logger.warning("\(stored.reason); one queued event probes every 5 minutes", metadata: ["since": "\(stored.since.iso8601)"])
+    }
+
+    /// Counts a decision towards `pauseAfter`, pausing when it is reached; while paused, nothing is dead-lettered (a
+    /// failed probe stays queued for the next one) and a delivery resumes.
+    private func countTowardsPause(_ decision: DeliveryOutcome.Decision, events: Int) async -> DeliveryOutcome.Decision {
+        let pauseAfter = subscription.webhook.pauseAfter
+        let fingerprint = WebhookRequestBuilder.fingerprint(of: subscription.webhook)
+        let current = now()
+        let (result, step) = state.withLock { state -> (DeliveryOutcome.Decision, PauseStep) in
+            state.probeInFlight = false
+            switch decision {
+            case .delivered:
+                state.consecutiveDeadLetters = 0
+                return (decision, state.pause == nil ? .none : .resume)
+            case .retry:
+                return (decision, .none)
+            case .deadLetter(let reason):
+                // Due at once: only a probe sends it while paused, and it goes first when the pause lifts.
+                if state.pause != nil { return (.retry(at: current), .none) }
+                state.consecutiveDeadLetters += events
+                guard pauseAfter > 0, state.consecutiveDeadLetters >= pauseAfter else { return (decision, .none) }
+                let why = reason.hasPrefix("http_") ? "HTTP " + reason.dropFirst(5) : reason
+                // Paused here, under the lock: an outcome arriving next must already see it.
+                let pause = SubscriptionPause(
+                    reason: "paused after \(state.consecutiveDeadLetters) consecutive dead letters (\(why))", since: current,
+                    webhook: fingerprint)
+                state.pause = (pause, current.advanced(by: Self.probeInterval))
+                return (decision, .pause(pause))
+            }
+        }
+        switch step {
+        case .none: break
+        case .resume: await resume(because: "resumed: a probe was delivered")
+        case .pause(let pause):
+            metrics.paused.record(1)
+            logger.error("\(pause.reason); one queued event probes every 5 minutes; `intilery-relay resume` resumes it now")
+            do {
+                try await store.pause(subscription.name, pause)
+                state.withLock { $0.pauseStored = $0.pause != nil }
+            } catch {
+                logger.error("could not store the pause; it holds until the relay stops", metadata: ["error": "\(error)"])
+            }
+        }
+        return result
+    }
+
+    private func resume(because why: String) async {
+        let was = state.withLock { state -> SubscriptionPause? in
+            defer {
+                state.pause = nil
+                state.pauseStored = false
+                state.consecutiveDeadLetters = 0
+            }
+            return state.pause?.pause
+        }
+        guard was != nil else { return }
+        metrics.paused.record(0)
+        logger.notice("\(why)")
+        do {
+            try await store.resume(subscription.name)
+        } catch {
+            logger.error("could not store the resume; the subscription may pause again at a restart", metadata: ["error": "\(error)"])
+        }
+        wakeup.signal()
+    }
+
+    /// Sleeps on the injected clock until the wall time `time` (or for `atMost`), the deadline fixed at once: many
+    /// requests waiting for one `Retry-After` all wake at that time.
+    private func sleep(until time: Timestamp, atMost limit: Duration? = nil) async throws {
+        var wait = Duration.milliseconds(max(time.millisecondsSinceEpoch - now().millisecondsSinceEpoch, 1))
+        if let limit { wait = min(wait, limit) }
+        try await clock.sleep(until: clock.now.advanced(by: wait), tolerance: nil)
+    }
+
+    /// What the response says about the endpoint. A 429, or a 503 with `Retry-After`, is flow control and never
+    /// counts for the breaker; connection errors, timeouts, 408 and other 5xx (a 503 without `Retry-After`
+    /// included: a load balancer whose backend is down) do; any other answer shows the endpoint is up.
+    private func recordEndpoint(status: Int?, transportError: CurlHTTPError?, retryAfter: Duration?) {
+        if status == 429 || (status == 503 && retryAfter != nil) {
+            flow.throttled(retryAfter: retryAfter.map { now().advanced(by: min($0, .seconds(3600))) })
+            if retryAfter == nil {
+                logger.debug("throttled without Retry-After: fewer requests in flight", metadata: ["limit": "\(flow.current.limit ?? 0)"])
+            }
+            return
+        }
+        if status != nil { flow.answered() }
+        recordBreaker(status: status, transportError: transportError)
+    }
+
     private func recordBreaker(status: Int?, transportError: CurlHTTPError?) {
         // Only trouble with the endpoint itself counts; a 4xx is an answer, not an outage.
-        let endpointFailed = transportError?.isTransient == true || status.map { $0 >= 500 || $0 == 429 || $0 == 408 } == true
+        let endpointFailed = transportError?.isTransient == true || status.map { $0 >= 500 || $0 == 408 } == true
         guard status != nil || transportError != nil else { return }
         if let change = breaker.record(success: !endpointFailed, now: now()) {
             if case .closed = change { metrics.circuit.record(0) } else { metrics.circuit.record(1) }
@@ -276,4 +486,11 @@ public final class Dispatcher<C: Clock>: Sendable where C.Duration == Duration, 
             }
         }
     }
+}
+
+/// What an outcome does to a subscription's pause.
+private enum PauseStep {
+    case none
+    case pause(SubscriptionPause)
+    case resume
 }

@@ -27,10 +27,13 @@ public final class OutcomeWriter: Sendable {
         arrived.signal()
     }
 
-    /// Commits until cancelled, then commits what is left. Throws the store's error (exit 74).
-    public func run() async throws {
-        while !Task.isCancelled {
-            await arrived.wait()
+    /// Commits until `stop` fires, then commits what is left. A stop only ends the wait between commits, never a
+    /// commit: cancelling one would roll back outcomes already taken off the pending list, and a stop or a reload
+    /// would then send those deliveries again. Cancelling the task also ends it (tests). Throws the store's error
+    /// (exit 74).
+    public func run(until stop: StopSignal = StopSignal()) async throws {
+        while !stop.isFired && !Task.isCancelled {
+            _ = try await stop.cancelling { [arrived] in await arrived.wait() }
             try await flush()
         }
         try await flush()
@@ -43,7 +46,16 @@ public final class OutcomeWriter: Sendable {
             return pending
         }
         guard !batch.outcomes.isEmpty else { return }
-        try await store.record(batch.outcomes)
+        do {
+            try await store.record(batch.outcomes)
+        } catch {
+            // Not committed (a cancelled task, a full disk): back in front of the queue for the next flush, never lost.
+            pending.withLock { pending in
+                pending.outcomes.insert(contentsOf: batch.outcomes, at: 0)
+                pending.callbacks.insert(contentsOf: batch.callbacks, at: 0)
+            }
+            throw error
+        }
         for callback in batch.callbacks { callback() }
         committed.signal()
     }

@@ -20,11 +20,23 @@ public struct WebhookRequestBuilder: Sendable {
         return "\(subscription):batch-\(hex)"
     }
 
+    /// A short hash of where and how requests go (URL, headers, signing key): it tells whether a webhook changed
+    /// without keeping any of those secrets.
+    public static func fingerprint(of webhook: WebhookConfig) -> String {
+        var text = webhook.url
+        for (name, value) in webhook.headers { text += "\n\(name): \(value.exposedValue)" }
+        if let key = webhook.signingKey { text += "\n" + key.exposedKey.map { String($0) }.joined(separator: ",") }
+        return SHA256.hash(data: Array(text.utf8)).prefix(8).map { String(format: "%02x", $0) }.joined()
+    }
+
     /// The request for `deliveries` attempted at `now`.
     public func request(for deliveries: [Delivery], now: Timestamp) -> HTTPRequest {
         let webhook = subscription.webhook
         let batched = webhook.batchSize > 1
-        let id = Self.webhookID(subscription: subscription.name, eventIDs: deliveries.map(\.eventID), batched: batched)
+        // A batch's id is the one stored at its first attempt, never recomputed (invariant 4).
+        let id = batched
+            ? deliveries[0].batchID ?? Self.webhookID(subscription: subscription.name, eventIDs: deliveries.map(\.eventID), batched: true)
+            : Self.webhookID(subscription: subscription.name, eventIDs: deliveries.map(\.eventID), batched: false)
         var body: [UInt8] = []
         if batched { body.append(UInt8(ascii: "[")) }
         for (index, delivery) in deliveries.enumerated() {

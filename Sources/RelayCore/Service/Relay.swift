@@ -87,7 +87,18 @@ public final class Relay: Service, Sendable {
                 group.addTask { try await self.maintain(store: store, now: now) }
 
                 var config = initialConfig
-                var pipeline = startPipeline(config, store: store, http: http, limiters: limiters, clock: clock, now: now, in: &group)
+                let pipeline = Pipeline(config: config, store: store, http: http, limiters: limiters, clock: clock, now: now, logger: logger)
+                current.withLock { $0 = pipeline }
+                let finished = PartCompletion()
+                group.addTask { [commandSink] in
+                    do {
+                        try await pipeline.run()
+                        finished.finish(nil)
+                    } catch {
+                        finished.finish(error)
+                        commandSink.yield(.failed(error))
+                    }
+                }
                 logger.info(
                     "started", metadata: ["version": "\(RelayVersion.current)", "sources": "\(config.sources.count)",
                                           "subscriptions": "\(config.subscriptions.count)", "state": "\(stateDirectory)"])
@@ -101,7 +112,7 @@ public final class Relay: Service, Sendable {
                         logger.info("stopping: polling stopped, letting deliveries in flight finish", metadata: ["grace": "\(DurationText.format(config.shutdownGrace))"])
                         notifier.stopping()
                         pipeline.stop()
-                        try await waitForPipeline(pipeline)
+                        if let error = await finished.wait() { throw error }
                         group.cancelAll()
                         return
                     case .reload:
@@ -110,12 +121,18 @@ public final class Relay: Service, Sendable {
                             notifier.ready(status: summary(config))
                             continue
                         }
-                        pipeline.stop()
-                        try await waitForPipeline(pipeline)
+                        for setting in Self.settingsNeedingRestart(from: config, to: next) {
+                            logger.notice("this change takes effect at the next restart", metadata: ["setting": "\(setting)"])
+                        }
+                        let changes = pipeline.apply(next)
                         config = next
-                        pipeline = startPipeline(config, store: store, http: http, limiters: limiters, clock: clock, now: now, in: &group)
                         logger.notice(
-                            "reloaded", metadata: ["sources": "\(config.sources.count)", "subscriptions": "\(config.subscriptions.count)"])
+                            "reloaded", metadata: [
+                                "started": "\(changes.started.joined(separator: ", "))",
+                                "restarted": "\(changes.restarted.joined(separator: ", "))",
+                                "stopped": "\(changes.stopped.joined(separator: ", "))",
+                                "unchanged": "\(changes.unchanged.count)",
+                            ])
                         notifier.ready(status: summary(config))
                     }
                 }
@@ -125,31 +142,13 @@ public final class Relay: Service, Sendable {
         }
     }
 
-    private func startPipeline(
-        _ config: RelayConfig, store: StateStore, http: CurlHTTPClient, limiters: APIRateLimiters<ContinuousClock>,
-        clock: ContinuousClock, now: @escaping @Sendable () -> Timestamp, in group: inout ThrowingTaskGroup<Void, any Error>
-    ) -> Pipeline<ContinuousClock> {
-        let pipeline = Pipeline(config: config, store: store, http: http, limiters: limiters, clock: clock, now: now, logger: logger)
-        current.withLock { $0 = pipeline }
-        let finished = PipelineCompletion()
-        completions.withLock { $0[ObjectIdentifier(pipeline)] = finished }
-        group.addTask { [commandSink] in
-            do {
-                try await pipeline.run()
-                finished.finish(nil)
-            } catch {
-                finished.finish(error)
-                commandSink.yield(.failed(error))
-            }
-        }
-        return pipeline
-    }
-
-    private let completions = Mutex<[ObjectIdentifier: PipelineCompletion]>([:])
-
-    private func waitForPipeline(_ pipeline: Pipeline<ContinuousClock>) async throws {
-        guard let completion = completions.withLock({ $0.removeValue(forKey: ObjectIdentifier(pipeline)) }) else { return }
-        if let error = await completion.wait() { throw error }
+    /// Settings a running daemon cannot change: the metrics listener is bound and the state directory open.
+    /// Everything else applies at a reload.
+    static func settingsNeedingRestart(from old: RelayConfig, to new: RelayConfig) -> [String] {
+        var settings: [String] = []
+        if old.metrics != new.metrics { settings.append("metrics.listen") }
+        if old.stateDirectory != new.stateDirectory { settings.append("stateDirectory") }
+        return settings
     }
 
     /// The new config, or nil (logged) when it is invalid: the running one stays.
@@ -225,35 +224,4 @@ public final class Relay: Service, Sendable {
 /// Start-up failed for a reason other than the config or the store.
 public struct RelayStartError: Error, CustomStringConvertible {
     public let description: String
-}
-
-/// Lets the relay wait for one pipeline's end while the task group keeps running others.
-final class PipelineCompletion: Sendable {
-    private struct State {
-        var done = false
-        var error: (any Error)?
-        var waiters: [CheckedContinuation<(any Error)?, Never>] = []
-    }
-    private let state = Mutex(State())
-
-    func finish(_ error: (any Error)?) {
-        let waiters = state.withLock { state -> [CheckedContinuation<(any Error)?, Never>] in
-            state.done = true
-            state.error = error
-            defer { state.waiters = [] }
-            return state.waiters
-        }
-        for waiter in waiters { waiter.resume(returning: error) }
-    }
-
-    func wait() async -> (any Error)? {
-        await withCheckedContinuation { continuation in
-            let result = state.withLock { state -> (Bool, (any Error)?) in
-                if state.done { return (true, state.error) }
-                state.waiters.append(continuation)
-                return (false, nil)
-            }
-            if result.0 { continuation.resume(returning: result.1) }
-        }
-    }
 }

@@ -32,6 +32,7 @@ struct SourceMetrics: Sendable {
 struct SubscriptionMetrics: Sendable {
     let latency: Metrics.Timer
     let circuit: Gauge
+    let paused: Gauge
     private let delivered: Counter
     private let retried: Counter
     private let deadLettered: Counter
@@ -41,6 +42,7 @@ struct SubscriptionMetrics: Sendable {
         name = subscription
         latency = Metrics.Timer(label: "intilery_relay_delivery_seconds", dimensions: [("subscription", subscription)])
         circuit = Gauge(label: "intilery_relay_circuit_open", dimensions: [("subscription", subscription)])
+        paused = Gauge(label: "intilery_relay_subscription_paused", dimensions: [("subscription", subscription)])
         func outcome(_ outcome: String) -> Counter {
             Counter(label: "intilery_relay_deliveries_total", dimensions: [("subscription", subscription), ("outcome", outcome)])
         }

@@ -20,7 +20,16 @@ public struct DeadLetter: Sendable, Equatable {
 
 extension StateStore {
     static let deliveryColumns =
-        "id, subscription, event_id, event_time, action, time_value, payload, attempts, first_attempt_at, batch_id, next_attempt_at"
+        "id, subscription, event_id, event_time, action, time_value, payload, attempts, first_attempt_at, batch_id, next_attempt_at, batch_seq"
+
+    /// The reads on the delivery path, by name, with `?` for their arguments: one place for the code and for the
+    /// test that checks each one uses an index at a million queued rows.
+    public static let deliveryQueries: [String: String] = [
+        "due": "SELECT \(deliveryColumns) FROM outbox WHERE subscription = ? AND next_attempt_at <= ? ORDER BY next_attempt_at, event_time, id LIMIT ?",
+        "strict": "SELECT \(deliveryColumns) FROM outbox WHERE subscription = ? ORDER BY event_time, id LIMIT ?",
+        "batch": "SELECT \(deliveryColumns) FROM outbox WHERE subscription = ? AND batch_id = ? ORDER BY batch_seq",
+        "next due": "SELECT min(next_attempt_at) FROM outbox WHERE subscription = ?",
+    ]
 
     /// Up to `limit` deliveries of a subscription that are due, oldest due first; with `strict`, the first ones in
     /// event-time order whether due or not (a strict subscription waits for its head). Rows of a batch come whole.
@@ -28,23 +37,22 @@ extension StateStore {
         async throws(StoreError) -> [Delivery]
     {
         try await read("reading the outbox of \(subscription)") { db in
-            let order = strict ? "event_time, id" : "next_attempt_at, event_time, id"
-            let dueClause = strict ? "" : "AND next_attempt_at <= ?"
-            let select = try FastStatement(
-                db, sql: "SELECT \(Self.deliveryColumns) FROM outbox WHERE subscription = ? \(dueClause) ORDER BY \(order) LIMIT ?")
+            let select = try FastStatement(db, sql: Self.deliveryQueries[strict ? "strict" : "due"]!)
             let arguments: [FastValue] = strict
                 ? [.text(subscription), .integer(Int64(limit + excluding.count))]
                 : [.text(subscription), .integer(now.millisecondsSinceEpoch), .integer(Int64(limit + excluding.count))]
             var rows = try select.query(arguments, Self.delivery).filter { !excluding.contains($0.id) }
             rows = Array(rows.prefix(limit))
-            // Complete any batch cut by the limit, so that a batch is always sent as first composed.
+            // Complete any batch cut by the limit, so that a batch is always sent as first composed, in its order.
             let batches = Set(rows.compactMap(\.batchID))
             if !batches.isEmpty {
-                let members = try FastStatement(
-                    db, sql: "SELECT \(Self.deliveryColumns) FROM outbox WHERE subscription = ? AND batch_id = ? ORDER BY event_time, id")
+                let members = try FastStatement(db, sql: Self.deliveryQueries["batch"]!)
                 for batch in batches {
+                    let whole = try members.query([.text(subscription), .text(batch)], Self.delivery).filter { !excluding.contains($0.id) }
+                    // In place of its first member, so that the order of the read (due time, or event time) holds.
+                    guard let at = rows.firstIndex(where: { $0.batchID == batch }) else { continue }
                     rows.removeAll { $0.batchID == batch }
-                    rows.append(contentsOf: try members.query([.text(subscription), .text(batch)], Self.delivery).filter { !excluding.contains($0.id) })
+                    rows.insert(contentsOf: whole, at: min(at, rows.count))
                 }
             }
             return rows
@@ -54,16 +62,18 @@ extension StateStore {
     /// When the subscription's earliest queued delivery is due; nil when nothing is queued.
     public func nextDueTime(subscription: String) async throws(StoreError) -> Timestamp? {
         try await read("reading the outbox of \(subscription)") { db in
-            try Int64.fetchOne(db, sql: "SELECT min(next_attempt_at) FROM outbox WHERE subscription = ?", arguments: [subscription])
+            try Int64.fetchOne(db, sql: Self.deliveryQueries["next due"]!, arguments: [subscription])
                 .map(Timestamp.fromMilliseconds)
         }
     }
 
-    /// Fixes a batch's composition before its first attempt, so that retries and restarts send the same batch.
+    /// Fixes a batch's members and their order before its first attempt, so that retries and restarts send the
+    /// same body under the same id.
     public func assignBatch(_ batchID: String, to ids: [Int64]) async throws(StoreError) {
         try await write("composing a batch") { db in
-            let statement = try FastStatement(db, sql: "UPDATE outbox SET batch_id = ? WHERE id = ? AND batch_id IS NULL")
-            for id in ids { try statement.run(.text(batchID), .integer(id)) }
+            let statement = try FastStatement(
+                db, sql: "UPDATE outbox SET batch_id = ?, batch_seq = ? WHERE id = ? AND batch_id IS NULL")
+            for (position, id) in ids.enumerated() { try statement.run(.text(batchID), .integer(Int64(position)), .integer(id)) }
         }
     }
 
@@ -208,6 +218,7 @@ extension StateStore {
             id: row.integer(0), subscription: row.text(1), eventID: row.text(2),
             eventTime: Timestamp(millisecondsSinceEpoch: row.integer(3)), action: row.text(4), timeValue: row.text(5),
             payload: row.blob(6), attempts: Int(row.integer(7)), firstAttemptAt: row.optionalInteger(8).map(Timestamp.fromMilliseconds),
-            batchID: row.optionalText(9), nextAttemptAt: Timestamp(millisecondsSinceEpoch: row.integer(10)))
+            batchID: row.optionalText(9), batchPosition: row.optionalInteger(11).map(Int.init),
+            nextAttemptAt: Timestamp(millisecondsSinceEpoch: row.integer(10)))
     }
 }

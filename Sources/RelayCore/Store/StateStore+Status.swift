@@ -39,6 +39,8 @@ public struct StoreStatus: Sendable, Equatable {
         public var lastSuccessAt: Timestamp?
         public var lastFailureAt: Timestamp?
         public var lastFailure: String?
+        /// Set while paused after repeated dead letters.
+        public var pause: SubscriptionPause? = nil
 
         /// A subscription with nothing stored yet.
         public init(
@@ -102,10 +104,14 @@ extension StateStore {
         let lastSuccess: Int64? = stats?["last_success_at"]
         let lastFailureAt: Int64? = stats?["last_failure_at"]
         let lastFailure: String? = stats?["last_failure"]
-        return StoreStatus.Subscription(
+        var status = StoreStatus.Subscription(
             name: name, pending: pending, oldestPendingEventTime: oldest.map(Timestamp.fromMilliseconds), deadLetters: dead,
             delivered: delivered, lastSuccessAt: lastSuccess.map(Timestamp.fromMilliseconds),
             lastFailureAt: lastFailureAt.map(Timestamp.fromMilliseconds), lastFailure: lastFailure)
+        status.pause = try Row.fetchOne(
+            db, sql: "SELECT reason, paused_at, webhook FROM subscription_pause WHERE subscription = ?", arguments: [name]
+        ).map { SubscriptionPause(reason: $0["reason"], since: Timestamp(millisecondsSinceEpoch: $0["paused_at"]), webhook: $0["webhook"]) }
+        return status
     }
 
     /// Opens the store only if it exists: `status` and `dead-letters` must not create state.

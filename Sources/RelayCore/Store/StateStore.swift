@@ -172,6 +172,28 @@ public final class StateStore: Sendable {
                     ) WITHOUT ROWID;
                     """)
         }
+        migrator.registerMigration("v3: batch order; indexes for strict and batch reads") { db in
+            // Every query on the delivery path uses an index: strict subscriptions read in event-time order, and
+            // batches are read back whole, in the order of their first attempt.
+            try db.execute(
+                sql: """
+                    ALTER TABLE outbox ADD COLUMN batch_seq INTEGER;
+                    UPDATE outbox SET batch_seq = id WHERE batch_id IS NOT NULL;
+                    CREATE INDEX outbox_in_time ON outbox (subscription, event_time, id);
+                    CREATE INDEX outbox_batch ON outbox (subscription, batch_id, batch_seq) WHERE batch_id IS NOT NULL;
+                    """)
+            // A subscription paused after repeated dead letters, and a fingerprint of the webhook it was paused with
+            // (a hash: the URL's path and the header values are secrets), so that a reload that changes it resumes.
+            try db.execute(
+                sql: """
+                    CREATE TABLE subscription_pause (
+                        subscription TEXT PRIMARY KEY,
+                        reason TEXT NOT NULL,
+                        paused_at INTEGER NOT NULL,
+                        webhook TEXT NOT NULL
+                    ) WITHOUT ROWID;
+                    """)
+        }
         return migrator
     }()
 }

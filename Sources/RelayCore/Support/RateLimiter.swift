@@ -35,17 +35,18 @@ public final class RateLimiter<C: Clock>: Sendable where C.Duration == Duration,
 /// The API rate limiters, one per distinct token. Keyed by the token in memory only; never stored or logged.
 public final class APIRateLimiters<C: Clock>: Sendable where C.Duration == Duration, C: Sendable {
     private let clock: C
-    private let limiters = Mutex<[String: RateLimiter<C>]>([:])
+    private let limiters = Mutex<[String: (limit: RateLimit, limiter: RateLimiter<C>)]>([:])
 
     /// An empty registry on `clock`.
     public init(clock: C) { self.clock = clock }
 
-    /// The limiter for a source's token, made on first use with that source's limit.
+    /// The limiter for a source's token, made on first use with that source's limit, and made anew when a reload
+    /// changed the limit.
     public func limiter(for source: SourceConfig) -> RateLimiter<C> {
         limiters.withLock { limiters in
-            if let existing = limiters[source.authToken.exposedValue] { return existing }
+            if let existing = limiters[source.authToken.exposedValue], existing.limit == source.rateLimit { return existing.limiter }
             let limiter = RateLimiter(limit: source.rateLimit, clock: clock)
-            limiters[source.authToken.exposedValue] = limiter
+            limiters[source.authToken.exposedValue] = (source.rateLimit, limiter)
             return limiter
         }
     }

@@ -1,0 +1,89 @@
+import Foundation
+import GRDB
+import IntilerySimulator
+import RelayCore
+import RelayJSON
+import Testing
+
+/// Batches never change between attempts, strict order holds with batches and late rows, and every read on the
+/// delivery path uses an index.
+@Suite struct BatchOrderTests {
+    static func eventIDs(_ request: ReceivedWebhook) -> [String] {
+        (try? JSONParser.parse(request.body).arrayValue)?.compactMap { $0.objectValue?["eventID"]?.stringValue } ?? []
+    }
+
+    @Test func aBatchKeepsItsMembersOrderAndIDWhenALaterQueuedRowIsEarlierInTime() async throws {
+        try await withDelivery { fixture in
+            let subscription = fixture.subscription("b") { $0.batchSize = 4 }
+            fixture.receiver.script("/hooks/b", [.status(503)], then: .ok)
+            // evt-50 queued first, evt-40 a second later with an earlier event time: due order and time order differ.
+            try await fixture.enqueue(1, for: ["b"], startingAt: 50)
+            fixture.clock.advance(by: .seconds(1))
+            try await fixture.enqueue(1, for: ["b"], startingAt: 40)
+            try await fixture.deliver([fixture.dispatcher(subscription)], until: DispatcherTests.outboxEmpty("b"))
+            let requests = fixture.receiver.record.requests(to: "/hooks/b")
+            #expect(requests.count == 2)
+            #expect(requests[0].webhookID == requests[1].webhookID)
+            #expect(requests[0].body == requests[1].body)
+            #expect(Self.eventIDs(requests[0]) == ["evt-40", "evt-50"])
+        }
+    }
+
+    @Test func strictOrderHoldsWithBatchesAndLateRows() async throws {
+        try await withDelivery { fixture in
+            let subscription = fixture.subscription("s") {
+                $0.ordering = .strict
+                $0.batchSize = 5
+            }
+            fixture.receiver.script("/hooks/s", [.status(503)], then: .ok)
+            try await fixture.enqueue(2, for: ["s"], startingAt: 10)
+            // Until the first batch has failed once.
+            try await fixture.deliver([fixture.dispatcher(subscription)]) { _ in
+                fixture.receiver.record.countsByPath["/hooks/s", default: 0] >= 1
+            }
+            // Later events, and one late row whose time is before the failed batch.
+            try await fixture.enqueue(3, for: ["s"], startingAt: 20)
+            try await fixture.enqueue(1, for: ["s"], startingAt: 5)
+            try await fixture.deliver([fixture.dispatcher(subscription)], until: DispatcherTests.outboxEmpty("s"))
+            let requests = fixture.receiver.record.requests(to: "/hooks/s")
+            let sent = requests.map(Self.eventIDs)
+            #expect(sent == [["evt-10", "evt-11"], ["evt-5"], ["evt-10", "evt-11"], ["evt-20", "evt-21", "evt-22"]])
+            #expect(requests[0].webhookID == requests[2].webhookID && requests[0].body == requests[2].body)
+            // Nothing later went before the failed batch was delivered.
+            let delivered = requests.filter { $0.answeredStatus == 200 }.flatMap(Self.eventIDs)
+            #expect(delivered == ["evt-5", "evt-10", "evt-11", "evt-20", "evt-21", "evt-22"])
+        }
+    }
+
+    @Test func everyReadOnTheDeliveryPathUsesAnIndexAtAMillionQueuedRows() async throws {
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("relay-plan-\(UUID().uuidString)")
+        defer { try? FileManager.default.removeItem(at: directory) }
+        _ = try StateStore.open(directory: directory.path)
+        let queue = try DatabaseQueue(path: directory.appendingPathComponent(StateStore.fileName).path)
+        try await queue.write { db in
+            // Two subscriptions, one row in ten in a batch of five, due times spread over 1,000 s.
+            try db.execute(sql: """
+                WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 1000000)
+                INSERT INTO outbox (subscription, event_id, event_time, action, time_value, payload, enqueued_at,
+                                    next_attempt_at, batch_id, batch_seq)
+                SELECT CASE WHEN i % 2 = 0 THEN 'a' ELSE 'b' END, 'e' || i, 1714521600000 + i, 'x', '0', x'7b7d', 0,
+                       1714521600000 + (i % 1000) * 1000, CASE WHEN i % 10 = 0 THEN 'batch-' || (i / 50) END,
+                       CASE WHEN i % 10 = 0 THEN i END
+                FROM n
+                """)
+            try db.execute(sql: "ANALYZE")
+        }
+        #expect(try await queue.read { try Int.fetchOne($0, sql: "SELECT count(*) FROM outbox") } == 1_000_000)
+        #expect(StateStore.deliveryQueries.count == 4)
+        for (name, sql) in StateStore.deliveryQueries {
+            let plan = try await queue.read { db in
+                try Row.fetchAll(db, sql: "EXPLAIN QUERY PLAN " + sql, arguments: StatementArguments(
+                    Array(repeating: "a" as (any DatabaseValueConvertible)?, count: sql.filter { $0 == "?" }.count))
+                ).map { $0["detail"] as String }
+            }
+            // SEARCH: an index narrows the rows; never a SCAN of the table nor a sort of its rows.
+            #expect(plan.allSatisfy { $0.hasPrefix("SEARCH outbox USING") }, "\(name): \(plan)")
+            #expect(!plan.contains { $0.contains("TEMP B-TREE") }, "\(name): \(plan)")
+        }
+    }
+}

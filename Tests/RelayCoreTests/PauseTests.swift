@@ -1,0 +1,87 @@
+import IntilerySimulator
+import RelayCore
+import Testing
+
+/// `webhook.pauseAfter`: a receiver that rejects everything pauses its subscription instead of dead-lettering the
+/// whole backlog; probes, `resume` and a changed webhook bring it back.
+@Suite struct PauseTests {
+    @Test func aReceiverRejectingEverythingPausesAfterTwentyAndAProbeResumes() async throws {
+        try await withDelivery { fixture in
+            fixture.receiver.script("/hooks/p", [], then: .status(401))
+            let subscription = fixture.subscription("p")
+            try await fixture.enqueue(100, for: ["p"])
+            let dispatcher = fixture.dispatcher(subscription)
+            let requestsToPause = try await fixture.deliverUntilPaused(dispatcher, "p")
+            let dead = try await fixture.store.deadLetters(subscription: "p").count
+            #expect(dead == 20, "\(dead) dead letters after \(requestsToPause) requests")
+            let pause = try #require(try await fixture.store.pause(of: "p"))
+            #expect(pause.reason == "paused after 20 consecutive dead letters (HTTP 401)")
+            let status = try await fixture.store.status(sources: [], subscriptions: ["p"]).subscriptions[0]
+            #expect(status.pause == pause && status.pending == 80)
+
+            // Still rejecting: one probe every five minutes, none dead-lettered.
+            // (Requests already in flight when it paused arrive within seconds of it; probes come minutes later.)
+            let settled = pause.since.millisecondsSinceEpoch + 60_000
+            try await fixture.deliver([dispatcher]) { _ in
+                fixture.receiver.record.requests(to: "/hooks/p").filter { $0.receivedAt > settled }.count >= 3
+            }
+            let times = fixture.receiver.record.requests(to: "/hooks/p").map(\.receivedAt)
+            let probes = times.filter { $0 > settled }
+            #expect(times.filter { $0 > pause.since.millisecondsSinceEpoch + 10_000 && $0 <= settled }.isEmpty)
+            // Five minutes apart, to the second or so that the test clock jumps by.
+            #expect(zip(probes, probes.dropFirst()).allSatisfy { (295_000...310_000).contains($1 - $0) }, "\(probes.map { $0 - pause.since.millisecondsSinceEpoch })")
+            #expect(try await fixture.store.deadLetters(subscription: "p").count == 20)
+
+            // The receiver is fixed: the next probe delivers and everything else follows.
+            fixture.receiver.script("/hooks/p", [], then: .ok)
+            try await fixture.deliver([dispatcher], until: DispatcherTests.outboxEmpty("p"))
+            #expect(try await fixture.store.pause(of: "p") == nil)
+            #expect(try await fixture.store.deadLetters(subscription: "p").count == 20)
+        }
+    }
+
+    @Test func resumeLiftsThePauseAndAChangedWebhookDoesToo() async throws {
+        try await withDelivery { fixture in
+            fixture.receiver.script("/hooks/r", [], then: .status(400))
+            let subscription = fixture.subscription("r") {
+                $0.pauseAfter = 5
+                $0.concurrency = 1
+            }
+            try await fixture.enqueue(30, for: ["r"])
+            _ = try await fixture.deliverUntilPaused(fixture.dispatcher(subscription), "r")
+            #expect(try await fixture.store.deadLetters(subscription: "r").count == 5)
+
+            // `intilery-relay resume` writes to the store; the running dispatcher notices.
+            fixture.receiver.script("/hooks/r", [], then: .ok)
+            let pausedAt = fixture.now
+            try await fixture.deliver([fixture.dispatcher(subscription)]) { store in
+                if try await store.pause(of: "r") != nil { try await store.resume("r") }
+                return try await DispatcherTests.outboxEmpty("r")(store)
+            }
+            #expect(fixture.receiver.record.successesByPath["/hooks/r"] == 25)
+            // Well before a probe would have gone.
+            #expect(pausedAt.duration(to: fixture.now) < Dispatcher<TestClock>.probeInterval)
+
+            // Paused again, then started with a different webhook (a reload that changed it): resumed at once.
+            fixture.receiver.script("/hooks/r", [], then: .status(400))
+            try await fixture.enqueue(30, for: ["r"], startingAt: 100)
+            _ = try await fixture.deliverUntilPaused(fixture.dispatcher(subscription), "r")
+            fixture.receiver.script("/hooks/r2", [], then: .ok)
+            var moved = subscription
+            moved.webhook.url = fixture.receiver.url("/hooks/r2")
+            try await fixture.deliver([fixture.dispatcher(moved)], until: DispatcherTests.outboxEmpty("r"))
+            #expect(try await fixture.store.pause(of: "r") == nil)
+            let deadAfter = try await fixture.store.deadLetters(subscription: "r").count
+            let r2 = fixture.receiver.record.requests(to: "/hooks/r2").compactMap(\.webhookID)
+            #expect(fixture.receiver.record.successesByPath["/hooks/r2"] == 25, "dead \(deadAfter), ids \(r2.count) distinct \(Set(r2).count)")
+        }
+    }
+}
+
+extension DeliveryFixture {
+    /// Runs `dispatcher` until its subscription is paused; returns how many requests that took.
+    func deliverUntilPaused(_ dispatcher: Dispatcher<TestClock>, _ name: String) async throws -> Int {
+        try await deliver([dispatcher]) { store in try await store.pause(of: name) != nil }
+        return receiver.record.countsByPath["/hooks/\(name)", default: 0]
+    }
+}
