@@ -151,7 +151,7 @@ import Glibc
         }
     }
 
-    @Test func aRefusedWebhookNeverHoldsUpAStop() async throws {
+    @Test func aRefusedWebhookNeverHoldsUpAStopOrAReload() async throws {
         try await Self.withSetup { setup in
             setup.api.log.startLiveTraffic(perSecond: 50)
             let config = #"""
@@ -168,6 +168,19 @@ import Glibc
             #expect(await setup.receiver.waitUntil { $0.successesByPath["/hooks/live", default: 0] >= 20 })
             // The dead one's breaker opens after five refusals; its next probe is seconds away.
             #expect(await relay.waitForLog(containing: "circuit open", timeout: .seconds(20)), "\(relay.log)")
+            // A reload that changes only the dead one restarts only it: the live one's deliveries go on throughout.
+            try config.replacingOccurrences(of: #"1/hook", "timeout": "5s""#, with: #"1/hook", "timeout": "4s""#)
+                .write(to: setup.configFile, atomically: true, encoding: .utf8)
+            let reloadedAt = Int64(Date().timeIntervalSince1970 * 1000)
+            relay.signal(SIGHUP)
+            #expect(await relay.waitForLog(containing: "reloaded", timeout: .seconds(10)))
+            let target = setup.receiver.record.successesByPath["/hooks/live", default: 0] + 100
+            #expect(await setup.receiver.waitUntil { $0.successesByPath["/hooks/live", default: 0] >= target })
+            let live = setup.receiver.record.requests(to: "/hooks/live").map(\.receivedAt).filter { $0 >= reloadedAt - 1_000 }
+            let longestGap = zip(live, live.dropFirst()).map { $1 - $0 }.max() ?? 0
+            #expect(longestGap < 600, "the live subscription paused for \(longestGap) ms around the reload")
+            #expect(relay.log.contains("restarted=\"subscription dead\""), "\(relay.log)")
+
             let signalled = ContinuousClock.now
             relay.signal(SIGTERM)
             #expect(await relay.waitForExit(timeout: .seconds(10)) == 0)
