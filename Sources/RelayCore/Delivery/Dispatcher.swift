@@ -28,6 +28,8 @@ public final class Dispatcher<C: Clock>: Sendable where C.Duration == Duration, 
         var probeInFlight = false
         /// Whether the pause is in the store yet: only then does its absence there mean `resume` lifted it.
         var pauseStored = false
+        /// Strict only: the head failed and its new schedule is not committed yet, so the head is not known.
+        var headUncommitted = false
     }
 
     /// How often a paused subscription sends one queued event to see whether the receiver takes it again.
@@ -132,7 +134,9 @@ public final class Dispatcher<C: Clock>: Sendable where C.Duration == Duration, 
         let webhook = subscription.webhook
         let strict = webhook.ordering == .strict
         let unsettled = state.withLock { $0.unsettled }
-        if strict && !unsettled.isEmpty { return [] }
+        // Strict: the next head goes once the last one was delivered, without waiting for that outcome's commit
+        // (its rows stay excluded until then); after a failure it waits for the commit, which reschedules the head.
+        if strict && state.withLock({ $0.sending > 0 || $0.headUncommitted }) { return [] }
         let current = now()
         if !strict && webhook.batchSize == 1 {
             return try await readAheadJobs(max: jobCount, now: current, unsettled: unsettled)
@@ -229,7 +233,7 @@ public final class Dispatcher<C: Clock>: Sendable where C.Duration == Duration, 
         let pending = try await store.deliveries(
             subscription: subscription.name, due: Timestamp(millisecondsSinceEpoch: .max), limit: 1, strict: strict,
             excluding: unsettled)
-        guard let next = pending.first?.nextAttemptAt, !(strict && !unsettled.isEmpty) else {
+        guard let next = pending.first?.nextAttemptAt, !(strict && state.withLock({ $0.headUncommitted })) else {
             // Nothing queued (or a strict head in flight): wait for the poller, a commit, or, once a second of real
             // time, look again for rows another process put back (`dead-letters replay`).
             try await race(until: stop) { await self.wakeup.wait() } or: { try await ContinuousClock().sleep(for: .seconds(1)) }
@@ -314,8 +318,12 @@ public final class Dispatcher<C: Clock>: Sendable where C.Duration == Duration, 
             deliveries: job.deliveries, decision: decision, attemptedAt: attemptedAt, status: status, error: error,
             responseSnippet: snippet)
         let ids = job.ids
+        if subscription.webhook.ordering == .strict, decision != .delivered { state.withLock { $0.headUncommitted = true } }
         writer.submit(outcome) { [self] in
-            state.withLock { $0.unsettled.subtract(ids) }
+            state.withLock {
+                $0.unsettled.subtract(ids)
+                $0.headUncommitted = false
+            }
             wakeup.signal()
         }
     }
@@ -325,6 +333,14 @@ public final class Dispatcher<C: Clock>: Sendable where C.Duration == Duration, 
     /// Waiting here is not an attempt.
     private func waitForPermission(until stop: StopSignal) async -> Bool {
         guard !stop.isFired else { return false }
+        // The usual case, without tasks: no rate limit of its own, no pause, a place free, the breaker letting it go.
+        let current = now()
+        if limiter == nil, flow.pause(at: current) == nil, flow.tryEnter() {
+            switch breaker.permission(now: current) {
+            case .send, .probe: return true
+            case .waitUntil: flow.leave()
+            }
+        }
         return await withTaskGroup(of: Bool?.self) { group in
             group.addTask { (try? await self.waitForPermission()) ?? false }
             group.addTask {

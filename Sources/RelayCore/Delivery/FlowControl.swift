@@ -57,6 +57,15 @@ public final class FlowControl: Sendable {
         }
     }
 
+    /// Takes an in-flight place if one is free now, without waiting; true when taken.
+    public func tryEnter() -> Bool {
+        state.withLock { state in
+            guard state.limit.map({ state.inFlight < $0 }) ?? true, state.waiters.isEmpty else { return false }
+            state.inFlight += 1
+            return true
+        }
+    }
+
     /// Takes an in-flight place, waiting for one while the limit is reached. Every `enter` is followed by one
     /// ``leave()``. Returns early, without a place, when the task is cancelled.
     public func enter() async -> Bool {
