@@ -69,3 +69,21 @@ import Testing
         #expect(!SystemdNotifier(environment: [:]).isEnabled)
     }
 }
+
+@Suite struct ProgressMonitorTests {
+    @Test func aStepRunningPastTheLimitIsStuckAndAFinishedOneIsNot() async throws {
+        let monitor = ProgressMonitor()
+        let start = ContinuousClock.now
+        #expect(monitor.stuck(longerThan: .seconds(30), now: start).isEmpty)
+        let release = StopSignal()
+        let step = Task { await monitor.step("source acme") { await release.wait() } }
+        // Wait for the step to begin: it registers itself before running its body.
+        while monitor.stuck(longerThan: .zero, now: .now + .seconds(1)).isEmpty { await Task.yield() }
+        #expect(monitor.stuck(longerThan: .seconds(30), now: .now).isEmpty)
+        let stuck = monitor.stuck(longerThan: .seconds(30), now: .now + .seconds(31))
+        #expect(stuck.map(\.part) == ["source acme"])
+        release.fire()
+        await step.value
+        #expect(monitor.stuck(longerThan: .seconds(30), now: .now + .seconds(31)).isEmpty)
+    }
+}

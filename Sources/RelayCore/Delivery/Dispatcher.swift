@@ -28,8 +28,9 @@ public final class Dispatcher<C: Clock>: Sendable where C.Duration == Duration, 
         var probeInFlight = false
         /// Whether the pause is in the store yet: only then does its absence there mean `resume` lifted it.
         var pauseStored = false
-        /// Strict only: the head failed and its new schedule is not committed yet, so the head is not known.
-        var headUncommitted = false
+        /// Strict only: the rows of a head that failed, until its new schedule is committed (the head is not known
+        /// before then).
+        var failedHead: [Int64]?
     }
 
     /// How often a paused subscription sends one queued event to see whether the receiver takes it again.
@@ -44,6 +45,7 @@ public final class Dispatcher<C: Clock>: Sendable where C.Duration == Duration, 
     private let writer: OutcomeWriter
     private let breaker: CircuitBreaker
     private let flow: FlowControl
+    private let progress: ProgressMonitor?
     private let limiter: RateLimiter<C>?
     private let clock: C
     private let now: @Sendable () -> Timestamp
@@ -59,8 +61,9 @@ public final class Dispatcher<C: Clock>: Sendable where C.Duration == Duration, 
     public init(
         subscription: SubscriptionConfig, store: StateStore, http: CurlHTTPClient, writer: OutcomeWriter,
         breaker: CircuitBreaker, flow: FlowControl = FlowControl(), clock: C, now: @escaping @Sendable () -> Timestamp,
-        logger: Logger
+        logger: Logger, progress: ProgressMonitor? = nil
     ) {
+        self.progress = progress
         self.subscription = subscription
         self.store = store
         self.http = http
@@ -119,7 +122,7 @@ public final class Dispatcher<C: Clock>: Sendable where C.Duration == Duration, 
             return !state.probeInFlight && now() >= pause.nextProbe
         }
         if probeDue == false { return [] }
-        var jobs = try await jobs(max: probeDue == true ? 1 : wanted)
+        var jobs = try await progress.step("subscription \(subscription.name)") { try await self.jobs(max: probeDue == true ? 1 : wanted) }
         if probeDue == true, !jobs.isEmpty {
             jobs[0].isProbe = true
             state.withLock { state in
@@ -136,7 +139,7 @@ public final class Dispatcher<C: Clock>: Sendable where C.Duration == Duration, 
         let unsettled = state.withLock { $0.unsettled }
         // Strict: the next head goes once the last one was delivered, without waiting for that outcome's commit
         // (its rows stay excluded until then); after a failure it waits for the commit, which reschedules the head.
-        if strict && state.withLock({ $0.sending > 0 || $0.headUncommitted }) { return [] }
+        if strict && state.withLock({ $0.sending > 0 || $0.failedHead != nil }) { return [] }
         let current = now()
         if !strict && webhook.batchSize == 1 {
             return try await readAheadJobs(max: jobCount, now: current, unsettled: unsettled)
@@ -233,7 +236,7 @@ public final class Dispatcher<C: Clock>: Sendable where C.Duration == Duration, 
         let pending = try await store.deliveries(
             subscription: subscription.name, due: Timestamp(millisecondsSinceEpoch: .max), limit: 1, strict: strict,
             excluding: unsettled)
-        guard let next = pending.first?.nextAttemptAt, !(strict && state.withLock({ $0.headUncommitted })) else {
+        guard let next = pending.first?.nextAttemptAt, !(strict && state.withLock({ $0.failedHead != nil })) else {
             // Nothing queued (or a strict head in flight): wait for the poller, a commit, or, once a second of real
             // time, look again for rows another process put back (`dead-letters replay`).
             try await race(until: stop) { await self.wakeup.wait() } or: { try await ContinuousClock().sleep(for: .seconds(1)) }
@@ -318,11 +321,11 @@ public final class Dispatcher<C: Clock>: Sendable where C.Duration == Duration, 
             deliveries: job.deliveries, decision: decision, attemptedAt: attemptedAt, status: status, error: error,
             responseSnippet: snippet)
         let ids = job.ids
-        if subscription.webhook.ordering == .strict, decision != .delivered { state.withLock { $0.headUncommitted = true } }
+        if subscription.webhook.ordering == .strict, decision != .delivered { state.withLock { $0.failedHead = ids } }
         writer.submit(outcome) { [self] in
             state.withLock {
                 $0.unsettled.subtract(ids)
-                $0.headUncommitted = false
+                if $0.failedHead == ids { $0.failedHead = nil }
             }
             wakeup.signal()
         }

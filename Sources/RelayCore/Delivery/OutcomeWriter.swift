@@ -15,8 +15,13 @@ public final class OutcomeWriter: Sendable {
     /// Signalled after each commit, for whoever watches progress (tests, the demo's live view).
     public let committed = WakeupSignal()
 
-    /// A writer into `store`.
-    public init(store: StateStore) { self.store = store }
+    private let progress: ProgressMonitor?
+
+    /// A writer into `store`; its commits are steps of `progress`, when given.
+    public init(store: StateStore, progress: ProgressMonitor? = nil) {
+        self.store = store
+        self.progress = progress
+    }
 
     /// Queues an outcome; `committed` runs once it is durable.
     public func submit(_ outcome: DeliveryOutcome, committed: @escaping @Sendable () -> Void) {
@@ -47,7 +52,7 @@ public final class OutcomeWriter: Sendable {
         }
         guard !batch.outcomes.isEmpty else { return }
         do {
-            try await store.record(batch.outcomes)
+            try await progress.step("outcome writer") { try await store.record(batch.outcomes) }
         } catch {
             // Not committed (a cancelled task, a full disk): back in front of the queue for the next flush, never lost.
             pending.withLock { pending in

@@ -53,19 +53,22 @@ public final class Pipeline<C: Clock>: Sendable where C.Duration == Duration, C:
     private let commands: AsyncStream<Command>
     private let commandSink: AsyncStream<Command>.Continuation
     private let writerStop = StopSignal()
+    /// Every store step of every part, for the watchdog.
+    public let progress: ProgressMonitor
 
     /// Builds every part of `config`; nothing runs until ``run()``.
     public init(
         config: RelayConfig, store: StateStore, http: CurlHTTPClient, limiters: APIRateLimiters<C>, clock: C,
-        now: @escaping @Sendable () -> Timestamp, logger: Logger
+        now: @escaping @Sendable () -> Timestamp, logger: Logger, progress: ProgressMonitor = ProgressMonitor()
     ) {
+        self.progress = progress
         self.store = store
         self.http = http
         self.limiters = limiters
         self.clock = clock
         self.now = now
         self.logger = logger
-        writer = OutcomeWriter(store: store)
+        writer = OutcomeWriter(store: store, progress: progress)
         parts = Mutex(Parts(config: config))
         (commands, commandSink) = AsyncStream.makeStream(of: Command.self)
         apply(config)
@@ -105,7 +108,7 @@ public final class Pipeline<C: Clock>: Sendable where C.Duration == Duration, C:
                 parts.flows[url] = flow
                 let dispatcher = Dispatcher(
                     subscription: subscription, store: store, http: http, writer: writer, breaker: breaker, flow: flow,
-                    clock: clock, now: now, logger: logger)
+                    clock: clock, now: now, logger: logger, progress: progress)
                 let part = RunningPart()
                 parts.dispatchers[subscription.name] = DispatcherPart(dispatcher: dispatcher, subscription: subscription, part: part)
                 commandSink.yield(.start(part, after: old?.part) { [part] in
@@ -135,7 +138,8 @@ public final class Pipeline<C: Clock>: Sendable where C.Duration == Duration, C:
                 let client = EventsAPIClient(
                     source: source, subscriptions: subscriptions, http: http, limiter: limiters.limiter(for: source), now: now)
                 let poller = Poller(
-                    source: source, subscriptions: subscriptions, store: store, client: client, clock: clock, now: now, logger: logger)
+                    source: source, subscriptions: subscriptions, store: store, client: client, clock: clock, now: now, logger: logger,
+                    progress: progress)
                 let names = subscriptions.map(\.name)
                 // Looked up at each commit: a dispatcher restarted by a later reload is the one woken.
                 poller.onQueued { [weak self] in self?.wake(names) }

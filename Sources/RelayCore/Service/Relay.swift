@@ -76,10 +76,23 @@ public final class Relay: Service, Sendable {
                 group.addTask { [commandSink] in
                     for await _ in await UnixSignalsSequence(trapping: .sighup) { commandSink.yield(.reload) }
                 }
+                let progress = ProgressMonitor()
                 if let interval = SystemdNotifier.watchdogInterval(environment: environment) {
-                    group.addTask { [notifier] in
+                    group.addTask { [notifier, logger] in
+                        // Pings only while nothing is stuck in a store step: a relay that no longer moves is restarted.
+                        var withheld = false
                         while !Task.isCancelled {
-                            notifier.watchdog()
+                            if let stuck = progress.stuck(longerThan: interval).first {
+                                if !withheld {
+                                    logger.critical(
+                                        "not pinging the watchdog: a part is stuck; systemd will restart the relay",
+                                        metadata: ["part": "\(stuck.part)", "stuck_s": "\(stuck.running / .seconds(1))"])
+                                }
+                                withheld = true
+                            } else {
+                                withheld = false
+                                notifier.watchdog()
+                            }
                             try await Task.sleep(for: interval / 2)
                         }
                     }
@@ -87,7 +100,9 @@ public final class Relay: Service, Sendable {
                 group.addTask { try await self.maintain(store: store, now: now) }
 
                 var config = initialConfig
-                let pipeline = Pipeline(config: config, store: store, http: http, limiters: limiters, clock: clock, now: now, logger: logger)
+                let pipeline = Pipeline(
+                    config: config, store: store, http: http, limiters: limiters, clock: clock, now: now, logger: logger,
+                    progress: progress)
                 current.withLock { $0 = pipeline }
                 let finished = PartCompletion()
                 group.addTask { [commandSink] in

@@ -43,6 +43,8 @@ struct PageWalk<C: Clock>: Sendable where C.Duration == Duration, C: Sendable {
     let health: SourceHealth
     let metrics: SourceMetrics
     let onQueued: @Sendable () -> Void
+    /// Store steps are watched, so that a store that stops answering stops the watchdog's pings.
+    let progress: ProgressMonitor?
 
     /// Reads `[start, end)` (no end: everything from `start`) until a page comes back short, or, given `nowWithin`,
     /// until a full page reaches that close to the API's now; returns the last page read.
@@ -78,8 +80,10 @@ struct PageWalk<C: Clock>: Sendable where C.Duration == Duration, C: Sendable {
                 let routed = events.map { RoutedEvent(event: $0, subscriptions: router.route($0)) }
                 try await awaitCommit()
                 let (store, name, now, skipped) = (self.store, source.name, now(), decoded.skipped)
-                commits.addTask {
-                    try await store.enqueue(source: name, events: routed, advance: marks, skipped: skipped, now: now)
+                commits.addTask { [progress] in
+                    try await progress.step("source \(name)") {
+                        try await store.enqueue(source: name, events: routed, advance: marks, skipped: skipped, now: now)
+                    }
                 }
                 commitInFlight = true
                 health.update {

@@ -42,7 +42,7 @@ public final class Poller<C: Clock>: Sendable where C.Duration == Duration, C: S
     /// A poller for `source` feeding `subscriptions` (those of this source).
     public init(
         source: SourceConfig, subscriptions: [SubscriptionConfig], store: StateStore, client: EventsAPIClient<C>,
-        clock: C, now: @escaping @Sendable () -> Timestamp, logger: Logger
+        clock: C, now: @escaping @Sendable () -> Timestamp, logger: Logger, progress: ProgressMonitor? = nil
     ) {
         self.source = source
         let metrics = SourceMetrics(source: source.name)
@@ -55,7 +55,8 @@ public final class Poller<C: Clock>: Sendable where C.Duration == Duration, C: S
         self.logger = logger
         walk = PageWalk(
             source: source, router: Router(subscriptions: subscriptions), store: store, client: client, clock: clock,
-            now: now, logger: logger, health: health, metrics: metrics, onQueued: { [queuedHook] in queuedHook.call() })
+            now: now, logger: logger, health: health, metrics: metrics, onQueued: { [queuedHook] in queuedHook.call() },
+            progress: progress)
     }
 
     /// Calls `hook` whenever a commit queued deliveries, so that dispatchers start at once instead of on a timer.
