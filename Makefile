@@ -15,7 +15,7 @@ APT_PACKAGES := libcurl4-openssl-dev libsqlite3-dev pkg-config
 EXAMPLE_ENV := HOOK_AUTH='Bearer example' HOOK_SECRET=whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw \
 	CREDENTIALS_DIRECTORY=$(CURDIR)/config/example-credentials
 
-.PHONY: all deps bench-deps build release test check-schema check-systemd demo bench fuzz install clean
+.PHONY: all deps bench-deps build release test check-schema check-systemd demo bench install clean
 
 all: build
 
@@ -90,15 +90,6 @@ bench: release bench-deps
 	@echo "== Strict drain (ordering strict, one request at a time, after an outage)"
 	.build/release/relay-bench strict 100000
 	.build/release/relay-bench e2e
-
-# libFuzzer on the Events API page decoder (not part of `make test`, where the seeded fuzz tests run instead).
-# FUZZ_SECONDS bounds the run; crashes are saved under fuzz/ and replay with `.build/debug/decoder-fuzz FILE`.
-FUZZ_SECONDS ?= 300
-fuzz: deps
-	$(SWIFT) build --build-path .build-fuzz --product decoder-fuzz -Xswiftc -sanitize=fuzzer -Xswiftc -DFUZZING
-	mkdir -p fuzz/found
-	.build-fuzz/debug/decoder-fuzz fuzz/found fuzz/corpus -max_total_time=$(FUZZ_SECONDS) -max_len=4096 \
-	  -artifact_prefix=fuzz/ -print_final_stats=1
 
 install: release
 	install -D -m 0755 .build/release/intilery-relay $(DESTDIR)$(BINDIR)/intilery-relay

@@ -74,8 +74,6 @@ let package = Package(
             name: "relay-bench",
             dependencies: ["RelayCore", "RelayJSON", "CurlHTTP", "IntilerySimulator", .product(name: "Logging", package: "swift-log")]
         ),
-        // The page decoder under libFuzzer (`make fuzz`); built normally, it replays a corpus.
-        .executableTarget(name: "decoder-fuzz", dependencies: ["RelayCore"]),
         .testTarget(name: "CurlHTTPTests", dependencies: ["CurlHTTP", "HTTPServer"]),
         .testTarget(name: "IntilerySimulatorTests", dependencies: ["IntilerySimulator", "CurlHTTP", "RelayJSON"]),
         .testTarget(name: "RelayJSONTests", dependencies: ["RelayJSON"]),
