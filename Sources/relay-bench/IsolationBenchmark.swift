@@ -46,18 +46,25 @@ struct IsolationBenchmark {
                 subscription: SubscriptionConfig(name: name, source: "bench", webhook: webhook), store: store, http: http,
                 writer: writer, breaker: CircuitBreaker(), clock: clock, now: now, logger: logger)
         }
-        let started = clock.now
+        let seconds = try await Self.deliver(dispatchers, writer: writer, store: store, until: "healthy")
+        await http.shutdown()
+        try await receiver.shutdown()
+        return seconds
+    }
+
+    /// Runs `dispatchers` and `writer` until `subscription` has nothing queued; returns the seconds it took.
+    static func deliver(
+        _ dispatchers: [Dispatcher<ContinuousClock>], writer: OutcomeWriter, store: StateStore, until subscription: String
+    ) async throws -> Double {
+        let started = ContinuousClock.now
         try await withThrowingTaskGroup(of: Void.self) { group in
             group.addTask { try await writer.run() }
             for dispatcher in dispatchers { group.addTask { try await dispatcher.run() } }
-            while try await store.status(sources: [], subscriptions: ["healthy"]).subscriptions[0].pending > 0 {
+            while try await store.status(sources: [], subscriptions: [subscription]).subscriptions[0].pending > 0 {
                 await writer.committed.wait()
             }
             group.cancelAll()
         }
-        let seconds = started.duration(to: clock.now) / .seconds(1)
-        await http.shutdown()
-        try await receiver.shutdown()
-        return seconds
+        return started.duration(to: .now) / .seconds(1)
     }
 }

@@ -41,16 +41,7 @@ struct StrictDrainBenchmark {
         let dispatcher = Dispatcher(
             subscription: SubscriptionConfig(name: "strict", source: "bench", webhook: webhook), store: store, http: http,
             writer: writer, breaker: CircuitBreaker(), clock: clock, now: now, logger: logger)
-        let started = clock.now
-        try await withThrowingTaskGroup(of: Void.self) { group in
-            group.addTask { try await writer.run() }
-            group.addTask { try await dispatcher.run() }
-            while try await store.status(sources: [], subscriptions: ["strict"]).subscriptions[0].pending > 0 {
-                await writer.committed.wait()
-            }
-            group.cancelAll()
-        }
-        let seconds = started.duration(to: clock.now) / .seconds(1)
+        let seconds = try await IsolationBenchmark.deliver([dispatcher], writer: writer, store: store, until: "strict")
         await http.shutdown()
         try await receiver.shutdown()
         return Double(events) / seconds

@@ -32,6 +32,17 @@ import Glibc
         var environment: [String: String] { ["INTILERY_TOKEN": api.account.authToken] }
     }
 
+    /// A backlog of `count` events over the last `span` ms, one subscription "all" answering 200 after `delay`,
+    /// the config written; returns the webhook-ids expected.
+    static func drainAll(_ setup: Setup, count: Int, span: Int64, delay: Duration) throws -> Set<String> {
+        let now = Int64(Date().timeIntervalSince1970 * 1000)
+        setup.api.log.addBacklog(count: count, from: now - span, to: now)
+        setup.receiver.script("/hooks/all", [], then: .status(200, after: delay))
+        try config(api: setup.api, receiver: setup.receiver, subscriptions: ["all"])
+            .write(to: setup.configFile, atomically: true, encoding: .utf8)
+        return Set(setup.api.log.allEvents.map { "all:\($0.eventID)" })
+    }
+
     static func withSetup(_ body: (Setup) async throws -> Void) async throws {
         try await withTemporaryDirectory { directory in
             var settings = FakeEventsAPI.Settings()
@@ -52,13 +63,8 @@ import Glibc
 
     @Test func sigtermMidDrainExitsZeroWithinTheGraceAndARestartFinishesWithNothingMissing() async throws {
         try await Self.withSetup { setup in
-            let now = Int64(Date().timeIntervalSince1970 * 1000)
-            setup.api.log.addBacklog(count: 3_000, from: now - 3_600_000, to: now)
-            let expected = Set(setup.api.log.allEvents.map { "all:\($0.eventID)" })
             // Slow enough that a SIGTERM lands mid-drain.
-            setup.receiver.script("/hooks/all", [], then: .status(200, after: .milliseconds(5)))
-            try Self.config(api: setup.api, receiver: setup.receiver, subscriptions: ["all"])
-                .write(to: setup.configFile, atomically: true, encoding: .utf8)
+            let expected = try Self.drainAll(setup, count: 3_000, span: 3_600_000, delay: .milliseconds(5))
             let first = try RelayProcess(arguments: ["run", "--config", setup.configFile.path], environment: setup.environment, directory: setup.directory)
             #expect(await setup.receiver.waitUntil { $0.countsByPath["/hooks/all", default: 0] >= 300 })
             let signalled = ContinuousClock.now
@@ -83,12 +89,7 @@ import Glibc
 
     @Test func stopsAndReloadsMidDrainRepeatNothing() async throws {
         try await Self.withSetup { setup in
-            let now = Int64(Date().timeIntervalSince1970 * 1000)
-            setup.api.log.addBacklog(count: 6_000, from: now - 600_000, to: now)
-            let expected = Set(setup.api.log.allEvents.map { "all:\($0.eventID)" })
-            setup.receiver.script("/hooks/all", [], then: .status(200, after: .milliseconds(2)))
-            try Self.config(api: setup.api, receiver: setup.receiver, subscriptions: ["all"])
-                .write(to: setup.configFile, atomically: true, encoding: .utf8)
+            let expected = try Self.drainAll(setup, count: 6_000, span: 600_000, delay: .milliseconds(2))
             let arguments = ["run", "--config", setup.configFile.path]
             func delivered() -> Int { setup.receiver.record.countsByPath["/hooks/all", default: 0] }
             // Twenty graceful stops, each with deliveries in flight.
@@ -191,12 +192,7 @@ import Glibc
 
     @Test func aSecondRunOnTheSameStateExits75AndDeliversNothingWhileStatusStillWorks() async throws {
         try await Self.withSetup { setup in
-            let now = Int64(Date().timeIntervalSince1970 * 1000)
-            setup.api.log.addBacklog(count: 2_000, from: now - 600_000, to: now)
-            let expected = Set(setup.api.log.allEvents.map { "all:\($0.eventID)" })
-            setup.receiver.script("/hooks/all", [], then: .status(200, after: .milliseconds(2)))
-            try Self.config(api: setup.api, receiver: setup.receiver, subscriptions: ["all"])
-                .write(to: setup.configFile, atomically: true, encoding: .utf8)
+            let expected = try Self.drainAll(setup, count: 2_000, span: 600_000, delay: .milliseconds(2))
             let first = try RelayProcess(arguments: ["run", "--config", setup.configFile.path], environment: setup.environment, directory: setup.directory)
             #expect(await setup.receiver.waitUntil { $0.countsByPath["/hooks/all", default: 0] >= 100 })
 

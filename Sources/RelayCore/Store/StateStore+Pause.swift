@@ -19,11 +19,13 @@ public struct SubscriptionPause: Sendable, Equatable {
 extension StateStore {
     /// The pause of a subscription, if it is paused.
     public func pause(of subscription: String) async throws(StoreError) -> SubscriptionPause? {
-        try await read("reading the pause of \(subscription)") { db in
-            try Row.fetchOne(
-                db, sql: "SELECT reason, paused_at, webhook FROM subscription_pause WHERE subscription = ?", arguments: [subscription]
-            ).map { SubscriptionPause(reason: $0["reason"], since: Timestamp(millisecondsSinceEpoch: $0["paused_at"]), webhook: $0["webhook"]) }
-        }
+        try await read("reading the pause of \(subscription)") { db in try Self.pause(of: subscription, db) }
+    }
+
+    static func pause(of subscription: String, _ db: Database) throws -> SubscriptionPause? {
+        try Row.fetchOne(
+            db, sql: "SELECT reason, paused_at, webhook FROM subscription_pause WHERE subscription = ?", arguments: [subscription]
+        ).map { SubscriptionPause(reason: $0["reason"], since: Timestamp(millisecondsSinceEpoch: $0["paused_at"]), webhook: $0["webhook"]) }
     }
 
     /// Pauses a subscription (kept across restarts).

@@ -108,9 +108,7 @@ extension StateStore {
             name: name, pending: pending, oldestPendingEventTime: oldest.map(Timestamp.fromMilliseconds), deadLetters: dead,
             delivered: delivered, lastSuccessAt: lastSuccess.map(Timestamp.fromMilliseconds),
             lastFailureAt: lastFailureAt.map(Timestamp.fromMilliseconds), lastFailure: lastFailure)
-        status.pause = try Row.fetchOne(
-            db, sql: "SELECT reason, paused_at, webhook FROM subscription_pause WHERE subscription = ?", arguments: [name]
-        ).map { SubscriptionPause(reason: $0["reason"], since: Timestamp(millisecondsSinceEpoch: $0["paused_at"]), webhook: $0["webhook"]) }
+        status.pause = try pause(of: name, db)
         return status
     }
 
