@@ -1,6 +1,7 @@
 import Foundation
 import IntilerySimulator
 import RelayCore
+import RelayJSON
 import Testing
 #if canImport(Glibc)
 import Glibc
@@ -149,6 +150,45 @@ import Glibc
             for times in attempts.values {
                 #expect(zip(times, times.dropFirst()).allSatisfy { $1 - $0 >= 1_000 - 5 }, "\(times)")
             }
+        }
+    }
+
+    @Test func strictBatchesKeepOrderAndIDsWithLateRows() async throws {
+        try await Self.withSetup { setup in
+            let now = Int64(Date().timeIntervalSince1970 * 1000)
+            // 40 events, a quarter of them visible only 2 s after their time (caught within the 5 s lookback).
+            setup.api.log.addBacklog(
+                count: 40, from: now - 20_000, to: now, late: EventLog.LateVisibility(fraction: 0.25, delay: .seconds(2)))
+            let events = setup.api.log.allEvents
+            setup.receiver.script("/hooks/s", [.status(503), .status(503)], then: .ok)
+            let config = #"""
+                {"stateDirectory": "./state", "metrics": {"listen": "off"},
+                 "sources": [\#(Self.sourceJSON(setup.api, lookback: "5s"))],
+                 "subscriptions": [{"name": "s", "webhook": {"url": "\#(setup.receiver.url("/hooks/s"))", "batchSize": 5,
+                   "ordering": "strict", "retry": {"initialBackoff": "200ms", "maxBackoff": "400ms"}}}]}
+                """#
+            try config.write(to: setup.configFile, atomically: true, encoding: .utf8)
+            let relay = try RelayProcess(arguments: ["run", "--config", setup.configFile.path], environment: setup.environment, directory: setup.directory)
+            let delivered: @Sendable (WebhookReceiver.Record) -> [String] = { record in
+                record.requests(to: "/hooks/s").filter { $0.answeredStatus == 200 }.flatMap { request in
+                    (try? JSONParser.parse(request.body).arrayValue)?.compactMap { $0.objectValue?["eventID"]?.stringValue } ?? []
+                }
+            }
+            #expect(await setup.receiver.waitUntil(timeout: .seconds(30)) { delivered($0).count >= events.count })
+            relay.signal(SIGTERM)
+            #expect(await relay.waitForExit(timeout: .seconds(10)) == 0)
+            let requests = setup.receiver.record.requests(to: "/hooks/s")
+            // Every event once; a batch's body never changes under its id.
+            #expect(delivered(setup.receiver.record).sorted() == events.map(\.eventID).sorted())
+            var bodies: [String: [UInt8]] = [:]
+            for request in requests {
+                let id = try #require(request.webhookID)
+                if let first = bodies[id] { #expect(first == request.body, "batch \(id) changed") } else { bodies[id] = request.body }
+            }
+            // The failed head was retried before anything after it went: one request at a time, head first.
+            let firstBatch = try #require(requests.first?.webhookID)
+            #expect(requests.prefix(3).allSatisfy { $0.webhookID == firstBatch })
+            #expect(requests[2].answeredStatus == 200)
         }
     }
 
