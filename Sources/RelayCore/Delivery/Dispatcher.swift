@@ -46,6 +46,8 @@ public final class Dispatcher<C: Clock>: Sendable where C.Duration == Duration, 
     private let breaker: CircuitBreaker
     private let flow: FlowControl
     private let progress: ProgressMonitor?
+    /// ``WebhookRequestBuilder/fingerprint(of:)`` of this subscription's webhook, stored with a pause.
+    private let webhookFingerprint: String
     private let limiter: RateLimiter<C>?
     private let clock: C
     private let now: @Sendable () -> Timestamp
@@ -70,6 +72,7 @@ public final class Dispatcher<C: Clock>: Sendable where C.Duration == Duration, 
         self.writer = writer
         self.breaker = breaker
         self.flow = flow
+        webhookFingerprint = WebhookRequestBuilder.fingerprint(of: subscription.webhook)
         self.limiter = subscription.webhook.rateLimit.map { RateLimiter(limit: $0, clock: clock) }
         self.clock = clock
         self.now = now
@@ -388,7 +391,7 @@ public final class Dispatcher<C: Clock>: Sendable where C.Duration == Duration, 
     /// resumes the subscription).
     private func loadPause() async throws {
         guard let stored = try await store.pause(of: subscription.name) else { return }
-        guard stored.webhook == WebhookRequestBuilder.fingerprint(of: subscription.webhook) else {
+        guard stored.webhook == webhookFingerprint else {
             try await store.resume(subscription.name)
             logger.notice("resumed: the webhook changed", metadata: ["was": "\(stored.reason)"])
             return
@@ -406,8 +409,7 @@ public final class Dispatcher<C: Clock>: Sendable where C.Duration == Duration, 
     /// failed probe stays queued for the next one) and a delivery resumes.
     private func countTowardsPause(_ decision: DeliveryOutcome.Decision, events: Int) async -> DeliveryOutcome.Decision {
         let pauseAfter = subscription.webhook.pauseAfter
-        let fingerprint = WebhookRequestBuilder.fingerprint(of: subscription.webhook)
-        let current = now()
+        let (fingerprint, current) = (webhookFingerprint, now())
         let (result, step) = state.withLock { state -> (DeliveryOutcome.Decision, PauseStep) in
             state.probeInFlight = false
             switch decision {
