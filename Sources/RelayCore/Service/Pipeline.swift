@@ -214,7 +214,7 @@ public final class Pipeline<C: Clock>: Sendable where C.Duration == Duration, C:
         part.gentle.fire()
         let timer = RunningPart()
         commandSink.yield(.start(timer, after: nil) { [clock] in
-            _ = try? await part.done.cancellingWait { try await clock.sleep(for: grace) }
+            _ = try? await part.done.ended.cancelling { try await clock.sleep(for: grace) }
             part.hard.fire()
         })
     }
@@ -262,7 +262,8 @@ final class RunningPart: Sendable {
 
 /// Lets one task wait for a part's end while the task group keeps running others.
 final class PartCompletion: Sendable {
-    private let ended = StopSignal()
+    /// Fires when the part has ended.
+    let ended = StopSignal()
     private let error = Mutex<(any Error)?>(nil)
 
     func finish(_ error: (any Error)?) {
@@ -274,16 +275,6 @@ final class PartCompletion: Sendable {
     func wait() async -> (any Error)? {
         await ended.wait()
         return error.withLock { $0 }
-    }
-
-    /// Runs `body` until it ends or the part does, whichever is first.
-    func cancellingWait(_ body: @escaping @Sendable () async throws -> Void) async throws {
-        try await withThrowingTaskGroup(of: Void.self) { group in
-            group.addTask { try await body() }
-            group.addTask { _ = await self.wait() }
-            _ = try await group.next()
-            group.cancelAll()
-        }
     }
 }
 
