@@ -2,7 +2,7 @@ import Foundation
 import HTTPServer
 import Synchronization
 
-/// The Intilery Events API as documented (../shared/intilery-events-api.md), on loopback, with knobs for every way
+/// The Intilery Events API as its public documentation describes it, on loopback, with knobs for every way
 /// the real one can behave: response shapes, rate limits, the 10,000-result window, faults and late events.
 public final class FakeEventsAPI: Sendable {
     /// The account the fake API serves and the token it accepts.

@@ -117,13 +117,6 @@ extension StateStore {
         }
     }
 
-    /// Sets a source's first cursor, unless it has one already; returns the cursor in force.
-    public func initializeCursor(of source: String, to position: Timestamp, now: Timestamp) async throws(StoreError)
-        -> Timestamp
-    {
-        try await initializeMarks(of: source, at: position, lookback: .zero, now: now).live
-    }
-
     /// Queues a page and moves the live cursor to `cursor`; see ``enqueue(source:events:advance:skipped:now:)``.
     public func enqueue(
         source: String, events: [RoutedEvent], cursor: Timestamp, now: Timestamp
@@ -241,13 +234,15 @@ extension StateStore {
 
     /// Events skipped because the relay could not read them, by reason, since the state was created.
     public func skippedCounts(source: String) async throws(StoreError) -> [String: Int] {
-        try await read("reading skipped events of \(source)") { db in
-            var counts: [String: Int] = [:]
-            for row in try Row.fetchAll(db, sql: "SELECT reason, count FROM skipped WHERE source = ?", arguments: [source]) {
-                counts[row["reason"]] = row["count"]
-            }
-            return counts
+        try await read("reading skipped events of \(source)") { db in try Self.skippedCounts(source: source, db) }
+    }
+
+    static func skippedCounts(source: String, _ db: Database) throws -> [String: Int] {
+        var counts: [String: Int] = [:]
+        for row in try Row.fetchAll(db, sql: "SELECT reason, count FROM skipped WHERE source = ?", arguments: [source]) {
+            counts[row["reason"]] = row["count"]
         }
+        return counts
     }
 
     /// Outbox rows of a subscription in event-time order, for tests and `status`.

@@ -84,10 +84,7 @@ extension StateStore {
         let position: Int64? = row?["position"]
         let lastPoll: Int64? = row?["last_poll_at"]
         let settled: Int64? = row?["settled"]
-        var skipped: [String: Int] = [:]
-        for row in try Row.fetchAll(db, sql: "SELECT reason, count FROM skipped WHERE source = ?", arguments: [name]) {
-            skipped[row["reason"]] = row["count"]
-        }
+        let skipped = try skippedCounts(source: name, db)
         return StoreStatus.Source(
             name: name, cursor: position.map(Timestamp.fromMilliseconds), lastPollAt: lastPoll.map(Timestamp.fromMilliseconds),
             settled: settled.map(Timestamp.fromMilliseconds), skipped: skipped)
