@@ -19,6 +19,25 @@ public struct Delivery: Sendable, Equatable {
     public var batchPosition: Int? = nil
     /// When it may next be tried.
     public var nextAttemptAt: Timestamp
+
+    public init(
+        id: Int64, subscription: String, eventID: String, eventTime: Timestamp, action: String, timeValue: String,
+        payload: [UInt8], attempts: Int, firstAttemptAt: Timestamp?, batchID: String?, batchPosition: Int? = nil,
+        nextAttemptAt: Timestamp
+    ) {
+        self.id = id
+        self.subscription = subscription
+        self.eventID = eventID
+        self.eventTime = eventTime
+        self.action = action
+        self.timeValue = timeValue
+        self.payload = payload
+        self.attempts = attempts
+        self.firstAttemptAt = firstAttemptAt
+        self.batchID = batchID
+        self.batchPosition = batchPosition
+        self.nextAttemptAt = nextAttemptAt
+    }
 }
 
 /// What one request came to, for every delivery it carried.

@@ -54,6 +54,7 @@ public final class Dispatcher<C: Clock>: Sendable where C.Duration == Duration, 
     private let logger: Logger
     private let builder: WebhookRequestBuilder
     private let policy: DeliveryPolicy
+    private let planner: DeliveryPlanner
     private let state = Mutex(State())
     private let metrics: SubscriptionMetrics
     /// Signalled when rows are queued for this subscription, a request ends, or an outcome commits.
@@ -82,9 +83,8 @@ public final class Dispatcher<C: Clock>: Sendable where C.Duration == Duration, 
         builder = WebhookRequestBuilder(subscription: subscription)
         metrics = SubscriptionMetrics(subscription: subscription.name)
         policy = DeliveryPolicy(retry: subscription.webhook.retry)
+        planner = DeliveryPlanner(subscription)
     }
-
-    private var slots: Int { subscription.webhook.ordering == .strict ? 1 : subscription.webhook.concurrency }
 
     /// Delivers until `stop` fires or the task is cancelled. After `stop`, no new request starts and the ones in
     /// flight finish and submit their outcomes; cancelling cuts them short, leaving their rows queued as they were.
@@ -93,7 +93,7 @@ public final class Dispatcher<C: Clock>: Sendable where C.Duration == Duration, 
         try await loadPause()
         try await withThrowingDiscardingTaskGroup { group in
             while !Task.isCancelled && !stop.isFired {
-                let free = slots - state.withLock { $0.sending }
+                let free = planner.slots - state.withLock { $0.sending }
                 if free > 0 {
                     let jobs = try await nextJobs(max: free)
                     if !jobs.isEmpty {
@@ -137,68 +137,25 @@ public final class Dispatcher<C: Clock>: Sendable where C.Duration == Duration, 
     }
 
     private func jobs(max jobCount: Int) async throws -> [Job] {
-        let webhook = subscription.webhook
-        let strict = webhook.ordering == .strict
-        let unsettled = state.withLock { $0.unsettled }
-        // Strict: the next head goes once the last one was delivered, without waiting for that outcome's commit
-        // (its rows stay excluded until then); after a failure it waits for the commit, which reschedules the head.
-        if strict && state.withLock({ $0.sending > 0 || $0.failedHead != nil }) { return [] }
+        let inFlight = state.withLock {
+            DeliveryPlanner.InFlight(requests: $0.sending, unsettled: $0.unsettled, failedHeadPending: $0.failedHead != nil)
+        }
+        let count = min(jobCount, planner.freeSlots(inFlight))
+        guard count > 0 else { return [] }
         let current = now()
-        if !strict && webhook.batchSize == 1 {
-            return try await readAheadJobs(max: jobCount, now: current, unsettled: unsettled)
+        if !planner.strict && planner.batchSize == 1 {
+            return try await readAheadJobs(max: count, now: current, unsettled: inFlight.unsettled)
         }
         let rows = try await store.deliveries(
-            subscription: subscription.name, due: current, limit: jobCount * webhook.batchSize, strict: strict,
-            excluding: unsettled)
-        if strict { return try await strictJob(rows, now: current).map { [$0] } ?? [] }
-        guard !rows.isEmpty else { return [] }
-        if webhook.batchSize == 1 { return rows.prefix(jobCount).map { Job(deliveries: [$0]) } }
-
+            subscription: subscription.name, due: current, limit: planner.rowsToRead(for: count), strict: planner.strict,
+            excluding: inFlight.unsettled)
         var jobs: [Job] = []
-        var composed: [String: [Delivery]] = [:]
-        var loose: [Delivery] = []
-        for row in rows {
-            if let batch = row.batchID { composed[batch, default: []].append(row) } else { loose.append(row) }
+        for request in planner.plan(rows, inFlight: inFlight, now: current, wanted: count) {
+            // Stored before the first attempt, so that a retry or a restart sends these members, in this order, under this id.
+            if let batch = request.composedBatch { try await store.assignBatch(batch, to: request.deliveries.map(\.id)) }
+            jobs.append(Job(deliveries: request.deliveries))
         }
-        jobs += composed.values.map { Job(deliveries: $0.sorted(by: Self.batchOrder)) }
-        var index = 0
-        while index < loose.count && jobs.count < jobCount {
-            let chunk = Array(loose[index..<min(index + webhook.batchSize, loose.count)])
-            index += chunk.count
-            jobs.append(try await compose(chunk))
-        }
-        return Array(jobs.prefix(jobCount))
-    }
-
-    /// A strict subscription's next request: its head of line, when due. The head is the earliest event queued; when
-    /// that event belongs to a batch, the whole batch as first composed (a batch goes at its first member's place);
-    /// otherwise the loose events from the head on, up to `batchSize`, stopping at the first batched one.
-    private func strictJob(_ rows: [Delivery], now current: Timestamp) async throws -> Job? {
-        let ordered = rows.sorted { ($0.eventTime, $0.id) < ($1.eventTime, $1.id) }
-        guard let head = ordered.first, head.nextAttemptAt <= current else { return nil }
-        if let batch = head.batchID {
-            return Job(deliveries: ordered.filter { $0.batchID == batch }.sorted(by: Self.batchOrder))
-        }
-        let run = ordered.prefix { $0.batchID == nil && $0.nextAttemptAt <= current }.prefix(subscription.webhook.batchSize)
-        return subscription.webhook.batchSize == 1 ? Job(deliveries: [head]) : try await compose(Array(run))
-    }
-
-    /// A new batch of `rows` in event-time order, stored before its first attempt so that a retry or a restart
-    /// sends these members, in this order, under this id.
-    private func compose(_ rows: [Delivery]) async throws -> Job {
-        let members = rows.sorted { ($0.eventTime, $0.id) < ($1.eventTime, $1.id) }
-        let batchID = WebhookRequestBuilder.webhookID(subscription: subscription.name, eventIDs: members.map(\.eventID), batched: true)
-        try await store.assignBatch(batchID, to: members.map(\.id))
-        return Job(deliveries: members.enumerated().map { position, row in
-            var row = row
-            row.batchID = batchID
-            row.batchPosition = position
-            return row
-        })
-    }
-
-    private static func batchOrder(_ a: Delivery, _ b: Delivery) -> Bool {
-        (a.batchPosition ?? 0, a.eventTime, a.id) < (b.batchPosition ?? 0, b.eventTime, b.id)
+        return jobs
     }
 
     /// Single-event jobs from the read-ahead slice, refilled with one query when it runs dry.
