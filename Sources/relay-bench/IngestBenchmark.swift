@@ -41,7 +41,7 @@ struct IngestBenchmark {
         var logger = Logger(label: "bench")
         logger.logLevel = .warning
         let poller = Poller(
-            source: source, subscriptions: subscriptions, store: store, client: client, clock: clock, now: now, logger: logger)
+            source: source, subscriptions: subscriptions, store: store, client: client, time: RelayTime(clock: clock, now: now), logger: logger)
         let started = clock.now
         try await poller.pollLive()
         let elapsed = started.duration(to: clock.now)

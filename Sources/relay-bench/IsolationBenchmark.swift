@@ -44,7 +44,7 @@ struct IsolationBenchmark {
             webhook.timeout = .seconds(30)
             return Dispatcher(
                 subscription: SubscriptionConfig(name: name, source: "bench", webhook: webhook), store: store, http: http,
-                writer: writer, breaker: CircuitBreaker(), clock: clock, now: now, logger: logger)
+                writer: writer, breaker: CircuitBreaker(), time: RelayTime(clock: clock, now: now), logger: logger)
         }
         let seconds = try await Self.deliver(dispatchers, writer: writer, store: store, until: "healthy")
         await http.shutdown()

@@ -40,7 +40,7 @@ struct StrictDrainBenchmark {
         let writer = OutcomeWriter(store: store)
         let dispatcher = Dispatcher(
             subscription: SubscriptionConfig(name: "strict", source: "bench", webhook: webhook), store: store, http: http,
-            writer: writer, breaker: CircuitBreaker(), clock: clock, now: now, logger: logger)
+            writer: writer, breaker: CircuitBreaker(), time: RelayTime(clock: clock, now: now), logger: logger)
         let seconds = try await IsolationBenchmark.deliver([dispatcher], writer: writer, store: store, until: "strict")
         await http.shutdown()
         try await receiver.shutdown()

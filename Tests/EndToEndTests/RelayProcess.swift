@@ -16,7 +16,7 @@ final class RelayProcess: Sendable {
         process.environment = environment
         process.currentDirectoryURL = directory
         logFile = directory.appendingPathComponent("relay-\(UUID().uuidString).log")
-        FileManager.default.createFile(atPath: logFile.path, contents: nil)
+        _ = FileManager.default.createFile(atPath: logFile.path, contents: nil)
         let handle = try FileHandle(forWritingTo: logFile)
         process.standardError = handle
         process.standardOutput = handle

@@ -45,8 +45,7 @@ final class DeliveryFixture: Sendable {
         var logger = Logger(label: "test")
         logger.logLevel = .critical
         return Dispatcher(
-            subscription: subscription, store: store, http: http, writer: writer, breaker: breaker, clock: clock,
-            now: { clock.wallTime },
+            subscription: subscription, store: store, http: http, writer: writer, breaker: breaker, time: clock.relayTime,
             logger: logger)
     }
 

@@ -12,6 +12,8 @@ extension TestClock {
     /// Wall time on this clock, counted from ``ingestEpoch``: what the relay's `now` and the simulator read.
     var wallMilliseconds: Int64 { ingestEpoch + Int64(now.offset / .milliseconds(1)) }
     var wallTime: Timestamp { Timestamp(millisecondsSinceEpoch: wallMilliseconds) }
+    /// This clock and its wall time, as the relay's parts take them.
+    var relayTime: RelayTime<TestClock> { RelayTime(clock: self) { self.wallTime } }
 }
 
 /// A fake API, a real state store in a temporary directory and a poller, all on one test clock that jumps ahead
@@ -77,7 +79,7 @@ final class IngestFixture: Sendable {
         var logger = Logger(label: "test")
         logger.logLevel = .critical
         return Poller(
-            source: source, subscriptions: subscriptions, store: store, client: client, clock: clock, now: now, logger: logger)
+            source: source, subscriptions: subscriptions, store: store, client: client, time: clock.relayTime, logger: logger)
     }
 
     /// The ids the API holds, in the order it pages them.

@@ -49,8 +49,8 @@ public final class Dispatcher<C: Clock>: Sendable where C.Duration == Duration, 
     /// ``WebhookRequestBuilder/fingerprint(of:)`` of this subscription's webhook, stored with a pause.
     private let webhookFingerprint: String
     private let limiter: RateLimiter<C>?
-    private let clock: C
-    private let now: @Sendable () -> Timestamp
+    private let time: RelayTime<C>
+    private var now: @Sendable () -> Timestamp { time.now }
     private let logger: Logger
     private let builder: WebhookRequestBuilder
     private let policy: DeliveryPolicy
@@ -63,7 +63,7 @@ public final class Dispatcher<C: Clock>: Sendable where C.Duration == Duration, 
     /// A dispatcher for `subscription`; `breaker` and `flow` are shared by every subscription posting to the same URL.
     public init(
         subscription: SubscriptionConfig, store: StateStore, http: CurlHTTPClient, writer: OutcomeWriter,
-        breaker: CircuitBreaker, flow: FlowControl = FlowControl(), clock: C, now: @escaping @Sendable () -> Timestamp,
+        breaker: CircuitBreaker, flow: FlowControl = FlowControl(), time: RelayTime<C>,
         logger: Logger, progress: ProgressMonitor? = nil
     ) {
         self.progress = progress
@@ -74,9 +74,8 @@ public final class Dispatcher<C: Clock>: Sendable where C.Duration == Duration, 
         self.breaker = breaker
         self.flow = flow
         webhookFingerprint = WebhookRequestBuilder.fingerprint(of: subscription.webhook)
-        self.limiter = subscription.webhook.rateLimit.map { RateLimiter(limit: $0, clock: clock) }
-        self.clock = clock
-        self.now = now
+        self.limiter = subscription.webhook.rateLimit.map { RateLimiter(limit: $0, clock: time.clock) }
+        self.time = time
         var logger = logger
         logger[metadataKey: "subscription"] = "\(subscription.name)"
         self.logger = logger
@@ -185,7 +184,7 @@ public final class Dispatcher<C: Clock>: Sendable where C.Duration == Duration, 
         }
         if let nextProbe = state.withLock({ $0.pause?.nextProbe }) {
             // Paused: wake for the next probe, and once a second to see whether `resume` lifted the pause.
-            try await race(until: stop) { await self.wakeup.wait() } or: { [self] in try await sleep(until: nextProbe, atMost: .seconds(1)) }
+            try await race(until: stop) { await self.wakeup.wait() } or: { [time] in try await time.sleep(until: nextProbe, atMost: .seconds(1)) }
             if try await store.pause(of: subscription.name) == nil, state.withLock({ $0.pause != nil && $0.pauseStored }) {
                 await resume(because: "resumed by command")
             }
@@ -199,12 +198,12 @@ public final class Dispatcher<C: Clock>: Sendable where C.Duration == Duration, 
         guard let next = pending.first?.nextAttemptAt, !(strict && state.withLock({ $0.failedHead != nil })) else {
             // Nothing queued (or a strict head in flight): wait for the poller, a commit, or, once a second of real
             // time, look again for rows another process put back (`dead-letters replay`).
-            try await race(until: stop) { await self.wakeup.wait() } or: { try await ContinuousClock().sleep(for: .seconds(1)) }
+            try await race(until: stop) { await self.wakeup.wait() } or: { [time] in try await time.sleep(for: .seconds(1)) }
             return
         }
         let wait = next.millisecondsSinceEpoch - now().millisecondsSinceEpoch
         guard wait > 0 else { return }
-        try await race(until: stop) { await self.wakeup.wait() } or: { [clock] in try await clock.sleep(for: .milliseconds(wait)) }
+        try await race(until: stop) { await self.wakeup.wait() } or: { [time] in try await time.sleep(for: .milliseconds(wait)) }
     }
 
     /// Returns when `first` or `second` ends, or `stop` fires, cancelling the rest.
@@ -241,6 +240,7 @@ public final class Dispatcher<C: Clock>: Sendable where C.Duration == Duration, 
             return
         }
         let attemptedAt = now()
+        // Latency is the receiver's, in real time whatever clock the relay waits on.
         let started = ContinuousClock.now
         let request = builder.request(for: job.deliveries, now: attemptedAt)
         var status: Int?
@@ -324,7 +324,7 @@ public final class Dispatcher<C: Clock>: Sendable where C.Duration == Duration, 
         try await limiter?.acquire()
         while true {
             if let until = flow.pause(at: now()) {
-                try await sleep(until: until)
+                try await time.sleep(until: until)
                 continue
             }
             guard await flow.enter() else { throw CancellationError() }
@@ -337,7 +337,7 @@ public final class Dispatcher<C: Clock>: Sendable where C.Duration == Duration, 
             case .send, .probe: return true
             case .waitUntil(let time):
                 flow.leave()
-                try await sleep(until: time)
+                try await self.time.sleep(until: time)
             }
         }
     }
@@ -423,14 +423,6 @@ public final class Dispatcher<C: Clock>: Sendable where C.Duration == Duration, 
             logger.error("could not store the resume; the subscription may pause again at a restart", metadata: ["error": "\(error)"])
         }
         wakeup.signal()
-    }
-
-    /// Sleeps on the injected clock until the wall time `time` (or for `atMost`), the deadline fixed at once: many
-    /// requests waiting for one `Retry-After` all wake at that time.
-    private func sleep(until time: Timestamp, atMost limit: Duration? = nil) async throws {
-        var wait = Duration.milliseconds(max(time.millisecondsSinceEpoch - now().millisecondsSinceEpoch, 1))
-        if let limit { wait = min(wait, limit) }
-        try await clock.sleep(until: clock.now.advanced(by: wait), tolerance: nil)
     }
 
     /// What the response says about the endpoint. A 429, or a 503 with `Retry-After`, is flow control and never

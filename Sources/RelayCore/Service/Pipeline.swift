@@ -46,8 +46,7 @@ public final class Pipeline<C: Clock>: Sendable where C.Duration == Duration, C:
     private let store: StateStore
     private let http: CurlHTTPClient
     private let limiters: APIRateLimiters<C>
-    private let clock: C
-    private let now: @Sendable () -> Timestamp
+    private let time: RelayTime<C>
     private let logger: Logger
     private let parts: Mutex<Parts>
     private let commands: AsyncStream<Command>
@@ -58,15 +57,14 @@ public final class Pipeline<C: Clock>: Sendable where C.Duration == Duration, C:
 
     /// Builds every part of `config`; nothing runs until ``run()``.
     public init(
-        config: RelayConfig, store: StateStore, http: CurlHTTPClient, limiters: APIRateLimiters<C>, clock: C,
-        now: @escaping @Sendable () -> Timestamp, logger: Logger, progress: ProgressMonitor = ProgressMonitor()
+        config: RelayConfig, store: StateStore, http: CurlHTTPClient, limiters: APIRateLimiters<C>, time: RelayTime<C>,
+        logger: Logger, progress: ProgressMonitor = ProgressMonitor()
     ) {
         self.progress = progress
         self.store = store
         self.http = http
         self.limiters = limiters
-        self.clock = clock
-        self.now = now
+        self.time = time
         self.logger = logger
         writer = OutcomeWriter(store: store, progress: progress)
         parts = Mutex(Parts(config: config))
@@ -108,7 +106,7 @@ public final class Pipeline<C: Clock>: Sendable where C.Duration == Duration, C:
                 parts.flows[url] = flow
                 let dispatcher = Dispatcher(
                     subscription: subscription, store: store, http: http, writer: writer, breaker: breaker, flow: flow,
-                    clock: clock, now: now, logger: logger, progress: progress)
+                    time: time, logger: logger, progress: progress)
                 let part = RunningPart()
                 parts.dispatchers[subscription.name] = DispatcherPart(dispatcher: dispatcher, subscription: subscription, part: part)
                 commandSink.yield(.start(part, after: old?.part) { [part] in
@@ -136,9 +134,9 @@ public final class Pipeline<C: Clock>: Sendable where C.Duration == Duration, C:
                 if let old { stop(old.part, grace: grace) }
                 let subscriptions = config.subscriptions(of: source)
                 let client = EventsAPIClient(
-                    source: source, subscriptions: subscriptions, http: http, limiter: limiters.limiter(for: source), now: now)
+                    source: source, subscriptions: subscriptions, http: http, limiter: limiters.limiter(for: source), now: time.now)
                 let poller = Poller(
-                    source: source, subscriptions: subscriptions, store: store, client: client, clock: clock, now: now, logger: logger,
+                    source: source, subscriptions: subscriptions, store: store, client: client, time: time, logger: logger,
                     progress: progress)
                 let names = subscriptions.map(\.name)
                 // Looked up at each commit: a dispatcher restarted by a later reload is the one woken.
@@ -213,8 +211,8 @@ public final class Pipeline<C: Clock>: Sendable where C.Duration == Duration, C:
     private func stop(_ part: RunningPart, grace: Duration) {
         part.gentle.fire()
         let timer = RunningPart()
-        commandSink.yield(.start(timer, after: nil) { [clock] in
-            _ = try? await part.done.ended.cancelling { try await clock.sleep(for: grace) }
+        commandSink.yield(.start(timer, after: nil) { [time] in
+            _ = try? await part.done.ended.cancelling { try await time.sleep(for: grace) }
             part.hard.fire()
         })
     }

@@ -51,13 +51,13 @@ public final class Relay: Service, Sendable {
     public func run() async throws {
         let store = try StateStore.open(directory: stateDirectory)
         let http = CurlHTTPClient(configuration: .init(userAgent: "intilery-relay/\(RelayVersion.current)"))
-        let clock = ContinuousClock()
-        let limiters = APIRateLimiters(clock: clock)
-        let now: @Sendable () -> Timestamp = { Timestamp(millisecondsSinceEpoch: Int64(Date().timeIntervalSince1970 * 1000)) }
+        let time = RelayTime.system
+        let limiters = APIRateLimiters(clock: time.clock)
+        let now = time.now
         let metricsServer: HTTPServer?
         do {
             metricsServer = try await startMetricsServer(initialConfig, now: now)
-            try await runPipelines(store: store, http: http, limiters: limiters, clock: clock, now: now)
+            try await runPipelines(store: store, http: http, limiters: limiters, time: time)
         } catch {
             await http.shutdown()
             throw error
@@ -68,8 +68,7 @@ public final class Relay: Service, Sendable {
     }
 
     private func runPipelines(
-        store: StateStore, http: CurlHTTPClient, limiters: APIRateLimiters<ContinuousClock>, clock: ContinuousClock,
-        now: @escaping @Sendable () -> Timestamp
+        store: StateStore, http: CurlHTTPClient, limiters: APIRateLimiters<ContinuousClock>, time: RelayTime<ContinuousClock>
     ) async throws {
         try await withGracefulShutdownHandler {
             try await withThrowingTaskGroup(of: Void.self) { group in
@@ -97,11 +96,11 @@ public final class Relay: Service, Sendable {
                         }
                     }
                 }
-                group.addTask { try await self.maintain(store: store, now: now) }
+                group.addTask { try await self.maintain(store: store, now: time.now) }
 
                 var config = initialConfig
                 let pipeline = Pipeline(
-                    config: config, store: store, http: http, limiters: limiters, clock: clock, now: now, logger: logger,
+                    config: config, store: store, http: http, limiters: limiters, time: time, logger: logger,
                     progress: progress)
                 current.withLock { $0 = pipeline }
                 let finished = PartCompletion()

@@ -37,8 +37,8 @@ struct PageWalk<C: Clock>: Sendable where C.Duration == Duration, C: Sendable {
     let router: Router
     let store: StateStore
     let client: EventsAPIClient<C>
-    let clock: C
-    let now: @Sendable () -> Timestamp
+    let time: RelayTime<C>
+    var now: @Sendable () -> Timestamp { time.now }
     let logger: Logger
     let health: SourceHealth
     let metrics: SourceMetrics
@@ -167,7 +167,7 @@ struct PageWalk<C: Clock>: Sendable where C.Duration == Duration, C: Sendable {
                             "retry_in": "\(wait)",
                         ])
                 }
-                try await clock.sleep(for: wait)
+                try await time.sleep(for: wait)
             }
         }
     }

@@ -23,8 +23,9 @@ public final class Poller<C: Clock>: Sendable where C.Duration == Duration, C: S
 
     private let source: SourceConfig
     private let store: StateStore
-    private let clock: C
-    private let now: @Sendable () -> Timestamp
+    private let time: RelayTime<C>
+    private var clock: C { time.clock }
+    private var now: @Sendable () -> Timestamp { time.now }
     private let logger: Logger
     private let walk: PageWalk<C>
     /// What the poller saw, for status and health.
@@ -42,20 +43,19 @@ public final class Poller<C: Clock>: Sendable where C.Duration == Duration, C: S
     /// A poller for `source` feeding `subscriptions` (those of this source).
     public init(
         source: SourceConfig, subscriptions: [SubscriptionConfig], store: StateStore, client: EventsAPIClient<C>,
-        clock: C, now: @escaping @Sendable () -> Timestamp, logger: Logger, progress: ProgressMonitor? = nil
+        time: RelayTime<C>, logger: Logger, progress: ProgressMonitor? = nil
     ) {
         self.source = source
         let metrics = SourceMetrics(source: source.name)
         self.metrics = metrics
         self.store = store
-        self.clock = clock
-        self.now = now
+        self.time = time
         var logger = logger
         logger[metadataKey: "source"] = "\(source.name)"
         self.logger = logger
         walk = PageWalk(
-            source: source, router: Router(subscriptions: subscriptions), store: store, client: client, clock: clock,
-            now: now, logger: logger, health: health, metrics: metrics, onQueued: { [queuedHook] in queuedHook.call() },
+            source: source, router: Router(subscriptions: subscriptions), store: store, client: client, time: time,
+            logger: logger, health: health, metrics: metrics, onQueued: { [queuedHook] in queuedHook.call() },
             progress: progress)
     }
 
