@@ -55,14 +55,13 @@ struct Demo: AsyncParsableCommand {
         receiver.observe { request in Self.show(request, tally: tally) }
         var logger = Logger(label: "intilery-relay")
         logger.logLevel = .warning
-        let relay = Relay(
+        let daemon = try await RelayDaemon.start(
             configFile: configFile.path, config: config, stateDirectory: directory.appendingPathComponent("state").path,
             environment: ["DEMO_TOKEN": api.account.authToken], logger: logger, notifier: SystemdNotifier(environment: [:]),
             renderMetrics: { [] })
         let group = ServiceGroup(
             configuration: .init(
-                services: [
-                    .init(service: relay),
+                services: daemon.services + [
                     .init(
                         service: SummaryService(tally: tally, duration: duration.flatMap(DurationText.parse)),
                         successTerminationBehavior: .gracefullyShutdownGroup),

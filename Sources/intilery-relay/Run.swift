@@ -56,12 +56,20 @@ struct Run: AsyncParsableCommand {
 
         let registry = PrometheusCollectorRegistry()
         MetricsSystem.bootstrap(PrometheusMetricsFactory(registry: registry))
-        let relay = Relay(
-            configFile: store.config, config: config, stateDirectory: directory, environment: environment, logger: logger,
-            notifier: SystemdNotifier(environment: environment), renderMetrics: { registry.emitToBuffer() })
+        let daemon: RelayDaemon
+        do {
+            daemon = try await RelayDaemon.start(
+                configFile: store.config, config: config, stateDirectory: directory, environment: environment, logger: logger,
+                notifier: SystemdNotifier(environment: environment), renderMetrics: { registry.emitToBuffer() })
+        } catch let error as StoreError {
+            logger.critical("cannot open the state store", metadata: ["error": "\(error)"])
+            throw ExitStatus.ioError
+        } catch {
+            logger.critical("cannot start", metadata: ["error": "\(error)"])
+            throw ExitStatus.failure
+        }
         var groupConfiguration = ServiceGroupConfiguration(
-            services: [.init(service: relay, successTerminationBehavior: .gracefullyShutdownGroup)],
-            gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)
+            services: daemon.services, gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)
         // A backstop only: the relay keeps its own `shutdownGrace`, which a reload may raise up to its 10-minute bound.
         groupConfiguration.maximumGracefulShutdownDuration = .seconds(600 + 5)
         do {

@@ -1,0 +1,46 @@
+import HTTPServer
+import Logging
+import ServiceLifecycle
+
+/// Serves `/metrics`, `/healthz` and `/readyz`. Bound before the daemon starts, so that an address in use stops it
+/// before anything is polled; served until the rest of the daemon has stopped.
+public struct MetricsEndpoint: Service {
+    private let server: HTTPServer
+
+    /// Binds `listen` (port 0: any free port) and starts serving.
+    public static func start(
+        listen: ListenAddress, render: @escaping @Sendable () -> [UInt8], isReady: @escaping @Sendable () -> Bool, logger: Logger
+    ) async throws -> MetricsEndpoint {
+        do {
+            let server = try await HTTPServer.start(HTTPServer.Configuration(host: listen.host, port: listen.port, maxRequestBodyBytes: 4096)) { request in
+                switch request.path {
+                case "/metrics":
+                    return .respond(status: 200, headers: [("content-type", "text/plain; version=0.0.4")], body: render())
+                case "/healthz":
+                    return .text("ok\n", status: 200)
+                case "/readyz":
+                    return isReady() ? .text("ready\n", status: 200) : .text("not ready: a source has not polled successfully lately\n", status: 503)
+                default:
+                    return .text("not found\n", status: 404)
+                }
+            }
+            logger.info("metrics listening", metadata: ["address": "\(listen.host):\(server.port)"])
+            return MetricsEndpoint(server: server)
+        } catch {
+            throw RelayStartError(description: "cannot listen on \(listen) for metrics: \(error)")
+        }
+    }
+
+    /// The port bound.
+    public var port: Int { server.port }
+
+    public func run() async throws {
+        try? await gracefulShutdown()
+        try await server.shutdown()
+    }
+}
+
+/// Start-up failed for a reason other than the config or the store.
+public struct RelayStartError: Error, CustomStringConvertible {
+    public let description: String
+}

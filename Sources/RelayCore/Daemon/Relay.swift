@@ -1,0 +1,155 @@
+import CurlHTTP
+import Logging
+import ServiceLifecycle
+import Synchronization
+import UnixSignals
+
+/// Supervises the pipeline: runs it for the config in force, applies a new config on SIGHUP (only what changed),
+/// and on a graceful shutdown stops polling and lets deliveries in flight finish for up to `shutdownGrace`.
+public final class Relay: Service, Sendable {
+    private enum Command: Sendable {
+        case reload
+        case shutdown
+        case failed(any Error)
+    }
+
+    private let configFile: String
+    private let initialConfig: RelayConfig
+    private let store: StateStore
+    private let time: RelayTime<ContinuousClock>
+    private let environment: [String: String]
+    private let logger: Logger
+    private let notifier: SystemdNotifier
+    private let progress: ProgressMonitor
+    private let commands: AsyncStream<Command>
+    private let commandSink: AsyncStream<Command>.Continuation
+    private let current = Mutex<Pipeline<ContinuousClock>?>(nil)
+
+    /// A relay for a validated config.
+    public init(
+        configFile: String, config: RelayConfig, store: StateStore, time: RelayTime<ContinuousClock>, environment: [String: String],
+        logger: Logger, notifier: SystemdNotifier, progress: ProgressMonitor
+    ) {
+        self.configFile = configFile
+        self.initialConfig = config
+        self.store = store
+        self.time = time
+        self.environment = environment
+        self.logger = logger
+        self.notifier = notifier
+        self.progress = progress
+        (commands, commandSink) = AsyncStream.makeStream(of: Command.self)
+    }
+
+    /// The pipeline running, once ``run()`` has started it.
+    public var pipeline: Pipeline<ContinuousClock>? { current.withLock { $0 } }
+
+    /// Reads the config again and applies it if valid (what SIGHUP does).
+    public func reload() { commandSink.yield(.reload) }
+
+    /// Runs until a graceful shutdown; throws ``StoreError`` when the state store fails (exit 74).
+    public func run() async throws {
+        let http = CurlHTTPClient(configuration: .init(userAgent: "intilery-relay/\(RelayVersion.current)"))
+        do {
+            try await supervise(http: http)
+        } catch {
+            await http.shutdown()
+            throw error
+        }
+        await http.shutdown()
+        logger.info("stopped")
+    }
+
+    private func supervise(http: CurlHTTPClient) async throws {
+        try await withGracefulShutdownHandler {
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                group.addTask { [commandSink] in
+                    for await _ in await UnixSignalsSequence(trapping: .sighup) { commandSink.yield(.reload) }
+                }
+                var config = initialConfig
+                let pipeline = Pipeline(
+                    config: config, store: store, http: http, limiters: APIRateLimiters(clock: time.clock), time: time,
+                    logger: logger, progress: progress)
+                current.withLock { $0 = pipeline }
+                let finished = PartCompletion()
+                group.addTask { [commandSink] in
+                    do {
+                        try await pipeline.run()
+                        finished.finish(nil)
+                    } catch {
+                        finished.finish(error)
+                        commandSink.yield(.failed(error))
+                    }
+                }
+                logger.info(
+                    "started", metadata: ["version": "\(RelayVersion.current)", "sources": "\(config.sources.count)",
+                                          "subscriptions": "\(config.subscriptions.count)"])
+                notifier.ready(status: config.summary)
+
+                for await command in commands {
+                    switch command {
+                    case .failed(let error):
+                        throw error
+                    case .shutdown:
+                        logger.info("stopping: polling stopped, letting deliveries in flight finish", metadata: ["grace": "\(DurationText.format(config.shutdownGrace))"])
+                        notifier.stopping()
+                        pipeline.stop()
+                        if let error = await finished.wait() { throw error }
+                        group.cancelAll()
+                        return
+                    case .reload:
+                        notifier.reloading()
+                        if let next = loadConfig() {
+                            apply(next, over: config, to: pipeline)
+                            config = next
+                        }
+                        notifier.ready(status: config.summary)
+                    }
+                }
+            }
+        } onGracefulShutdown: { [commandSink] in
+            commandSink.yield(.shutdown)
+        }
+    }
+
+    private func apply(_ next: RelayConfig, over config: RelayConfig, to pipeline: Pipeline<ContinuousClock>) {
+        for setting in Self.settingsNeedingRestart(from: config, to: next) {
+            logger.notice("this change takes effect at the next restart", metadata: ["setting": "\(setting)"])
+        }
+        let changes = pipeline.apply(next)
+        logger.notice(
+            "reloaded", metadata: [
+                "started": "\(changes.started.joined(separator: ", "))",
+                "restarted": "\(changes.restarted.joined(separator: ", "))",
+                "stopped": "\(changes.stopped.joined(separator: ", "))",
+                "unchanged": "\(changes.unchanged.count)",
+            ])
+    }
+
+    /// Settings a running daemon cannot change: the metrics listener is bound and the state directory open.
+    /// Everything else applies at a reload.
+    static func settingsNeedingRestart(from old: RelayConfig, to new: RelayConfig) -> [String] {
+        var settings: [String] = []
+        if old.metrics != new.metrics { settings.append("metrics.listen") }
+        if old.stateDirectory != new.stateDirectory { settings.append("stateDirectory") }
+        return settings
+    }
+
+    /// The new config, or nil (logged) when it is invalid: the running one stays.
+    private func loadConfig() -> RelayConfig? {
+        do {
+            return try ConfigLoader.load(file: configFile, environment: ConfigEnvironment(variables: environment))
+        } catch {
+            logger.error("reload rejected: the config has problems; the running config stays", metadata: ["problems": "\(error.problems.count)"])
+            for line in error.lines { logger.error("\(line)") }
+            return nil
+        }
+    }
+}
+
+extension RelayConfig {
+    /// "1 source, 3 subscriptions": systemd's STATUS and the start-up line.
+    var summary: String {
+        "\(sources.count) source\(sources.count == 1 ? "" : "s"), \(subscriptions.count) subscription\(subscriptions.count == 1 ? "" : "s")"
+    }
+}

@@ -1,0 +1,48 @@
+import Logging
+import ServiceLifecycle
+
+/// The daemon as the services of one `ServiceGroup`. A graceful shutdown stops them in reverse order: the pipeline
+/// supervisor drains first while the watchdog keeps pinging and `/metrics` keeps answering; maintenance and the
+/// metrics endpoint stop last.
+public struct RelayDaemon: Sendable {
+    /// The pipeline supervisor, which reloads on SIGHUP.
+    public let relay: Relay
+    /// The metrics endpoint, when the config has one.
+    public let metrics: MetricsEndpoint?
+    /// In start order; the supervisor's end (a graceful stop done) ends the group.
+    public let services: [ServiceGroupConfiguration.ServiceConfiguration]
+
+    /// Opens the state store and binds the metrics endpoint; nothing polls or delivers until the group runs.
+    /// Throws ``StoreError`` for the store, ``RelayStartError`` for the listener.
+    public static func start(
+        configFile: String, config: RelayConfig, stateDirectory: String, environment: [String: String], logger: Logger,
+        notifier: SystemdNotifier, renderMetrics: @escaping @Sendable () -> [UInt8]
+    ) async throws -> RelayDaemon {
+        let store = try StateStore.open(directory: stateDirectory)
+        let time = RelayTime.system
+        let progress = ProgressMonitor()
+        let relay = Relay(
+            configFile: configFile, config: config, store: store, time: time, environment: environment, logger: logger,
+            notifier: notifier, progress: progress)
+        logger.info("state store open", metadata: ["state": "\(stateDirectory)"])
+        let metrics = try await config.metrics.listen.asyncMap { listen in
+            try await MetricsEndpoint.start(
+                listen: listen, render: renderMetrics, isReady: { relay.pipeline?.isReady(now: time.now()) ?? false }, logger: logger)
+        }
+        var services: [ServiceGroupConfiguration.ServiceConfiguration] = []
+        if let metrics { services.append(.init(service: metrics)) }
+        services.append(.init(service: StoreMaintenance(store: store, config: { relay.pipeline?.config }, notifier: notifier, now: time.now, logger: logger)))
+        if let interval = SystemdNotifier.watchdogInterval(environment: environment) {
+            services.append(.init(service: Watchdog(interval: interval, progress: progress, notifier: notifier, logger: logger)))
+        }
+        services.append(.init(service: relay, successTerminationBehavior: .gracefullyShutdownGroup))
+        return RelayDaemon(relay: relay, metrics: metrics, services: services)
+    }
+}
+
+extension Optional {
+    fileprivate func asyncMap<T>(_ transform: (Wrapped) async throws -> T) async rethrows -> T? {
+        guard let self else { return nil }
+        return try await transform(self)
+    }
+}

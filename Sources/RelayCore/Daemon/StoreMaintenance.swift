@@ -1,0 +1,53 @@
+import AsyncAlgorithms
+import Logging
+import ServiceLifecycle
+
+/// Every 10 s: refreshes the queue gauges and systemd's STATUS, and prunes dead letters past their retention.
+public struct StoreMaintenance: Service {
+    let store: StateStore
+    /// The config in force, once the pipeline runs.
+    let config: @Sendable () -> RelayConfig?
+    let notifier: SystemdNotifier
+    let now: @Sendable () -> Timestamp
+    let logger: Logger
+
+    public init(
+        store: StateStore, config: @escaping @Sendable () -> RelayConfig?, notifier: SystemdNotifier,
+        now: @escaping @Sendable () -> Timestamp, logger: Logger
+    ) {
+        self.store = store
+        self.config = config
+        self.notifier = notifier
+        self.now = now
+        self.logger = logger
+    }
+
+    public func run() async throws {
+        try await pass()
+        for await _ in AsyncTimerSequence(interval: .seconds(10), clock: .continuous).cancelOnGracefulShutdown() {
+            try await pass()
+        }
+    }
+
+    private func pass() async throws {
+        guard let config = config() else { return }
+        let time = now()
+        do {
+            let status = try await store.status(sources: [], subscriptions: config.subscriptions.map(\.name))
+            for subscription in status.subscriptions {
+                let age = subscription.oldestPendingEventTime.map { Double(time.millisecondsSinceEpoch - $0.millisecondsSinceEpoch) / 1000 } ?? 0
+                SubscriptionMetrics(subscription: subscription.name).queue(
+                    pending: subscription.pending, oldestAgeSeconds: age, deadLetters: subscription.deadLetters)
+            }
+            let pending = status.subscriptions.map(\.pending).reduce(0, +)
+            let delivered = status.subscriptions.map(\.delivered).reduce(0, +)
+            let dead = status.subscriptions.map(\.deadLetters).reduce(0, +)
+            notifier.status("\(config.summary); \(delivered) delivered, \(pending) pending, \(dead) dead letters")
+            let pruned = try await store.pruneDeadLetters(before: time.advanced(by: .zero - config.deadLetters.retention))
+            if pruned > 0 { logger.info("pruned dead letters past retention", metadata: ["count": "\(pruned)"]) }
+        } catch {
+            if error.isCancellation { return }
+            throw error
+        }
+    }
+}
