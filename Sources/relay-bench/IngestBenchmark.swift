@@ -33,15 +33,15 @@ struct IngestBenchmark {
         let subscriptions = [
             SubscriptionConfig(name: "all", source: "bench", webhook: WebhookConfig(url: "http://127.0.0.1:9/all"))
         ]
-        let clock = ContinuousClock()
-        let now: @Sendable () -> Timestamp = { Timestamp(millisecondsSinceEpoch: Int64(Date().timeIntervalSince1970 * 1000)) }
+        let time = RelayTime.system
+        let (clock, now) = (time.clock, time.now)
         let client = EventsAPIClient(
             source: source, subscriptions: subscriptions, http: http,
             limiter: RateLimiter(limit: source.rateLimit, clock: clock), now: now)
         var logger = Logger(label: "bench")
         logger.logLevel = .warning
         let poller = Poller(
-            source: source, subscriptions: subscriptions, store: store, client: client, time: RelayTime(clock: clock, now: now), logger: logger)
+            source: source, subscriptions: subscriptions, store: store, client: client, time: time, logger: logger)
         let started = clock.now
         try await poller.pollLive()
         let elapsed = started.duration(to: clock.now)

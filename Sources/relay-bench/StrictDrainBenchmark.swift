@@ -18,8 +18,8 @@ struct StrictDrainBenchmark {
         defer { try? FileManager.default.removeItem(at: directory) }
         let store = try StateStore.open(directory: directory.path)
         let http = CurlHTTPClient()
-        let clock = ContinuousClock()
-        let now: @Sendable () -> Timestamp = { Timestamp(millisecondsSinceEpoch: Int64(Date().timeIntervalSince1970 * 1000)) }
+        let time = RelayTime.system
+        let now = time.now
         var next = 0
         while next < events {
             let routed = (next..<min(next + 10_000, events)).map { n in
@@ -40,7 +40,7 @@ struct StrictDrainBenchmark {
         let writer = OutcomeWriter(store: store)
         let dispatcher = Dispatcher(
             subscription: SubscriptionConfig(name: "strict", source: "bench", webhook: webhook), store: store, http: http,
-            writer: writer, breaker: CircuitBreaker(), time: RelayTime(clock: clock, now: now), logger: logger)
+            writer: writer, breaker: CircuitBreaker(), time: time, logger: logger)
         let seconds = try await IsolationBenchmark.deliver([dispatcher], writer: writer, store: store, until: "strict")
         await http.shutdown()
         try await receiver.shutdown()
