@@ -194,6 +194,31 @@ import Testing
         }
     }
 
+    @Test func rowsHeldBackByAnOpenBreakerAgeOutByMaxAgeFromWhenTheyWereQueued() async throws {
+        try await withDelivery { fixture in
+            let subscription = fixture.subscription("down") {
+                $0.retry.maxAge = .seconds(3600)
+                $0.pauseAfter = 0
+            }
+            let queuedAt = fixture.now
+            fixture.receiver.outage("/hooks/down", until: queuedAt.advanced(by: .seconds(30 * 24 * 3600)).millisecondsSinceEpoch)
+            try await fixture.enqueue(200, for: ["down"])
+            try await fixture.deliver([fixture.dispatcher(subscription)], until: Self.outboxEmpty("down"))
+            let dead = try await fixture.store.deadLetters(subscription: "down")
+            #expect(dead.count == 200)
+            // Not before maxAge since queued, and not long after it: the grace and one sweep interval, or for the
+            // few rows requests were already carrying, a breaker probe (5 min) each.
+            let deadline = queuedAt.advanced(by: .seconds(3600))
+            let latest = deadline.advanced(
+                by: Dispatcher<TestClock>.expiryGrace + Dispatcher<TestClock>.expiryInterval + .seconds(300) * subscription.webhook.concurrency)
+            #expect(dead.allSatisfy { $0.deadAt >= deadline && $0.deadAt <= latest }, "\(dead.map(\.deadAt.iso8601).min()!) \(dead.map(\.deadAt.iso8601).max()!) \(deadline.iso8601)")
+            // Most never reached an attempt: the breaker held them back.
+            #expect(dead.filter { $0.reason == "max_age (never attempted)" }.count > 150, "\(Set(dead.map(\.reason)))")
+            #expect(dead.allSatisfy { $0.reason.hasPrefix("max_age") })
+            #expect(fixture.receiver.record.countsByPath["/hooks/down", default: 0] < 3600 / 5)
+        }
+    }
+
     @Test func deliveryPolicyFollowsTheSpecStepByStep() {
         var random = SeededRandom(seed: 3)
         let policy = DeliveryPolicy(retry: RetryPolicy())
@@ -202,7 +227,7 @@ import Testing
             -> DeliveryOutcome.Decision
         {
             policy.decide(
-                status: status, transportError: error, retryAfter: retryAfter, attempts: attempts, firstAttemptAt: start,
+                status: status, transportError: error, retryAfter: retryAfter, attempts: attempts, queuedAt: start,
                 now: now, random: &random)
         }
         #expect(decide(204, attempts: 1) == .delivered)

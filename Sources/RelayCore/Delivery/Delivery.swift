@@ -19,11 +19,13 @@ public struct Delivery: Sendable, Equatable {
     public var batchPosition: Int? = nil
     /// When it may next be tried.
     public var nextAttemptAt: Timestamp
+    /// When it was queued for the subscription (or put back by a replay): `maxAge` counts from here.
+    public var queuedAt: Timestamp
 
     public init(
         id: Int64, subscription: String, eventID: String, eventTime: Timestamp, action: String, timeValue: String,
         payload: [UInt8], attempts: Int, firstAttemptAt: Timestamp?, batchID: String?, batchPosition: Int? = nil,
-        nextAttemptAt: Timestamp
+        nextAttemptAt: Timestamp, queuedAt: Timestamp? = nil
     ) {
         self.id = id
         self.subscription = subscription
@@ -37,6 +39,7 @@ public struct Delivery: Sendable, Equatable {
         self.batchID = batchID
         self.batchPosition = batchPosition
         self.nextAttemptAt = nextAttemptAt
+        self.queuedAt = queuedAt ?? nextAttemptAt
     }
 }
 

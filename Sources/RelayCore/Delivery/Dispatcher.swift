@@ -31,6 +31,8 @@ public final class Dispatcher<C: Clock>: Sendable where C.Duration == Duration, 
         /// Strict only: the rows of a head that failed, until its new schedule is committed (the head is not known
         /// before then).
         var failedHead: [Int64]?
+        /// When to look next for rows past `maxAge`.
+        var nextExpiry = Timestamp(millisecondsSinceEpoch: 0)
     }
 
     /// How often a paused subscription sends one queued event to see whether the receiver takes it again.
@@ -92,6 +94,7 @@ public final class Dispatcher<C: Clock>: Sendable where C.Duration == Duration, 
         try await loadPause()
         try await withThrowingDiscardingTaskGroup { group in
             while !Task.isCancelled && !stop.isFired {
+                try await expireOldRowsWhenDue()
                 let free = planner.slots - state.withLock { $0.sending }
                 if free > 0 {
                     let jobs = try await nextJobs(max: free)
@@ -261,12 +264,12 @@ public final class Dispatcher<C: Clock>: Sendable where C.Duration == Duration, 
             transportError = error
         }
         let attempts = (job.deliveries.map(\.attempts).max() ?? 0) + 1
-        let firstAttemptAt = job.deliveries.compactMap(\.firstAttemptAt).min() ?? attemptedAt
+        let queuedAt = job.deliveries.map(\.queuedAt).min() ?? attemptedAt
         var random = SystemRandomNumberGenerator()
         let decision = await countTowardsPause(
             policy.decide(
                 status: status, transportError: transportError, retryAfter: retryAfter, attempts: attempts,
-                firstAttemptAt: firstAttemptAt, now: now(), random: &random),
+                queuedAt: queuedAt, now: now(), random: &random),
             events: job.deliveries.count)
         recordEndpoint(status: status, transportError: transportError, retryAfter: retryAfter)
         metrics.latency.recordNanoseconds(Int64((ContinuousClock.now - started) / .nanoseconds(1)))
@@ -340,6 +343,50 @@ public final class Dispatcher<C: Clock>: Sendable where C.Duration == Duration, 
                 try await self.time.sleep(until: time)
             }
         }
+    }
+
+    // MARK: - Aging
+
+    /// How often rows past `maxAge` are looked for.
+    public static var expiryInterval: Duration { .seconds(60) }
+
+    /// How long past `maxAge` a row may wait for its last try before the sweep gives it up: two of the breaker's
+    /// longest probe intervals, so that an endpoint that comes back by the deadline is probed, and its rows sent,
+    /// first.
+    public static var expiryGrace: Duration { .seconds(600) }
+
+    /// At most once an ``expiryInterval``, dead-letters the rows queued more than `maxAge` plus ``expiryGrace``
+    /// ago: rows held back by an open breaker or flow control never reach an attempt that would age them out, and
+    /// would otherwise wait forever. Checked whenever the dispatcher wakes, which it does at least once per breaker
+    /// probe or `Retry-After`, rather than on a timer of its own. Not while paused: a paused subscription
+    /// dead-letters nothing.
+    private func expireOldRowsWhenDue() async throws {
+        let current = now()
+        let due = state.withLock { state -> Bool in
+            guard state.pause == nil, current >= state.nextExpiry else { return false }
+            state.nextExpiry = current.advanced(by: Self.expiryInterval)
+            return true
+        }
+        guard due else { return }
+        let before = current.advanced(by: .zero - subscription.webhook.retry.maxAge - Self.expiryGrace)
+        var expired = 0
+        // Rows read ahead are not carried by a request: they may go, and are read again if they stay.
+        let carried = state.withLock { state -> Set<Int64> in
+            state.unsettled.subtract(state.readAhead.map(\.id))
+            state.readAhead = []
+            return state.unsettled
+        }
+        while true {
+            let count = try await progress.step("subscription \(subscription.name)") {
+                try await self.store.expire(subscription: self.subscription.name, queuedBefore: before, excluding: carried, now: current)
+            }
+            expired += count
+            if count < 10_000 { break }
+        }
+        guard expired > 0 else { return }
+        metrics.record(.deadLetter(reason: "max_age"), events: expired)
+        logger.warning("dead-lettered events queued longer than maxAge", metadata: [
+            "events": "\(expired)", "max_age": "\(DurationText.format(subscription.webhook.retry.maxAge))"])
     }
 
     // MARK: - Pausing after repeated dead letters

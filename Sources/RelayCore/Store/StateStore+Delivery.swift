@@ -20,7 +20,7 @@ public struct DeadLetter: Sendable, Equatable {
 
 extension StateStore {
     static let deliveryColumns =
-        "id, subscription, event_id, event_time, action, time_value, payload, attempts, first_attempt_at, batch_id, next_attempt_at, batch_seq"
+        "id, subscription, event_id, event_time, action, time_value, payload, attempts, first_attempt_at, batch_id, next_attempt_at, batch_seq, enqueued_at"
 
     /// The reads on the delivery path, by name, with `?` for their arguments: one place for the code and for the
     /// test that checks each one uses an index at a million queued rows.
@@ -29,6 +29,7 @@ extension StateStore {
         "strict": "SELECT \(deliveryColumns) FROM outbox WHERE subscription = ? ORDER BY event_time, id LIMIT ?",
         "batch": "SELECT \(deliveryColumns) FROM outbox WHERE subscription = ? AND batch_id = ? ORDER BY batch_seq",
         "next due": "SELECT min(next_attempt_at) FROM outbox WHERE subscription = ?",
+        "expired": "SELECT id FROM outbox WHERE subscription = ? AND enqueued_at < ? ORDER BY enqueued_at LIMIT ?",
     ]
 
     /// Up to `limit` deliveries of a subscription that are due, oldest due first; with `strict`, the first ones in
@@ -127,6 +128,40 @@ extension StateStore {
         }
     }
 
+    /// Moves up to `limit` rows queued before `queuedBefore` to the dead letters without an attempt, leaving out
+    /// `excluding` (rows a request is carrying); returns how many. The reason names the last failure, if any.
+    public func expire(
+        subscription: String, queuedBefore: Timestamp, excluding: Set<Int64>, now: Timestamp, limit: Int = 10_000
+    ) async throws(StoreError) -> Int {
+        try await write("expiring old rows of \(subscription)") { db in
+            let select = try FastStatement(db, sql: Self.deliveryQueries["expired"]!)
+            let ids = try select.query(
+                [.text(subscription), .integer(queuedBefore.millisecondsSinceEpoch), .integer(Int64(limit + excluding.count))]
+            ) { $0.integer(0) }.filter { !excluding.contains($0) }.prefix(limit)
+            let bury = try FastStatement(
+                db,
+                sql: """
+                    INSERT OR REPLACE INTO dead_letter
+                        (subscription, event_id, event_time, action, time_value, payload, reason, last_status,
+                         response_snippet, attempts, first_attempt_at, last_attempt_at, dead_at)
+                    SELECT subscription, event_id, event_time, action, time_value, payload,
+                        CASE WHEN coalesce(last_error, '') = '' THEN 'max_age (never attempted)'
+                             ELSE 'max_age (last: ' || last_error || ')' END,
+                        last_status, x'', attempts, first_attempt_at, last_attempt_at, ?
+                    FROM outbox WHERE id = ?
+                    """)
+            let delete = try FastStatement(db, sql: "DELETE FROM outbox WHERE id = ?")
+            for id in ids {
+                try bury.run(.integer(now.millisecondsSinceEpoch), .integer(id))
+                try delete.run(.integer(id))
+            }
+            if !ids.isEmpty {
+                try Self.updateStats(db, subscription, delivered: 0, at: now.millisecondsSinceEpoch, failure: "max_age")
+            }
+            return ids.count
+        }
+    }
+
     private static func updateStats(_ db: Database, _ subscription: String, delivered: Int, at: Int64, failure: String?) throws {
         if let failure {
             try db.execute(
@@ -219,6 +254,6 @@ extension StateStore {
             eventTime: Timestamp(millisecondsSinceEpoch: row.integer(3)), action: row.text(4), timeValue: row.text(5),
             payload: row.blob(6), attempts: Int(row.integer(7)), firstAttemptAt: row.optionalInteger(8).map(Timestamp.fromMilliseconds),
             batchID: row.optionalText(9), batchPosition: row.optionalInteger(11).map(Int.init),
-            nextAttemptAt: Timestamp(millisecondsSinceEpoch: row.integer(10)))
+            nextAttemptAt: Timestamp(millisecondsSinceEpoch: row.integer(10)), queuedAt: Timestamp(millisecondsSinceEpoch: row.integer(12)))
     }
 }

@@ -194,6 +194,19 @@ public final class StateStore: Sendable {
                     ) WITHOUT ROWID;
                     """)
         }
+        migrator.registerMigration("v4: queue age; orphaned subscriptions") { db in
+            // maxAge counts from when a row was queued, so that rows held back by an open breaker or a throttling
+            // receiver expire too: the sweep reads them by age. An orphan is a name with queued rows or dead
+            // letters that left the config; its rows are deleted `orphanRetention` after `since`.
+            try db.execute(
+                sql: """
+                    CREATE INDEX outbox_by_age ON outbox (subscription, enqueued_at);
+                    CREATE TABLE orphan (
+                        subscription TEXT PRIMARY KEY,
+                        since INTEGER NOT NULL
+                    ) WITHOUT ROWID;
+                    """)
+        }
         return migrator
     }()
 }
