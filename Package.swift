@@ -82,7 +82,7 @@ let package = Package(
         .testTarget(
             name: "RelayCoreTests",
             dependencies: ["RelayCore", "IntilerySimulator", "CurlHTTP", .product(name: "GRDB", package: "GRDB.swift")]),
-        .testTarget(name: "EndToEndTests", dependencies: ["intilery-relay", "RelayCore", "RelayJSON", "IntilerySimulator"]),
+        .testTarget(name: "EndToEndTests", dependencies: ["intilery-relay", "RelayCore", "RelayJSON", "IntilerySimulator", "CurlHTTP"]),
     ],
     swiftLanguageModes: [.v6]
 )

@@ -19,23 +19,37 @@ struct DeadLetters: AsyncParsableCommand {
         @Flag(name: .long, help: "Print JSON.")
         var json = false
 
-        func validate(against config: RelayConfig) throws {
-            if let subscription, !config.subscriptions.contains(where: { $0.name == subscription }) {
-                printToStandardError("intilery-relay: no subscription named \(subscription) in the config")
-                throw ExitCode(64)
-            }
+        /// Whether the selected subscription is one the config has (false for a removed one kept in the store).
+        func isCurrent(in config: RelayConfig) -> Bool {
+            guard let subscription else { return true }
+            return config.subscriptions.contains { $0.name == subscription }
         }
     }
 
-    /// Opens the store for a dead-letter command, or explains that there is none yet.
-    static func openStore(_ options: StoreOptions, _ selection: Selection) throws -> StateStore? {
+    /// A dead-letter command's store and config, or nil when there is no state yet. A name the config no longer
+    /// has is accepted when the store still holds its events, unless `current` (replay would queue events that
+    /// nothing sends).
+    static func openStore(_ options: StoreOptions, _ selection: Selection, current: Bool = false) async throws -> (StateStore, RelayConfig)? {
         let (config, directory) = try options.loadForStateCommand()
-        try selection.validate(against: config)
+        let store: StateStore?
         do {
-            return try StateStore.openExisting(directory: directory)
+            store = try StateStore.openExisting(directory: directory)
         } catch {
             throw exitForStoreError(error)
         }
+        guard let subscription = selection.subscription, !selection.isCurrent(in: config) else { return store.map { ($0, config) } }
+        let kept: Bool
+        do { kept = try await store?.hasRows(of: subscription) ?? false } catch { throw exitForStoreError(error) }
+        if !kept {
+            printToStandardError("intilery-relay: no subscription named \(subscription) in the config or the state")
+            throw ExitCode(64)
+        }
+        if current {
+            printToStandardError(
+                "intilery-relay: \(subscription) is no longer in the config: replayed events would wait for ever; add it back first, or list or purge them")
+            throw ExitCode(64)
+        }
+        return store.map { ($0, config) }
     }
 
     struct List: AsyncParsableCommand {
@@ -48,14 +62,25 @@ struct DeadLetters: AsyncParsableCommand {
 
         func run() async throws {
             var letters: [DeadLetter] = []
-            if let stateStore = try DeadLetters.openStore(store, selection) {
-                do { letters = try await stateStore.deadLetters(subscription: selection.subscription) } catch {
+            var orphaned: Orphan?
+            if let (stateStore, config) = try await DeadLetters.openStore(store, selection) {
+                do {
+                    letters = try await stateStore.deadLetters(subscription: selection.subscription)
+                    if !selection.isCurrent(in: config) {
+                        orphaned = try await stateStore.orphans().first { $0.subscription == selection.subscription }
+                    }
+                } catch {
                     throw exitForStoreError(error)
                 }
             }
             if selection.json {
                 printLine(JSONValue.array(letters.map(Self.json)).description)
                 return
+            }
+            if let orphaned {
+                printLine(
+                    "\(orphaned.subscription) is no longer in the config (since \(orphaned.since.iso8601)): \(orphaned.queued) queued events"
+                        + " and these dead letters are kept until orphanRetention passes; `purge` deletes them now.")
             }
             if letters.isEmpty { printLine("No dead letters.") }
             for letter in letters {
@@ -86,9 +111,13 @@ struct DeadLetters: AsyncParsableCommand {
 
         func run() async throws {
             var count = 0
-            if let stateStore = try DeadLetters.openStore(store, selection) {
+            if let (stateStore, config) = try await DeadLetters.openStore(store, selection, current: true) {
                 let now = Timestamp(millisecondsSinceEpoch: Int64(Date().timeIntervalSince1970 * 1000))
-                do { count = try await stateStore.replayDeadLetters(subscription: selection.subscription, now: now) } catch {
+                // Only into subscriptions the config has: a removed one's dead letters would wait for ever.
+                let names = selection.subscription.map { [$0] } ?? config.subscriptions.map(\.name)
+                do {
+                    for name in names { count += try await stateStore.replayDeadLetters(subscription: name, now: now) }
+                } catch {
                     throw exitForStoreError(error)
                 }
             }
@@ -97,18 +126,31 @@ struct DeadLetters: AsyncParsableCommand {
     }
 
     struct Purge: AsyncParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "Delete dead letters.")
+        static let configuration = CommandConfiguration(
+            abstract: "Delete dead letters.",
+            discussion: "For a subscription no longer in the config, also deletes its queued events.")
         @OptionGroup var store: StoreOptions
         @OptionGroup var selection: Selection
 
         func run() async throws {
             var count = 0
-            if let stateStore = try DeadLetters.openStore(store, selection) {
-                do { count = try await stateStore.purgeDeadLetters(subscription: selection.subscription) } catch {
+            var queued: Int?
+            if let (stateStore, config) = try await DeadLetters.openStore(store, selection) {
+                do {
+                    if let subscription = selection.subscription, !selection.isCurrent(in: config) {
+                        (queued, count) = try await stateStore.purgeOrphan(subscription)
+                    } else {
+                        count = try await stateStore.purgeDeadLetters(subscription: selection.subscription)
+                    }
+                } catch {
                     throw exitForStoreError(error)
                 }
             }
-            printLine(selection.json ? #"{"purged":\#(count)}"# : "Purged \(count) dead letters.")
+            if selection.json {
+                printLine(queued.map { #"{"purged":\#(count),"queuedPurged":\#($0)}"# } ?? #"{"purged":\#(count)}"#)
+            } else {
+                printLine("Purged \(count) dead letters" + (queued.map { " and \($0) queued events of a removed subscription." } ?? "."))
+            }
         }
     }
 }

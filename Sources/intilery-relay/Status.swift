@@ -17,11 +17,15 @@ struct Status: AsyncParsableCommand {
     func run() async throws {
         let (config, directory) = try store.loadForStateCommand()
         let now = Timestamp(millisecondsSinceEpoch: Int64(Date().timeIntervalSince1970 * 1000))
-        let status: StoreStatus
+        var status: StoreStatus
+        var orphans: [Orphan] = []
         do {
             if let stateStore = try StateStore.openExisting(directory: directory) {
                 status = try await stateStore.status(
                     sources: config.sources.map(\.name), subscriptions: config.subscriptions.map(\.name))
+                // What the daemon has recorded, and any name this config drops that the daemon has not seen yet.
+                let current = Set(config.subscriptions.map(\.name))
+                orphans = try await stateStore.orphans().filter { !current.contains($0.subscription) }
             } else {
                 status = StoreStatus(
                     sources: config.sources.map { StoreStatus.Source(name: $0.name) },
@@ -32,9 +36,17 @@ struct Status: AsyncParsableCommand {
             throw exitForStoreError(error)
         }
         if json {
-            printLine(Self.json(status, now: now).description)
+            printLine(Self.json(status, orphans: orphans, retention: config.orphanRetention, now: now).description)
         } else {
             for line in Self.text(status, now: now) { printLine(line) }
+            for line in Self.text(orphans, retention: config.orphanRetention) { printLine(line) }
+        }
+    }
+
+    static func text(_ orphans: [Orphan], retention: Duration) -> [String] {
+        orphans.map { orphan in
+            "removed subscription \(orphan.subscription): \(orphan.queued) queued, \(orphan.deadLetters) dead letters, not sent;"
+                + " not in the config since \(orphan.since.iso8601), deleted after \(orphan.since.advanced(by: retention).iso8601)"
         }
     }
 
@@ -67,7 +79,7 @@ struct Status: AsyncParsableCommand {
         return lines
     }
 
-    static func json(_ status: StoreStatus, now: Timestamp) -> JSONValue {
+    static func json(_ status: StoreStatus, orphans: [Orphan], retention: Duration, now: Timestamp) -> JSONValue {
         func time(_ t: Timestamp?) -> JSONValue { t.map { .string($0.iso8601) } ?? .null }
         let sources = status.sources.map { source -> JSONValue in
             .object(JSONObject([
@@ -88,7 +100,14 @@ struct Status: AsyncParsableCommand {
                 ("paused", subscription.pause.map { .object(JSONObject([("since", .string($0.since.iso8601)), ("reason", .string($0.reason))])) } ?? .null),
             ]))
         }
-        return .object(JSONObject([("sources", .array(sources)), ("subscriptions", .array(subscriptions))]))
+        let removed = orphans.map { orphan -> JSONValue in
+            .object(JSONObject([
+                ("name", .string(orphan.subscription)), ("queued", .number(JSONNumber(orphan.queued))),
+                ("deadLetters", .number(JSONNumber(orphan.deadLetters))), ("since", .string(orphan.since.iso8601)),
+                ("deletedAfter", .string(orphan.since.advanced(by: retention).iso8601)),
+            ]))
+        }
+        return .object(JSONObject([("sources", .array(sources)), ("subscriptions", .array(subscriptions)), ("orphans", .array(removed))]))
     }
 
     private static func lag(_ cursor: Timestamp, _ now: Timestamp) -> String {

@@ -42,6 +42,42 @@ import Testing
         #expect(throws: StoreError.self) { _ = try StateStore.open(directory: file.path + "/below") }
     }
 
+    @Test func orphansAreFoundKeptReadoptedAndDeletedAfterTheirRetention() async throws {
+        let directory = Self.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let store = try StateStore.open(directory: directory.path)
+        let t0 = Timestamp(millisecondsSinceEpoch: 1_000_000)
+        _ = try await store.enqueue(
+            source: "s",
+            events: [
+                RoutedEvent(event: Self.event("a", 10), subscriptions: ["old", "kept"]),
+                RoutedEvent(event: Self.event("b", 20), subscriptions: ["old", "gone"]),
+            ], cursor: Timestamp(millisecondsSinceEpoch: 20), now: t0)
+        let goneRows = try await store.deliveries(subscription: "gone", due: t0, limit: 10, strict: false, excluding: [])
+        try await store.record(goneRows.map { DeliveryOutcome(deliveries: [$0], decision: .deadLetter(reason: "http_410"), attemptedAt: t0) })
+
+        var found = try await store.reconcileOrphans(current: ["kept"], now: t0)
+        #expect(found.orphans == [
+            Orphan(subscription: "gone", queued: 0, deadLetters: 1, since: t0),
+            Orphan(subscription: "old", queued: 2, deadLetters: 0, since: t0),
+        ])
+        // Found again later: still an orphan since the first time.
+        found = try await store.reconcileOrphans(current: ["kept"], now: t0.advanced(by: .seconds(3600)))
+        #expect(found.orphans.map(\.since) == [t0, t0])
+        // "old" comes back: no longer an orphan, its rows its own again.
+        found = try await store.reconcileOrphans(current: ["kept", "old"], now: t0.advanced(by: .seconds(7200)))
+        #expect(found.readopted == ["old"])
+        #expect(found.orphans.map(\.subscription) == ["gone"])
+
+        let retention = Duration.seconds(7 * 86_400)
+        #expect(try await store.pruneOrphans(olderThan: retention, now: t0.advanced(by: retention)).isEmpty)
+        #expect(try await store.pruneOrphans(olderThan: retention, now: t0.advanced(by: retention + .seconds(1))) == ["gone"])
+        #expect(try await store.orphans().isEmpty)
+        #expect(try await store.hasRows(of: "gone") == false)
+        #expect(try await store.hasRows(of: "old"))
+        #expect(try await store.hasRows(of: "kept"))
+    }
+
     @Test func pageAndCursorCommitTogetherAndReReadsAreDropped() async throws {
         let directory = Self.temporaryDirectory()
         defer { try? FileManager.default.removeItem(at: directory) }

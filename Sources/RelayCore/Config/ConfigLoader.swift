@@ -4,6 +4,7 @@ import RelayJSON
 public enum ConfigLoader {
     static let topLevelKeys = [
         "$schema", "stateDirectory", "shutdownGrace", "metrics", "sources", "subscriptions", "deadLetters",
+        "orphanRetention",
     ]
 
     /// Reads `file` and validates it. `file` is named as given in every problem.
@@ -53,6 +54,9 @@ extension ConfigReader {
             let retention = duration(section, "retention", at: root.key("deadLetters"), in: .seconds(60)...(.seconds(3650 * 86_400)))
         {
             config.deadLetters.retention = retention
+        }
+        if let retention = duration(fields, "orphanRetention", at: root, in: .seconds(60)...(.seconds(3650 * 86_400))) {
+            config.orphanRetention = retention
         }
         let problemsBeforeSources = problems.count
         if let sources = required(fields, "sources", at: root) {

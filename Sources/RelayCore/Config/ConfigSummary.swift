@@ -36,6 +36,7 @@ extension RelayConfig {
         let metrics = metrics.listen.map { "metrics on \($0)" } ?? "metrics off"
         sentences.append(
             "\(state); \(metrics); dead letters kept \(DurationText.format(deadLetters.retention));"
+                + " a removed subscription's events kept \(DurationText.format(orphanRetention));"
                 + " shutdown grace \(DurationText.format(shutdownGrace)).")
         return sentences.joined(separator: " ")
     }

@@ -15,6 +15,9 @@ public struct RelayConfig: Sendable, Equatable {
     public var subscriptions: [SubscriptionConfig] = []
     /// Dead-letter housekeeping.
     public var deadLetters = DeadLetterConfig()
+    /// How long queued events and dead letters of a subscription that left the config are kept (re-adding the
+    /// name within it resumes them). Default 7 days.
+    public var orphanRetention: Duration = .seconds(7 * 86_400)
 
     /// The subscriptions fed by one source.
     public func subscriptions(of source: SourceConfig) -> [SubscriptionConfig] {

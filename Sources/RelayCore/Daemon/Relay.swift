@@ -67,6 +67,7 @@ public final class Relay: Service, Sendable {
                     for await _ in await UnixSignalsSequence(trapping: .sighup) { commandSink.yield(.reload) }
                 }
                 var config = initialConfig
+                try await reportOrphans(config)
                 let pipeline = Pipeline(
                     config: config, store: store, http: http, limiters: APIRateLimiters(clock: time.clock), time: time,
                     logger: logger, progress: progress)
@@ -102,6 +103,7 @@ public final class Relay: Service, Sendable {
                         if let next = loadConfig() {
                             apply(next, over: config, to: pipeline)
                             config = next
+                            try await reportOrphans(config)
                         }
                         notifier.ready(status: config.summary)
                     }
@@ -124,6 +126,24 @@ public final class Relay: Service, Sendable {
                 "stopped": "\(changes.stopped.joined(separator: ", "))",
                 "unchanged": "\(changes.unchanged.count)",
             ])
+    }
+
+    /// Logs, one line per name, the queued events and dead letters of subscriptions the config no longer has, and
+    /// the names that came back (their queued events go out again).
+    private func reportOrphans(_ config: RelayConfig) async throws {
+        let found = try await store.reconcileOrphans(current: config.subscriptions.map(\.name), now: time.now())
+        for name in found.readopted {
+            logger.notice("subscription is in the config again: its queued events and dead letters are its own again", metadata: ["subscription": "\(name)"])
+        }
+        for orphan in found.orphans {
+            logger.warning(
+                "subscription is no longer in the config: its events are kept, not sent, until orphanRetention",
+                metadata: [
+                    "subscription": "\(orphan.subscription)", "queued": "\(orphan.queued)", "dead_letters": "\(orphan.deadLetters)",
+                    "since": "\(orphan.since.iso8601)",
+                    "deleted_at": "\(orphan.since.advanced(by: config.orphanRetention).iso8601)",
+                ])
+        }
     }
 
     /// Settings a running daemon cannot change: the metrics listener is bound and the state directory open.

@@ -2,7 +2,8 @@ import AsyncAlgorithms
 import Logging
 import ServiceLifecycle
 
-/// Every 10 s: refreshes the queue gauges and systemd's STATUS, and prunes dead letters past their retention.
+/// Every 10 s: refreshes the queue gauges and systemd's STATUS, prunes dead letters past their retention, and
+/// deletes what removed subscriptions left once `orphanRetention` has passed.
 public struct StoreMaintenance: Service {
     let store: StateStore
     /// The config in force, once the pipeline runs.
@@ -45,6 +46,9 @@ public struct StoreMaintenance: Service {
             notifier.status("\(config.summary); \(delivered) delivered, \(pending) pending, \(dead) dead letters")
             let pruned = try await store.pruneDeadLetters(before: time.advanced(by: .zero - config.deadLetters.retention))
             if pruned > 0 { logger.info("pruned dead letters past retention", metadata: ["count": "\(pruned)"]) }
+            for name in try await store.pruneOrphans(olderThan: config.orphanRetention, now: time) {
+                logger.notice("deleted the queued events and dead letters of a removed subscription: orphanRetention passed", metadata: ["subscription": "\(name)"])
+            }
         } catch {
             if error.isCancellation { return }
             throw error

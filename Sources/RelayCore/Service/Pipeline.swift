@@ -119,6 +119,11 @@ public final class Pipeline<C: Clock>: Sendable where C.Duration == Duration, C:
             for (name, old) in previousDispatchers {
                 stop(old.part, grace: grace)
                 changes.stopped.append("subscription \(name)")
+                // Once it has ended, unless a later reload brought the name back.
+                commandSink.yield(.start(RunningPart(), after: old.part) { [weak self] in
+                    guard let self, !self.config.subscriptions.contains(where: { $0.name == name }) else { return }
+                    SubscriptionMetrics.remove(subscription: name)
+                })
             }
 
             var previousPollers = parts.pollers

@@ -60,6 +60,17 @@ struct SubscriptionMetrics: Sendable {
         }
     }
 
+    /// Removes a subscription's gauges, once it has left the config: a gauge left frozen at its last value would
+    /// keep an alert on it firing for ever. Its counters stay, as counters do.
+    static func remove(subscription: String) {
+        for label in [
+            "intilery_relay_circuit_open", "intilery_relay_subscription_paused", "intilery_relay_outbox_depth",
+            "intilery_relay_outbox_oldest_age_seconds", "intilery_relay_dead_letters",
+        ] {
+            Gauge(label: label, dimensions: [("subscription", subscription)]).destroy()
+        }
+    }
+
     /// Outbox depth, oldest queued event's age, and dead letters: refreshed from the store periodically.
     func queue(pending: Int, oldestAgeSeconds: Double, deadLetters: Int) {
         Gauge(label: "intilery_relay_outbox_depth", dimensions: [("subscription", name)]).record(pending)

@@ -1,0 +1,123 @@
+import GRDB
+
+/// A subscription name with queued events or dead letters that is no longer in the config.
+public struct Orphan: Sendable, Equatable {
+    public var subscription: String
+    public var queued: Int
+    public var deadLetters: Int
+    /// When it was first found missing from the config: its rows are deleted `orphanRetention` after this.
+    public var since: Timestamp
+
+    public init(subscription: String, queued: Int, deadLetters: Int, since: Timestamp) {
+        self.subscription = subscription
+        self.queued = queued
+        self.deadLetters = deadLetters
+        self.since = since
+    }
+}
+
+/// What reconciling the store with a config found.
+public struct OrphanReconciliation: Sendable, Equatable {
+    /// Every orphan now, with when it became one.
+    public var orphans: [Orphan] = []
+    /// Names that were orphans and are in the config again: their queued events go out again.
+    public var readopted: [String] = []
+}
+
+extension StateStore {
+    /// Records which stored names the config no longer has (at start and at each reload): a name found missing is
+    /// an orphan from `now` on, a name back in the config is one no longer.
+    public func reconcileOrphans(current: [String], now: Timestamp) async throws(StoreError) -> OrphanReconciliation {
+        try await write("finding subscriptions no longer in the config") { db in
+            let current = Set(current)
+            var result = OrphanReconciliation()
+            for name in try Self.orphanNames(db) where current.contains(name) {
+                try db.execute(sql: "DELETE FROM orphan WHERE subscription = ?", arguments: [name])
+                result.readopted.append(name)
+            }
+            for name in try Self.storedNames(db) where !current.contains(name) {
+                try db.execute(
+                    sql: "INSERT OR IGNORE INTO orphan (subscription, since) VALUES (?, ?)", arguments: [name, now.millisecondsSinceEpoch])
+            }
+            result.orphans = try Self.orphans(db)
+            return result
+        }
+    }
+
+    /// The orphans, by name, with their counts (`status`).
+    public func orphans() async throws(StoreError) -> [Orphan] {
+        try await read("reading orphaned subscriptions") { db in try Self.orphans(db) }
+    }
+
+    /// Deletes the queued events, dead letters and history of orphans older than `retention`; returns the names
+    /// deleted.
+    public func pruneOrphans(olderThan retention: Duration, now: Timestamp) async throws(StoreError) -> [String] {
+        try await write("deleting orphaned subscriptions past their retention") { db in
+            let names = try String.fetchAll(
+                db, sql: "SELECT subscription FROM orphan WHERE since < ?",
+                arguments: [now.advanced(by: .zero - retention).millisecondsSinceEpoch])
+            for name in names {
+                for table in ["outbox", "dead_letter", "delivery_stats", "subscription_pause", "orphan"] {
+                    try db.execute(sql: "DELETE FROM \(table) WHERE subscription = ?", arguments: [name])
+                }
+            }
+            return names
+        }
+    }
+
+    /// Deletes everything stored under a name the config no longer has; returns the queued events and dead
+    /// letters deleted.
+    public func purgeOrphan(_ subscription: String) async throws(StoreError) -> (queued: Int, deadLetters: Int) {
+        try await write("purging the removed subscription \(subscription)") { db in
+            var counts: [Int] = []
+            for table in ["outbox", "dead_letter", "delivery_stats", "subscription_pause", "orphan"] {
+                try db.execute(sql: "DELETE FROM \(table) WHERE subscription = ?", arguments: [subscription])
+                counts.append(db.changesCount)
+            }
+            return (counts[0], counts[1])
+        }
+    }
+
+    /// Whether anything is stored under `subscription`: queued events or dead letters.
+    public func hasRows(of subscription: String) async throws(StoreError) -> Bool {
+        try await read("reading \(subscription)") { db in
+            try Bool.fetchOne(
+                db,
+                sql: """
+                    SELECT EXISTS (SELECT 1 FROM outbox WHERE subscription = ?)
+                        OR EXISTS (SELECT 1 FROM dead_letter WHERE subscription = ?)
+                    """, arguments: [subscription, subscription]) ?? false
+        }
+    }
+
+    private static func orphanNames(_ db: Database) throws -> [String] {
+        try String.fetchAll(db, sql: "SELECT subscription FROM orphan ORDER BY subscription")
+    }
+
+    private static func orphans(_ db: Database) throws -> [Orphan] {
+        try Row.fetchAll(db, sql: "SELECT subscription, since FROM orphan ORDER BY subscription").map { row in
+            let name: String = row["subscription"]
+            return Orphan(
+                subscription: name,
+                queued: try Int.fetchOne(db, sql: "SELECT count(*) FROM outbox WHERE subscription = ?", arguments: [name]) ?? 0,
+                deadLetters: try Int.fetchOne(db, sql: "SELECT count(*) FROM dead_letter WHERE subscription = ?", arguments: [name]) ?? 0,
+                since: Timestamp(millisecondsSinceEpoch: row["since"]))
+        }
+    }
+
+    /// Every subscription name with queued events or dead letters, one index seek per name rather than a scan of
+    /// a queue that may hold millions of rows.
+    private static func storedNames(_ db: Database) throws -> Set<String> {
+        var names = Set<String>()
+        for table in ["outbox", "dead_letter"] {
+            var after = ""
+            while let next = try String.fetchOne(
+                db, sql: "SELECT subscription FROM \(table) WHERE subscription > ? ORDER BY subscription LIMIT 1", arguments: [after])
+            {
+                names.insert(next)
+                after = next
+            }
+        }
+        return names
+    }
+}
