@@ -290,7 +290,9 @@ import Testing
             fixture.receiver.script("/hooks/flaky", [], then: .status(500))
             let hang = fixture.subscription("hang") { $0.timeout = .seconds(60) }
             let flaky = fixture.subscription("flaky")
-            let healthy = fixture.subscription("healthy")
+            // The flaky one's backoffs move this auto-advancing clock days ahead in a few real seconds: the healthy
+            // one's events must not age out meanwhile.
+            let healthy = fixture.subscription("healthy") { $0.retry.maxAge = .seconds(365 * 86_400) }
             // All three on one source: each event goes to every subscription.
             try await fixture.enqueue(2_000, for: ["hang", "flaky", "healthy"])
             try await fixture.deliver([fixture.dispatcher(hang), fixture.dispatcher(flaky), fixture.dispatcher(healthy)]) {
