@@ -74,6 +74,12 @@ struct Status: AsyncParsableCommand {
             line += ", last failure \(subscription.lastFailureAt?.iso8601 ?? "never")"
             if let failure = subscription.lastFailure { line += " (\(failure))" }
             if let pause = subscription.pause { line += "; PAUSED since \(pause.since.iso8601): \(pause.reason)" }
+            if let cursor = subscription.cursor, cursor.state != .current {
+                let why = cursor.reason == .queueFull ? "queue full" : "backfilling from startFrom"
+                line += cursor.state == .joining
+                    ? "; joining the shared poll"
+                    : "; behind since \(cursor.since?.iso8601 ?? "?") (\(why)), reading on from \(cursor.position?.iso8601 ?? "?")"
+            }
             lines.append(line)
         }
         return lines
@@ -98,6 +104,14 @@ struct Status: AsyncParsableCommand {
                 ("lastSuccessAt", time(subscription.lastSuccessAt)), ("lastFailureAt", time(subscription.lastFailureAt)),
                 ("lastFailure", subscription.lastFailure.map(JSONValue.string) ?? .null),
                 ("paused", subscription.pause.map { .object(JSONObject([("since", .string($0.since.iso8601)), ("reason", .string($0.reason))])) } ?? .null),
+                ("state", .string(subscription.cursor?.state.rawValue ?? "current")),
+                ("behind", subscription.cursor.flatMap { cursor -> JSONValue? in
+                    guard cursor.state != .current else { return nil }
+                    return .object(JSONObject([
+                        ("since", time(cursor.since)), ("reason", cursor.reason.map { .string($0.rawValue) } ?? .null),
+                        ("position", time(cursor.position)),
+                    ]))
+                } ?? .null),
             ]))
         }
         let removed = orphans.map { orphan -> JSONValue in

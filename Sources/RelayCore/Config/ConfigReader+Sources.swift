@@ -67,7 +67,7 @@ extension ConfigReader {
         return source
     }
 
-    private mutating func startPosition(_ fields: JSONObject, at path: ConfigPath) -> StartPosition? {
+    mutating func startPosition(_ fields: JSONObject, at path: ConfigPath) -> StartPosition? {
         guard let value = fields["startFrom"] else { return nil }
         switch value.stringValue {
         case "now": return .now

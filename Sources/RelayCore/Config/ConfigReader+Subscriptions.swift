@@ -1,10 +1,10 @@
 import RelayJSON
 
 extension ConfigReader {
-    static let subscriptionKeys = ["name", "source", "include", "exclude", "where", "webhook"]
+    static let subscriptionKeys = ["name", "source", "include", "exclude", "where", "startFrom", "webhook"]
     static let webhookKeys = [
         "url", "headers", "secret", "timeout", "payload", "batchSize", "concurrency", "ordering", "rateLimit", "retry",
-        "pauseAfter",
+        "pauseAfter", "maxQueued",
     ]
     /// Headers the relay sets itself; a subscription overriding them would break signing or framing.
     static let reservedHeaders: Set<String> = [
@@ -62,12 +62,15 @@ extension ConfigReader {
         let exclude = stringList(fields, "exclude", at: path)
         var filter: EventFilter?
         if let value = fields["where"] { filter = self.filter(value, at: path.key("where")) }
+        let startFrom = startPosition(fields, at: path)
         var webhook: WebhookConfig?
         if let value = required(fields, "webhook", at: path) { webhook = self.webhook(value, at: path.key("webhook")) }
 
         guard problems.count == problemsBefore, let name, let source, let webhook else { return nil }
-        return SubscriptionConfig(
+        var subscription = SubscriptionConfig(
             name: name, source: source, include: include ?? [], exclude: exclude ?? [], filter: filter, webhook: webhook)
+        if let startFrom { subscription.startFrom = startFrom }
+        return subscription
     }
 
     private mutating func webhook(_ value: JSONValue, at path: ConfigPath) -> WebhookConfig? {
@@ -87,6 +90,7 @@ extension ConfigReader {
         let batchSize = integer(fields, "batchSize", at: path, in: 1...1000)
         let concurrency = integer(fields, "concurrency", at: path, in: 1...256)
         let pauseAfter = integer(fields, "pauseAfter", at: path, in: 0...1_000_000)
+        let maxQueued = integer(fields, "maxQueued", at: path, in: 100...1_000_000_000)
         let ordering = choice(fields, "ordering", at: path, as: DeliveryOrdering.self)
         let rateLimit = rateLimit(fields, "rateLimit", at: path, defaults: RateLimit(perSecond: 10, burst: 10))
         var retry: RetryPolicy?
@@ -101,6 +105,7 @@ extension ConfigReader {
         if let batchSize { webhook.batchSize = batchSize }
         if let concurrency { webhook.concurrency = concurrency }
         if let pauseAfter { webhook.pauseAfter = pauseAfter }
+        if let maxQueued { webhook.maxQueued = maxQueued }
         if let ordering { webhook.ordering = ordering }
         webhook.rateLimit = rateLimit
         if let retry { webhook.retry = retry }

@@ -12,6 +12,9 @@ public struct SubscriptionConfig: Sendable, Equatable {
     public var filter: EventFilter? = nil
     /// Where and how events are sent.
     public var webhook: WebhookConfig
+    /// Where the subscription's events begin, the first time it appears: `now` joins the source's shared poll as
+    /// it stands; an earlier time (or `earliest`) reads that range on its own first. Default `now`.
+    public var startFrom: StartPosition = .now
 
     /// A subscription; see each property for its default.
     public init(
@@ -52,6 +55,9 @@ public struct WebhookConfig: Sendable, Equatable {
     /// Consecutive dead letters, with no success between them, after which the subscription pauses (one event
     /// probes every 5 minutes). 0 never pauses. Default 20.
     public var pauseAfter: Int = 20
+    /// Events queued at most: a full queue stops queueing, keeps its place and reads on from there once it has
+    /// drained below half. Bounds the disk a dead endpoint can take. Default 1,000,000.
+    public var maxQueued: Int = 1_000_000
 
     /// A webhook with every default: unsigned, `event` payload, one per request, 4 in flight.
     public init(url: String) { self.url = url }
@@ -61,6 +67,7 @@ public struct WebhookConfig: Sendable, Equatable {
             && lhs.signingKey == rhs.signingKey && lhs.timeout == rhs.timeout && lhs.payload == rhs.payload
             && lhs.batchSize == rhs.batchSize && lhs.concurrency == rhs.concurrency && lhs.ordering == rhs.ordering
             && lhs.rateLimit == rhs.rateLimit && lhs.retry == rhs.retry && lhs.pauseAfter == rhs.pauseAfter
+            && lhs.maxQueued == rhs.maxQueued
     }
 }
 
@@ -84,7 +91,7 @@ public enum DeliveryOrdering: String, Sendable, Equatable, CaseIterable {
 public struct RetryPolicy: Sendable, Equatable {
     /// Attempts in all, the first included, before an event is dead-lettered. Default 100.
     public var maxAttempts: Int = 100
-    /// Time since the first attempt after which an event is dead-lettered. Default 72 h.
+    /// Time since the event was queued after which it is dead-lettered. Default 72 h.
     public var maxAge: Duration = .seconds(72 * 3600)
     /// The shortest wait before a retry. Default 1 s.
     public var initialBackoff: Duration = .seconds(1)

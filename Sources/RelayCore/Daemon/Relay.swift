@@ -67,7 +67,7 @@ public final class Relay: Service, Sendable {
                     for await _ in await UnixSignalsSequence(trapping: .sighup) { commandSink.yield(.reload) }
                 }
                 var config = initialConfig
-                try await reportOrphans(config)
+                try await registerSubscriptions(config)
                 let pipeline = Pipeline(
                     config: config, store: store, http: http, limiters: APIRateLimiters(clock: time.clock), time: time,
                     logger: logger, progress: progress)
@@ -101,9 +101,11 @@ public final class Relay: Service, Sendable {
                     case .reload:
                         notifier.reloading()
                         if let next = loadConfig() {
+                            // Recorded first, so that a new subscription that backfills is never fed by the
+                            // shared poll before it has its own place.
+                            try await registerSubscriptions(next)
                             apply(next, over: config, to: pipeline)
                             config = next
-                            try await reportOrphans(config)
                         }
                         notifier.ready(status: config.summary)
                     }
@@ -128,9 +130,14 @@ public final class Relay: Service, Sendable {
             ])
     }
 
-    /// Logs, one line per name, the queued events and dead letters of subscriptions the config no longer has, and
-    /// the names that came back (their queued events go out again).
-    private func reportOrphans(_ config: RelayConfig) async throws {
+    /// Records the config's subscriptions in the store: new ones get their place (`startFrom`); names the config
+    /// dropped are reported as orphans, one line each, with their counts; names that came back, too.
+    private func registerSubscriptions(_ config: RelayConfig) async throws {
+        for cursor in try await store.registerSubscriptions(config.subscriptions, now: time.now()) {
+            logger.notice(
+                "new subscription: reading its events from startFrom on its own, then joining the shared poll",
+                metadata: ["subscription": "\(cursor.subscription)", "from": "\(cursor.position?.iso8601 ?? "-")"])
+        }
         let found = try await store.reconcileOrphans(current: config.subscriptions.map(\.name), now: time.now())
         for name in found.readopted {
             logger.notice("subscription is in the config again: its queued events and dead letters are its own again", metadata: ["subscription": "\(name)"])

@@ -132,6 +132,7 @@ public final class Pipeline<C: Clock>: Sendable where C.Duration == Duration, C:
                 let routing = config.subscriptions(of: source).map(Self.routing)
                 let old = previousPollers.removeValue(forKey: source.name)
                 if let old, old.source == source, old.routing == routing {
+                    old.poller.update(config.subscriptions(of: source))
                     parts.pollers[source.name] = old
                     changes.unchanged.append("source \(source.name)")
                     continue

@@ -26,7 +26,12 @@ struct WalkPage: Sendable {
 enum PollEdge: String, Sendable {
     case live
     case settle
+    /// A subscription's own read, while it is behind the shared poll.
+    case catchUp = "catch_up"
 }
+
+/// Commits one page of a walk that does not feed the shared poll: a subscription's own read.
+typealias WalkCommit = @Sendable (_ events: [Event], _ page: WalkPage) async throws -> EnqueueResult
 
 /// Pages through one time range of the Events API in ascending order and queues what it reads, page by page: the
 /// mechanics both edges share. It restarts the query at the last timestamp seen whenever the 10,000-result window
@@ -45,11 +50,16 @@ struct PageWalk<C: Clock>: Sendable where C.Duration == Duration, C: Sendable {
     let onQueued: @Sendable () -> Void
     /// Store steps are watched, so that a store that stops answering stops the watchdog's pings.
     let progress: ProgressMonitor?
+    /// Each subscription's `maxQueued`, as the config in force says.
+    let queueLimits: @Sendable () -> [String: Int]
 
     /// Reads `[start, end)` (no end: everything from `start`) until a page comes back short, or, given `nowWithin`,
-    /// until a full page reaches that close to the API's now; returns the last page read.
+    /// until a full page reaches that close to the API's now; returns the last page read. Pages go to the shared
+    /// poll's queueing, moving the marks by `advance`, unless `commit` takes them; a commit that fills its
+    /// subscription's queue ends the walk.
     func run(
-        _ edge: PollEdge, start: Timestamp, end: Timestamp?, nowWithin: Duration? = nil, advance: (WalkPage) -> MarkAdvance
+        _ edge: PollEdge, start: Timestamp, end: Timestamp?, nowWithin: Duration? = nil, advance: (WalkPage) -> MarkAdvance = { _ in MarkAdvance() },
+        commit: WalkCommit? = nil
     ) async throws -> WalkPage {
         try await withThrowingTaskGroup(of: EnqueueResult.self) { commits in
             var commitInFlight = false
@@ -58,9 +68,15 @@ struct PageWalk<C: Clock>: Sendable where C.Duration == Duration, C: Sendable {
             var pagesSincePrune = 0
             let pageSize = source.pageSize
 
-            func awaitCommit() async throws {
-                guard commitInFlight, let result = try await commits.next() else { return }
+            /// Whether the walk may go on: false once a subscription's own read has filled its queue.
+            func awaitCommit() async throws -> Bool {
+                guard commitInFlight, let result = try await commits.next() else { return true }
                 commitInFlight = false
+                for subscription in result.filled {
+                    logger.warning(
+                        "queue full: stopped queueing for this subscription; it reads on from the API once below half",
+                        metadata: ["subscription": "\(subscription)", "max_queued": "\(queueLimits()[subscription] ?? 0)"])
+                }
                 health.update {
                     $0.duplicates += result.duplicates
                     $0.newEvents += result.newEvents
@@ -68,6 +84,7 @@ struct PageWalk<C: Clock>: Sendable where C.Duration == Duration, C: Sendable {
                 metrics.eventsQueued.increment(by: result.queued)
                 metrics.duplicates.increment(by: result.duplicates)
                 if result.queued > 0 { onQueued() }
+                return commit == nil || result.filled.isEmpty
             }
 
             while true {
@@ -77,12 +94,17 @@ struct PageWalk<C: Clock>: Sendable where C.Duration == Duration, C: Sendable {
                 }.map(\.element)
                 let page = WalkPage(events: events, apiNow: apiNow, isLast: decoded.elementCount < pageSize, start: start)
                 let marks = advance(page)
-                let routed = events.map { RoutedEvent(event: $0, subscriptions: router.route($0)) }
-                try await awaitCommit()
-                let (store, name, now, skipped) = (self.store, source.name, now(), decoded.skipped)
-                commits.addTask { [progress] in
-                    try await progress.step("source \(name)") {
-                        try await store.enqueue(source: name, events: routed, advance: marks, skipped: skipped, now: now)
+                guard try await awaitCommit() else { return page }
+                let (store, name, now, skipped, limits) = (self.store, source.name, now(), decoded.skipped, queueLimits())
+                if let commit {
+                    commits.addTask { [progress] in try await progress.step("source \(name) \(edge.rawValue)") { try await commit(events, page) } }
+                } else {
+                    let routed = events.map { RoutedEvent(event: $0, subscriptions: router.route($0)) }
+                    commits.addTask { [progress] in
+                        try await progress.step("source \(name)") {
+                            try await store.enqueue(
+                                source: name, events: routed, advance: marks, skipped: skipped, queueLimits: limits, now: now)
+                        }
                     }
                 }
                 commitInFlight = true
@@ -93,13 +115,13 @@ struct PageWalk<C: Clock>: Sendable where C.Duration == Duration, C: Sendable {
                 }
                 metrics.eventsReceived.increment(by: events.count)
                 if page.isLast || nowWithin.map({ page.reaches(within: $0) }) == true {
-                    try await awaitCommit()
+                    _ = try await awaitCommit()
                     return page
                 }
                 pagesSincePrune += 1
-                if pagesSincePrune >= 1000 {
+                if pagesSincePrune >= 1000 && commit == nil {
                     // A long backlog drain would otherwise keep every id it read until it caught up.
-                    try await awaitCommit()
+                    guard try await awaitCommit() else { return page }
                     try await store.pruneSeen(source: name)
                     pagesSincePrune = 0
                 }
@@ -136,7 +158,7 @@ struct PageWalk<C: Clock>: Sendable where C.Duration == Duration, C: Sendable {
         var random = SystemRandomNumberGenerator()
         while true {
             try Task.checkCancellation()
-            switch try await client.fetch(start: start, end: end, from: from, background: edge == .settle) {
+            switch try await client.fetch(start: start, end: end, from: from, background: edge != .live) {
             case .page(let page, let apiNow):
                 metrics.response("200")
                 if failures > 0 || health.snapshot.problem != nil {

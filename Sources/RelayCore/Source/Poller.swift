@@ -9,7 +9,11 @@ import Synchronization
 ///   edge and runs beside it, so a slow settle read never delays a live one.
 ///
 /// Seen ids dedupe the two. Each page and the marks it moves commit in one transaction, so no mark passes an event
-/// that is not queued. One poll serves every subscription of the source.
+/// that is not queued. One poll serves every subscription of the source that is current.
+///
+/// - The **catch-up edge** reads, for each subscription that is behind (new with `startFrom` in the past, or whose
+///   queue filled), the range from its own position to the settle mark, then joins it to the shared poll
+///   (`Poller+CatchUp.swift`).
 public final class Poller<C: Clock>: Sendable where C.Duration == Duration, C: Sendable {
     /// The Events API's result window: `from + size` may not pass it.
     public static var resultWindow: Int { 10_000 }
@@ -21,13 +25,13 @@ public final class Poller<C: Clock>: Sendable where C.Duration == Duration, C: S
     /// stream of about a page per poll would cost two requests a poll.
     public static var recentEnough: Duration { .milliseconds(100) }
 
-    private let source: SourceConfig
-    private let store: StateStore
-    private let time: RelayTime<C>
+    let source: SourceConfig
+    let store: StateStore
+    let time: RelayTime<C>
     private var clock: C { time.clock }
-    private var now: @Sendable () -> Timestamp { time.now }
-    private let logger: Logger
-    private let walk: PageWalk<C>
+    var now: @Sendable () -> Timestamp { time.now }
+    let logger: Logger
+    let walk: PageWalk<C>
     /// What the poller saw, for status and health.
     public let health = SourceHealth()
     private let metrics: SourceMetrics
@@ -35,6 +39,8 @@ public final class Poller<C: Clock>: Sendable where C.Duration == Duration, C: S
     /// Where the live edge's current or last walk began: the settle edge never reads past it, since the live walk
     /// settles what it reads from there on when it reads it late enough (a backlog).
     private let liveWalkStart = Mutex<Timestamp?>(nil)
+    /// The subscriptions of this source as the config in force has them (a reload may change their webhooks).
+    let subscriptions: SubscriptionsInForce
     /// The API's clock less the relay's at the last response, to place the settle edge on the API's time.
     private let apiClockOffset = Mutex<Duration>(.zero)
     /// The source polled.
@@ -50,13 +56,21 @@ public final class Poller<C: Clock>: Sendable where C.Duration == Duration, C: S
         self.metrics = metrics
         self.store = store
         self.time = time
+        let inForce = SubscriptionsInForce(subscriptions)
+        self.subscriptions = inForce
         var logger = logger
         logger[metadataKey: "source"] = "\(source.name)"
         self.logger = logger
         walk = PageWalk(
             source: source, router: Router(subscriptions: subscriptions), store: store, client: client, time: time,
             logger: logger, health: health, metrics: metrics, onQueued: { [queuedHook] in queuedHook.call() },
-            progress: progress)
+            progress: progress, queueLimits: { inForce.queueLimits })
+    }
+
+    /// Takes the subscriptions of a reload that left this poller's routing as it was (their webhooks, `maxQueued`
+    /// included, may have changed).
+    public func update(_ subscriptions: [SubscriptionConfig]) {
+        self.subscriptions.set(subscriptions)
     }
 
     /// Calls `hook` whenever a commit queued deliveries, so that dispatchers start at once instead of on a timer.
@@ -68,6 +82,7 @@ public final class Poller<C: Clock>: Sendable where C.Duration == Duration, C: S
         try await withThrowingTaskGroup(of: Void.self) { edges in
             edges.addTask { try await self.runLiveEdge() }
             edges.addTask { try await self.runSettleEdge() }
+            edges.addTask { try await self.runCatchUpEdge() }
             // next(), not waitForAll(): a failing store must stop the other edge too.
             while try await edges.next() != nil {}
         }
@@ -177,7 +192,7 @@ public final class Poller<C: Clock>: Sendable where C.Duration == Duration, C: S
     /// ends on a short page), the smaller the later a late event arrives. Half the lookback, 30 s at most.
     public var settleStep: Duration { max(source.pollInterval, min(source.lookback / 2, .seconds(30))) }
 
-    private func currentMarks() async throws -> SourceMarks {
+    func currentMarks() async throws -> SourceMarks {
         if let marks = try await store.marks(of: source.name) { return marks }
         return try await startingMarks()
     }
@@ -185,6 +200,22 @@ public final class Poller<C: Clock>: Sendable where C.Duration == Duration, C: S
     /// One millisecond earlier than the mark, so that an API whose `start` is exclusive still returns events at
     /// exactly that time; the re-read ones are dropped by id.
     static func queryStart(_ mark: Timestamp) -> Timestamp { mark.advanced(by: .milliseconds(-1)) }
+}
+
+/// A source's subscriptions by name, replaced at a reload that keeps the poller.
+final class SubscriptionsInForce: Sendable {
+    private let byName: Mutex<[String: SubscriptionConfig]>
+
+    init(_ subscriptions: [SubscriptionConfig]) { byName = Mutex(Self.index(subscriptions)) }
+
+    func set(_ subscriptions: [SubscriptionConfig]) { byName.withLock { $0 = Self.index(subscriptions) } }
+    subscript(name: String) -> SubscriptionConfig? { byName.withLock { $0[name] } }
+    /// Each subscription's `maxQueued`.
+    var queueLimits: [String: Int] { byName.withLock { $0.mapValues(\.webhook.maxQueued) } }
+
+    private static func index(_ subscriptions: [SubscriptionConfig]) -> [String: SubscriptionConfig] {
+        Dictionary(subscriptions.map { ($0.name, $0) }, uniquingKeysWith: { first, _ in first })
+    }
 }
 
 /// The hook a poller calls after a commit queued deliveries; set after the poller is built.

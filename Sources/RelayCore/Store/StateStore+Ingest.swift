@@ -9,6 +9,8 @@ public struct EnqueueResult: Sendable, Equatable {
     public var duplicates = 0
     /// Outbox rows added, one per (event, matching subscription).
     public var queued = 0
+    /// Subscriptions whose queue this page filled: they stopped queueing and fell behind.
+    public var filled: [String] = []
 
     /// Counts as given.
     public init(newEvents: Int = 0, duplicates: Int = 0, queued: Int = 0) {
@@ -127,12 +129,16 @@ extension StateStore {
     /// Queues a page and moves the marks in one transaction (invariant 1): new events are marked seen and queued
     /// once per matching subscription; events seen before are skipped (invariant 3). Events the decoder skipped
     /// are counted by reason, for `status`. Marks never move back.
+    ///
+    /// A subscription that is behind gets only the late events before its own position (it reads the rest
+    /// itself); one whose queue holds `queueLimits[name]` events stops here and falls behind at this event.
     public func enqueue(
         source: String, events: [RoutedEvent], advance: MarkAdvance, skipped: [EventPageDecoder.SkipReason: Int] = [:],
-        now: Timestamp
+        queueLimits: [String: Int] = [:], now: Timestamp
     ) async throws(StoreError) -> EnqueueResult {
         try await write("queueing \(events.count) events of \(source)") { db in
             var result = EnqueueResult()
+            var lanes = try SubscriptionLanes(db, source: source, limits: queueLimits)
             let markSeen = try FastStatement(db, sql: "INSERT OR IGNORE INTO seen (source, event_id, event_time) VALUES (?, ?, ?)")
             let queue = try FastStatement(
                 db,
@@ -154,11 +160,15 @@ extension StateStore {
                 // The time as the event wrote it, for the envelope's `timestamp`.
                 let timeValue = event.timeValue.description
                 for subscription in routed.subscriptions {
-                    result.queued += try queue.run(
+                    guard try lanes.admits(subscription, at: event.time, now: now) else { continue }
+                    let queued = try queue.run(
                         .text(subscription), .text(event.id), .integer(time), .text(event.action), .text(timeValue),
                         .blob(event.raw), .integer(nowMS), .integer(nowMS))
+                    lanes.count(subscription, queued)
+                    result.queued += queued
                 }
             }
+            result.filled = lanes.filled
             for (reason, count) in skipped {
                 try db.execute(
                     sql: """

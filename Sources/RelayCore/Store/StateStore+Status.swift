@@ -41,6 +41,8 @@ public struct StoreStatus: Sendable, Equatable {
         public var lastFailure: String?
         /// Set while paused after repeated dead letters.
         public var pause: SubscriptionPause? = nil
+        /// Where it stands against its source; nil before its first start.
+        public var cursor: SubscriptionCursor? = nil
 
         /// A subscription with nothing stored yet.
         public init(
@@ -106,6 +108,7 @@ extension StateStore {
             delivered: delivered, lastSuccessAt: lastSuccess.map(Timestamp.fromMilliseconds),
             lastFailureAt: lastFailureAt.map(Timestamp.fromMilliseconds), lastFailure: lastFailure)
         status.pause = try pause(of: name, db)
+        status.cursor = try subscriptionCursor(name, db)
         return status
     }
 

@@ -207,6 +207,42 @@ public final class StateStore: Sendable {
                     ) WITHOUT ROWID;
                     """)
         }
+        migrator.registerMigration("v5: a cursor per subscription, queue depths") { db in
+            // A subscription is current (fed by its source's shared poll), behind (it reads the API on its own from
+            // `position`; the shared poll gives it only late events before `position`), or joining (fed by the
+            // shared poll again, while it reads the events the poll saw before it joined, listed in join_tail).
+            // queue_depth counts each subscription's outbox rows, kept by triggers, so that maxQueued costs a
+            // lookup rather than a count.
+            try db.execute(
+                sql: """
+                    CREATE TABLE subscription_cursor (
+                        subscription TEXT PRIMARY KEY,
+                        source TEXT NOT NULL,
+                        state TEXT NOT NULL,
+                        position INTEGER,
+                        tail_until INTEGER,
+                        reason TEXT,
+                        since INTEGER
+                    ) WITHOUT ROWID;
+                    CREATE TABLE join_tail (
+                        subscription TEXT NOT NULL,
+                        event_id TEXT NOT NULL,
+                        PRIMARY KEY (subscription, event_id)
+                    ) WITHOUT ROWID;
+                    CREATE TABLE queue_depth (
+                        subscription TEXT PRIMARY KEY,
+                        n INTEGER NOT NULL
+                    ) WITHOUT ROWID;
+                    INSERT INTO queue_depth (subscription, n) SELECT subscription, count(*) FROM outbox GROUP BY subscription;
+                    CREATE TRIGGER outbox_depth_insert AFTER INSERT ON outbox BEGIN
+                        INSERT INTO queue_depth (subscription, n) VALUES (NEW.subscription, 1)
+                        ON CONFLICT (subscription) DO UPDATE SET n = n + 1;
+                    END;
+                    CREATE TRIGGER outbox_depth_delete AFTER DELETE ON outbox BEGIN
+                        UPDATE queue_depth SET n = n - 1 WHERE subscription = OLD.subscription;
+                    END;
+                    """)
+        }
         return migrator
     }()
 }

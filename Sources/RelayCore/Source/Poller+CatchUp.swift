@@ -1,0 +1,70 @@
+import Logging
+
+/// The catch-up edge: each subscription that is behind reads the API on its own, from its own position, and joins
+/// the shared poll once it has reached it (SPEC.md, "Subscription cursors").
+///
+/// Behind, a subscription gets from the shared poll only late events before its position; its own read covers
+/// `[position, settle mark)`, a range in which nothing new can appear. There it joins in one transaction: from
+/// then on the shared poll feeds it, and the events the poll saw at or after its position before it joined are
+/// listed; a last "tail" read fetches those. So every event reaches it once, whatever the order in which the
+/// edges run. Its reads yield the rate limit to the live edge, like the settle edge's.
+extension Poller {
+    func runCatchUpEdge() async throws {
+        while !Task.isCancelled {
+            try await catchUp()
+            try await time.sleep(for: source.pollInterval)
+        }
+    }
+
+    /// One pass over the subscriptions that are behind or joining: each reads on while its queue has room, and
+    /// joins the shared poll once its read reaches the settle mark. Returns whether any read.
+    @discardableResult
+    public func catchUp() async throws -> Bool {
+        var read = false
+        for cursor in try await store.subscriptionsNotCurrent(source: source.name) {
+            guard let subscription = subscriptions[cursor.subscription] else { continue }
+            read = try await catchUp(subscription, from: cursor) || read
+        }
+        return read
+    }
+
+    private func catchUp(_ subscription: SubscriptionConfig, from cursor: SubscriptionCursor) async throws -> Bool {
+        guard var position = cursor.position else { return false }
+        let name = subscription.name
+        let router = Router(subscriptions: [subscription])
+        if cursor.state == .behind {
+            let limit = subscription.webhook.maxQueued
+            let depth = try await store.queueDepth(name)
+            // A full queue waits until it has drained below half, so that catching up reads in long runs.
+            if depth >= (cursor.reason == .queueFull ? limit / 2 : limit) { return false }
+            let settled = try await currentMarks().settled
+            if position < settled {
+                logger.info(
+                    "catching up: reading on its own", metadata: [
+                        "subscription": "\(name)", "from": "\(position.iso8601)", "to": "\(settled.iso8601)",
+                        "reason": "\(cursor.reason?.rawValue ?? "-")",
+                    ])
+                let (store, now) = (store, now)
+                let from = position
+                _ = try await walk.run(.catchUp, start: Self.queryStart(position), end: settled, commit: { events, page in
+                    let mine = events.filter { $0.time >= from && !router.route($0).isEmpty }
+                    return try await store.queueCatchUp(
+                        subscription: name, events: mine, through: page.isLast ? settled : min(page.readThrough, settled), limit: limit,
+                        now: now())
+                })
+                return true
+            }
+            guard let joined = try await store.beginJoin(name, now: now()), let start = joined.position else { return false }
+            position = start
+        }
+        guard let tailUntil = try await store.subscriptionCursor(name)?.tailUntil else { return false }
+        let (store, now) = (store, now)
+        _ = try await walk.run(.catchUp, start: Self.queryStart(position), end: tailUntil, commit: { events, _ in
+            try await store.queueTail(subscription: name, events: events.filter { !router.route($0).isEmpty }, now: now())
+        })
+        let missed = try await store.finishJoin(name)
+        logger.notice(
+            "caught up: joined the shared poll", metadata: ["subscription": "\(name)", "at": "\(position.iso8601)", "unmatched_tail": "\(missed)"])
+        return true
+    }
+}

@@ -1,0 +1,269 @@
+import GRDB
+
+/// Where a subscription stands against its source.
+public struct SubscriptionCursor: Sendable, Equatable {
+    public enum State: String, Sendable {
+        /// Fed by the source's shared poll.
+        case current
+        /// Reads the API on its own from `position`; the shared poll gives it only late events before that.
+        case behind
+        /// Fed by the shared poll again, while it reads `[position, tailUntil)` for the events the poll saw before
+        /// it joined.
+        case joining
+    }
+
+    /// Why a subscription is behind.
+    public enum Reason: String, Sendable {
+        /// New, with `startFrom` before the shared poll.
+        case backfill
+        /// Its queue reached `maxQueued`.
+        case queueFull = "queue_full"
+    }
+
+    public var subscription: String
+    public var source: String
+    public var state: State
+    public var position: Timestamp?
+    public var tailUntil: Timestamp?
+    public var reason: Reason?
+    /// When it fell behind.
+    public var since: Timestamp?
+}
+
+extension StateStore {
+    /// Records the subscriptions of a config the first time each appears: `startFrom: now` joins the shared poll,
+    /// an earlier time starts behind, at that time. Returns those that start behind.
+    public func registerSubscriptions(_ subscriptions: [SubscriptionConfig], now: Timestamp) async throws(StoreError) -> [SubscriptionCursor] {
+        try await write("recording new subscriptions") { db in
+            var behind: [SubscriptionCursor] = []
+            for subscription in subscriptions {
+                let position: Timestamp?
+                switch subscription.startFrom {
+                case .now: position = nil
+                case .earliest: position = Timestamp(millisecondsSinceEpoch: 0)
+                case .time(let time): position = time
+                }
+                try db.execute(
+                    sql: """
+                        INSERT OR IGNORE INTO subscription_cursor (subscription, source, state, position, reason, since)
+                        VALUES (?, ?, ?, ?, ?, ?)
+                        """,
+                    arguments: [
+                        subscription.name, subscription.source, position == nil ? "current" : "behind", position?.millisecondsSinceEpoch,
+                        position == nil ? nil : SubscriptionCursor.Reason.backfill.rawValue, now.millisecondsSinceEpoch,
+                    ])
+                if db.changesCount == 1, let position {
+                    behind.append(SubscriptionCursor(
+                        subscription: subscription.name, source: subscription.source, state: .behind, position: position,
+                        reason: .backfill, since: now))
+                }
+                // A subscription moved to another source starts there as it would anew: from the shared poll.
+                try db.execute(
+                    sql: "UPDATE subscription_cursor SET source = ?, state = 'current', position = NULL WHERE subscription = ? AND source != ?",
+                    arguments: [subscription.source, subscription.name, subscription.source])
+            }
+            return behind
+        }
+    }
+
+    /// A subscription's cursor; nil before it is registered.
+    public func subscriptionCursor(_ subscription: String) async throws(StoreError) -> SubscriptionCursor? {
+        try await read("reading the cursor of \(subscription)") { db in try Self.subscriptionCursor(subscription, db) }
+    }
+
+    /// The subscriptions of `source` that are not current.
+    public func subscriptionsNotCurrent(source: String) async throws(StoreError) -> [SubscriptionCursor] {
+        try await read("reading the subscriptions of \(source)") { db in
+            try String.fetchAll(
+                db, sql: "SELECT subscription FROM subscription_cursor WHERE source = ? AND state != 'current' ORDER BY subscription",
+                arguments: [source]
+            ).compactMap { try Self.subscriptionCursor($0, db) }
+        }
+    }
+
+    /// How many events a subscription has queued.
+    public func queueDepth(_ subscription: String) async throws(StoreError) -> Int {
+        try await read("reading the queue depth of \(subscription)") { db in
+            try Int.fetchOne(db, sql: "SELECT n FROM queue_depth WHERE subscription = ?", arguments: [subscription]) ?? 0
+        }
+    }
+
+    static func subscriptionCursor(_ subscription: String, _ db: Database) throws -> SubscriptionCursor? {
+        try Row.fetchOne(
+            db, sql: "SELECT source, state, position, tail_until, reason, since FROM subscription_cursor WHERE subscription = ?",
+            arguments: [subscription]
+        ).map { row in
+            SubscriptionCursor(
+                subscription: subscription, source: row["source"], state: SubscriptionCursor.State(rawValue: row["state"]) ?? .current,
+                position: (row["position"] as Int64?).map(Timestamp.fromMilliseconds),
+                tailUntil: (row["tail_until"] as Int64?).map(Timestamp.fromMilliseconds),
+                reason: (row["reason"] as String?).flatMap(SubscriptionCursor.Reason.init(rawValue:)),
+                since: (row["since"] as Int64?).map(Timestamp.fromMilliseconds))
+        }
+    }
+
+    // MARK: - Catching up
+
+    /// Queues, for a subscription that is behind, what its own read found, and moves its position to `through`,
+    /// in one transaction. Stops at the first event that finds its queue full (`limit`), keeping its position
+    /// there. Events it has queued already are skipped.
+    public func queueCatchUp(
+        subscription: String, events: [Event], through: Timestamp, limit: Int, now: Timestamp
+    ) async throws(StoreError) -> EnqueueResult {
+        try await write("queueing \(events.count) events read for \(subscription)") { db in
+            var result = EnqueueResult()
+            var depth = try Int.fetchOne(db, sql: "SELECT n FROM queue_depth WHERE subscription = ?", arguments: [subscription]) ?? 0
+            let queue = try Self.outboxInsert(db)
+            var position = through
+            for event in events {
+                if depth >= limit {
+                    position = event.time
+                    result.filled = [subscription]
+                    break
+                }
+                let queued = try Self.queue(event, for: subscription, with: queue, now: now)
+                depth += queued
+                result.queued += queued
+                result.newEvents += queued
+                result.duplicates += 1 - queued
+            }
+            try db.execute(
+                sql: "UPDATE subscription_cursor SET position = max(position, ?) WHERE subscription = ? AND state = 'behind'",
+                arguments: [position.millisecondsSinceEpoch, subscription])
+            if !result.filled.isEmpty {
+                try db.execute(
+                    sql: "UPDATE subscription_cursor SET reason = ?, since = ? WHERE subscription = ?",
+                    arguments: [SubscriptionCursor.Reason.queueFull.rawValue, now.millisecondsSinceEpoch, subscription])
+            }
+            return result
+        }
+    }
+
+    /// Joins a subscription that is behind to its source's shared poll, if its own read has reached the settle
+    /// mark (nothing final is left before it) and the live cursor has reached its position. From then on the
+    /// shared poll feeds it; the events the poll saw at or after its position before now are listed for the tail
+    /// read. Returns the cursor as joined, or nil when it cannot join yet.
+    public func beginJoin(_ subscription: String, now: Timestamp) async throws(StoreError) -> SubscriptionCursor? {
+        try await write("joining \(subscription) to the shared poll") { db in
+            guard let cursor = try Self.subscriptionCursor(subscription, db), cursor.state == .behind, let position = cursor.position,
+                let marks = try Row.fetchOne(db, sql: "SELECT position, settled FROM cursor WHERE source = ?", arguments: [cursor.source])
+            else { return nil }
+            let live: Int64 = marks["position"]
+            let settled: Int64 = (marks["settled"] as Int64?) ?? live
+            guard position.millisecondsSinceEpoch >= settled, position.millisecondsSinceEpoch <= live else { return nil }
+            try db.execute(
+                sql: """
+                    INSERT OR IGNORE INTO join_tail (subscription, event_id)
+                    SELECT ?, event_id FROM seen WHERE source = ? AND event_time >= ?
+                    """,
+                arguments: [subscription, cursor.source, position.millisecondsSinceEpoch])
+            let newest = try Int64.fetchOne(
+                db, sql: "SELECT max(event_time) FROM seen WHERE source = ? AND event_time >= ?",
+                arguments: [cursor.source, position.millisecondsSinceEpoch])
+            let tailUntil = max(live, (newest ?? live) + 1)
+            try db.execute(
+                sql: "UPDATE subscription_cursor SET state = 'joining', tail_until = ? WHERE subscription = ?",
+                arguments: [tailUntil, subscription])
+            return try Self.subscriptionCursor(subscription, db)
+        }
+    }
+
+    /// Queues, for a joining subscription, the events of its tail read that the shared poll saw before it joined.
+    public func queueTail(subscription: String, events: [Event], now: Timestamp) async throws(StoreError) -> EnqueueResult {
+        try await write("queueing the tail read for \(subscription)") { db in
+            var result = EnqueueResult()
+            let queue = try Self.outboxInsert(db)
+            let take = try FastStatement(db, sql: "DELETE FROM join_tail WHERE subscription = ? AND event_id = ?")
+            for event in events where try take.run(.text(subscription), .text(event.id)) == 1 {
+                let queued = try Self.queue(event, for: subscription, with: queue, now: now)
+                result.queued += queued
+                result.newEvents += 1
+            }
+            return result
+        }
+    }
+
+    /// Ends a join: the subscription is current. Returns the events the poll saw that the tail read did not find.
+    @discardableResult
+    public func finishJoin(_ subscription: String) async throws(StoreError) -> Int {
+        try await write("finishing the join of \(subscription)") { db in
+            try db.execute(sql: "DELETE FROM join_tail WHERE subscription = ?", arguments: [subscription])
+            let missed = db.changesCount
+            try db.execute(
+                sql: """
+                    UPDATE subscription_cursor SET state = 'current', position = NULL, tail_until = NULL, reason = NULL
+                    WHERE subscription = ? AND state = 'joining'
+                    """, arguments: [subscription])
+            return missed
+        }
+    }
+
+    static func outboxInsert(_ db: Database) throws -> FastStatement {
+        try FastStatement(
+            db,
+            sql: """
+                INSERT OR IGNORE INTO outbox
+                    (subscription, event_id, event_time, action, time_value, payload, enqueued_at, next_attempt_at)
+                VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+                """)
+    }
+
+    static func queue(_ event: Event, for subscription: String, with statement: FastStatement, now: Timestamp) throws -> Int {
+        let nowMS = now.millisecondsSinceEpoch
+        return try statement.run(
+            .text(subscription), .text(event.id), .integer(event.time.millisecondsSinceEpoch), .text(event.action),
+            .text(event.timeValue.description), .blob(event.raw), .integer(nowMS), .integer(nowMS))
+    }
+}
+
+/// Within one page's transaction: which subscriptions the shared poll feeds, and whose queues are full.
+struct SubscriptionLanes {
+    private let db: Database
+    private let source: String
+    private let limits: [String: Int]
+    /// Subscriptions behind, by name, with their positions.
+    private var behind: [String: Int64] = [:]
+    private var depths: [String: Int] = [:]
+    private(set) var filled: [String] = []
+
+    init(_ db: Database, source: String, limits: [String: Int]) throws {
+        self.db = db
+        self.source = source
+        self.limits = limits
+        for row in try Row.fetchAll(
+            db, sql: "SELECT subscription, position FROM subscription_cursor WHERE source = ? AND state = 'behind'", arguments: [source])
+        {
+            behind[row["subscription"]] = row["position"] ?? .max
+        }
+    }
+
+    /// Whether the shared poll queues this event for `subscription`: current, with room, or behind with the event
+    /// before its position (a late one its own read has passed). A current one whose queue is full falls behind
+    /// here, at this event.
+    mutating func admits(_ subscription: String, at time: Timestamp, now: Timestamp) throws -> Bool {
+        if let position = behind[subscription] { return time.millisecondsSinceEpoch < position }
+        guard let limit = limits[subscription] else { return true }
+        if depths[subscription] == nil {
+            depths[subscription] = try Int.fetchOne(db, sql: "SELECT n FROM queue_depth WHERE subscription = ?", arguments: [subscription]) ?? 0
+        }
+        guard depths[subscription]! >= limit else { return true }
+        // Joining subscriptions are not limited: their tail is short, and falling behind mid-join would lose it.
+        let state = try String.fetchOne(db, sql: "SELECT state FROM subscription_cursor WHERE subscription = ?", arguments: [subscription])
+        if state == "joining" { return true }
+        try db.execute(
+            sql: """
+                INSERT INTO subscription_cursor (subscription, source, state, position, reason, since)
+                VALUES (?, ?, 'behind', ?, ?, ?)
+                ON CONFLICT (subscription) DO UPDATE SET state = 'behind', position = excluded.position,
+                    reason = excluded.reason, since = excluded.since
+                """,
+            arguments: [subscription, source, time.millisecondsSinceEpoch, SubscriptionCursor.Reason.queueFull.rawValue, now.millisecondsSinceEpoch])
+        behind[subscription] = time.millisecondsSinceEpoch
+        filled.append(subscription)
+        return false
+    }
+
+    mutating func count(_ subscription: String, _ queued: Int) {
+        if depths[subscription] != nil { depths[subscription]! += queued }
+    }
+}
