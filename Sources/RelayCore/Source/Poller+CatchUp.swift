@@ -16,8 +16,9 @@ extension Poller {
         }
     }
 
-    /// One pass over the subscriptions that are behind or joining: each reads on while its queue has room, and
-    /// joins the shared poll once its read reaches the settle mark. Returns whether any read.
+    /// One pass over the subscriptions that are behind or joining, and the replays asked for: each reads on while
+    /// its queue has room; a subscription joins the shared poll once its read reaches the settle mark. Returns
+    /// whether any read.
     @discardableResult
     public func catchUp() async throws -> Bool {
         var read = false
@@ -25,7 +26,41 @@ extension Poller {
             guard let subscription = subscriptions[cursor.subscription] else { continue }
             read = try await catchUp(subscription, from: cursor) || read
         }
+        for request in try await store.pendingReplays(of: subscriptions.names) {
+            guard let subscription = subscriptions[request.subscription] else { continue }
+            read = try await replay(request, for: subscription) || read
+        }
         return read
+    }
+
+    /// Reads a replay's range on from its position and queues what matches, under the original `webhook-id`s.
+    private func replay(_ request: ReplayRequest, for subscription: SubscriptionConfig) async throws -> Bool {
+        let limit = subscription.webhook.maxQueued
+        // A replay that filled the queue waits, like a catch-up, until it has drained below half.
+        let depth = try await store.queueDepth(subscription.name)
+        guard depth < (request.position == request.since ? limit : limit / 2) else { return false }
+        if request.position == request.since {
+            logger.notice(
+                "replaying", metadata: [
+                    "subscription": "\(subscription.name)", "since": "\(request.since.iso8601)", "until": "\(request.until.iso8601)",
+                ])
+        }
+        let router = Router(subscriptions: [subscription])
+        let (store, now, range) = (store, now, request.since..<request.until)
+        if request.position < request.until {
+            _ = try await walk.run(.catchUp, start: Self.queryStart(request.position), end: request.until, commit: { events, page in
+                let mine = events.filter { range.contains($0.time) && !router.route($0).isEmpty }
+                return try await store.queueReplay(
+                    request.id, events: mine, through: page.isLast ? range.upperBound : min(page.readThrough, range.upperBound), limit: limit,
+                    now: now())
+            })
+        }
+        // Stopped short by a full queue: it goes on from there at a later pass.
+        guard let read = try await store.replayRequest(request.id), read.position >= read.until else { return true }
+        try await store.finishReplay(request.id, now: now())
+        let done = try await store.replayRequest(request.id)
+        logger.notice("replay done", metadata: ["subscription": "\(subscription.name)", "queued": "\(done?.queued ?? 0)"])
+        return true
     }
 
     private func catchUp(_ subscription: SubscriptionConfig, from cursor: SubscriptionCursor) async throws -> Bool {

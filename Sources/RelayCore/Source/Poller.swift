@@ -210,6 +210,7 @@ final class SubscriptionsInForce: Sendable {
 
     func set(_ subscriptions: [SubscriptionConfig]) { byName.withLock { $0 = Self.index(subscriptions) } }
     subscript(name: String) -> SubscriptionConfig? { byName.withLock { $0[name] } }
+    var names: [String] { byName.withLock { $0.keys.sorted() } }
     /// Each subscription's `maxQueued`.
     var queueLimits: [String: Int] { byName.withLock { $0.mapValues(\.webhook.maxQueued) } }
 

@@ -243,6 +243,23 @@ public final class StateStore: Sendable {
                     END;
                     """)
         }
+        migrator.registerMigration("v6: replay requests") { db in
+            // `intilery-relay replay` writes a request; the daemon's catch-up edge reads the range again from the
+            // API for that subscription, moving `position` as it queues, and marks it done.
+            try db.execute(
+                sql: """
+                    CREATE TABLE replay_request (
+                        id INTEGER PRIMARY KEY,
+                        subscription TEXT NOT NULL,
+                        since INTEGER NOT NULL,
+                        until INTEGER NOT NULL,
+                        position INTEGER NOT NULL,
+                        queued INTEGER NOT NULL DEFAULT 0,
+                        requested_at INTEGER NOT NULL,
+                        finished_at INTEGER
+                    );
+                    """)
+        }
         return migrator
     }()
 }
