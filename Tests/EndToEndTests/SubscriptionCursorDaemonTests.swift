@@ -187,6 +187,70 @@ import Glibc
         }
     }
 
+    @Test func aDeadWebhookFillsNoDiskStopsNothingAndLosesNothingOnceItReturns() async throws {
+        try await DaemonTests.withSetup { setup in
+            let outageEnd = Int64(Date().timeIntervalSince1970 * 1000) + 20_000
+            setup.receiver.outage("/hooks/down", until: outageEnd, reply: .status(503))
+            setup.receiver.keep(bodies: true)
+            try #"""
+                {"stateDirectory": "./state", "metrics": {"listen": "off"}, "shutdownGrace": "1s",
+                 "sources": [{"name": "acme", "baseURL": "\#(setup.api.baseURL)", "clientId": "acme", "accountId": "acme", "brandId": "ACME", "authToken": {"env": "INTILERY_TOKEN"}, "startFrom": "now", "pollInterval": "250ms", "lookback": "2s"}],
+                 "subscriptions": [
+                   {"name": "healthy", "webhook": {"url": "\#(setup.receiver.url("/hooks/healthy"))"}},
+                   {"name": "down", "webhook": {"url": "\#(setup.receiver.url("/hooks/down"))", "maxQueued": 1000, "concurrency": 16}}]}
+                """#.write(to: setup.configFile, atomically: true, encoding: .utf8)
+            let relay = try RelayProcess(arguments: ["run", "--config", setup.configFile.path], environment: setup.environment, directory: setup.directory)
+            defer { relay.signal(SIGKILL) }
+            #expect(await relay.waitForLog(containing: "started", timeout: .seconds(10)))
+            // 20,000 events while the webhook is down: twenty times its maxQueued.
+            setup.api.log.startLiveTraffic(perSecond: 1_000)
+            let state = setup.directory.appendingPathComponent("state")
+            let store = try #require(try StateStore.openExisting(directory: state.path))
+            var deepest = 0
+            var largestFile = 0
+            var largestDatabase = 0
+            while Int64(Date().timeIntervalSince1970 * 1000) < outageEnd {
+                if setup.api.log.count >= 20_000 { setup.api.log.stopLiveTraffic() }
+                deepest = max(deepest, try await store.queueDepth("down"))
+                largestFile = max(largestFile, Self.bytes(in: state))
+                largestDatabase = max(largestDatabase, Self.bytes(in: state, named: StateStore.fileName))
+                try await Task.sleep(for: .milliseconds(250))
+            }
+            setup.api.log.stopLiveTraffic()
+            let events = Set(setup.api.log.allEvents.map(\.eventID))
+            #expect(events.count >= 15_000)
+            // The healthy one and polling never stopped: it had every event before the other came back.
+            #expect(setup.receiver.record.successesByPath["/hooks/healthy", default: 0] >= events.count - 1_000)
+            // The queue stayed at its bound, and with it the disk: the database holds 1,000 queued events (about
+            // 0.5 MB) and the seen ids of the last minute or so (about 60 bytes an event); 20,000 queued events would
+            // add about 10 MB. Beside it, SQLite's write-ahead log, which checkpoints at about 4 MB.
+            print("dead webhook: \(events.count) events, deepest queue \(deepest), database \(largestDatabase) bytes, with log \(largestFile)")
+            #expect(deepest <= 1_000, "\(deepest) queued")
+            #expect(largestDatabase < 3 << 20, "database \(largestDatabase) bytes")
+            #expect(largestFile < 8 << 20, "database, log and index \(largestFile) bytes")
+            let cursor = try await store.subscriptionCursor("down")
+            #expect(cursor?.state == .behind && cursor?.reason == .queueFull)
+
+            // Back: it drains, catches up from the API and gets every event exactly once.
+            #expect(await setup.receiver.waitUntil(timeout: .seconds(120)) { $0.successesByPath["/hooks/down", default: 0] >= events.count },
+                    "\(setup.receiver.record.successesByPath)")
+            let delivered = setup.receiver.record.requests(to: "/hooks/down").filter { $0.answeredStatus == 200 }.compactMap(Self.eventID)
+            #expect(delivered.count == events.count && Set(delivered) == events)
+            let healthy = setup.receiver.record.requests(to: "/hooks/healthy").compactMap(Self.eventID)
+            #expect(healthy.count == events.count && Set(healthy) == events)
+            #expect(try await store.deadLetters().isEmpty)
+            relay.signal(SIGTERM)
+            #expect(await relay.waitForExit(timeout: .seconds(10)) == 0)
+        }
+    }
+
+    /// Bytes in a directory's files: the store, its write-ahead log and its shared memory.
+    static func bytes(in directory: URL, named name: String? = nil) -> Int {
+        let files = ((try? FileManager.default.contentsOfDirectory(at: directory, includingPropertiesForKeys: [.fileSizeKey])) ?? [])
+            .filter { name == nil || $0.lastPathComponent == name }
+        return files.reduce(0) { $0 + ((try? $1.resourceValues(forKeys: [.fileSizeKey]).fileSize) ?? 0) }
+    }
+
     /// The event a one-event request carried.
     static func eventID(_ request: ReceivedWebhook) -> String? {
         (try? JSONParser.parse(request.body))?.objectValue?["eventID"]?.stringValue
