@@ -89,6 +89,8 @@ bench: release bench-deps
 	.build/release/relay-bench isolation 10000
 	@echo "== Strict drain (ordering strict, one request at a time, after an outage)"
 	.build/release/relay-bench strict 100000
+	@echo "== Catch-up (a subscription 1,000,000 events behind, another one current with live traffic)"
+	.build/release/relay-bench catchup 1000000
 	.build/release/relay-bench e2e
 
 install: release

@@ -19,6 +19,11 @@ struct RelayBench {
             print(LiveBenchmark.describe(result))
             return
         }
+        if arguments.first == "catchup" {
+            let backlog = arguments.dropFirst().first.flatMap { Int($0) } ?? 1_000_000
+            print(CatchUpBenchmark.describe(try await CatchUpBenchmark(relayBinary: binary).run(backlog: backlog)))
+            return
+        }
         if arguments.first == "strict" {
             let events = arguments.dropFirst().first.flatMap { Int($0) } ?? 100_000
             let rate = try await StrictDrainBenchmark(events: events).run()
@@ -34,7 +39,7 @@ struct RelayBench {
             return
         }
         guard arguments.first == "ingest" else {
-            print("usage: relay-bench ingest [BACKLOG ...] | isolation [EVENTS] | strict [EVENTS] | live RATE [--api-limited] [--latency] | e2e")
+            print("usage: relay-bench ingest [BACKLOG ...] | isolation [EVENTS] | strict [EVENTS] | catchup [BACKLOG] | live RATE [--api-limited] [--latency] | e2e")
             exit(64)
         }
         let backlogs = arguments.dropFirst().compactMap { Int($0) }
