@@ -57,7 +57,7 @@ extension StateStore {
                 db, sql: "SELECT subscription FROM orphan WHERE since < ?",
                 arguments: [now.advanced(by: .zero - retention).millisecondsSinceEpoch])
             for name in names {
-                for table in ["outbox", "dead_letter", "delivery_stats", "subscription_pause", "orphan"] {
+                for table in ["outbox", "dead_letter", "delivery_stats", "subscription_pause", "subscription_cursor", "join_tail", "replay_request", "orphan"] {
                     try db.execute(sql: "DELETE FROM \(table) WHERE subscription = ?", arguments: [name])
                 }
             }
@@ -70,7 +70,7 @@ extension StateStore {
     public func purgeOrphan(_ subscription: String) async throws(StoreError) -> (queued: Int, deadLetters: Int) {
         try await write("purging the removed subscription \(subscription)") { db in
             var counts: [Int] = []
-            for table in ["outbox", "dead_letter", "delivery_stats", "subscription_pause", "orphan"] {
+            for table in ["outbox", "dead_letter", "delivery_stats", "subscription_pause", "subscription_cursor", "join_tail", "replay_request", "orphan"] {
                 try db.execute(sql: "DELETE FROM \(table) WHERE subscription = ?", arguments: [subscription])
                 counts.append(db.changesCount)
             }
