@@ -19,6 +19,9 @@ public struct RelayConfig: Sendable, Equatable {
     /// name within it resumes them). Default 7 days.
     public var orphanRetention: Duration = .seconds(7 * 86_400)
 
+    /// Every default, no sources and no subscriptions: for tools and tests that build a config in code.
+    public init() {}
+
     /// The subscriptions fed by one source.
     public func subscriptions(of source: SourceConfig) -> [SubscriptionConfig] {
         subscriptions.filter { $0.source == source.name }

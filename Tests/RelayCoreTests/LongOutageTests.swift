@@ -1,0 +1,103 @@
+import CurlHTTP
+import Foundation
+import IntilerySimulator
+import Logging
+import RelayCore
+import Testing
+
+/// A webhook down for three simulated days: the whole pipeline (pollers, dispatchers, outcome writer) on one test
+/// clock with the fake API and the receiver, so that days pass in seconds. The dead webhook's queue stays at
+/// `maxQueued`; the healthy one and polling never stop; once it returns, every event is delivered or dead-lettered
+/// by the rules (`maxAge` from when it was queued), none lost.
+@Suite(.timeLimit(.minutes(3))) struct LongOutageTests {
+    @Test func threeDaysDownAtABoundedQueueEndsWithEveryEventDeliveredOrDeadLettered() async throws {
+        let clock = TestClock(autoAdvance: false)
+        var settings = FakeEventsAPI.Settings()
+        settings.rateLimit = nil
+        let api = try await FakeEventsAPI.start(settings: settings, time: .derived { clock.wallMilliseconds })
+        let receiver = try await WebhookReceiver.start(time: .derived { clock.wallMilliseconds })
+        receiver.keep(bodies: true)
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("relay-outage-\(UUID().uuidString)")
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let store = try StateStore.open(directory: directory.path)
+        let http = CurlHTTPClient()
+
+        let start = clock.wallMilliseconds
+        let days: Int64 = 3
+        let outageEnd = start + days * 86_400_000
+        receiver.outage("/down", until: outageEnd, reply: .status(503))
+        var source = SourceConfig(
+            name: "acme", clientId: api.account.clientId, accountId: api.account.accountId, brandId: api.account.brandId,
+            authToken: Secret(api.account.authToken, origin: .literal))
+        source.baseURL = api.baseURL
+        source.startFrom = .time(clock.wallTime)
+        source.pollInterval = .seconds(60)
+        source.lookback = .seconds(120)
+        var config = RelayConfig()
+        config.sources = [source]
+        var down = WebhookConfig(url: receiver.url("/down"))
+        down.maxQueued = 500
+        config.subscriptions = [
+            SubscriptionConfig(name: "healthy", source: "acme", webhook: WebhookConfig(url: receiver.url("/healthy"))),
+            SubscriptionConfig(name: "down", source: "acme", webhook: down),
+        ]
+        _ = try await store.registerSubscriptions(config.subscriptions, now: clock.wallTime)
+        var logger = Logger(label: "test")
+        logger.logLevel = .critical
+        let pipeline = Pipeline(
+            config: config, store: store, http: http, limiters: APIRateLimiters(clock: clock), time: clock.relayTime, logger: logger)
+
+        // One event every 20 s of simulated time: 12,960 over the three days, 26 times the dead one's bound.
+        api.log.startLiveTraffic(perSecond: 0.05)
+        var deepest = 0
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            group.addTask { try await pipeline.run() }
+            // Time moves a minute at a time, each step given a moment of real time to run what it woke: a clock
+            // that jumped to each sleeper's deadline would let one long sleep age everybody's queue at once.
+            func step() async throws {
+                clock.advance(by: .seconds(60))
+                try await Task.sleep(for: .milliseconds(4))
+            }
+            while clock.wallMilliseconds < outageEnd {
+                try await step()
+                deepest = max(deepest, try await store.queueDepth("down"))
+            }
+            api.log.stopLiveTraffic()
+            let total = api.log.count
+            // Back: everything ends delivered or dead-lettered, within a simulated day.
+            for _ in 0..<4_320 {
+                let delivered = receiver.record.successesByPath["/down", default: 0]
+                let dead = try await store.deadLetters(subscription: "down").count
+                let healthy = receiver.record.successesByPath["/healthy", default: 0]
+                if delivered + dead >= total, healthy >= total, try await store.queueDepth("down") == 0 { break }
+                try await step()
+            }
+            pipeline.stop()
+            try await group.waitForAll()
+        }
+        let events = Set(api.log.allEvents.map(\.eventID))
+        let healthy = receiver.record.requests(to: "/healthy").compactMap(Self.eventID)
+        let delivered = receiver.record.requests(to: "/down").filter { $0.answeredStatus == 200 }.compactMap(Self.eventID)
+        let dead = try await store.deadLetters(subscription: "down")
+        print("three days down: \(events.count) events, deepest queue \(deepest), \(delivered.count) delivered, \(dead.count) dead-lettered")
+        #expect(events.count > 12_000)
+        #expect(healthy.count == events.count, "\(healthy.count) deliveries to the healthy one, \(Set(healthy).count) distinct")
+        #expect(Set(healthy) == events)
+        // maxQueued, and a join's tail (the events of about a lookback and a poll, 9 at this rate) on top.
+        #expect(deepest <= 500 + 9, "\(deepest) queued")
+        // None lost, none twice: each event either delivered once or a dead letter.
+        #expect(delivered.count == Set(delivered).count)
+        #expect(Set(delivered).isDisjoint(with: dead.map(\.eventID)))
+        #expect(Set(delivered).union(dead.map(\.eventID)) == events)
+        // Dead letters only by maxAge, counted from when each was queued.
+        #expect(dead.allSatisfy { $0.reason.hasPrefix("max_age") })
+        await http.shutdown()
+        try await api.shutdown()
+        try await receiver.shutdown()
+    }
+
+    static func eventID(_ request: ReceivedWebhook) -> String? {
+        guard let body = try? JSONSerialization.jsonObject(with: Data(request.body)) as? [String: Any] else { return nil }
+        return body["eventID"] as? String
+    }
+}
