@@ -111,22 +111,7 @@ extension StateStore {
         subscription: String, events: [Event], through: Timestamp, limit: Int, now: Timestamp
     ) async throws(StoreError) -> EnqueueResult {
         try await write("queueing \(events.count) events read for \(subscription)") { db in
-            var result = EnqueueResult()
-            var depth = try Int.fetchOne(db, sql: "SELECT n FROM queue_depth WHERE subscription = ?", arguments: [subscription]) ?? 0
-            let queue = try Self.outboxInsert(db)
-            var position = through
-            for event in events {
-                if depth >= limit {
-                    position = event.time
-                    result.filled = [subscription]
-                    break
-                }
-                let queued = try Self.queue(event, for: subscription, with: queue, now: now)
-                depth += queued
-                result.queued += queued
-                result.newEvents += queued
-                result.duplicates += 1 - queued
-            }
+            let (result, position) = try Self.queue(events, for: subscription, through: through, upTo: limit, db, now: now)
             try db.execute(
                 sql: "UPDATE subscription_cursor SET position = max(position, ?) WHERE subscription = ? AND state = 'behind'",
                 arguments: [position.millisecondsSinceEpoch, subscription])
@@ -196,6 +181,29 @@ extension StateStore {
                     """, arguments: [subscription])
             return missed
         }
+    }
+
+    /// Queues `events` for `subscription` (those still queued are skipped) until its queue holds `limit`; returns
+    /// what it did and how far the reader may move: `through`, or the time of the first event that found the queue
+    /// full (`filled` names the subscription then).
+    static func queue(
+        _ events: [Event], for subscription: String, through: Timestamp, upTo limit: Int, _ db: Database, now: Timestamp
+    ) throws -> (EnqueueResult, position: Timestamp) {
+        var result = EnqueueResult()
+        var depth = try Int.fetchOne(db, sql: "SELECT n FROM queue_depth WHERE subscription = ?", arguments: [subscription]) ?? 0
+        let insert = try outboxInsert(db)
+        for event in events {
+            if depth >= limit {
+                result.filled = [subscription]
+                return (result, event.time)
+            }
+            let queued = try queue(event, for: subscription, with: insert, now: now)
+            depth += queued
+            result.queued += queued
+            result.newEvents += queued
+            result.duplicates += 1 - queued
+        }
+        return (result, through)
     }
 
     static func outboxInsert(_ db: Database) throws -> FastStatement {

@@ -54,23 +54,9 @@ extension StateStore {
     /// queued twice; delivered ones are queued again, under their original `webhook-id`.
     public func queueReplay(_ id: Int64, events: [Event], through: Timestamp, limit: Int, now: Timestamp) async throws(StoreError) -> EnqueueResult {
         try await write("queueing replayed events") { db in
-            var result = EnqueueResult()
             guard let subscription = try String.fetchOne(db, sql: "SELECT subscription FROM replay_request WHERE id = ?", arguments: [id])
-            else { return result }
-            var depth = try Int.fetchOne(db, sql: "SELECT n FROM queue_depth WHERE subscription = ?", arguments: [subscription]) ?? 0
-            let queue = try Self.outboxInsert(db)
-            var position = through
-            for event in events {
-                if depth >= limit {
-                    position = event.time
-                    result.filled = [subscription]
-                    break
-                }
-                let queued = try Self.queue(event, for: subscription, with: queue, now: now)
-                depth += queued
-                result.queued += queued
-                result.newEvents += 1
-            }
+            else { return EnqueueResult() }
+            let (result, position) = try Self.queue(events, for: subscription, through: through, upTo: limit, db, now: now)
             try db.execute(
                 sql: "UPDATE replay_request SET position = max(position, ?), queued = queued + ? WHERE id = ?",
                 arguments: [position.millisecondsSinceEpoch, result.queued, id])
