@@ -230,7 +230,9 @@ import Glibc
             // backlog when the machine is busy). Without maxQueued, 10,000 events would be queued for "down".
             // Beside the database, SQLite's write-ahead log checkpoints at about 4 MB.
             print("dead webhook: \(events.count) events, deepest queue \(deepest) (healthy \(deepestHealthy)), database \(largestDatabase) bytes, with log \(largestFile)")
-            #expect(deepest <= 1_000, "\(deepest) queued")
+            // maxQueued, plus the events of the millisecond that filled it (queued rather than read twice) and a
+            // join's tail: a handful.
+            #expect(deepest <= 1_000 + 10, "\(deepest) queued")
             let bound = (1 << 20) + 1_024 * (1_000 + deepestHealthy)
             #expect(largestDatabase < bound, "database \(largestDatabase) bytes, bound \(bound)")
             #expect(largestFile < bound + (6 << 20), "database, log and index \(largestFile) bytes")

@@ -50,14 +50,17 @@ import Testing
         #expect(extra.count == 0, "\(name): \(extra.count) events it should not have, e.g. \(extra.prefix(3))", sourceLocation: sourceLocation)
     }
 
-    @Test func aNewSubscriptionBackfillsFromStartFromThenJoinsTheSharedPollGettingEachEventOnce() async throws {
+    /// With a lookback of 0 there is no settle edge, and the marks move with every live poll: it must still join.
+    @Test(arguments: [60, 0])
+    func aNewSubscriptionBackfillsFromStartFromThenJoinsTheSharedPollGettingEachEventOnce(lookbackSeconds: Int) async throws {
         var settings = FakeEventsAPI.Settings()
         settings.rateLimit = nil
         try await withIngest(settings: settings) { fixture in
             let start = fixture.now.millisecondsSinceEpoch
             fixture.api.log.addBacklog(count: 3_000, from: start - 7_200_000, to: start)
-            fixture.api.log.startLiveTraffic(perSecond: 40, late: EventLog.LateVisibility(fraction: 0.2, delay: .seconds(20)))
-            let source = fixture.source(startFrom: .now, lookback: .seconds(60))
+            let late = lookbackSeconds > 0 ? EventLog.LateVisibility(fraction: 0.2, delay: .seconds(20)) : nil
+            fixture.api.log.startLiveTraffic(perSecond: 40, late: late)
+            let source = fixture.source(startFrom: .now, lookback: .seconds(Int64(lookbackSeconds)))
             let existing = Self.subscription("existing")
             _ = try await fixture.store.registerSubscriptions([existing], now: fixture.now)
             let deliveries = Deliveries()

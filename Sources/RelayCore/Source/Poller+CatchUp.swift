@@ -4,9 +4,9 @@ import Logging
 /// the shared poll once it has reached it (SPEC.md, "Subscription cursors").
 ///
 /// Behind, a subscription gets from the shared poll only late events before its position; its own read covers
-/// `[position, settle mark)`, a range in which nothing new can appear. There it joins in one transaction: from
-/// then on the shared poll feeds it, and the events the poll saw at or after its position before it joined are
-/// listed; a last "tail" read fetches those. So every event reaches it once, whatever the order in which the
+/// `[position, seen-id horizon)`, a range the poll has read for good and whose ids it no longer keeps. There it
+/// joins in one transaction: from then on the shared poll feeds it, and the events the poll saw at or after its
+/// position before it joined are listed; a last "tail" read fetches those. So every event reaches it once, whatever the order in which the
 /// edges run. Its reads yield the rate limit to the live edge, like the settle edge's.
 extension Poller {
     func runCatchUpEdge() async throws {
@@ -17,7 +17,7 @@ extension Poller {
     }
 
     /// One pass over the subscriptions that are behind or joining, and the replays asked for: each reads on while
-    /// its queue has room; a subscription joins the shared poll once its read reaches the settle mark. Returns
+    /// its queue has room; a subscription joins the shared poll once its read reaches the seen-id horizon. Returns
     /// whether any read.
     @discardableResult
     public func catchUp() async throws -> Bool {
@@ -72,22 +72,25 @@ extension Poller {
             let depth = try await store.queueDepth(name)
             // A full queue waits until it has drained below half, so that catching up reads in long runs.
             if depth >= (cursor.reason == .queueFull ? limit / 2 : limit) { return false }
-            let settled = try await currentMarks().settled
-            if position < settled {
+            // Below the seen-id horizon the shared poll's ids are gone: that range is read here. From the horizon on
+            // the join lists what the poll saw, so it joins as soon as its read gets there.
+            let horizon = try await currentMarks().seenHorizon
+            if position < horizon {
                 logger.info(
                     "catching up: reading on its own", metadata: [
-                        "subscription": "\(name)", "from": "\(position.iso8601)", "to": "\(settled.iso8601)",
+                        "subscription": "\(name)", "from": "\(position.iso8601)", "to": "\(horizon.iso8601)",
                         "reason": "\(cursor.reason?.rawValue ?? "-")",
                     ])
-                let (store, now) = (store, now)
-                let from = position
-                _ = try await walk.run(.catchUp, start: Self.queryStart(position), end: settled, commit: { events, page in
-                    let mine = events.filter { $0.time >= from && !router.route($0).isEmpty }
+                let (store, now, source) = (store, now, source.name)
+                let range = position..<horizon
+                _ = try await walk.run(.catchUp, start: Self.queryStart(position), end: horizon, commit: { events, page in
+                    let mine = events.filter { range.contains($0.time) && !router.route($0).isEmpty }
                     return try await store.queueCatchUp(
-                        subscription: name, events: mine, through: page.isLast ? settled : min(page.readThrough, settled), limit: limit,
-                        now: now())
+                        subscription: name, source: source, events: mine, through: page.isLast ? horizon : min(page.readThrough, horizon),
+                        limit: limit, now: now())
                 })
-                return true
+                guard let after = try await store.subscriptionCursor(name)?.position, after >= horizon else { return true }
+                position = after
             }
             guard let joined = try await store.beginJoin(name, now: now()), let start = joined.position else { return false }
             position = start

@@ -41,7 +41,8 @@ extension StateStore {
                 switch subscription.startFrom {
                 case .now: position = nil
                 case .earliest: position = Timestamp(millisecondsSinceEpoch: 0)
-                case .time(let time): position = time
+                // A time still to come starts from now: a position ahead of the live cursor could not join.
+                case .time(let time): position = min(time, now)
                 }
                 try db.execute(
                     sql: """
@@ -106,15 +107,16 @@ extension StateStore {
 
     /// Queues, for a subscription that is behind, what its own read found, and moves its position to `through`,
     /// in one transaction. Stops at the first event that finds its queue full (`limit`), keeping its position
-    /// there. Events it has queued already are skipped.
+    /// there. Events it has queued already are skipped. Nothing moves if the subscription has meanwhile moved to
+    /// another source (a reload).
     public func queueCatchUp(
-        subscription: String, events: [Event], through: Timestamp, limit: Int, now: Timestamp
+        subscription: String, source: String, events: [Event], through: Timestamp, limit: Int, now: Timestamp
     ) async throws(StoreError) -> EnqueueResult {
         try await write("queueing \(events.count) events read for \(subscription)") { db in
             let (result, position) = try Self.queue(events, for: subscription, through: through, upTo: limit, db, now: now)
             try db.execute(
-                sql: "UPDATE subscription_cursor SET position = max(position, ?) WHERE subscription = ? AND state = 'behind'",
-                arguments: [position.millisecondsSinceEpoch, subscription])
+                sql: "UPDATE subscription_cursor SET position = max(position, ?) WHERE subscription = ? AND source = ? AND state = 'behind'",
+                arguments: [position.millisecondsSinceEpoch, subscription, source])
             if !result.filled.isEmpty {
                 try db.execute(
                     sql: "UPDATE subscription_cursor SET reason = ?, since = ? WHERE subscription = ?",
@@ -124,18 +126,17 @@ extension StateStore {
         }
     }
 
-    /// Joins a subscription that is behind to its source's shared poll, if its own read has reached the settle
-    /// mark (nothing final is left before it) and the live cursor has reached its position. From then on the
-    /// shared poll feeds it; the events the poll saw at or after its position before now are listed for the tail
-    /// read. Returns the cursor as joined, or nil when it cannot join yet.
+    /// Joins a subscription that is behind to its source's shared poll, if its own read has reached the seen-id
+    /// horizon (from there on, every event the poll has seen is listed in `seen`) and the live cursor has reached its
+    /// position. From then on the shared poll feeds it; the events the poll saw at or after its position before now
+    /// are listed for the tail read. Returns the cursor as joined, or nil when it cannot join yet.
     public func beginJoin(_ subscription: String, now: Timestamp) async throws(StoreError) -> SubscriptionCursor? {
         try await write("joining \(subscription) to the shared poll") { db in
             guard let cursor = try Self.subscriptionCursor(subscription, db), cursor.state == .behind, let position = cursor.position,
-                let marks = try Row.fetchOne(db, sql: "SELECT position, settled FROM cursor WHERE source = ?", arguments: [cursor.source])
+                let marks = try Self.marks(of: cursor.source, db)
             else { return nil }
-            let live: Int64 = marks["position"]
-            let settled: Int64 = (marks["settled"] as Int64?) ?? live
-            guard position.millisecondsSinceEpoch >= settled, position.millisecondsSinceEpoch <= live else { return nil }
+            let live = marks.live.millisecondsSinceEpoch
+            guard position >= marks.seenHorizon, position.millisecondsSinceEpoch <= live else { return nil }
             try db.execute(
                 sql: """
                     INSERT OR IGNORE INTO join_tail (subscription, event_id)
@@ -233,11 +234,16 @@ struct SubscriptionLanes {
     private var behind: [String: Int64] = [:]
     private var depths: [String: Int] = [:]
     private(set) var filled: [String] = []
+    /// The live cursor before this page and where this page moves it.
+    private let liveBefore: Int64
+    private let liveAfter: Int64
 
-    init(_ db: Database, source: String, limits: [String: Int]) throws {
+    init(_ db: Database, source: String, limits: [String: Int], liveAfter: Timestamp?) throws {
         self.db = db
         self.source = source
         self.limits = limits
+        liveBefore = try Int64.fetchOne(db, sql: "SELECT position FROM cursor WHERE source = ?", arguments: [source]) ?? 0
+        self.liveAfter = max(liveBefore, liveAfter?.millisecondsSinceEpoch ?? liveBefore)
         for row in try Row.fetchAll(
             db, sql: "SELECT subscription, position FROM subscription_cursor WHERE source = ? AND state = 'behind'", arguments: [source])
         {
@@ -247,7 +253,12 @@ struct SubscriptionLanes {
 
     /// Whether the shared poll queues this event for `subscription`: current, with room, or behind with the event
     /// before its position (a late one its own read has passed). A current one whose queue is full falls behind
-    /// here, at this event.
+    /// here, at a position that neither re-reads what it was given nor skips what it was not:
+    /// - a late event (before the live cursor) falls behind at the live cursor, and is queued (it is before it);
+    /// - an event of this live page falls behind just after the event's millisecond, and is queued, so that events
+    ///   of that millisecond that follow are queued too rather than read again;
+    /// - an event stamped past where this page leaves the live cursor (a device with a wrong clock) falls behind
+    ///   there, not at its time: a position years ahead would never let it join.
     mutating func admits(_ subscription: String, at time: Timestamp, now: Timestamp) throws -> Bool {
         if let position = behind[subscription] { return time.millisecondsSinceEpoch < position }
         guard let limit = limits[subscription] else { return true }
@@ -258,6 +269,8 @@ struct SubscriptionLanes {
         // Joining subscriptions are not limited: their tail is short, and falling behind mid-join would lose it.
         let state = try String.fetchOne(db, sql: "SELECT state FROM subscription_cursor WHERE subscription = ?", arguments: [subscription])
         if state == "joining" { return true }
+        let t = time.millisecondsSinceEpoch
+        let position = t < liveBefore ? liveBefore : min(t + 1, liveAfter)
         try db.execute(
             sql: """
                 INSERT INTO subscription_cursor (subscription, source, state, position, reason, since)
@@ -265,10 +278,10 @@ struct SubscriptionLanes {
                 ON CONFLICT (subscription) DO UPDATE SET state = 'behind', position = excluded.position,
                     reason = excluded.reason, since = excluded.since
                 """,
-            arguments: [subscription, source, time.millisecondsSinceEpoch, SubscriptionCursor.Reason.queueFull.rawValue, now.millisecondsSinceEpoch])
-        behind[subscription] = time.millisecondsSinceEpoch
+            arguments: [subscription, source, position, SubscriptionCursor.Reason.queueFull.rawValue, now.millisecondsSinceEpoch])
+        behind[subscription] = position
         filled.append(subscription)
-        return false
+        return t < position
     }
 
     mutating func count(_ subscription: String, _ queued: Int) {

@@ -85,7 +85,7 @@ extension StateStore {
         try await read("reading the marks of \(source)") { db in try Self.marks(of: source, db) }
     }
 
-    private static func marks(of source: String, _ db: Database) throws -> SourceMarks? {
+    static func marks(of source: String, _ db: Database) throws -> SourceMarks? {
         guard let row = try Row.fetchOne(
             db, sql: "SELECT position, settled, seen_horizon FROM cursor WHERE source = ?", arguments: [source])
         else { return nil }
@@ -138,7 +138,7 @@ extension StateStore {
     ) async throws(StoreError) -> EnqueueResult {
         try await write("queueing \(events.count) events of \(source)") { db in
             var result = EnqueueResult()
-            var lanes = try SubscriptionLanes(db, source: source, limits: queueLimits)
+            var lanes = try SubscriptionLanes(db, source: source, limits: queueLimits, liveAfter: advance.live)
             let markSeen = try FastStatement(db, sql: "INSERT OR IGNORE INTO seen (source, event_id, event_time) VALUES (?, ?, ?)")
             let queue = try FastStatement(
                 db,

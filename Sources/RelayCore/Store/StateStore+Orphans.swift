@@ -52,30 +52,39 @@ extension StateStore {
     /// Deletes the queued events, dead letters and history of orphans older than `retention`; returns the names
     /// deleted.
     public func pruneOrphans(olderThan retention: Duration, now: Timestamp) async throws(StoreError) -> [String] {
-        try await write("deleting orphaned subscriptions past their retention") { db in
-            let names = try String.fetchAll(
+        let names = try await read("reading orphaned subscriptions") { db in
+            try String.fetchAll(
                 db, sql: "SELECT subscription FROM orphan WHERE since < ?",
                 arguments: [now.advanced(by: .zero - retention).millisecondsSinceEpoch])
-            for name in names {
-                for table in ["outbox", "dead_letter", "delivery_stats", "subscription_pause", "subscription_cursor", "join_tail", "replay_request", "orphan"] {
-                    try db.execute(sql: "DELETE FROM \(table) WHERE subscription = ?", arguments: [name])
-                }
-            }
-            return names
         }
+        for name in names { _ = try await purgeOrphan(name) }
+        return names
     }
 
     /// Deletes everything stored under a name the config no longer has; returns the queued events and dead
     /// letters deleted.
     public func purgeOrphan(_ subscription: String) async throws(StoreError) -> (queued: Int, deadLetters: Int) {
-        try await write("purging the removed subscription \(subscription)") { db in
-            var counts: [Int] = []
-            for table in ["outbox", "dead_letter", "delivery_stats", "subscription_pause", "subscription_cursor", "join_tail", "replay_request", "orphan"] {
-                try db.execute(sql: "DELETE FROM \(table) WHERE subscription = ?", arguments: [subscription])
-                counts.append(db.changesCount)
+        // In slices of 10,000 rows, each its own transaction: a queue of a million rows deleted at once would hold
+        // the writer, and every poll behind it, for long enough to trip the watchdog.
+        var counts = (queued: 0, deadLetters: 0)
+        for table in ["outbox", "dead_letter"] {
+            while true {
+                let deleted = try await write("purging the removed subscription \(subscription)") { db in
+                    try db.execute(
+                        sql: "DELETE FROM \(table) WHERE id IN (SELECT id FROM \(table) WHERE subscription = ? LIMIT 10000)",
+                        arguments: [subscription])
+                    return db.changesCount
+                }
+                if table == "outbox" { counts.queued += deleted } else { counts.deadLetters += deleted }
+                if deleted < 10_000 { break }
             }
-            return (counts[0], counts[1])
         }
+        try await write("purging the removed subscription \(subscription)") { db in
+            for table in ["delivery_stats", "subscription_pause", "subscription_cursor", "join_tail", "replay_request", "orphan"] {
+                try db.execute(sql: "DELETE FROM \(table) WHERE subscription = ?", arguments: [subscription])
+            }
+        }
+        return counts
     }
 
     /// Whether anything is stored under `subscription`: queued events or dead letters.

@@ -93,8 +93,13 @@ extension StateStore {
     }
 
     private static func subscriptionStatus(_ name: String, _ db: Database) throws -> StoreStatus.Subscription {
+        // The depth kept by triggers, not a count: maintenance asks every 10 s, and a queue may hold a million rows.
         let queue = try Row.fetchOne(
-            db, sql: "SELECT count(*) AS n, min(event_time) AS oldest FROM outbox WHERE subscription = ?", arguments: [name])
+            db,
+            sql: """
+                SELECT coalesce((SELECT n FROM queue_depth WHERE subscription = ?), 0) AS n,
+                    (SELECT min(event_time) FROM outbox WHERE subscription = ?) AS oldest
+                """, arguments: [name, name])
         let dead = try Int.fetchOne(db, sql: "SELECT count(*) FROM dead_letter WHERE subscription = ?", arguments: [name]) ?? 0
         let stats = try Row.fetchOne(db, sql: "SELECT * FROM delivery_stats WHERE subscription = ?", arguments: [name])
         let pending: Int = queue?["n"] ?? 0
