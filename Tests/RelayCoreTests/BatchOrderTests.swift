@@ -55,6 +55,42 @@ import Testing
         }
     }
 
+    @Test func whileAStrictSubscriptionJoinsTheSharedPollNothingAtOrAfterTheJoinGoes() async throws {
+        try await withDelivery { fixture in
+            let subscription = fixture.subscription("s") { $0.ordering = .strict }
+            _ = try await fixture.store.registerSubscriptions([subscription], now: fixture.now)
+            // evt-20 and evt-21 came from the shared poll just after the join; evt-10 is older.
+            try await fixture.enqueue(1, for: ["s"], startingAt: 10)
+            try await fixture.enqueue(2, for: ["s"], startingAt: 20)
+            let joinedAt = ingestEpoch - 100_000 + 15
+            let queue = try DatabaseQueue(path: fixture.directory.appendingPathComponent(StateStore.fileName).path)
+            try await queue.write { db in
+                try db.execute(sql: "UPDATE subscription_cursor SET state = 'joining', position = ?, tail_until = ? WHERE subscription = 's'",
+                               arguments: [joinedAt, joinedAt + 100])
+            }
+            let dispatcher = fixture.dispatcher(subscription)
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                group.addTask { try await fixture.writer.run() }
+                group.addTask { try await dispatcher.run() }
+                #expect(await fixture.receiver.waitUntil { $0.successesByPath["/hooks/s", default: 0] >= 1 })
+                // Held: a minute of test time passes and nothing more goes.
+                let heldSince = fixture.now
+                while fixture.now.millisecondsSinceEpoch - heldSince.millisecondsSinceEpoch < 60_000 { try await Task.sleep(for: .milliseconds(5)) }
+                #expect(fixture.receiver.record.countsByPath["/hooks/s"] == 1)
+                // The tail read found evt-12 (older than the joined rows); then the join ends.
+                try await fixture.enqueue(1, for: ["s"], startingAt: 12)
+                try await fixture.store.finishJoin("s")
+                dispatcher.wakeup.signal()
+                #expect(await fixture.receiver.waitUntil { $0.successesByPath["/hooks/s", default: 0] >= 4 })
+                group.cancelAll()
+            }
+            let sent = fixture.receiver.record.requests(to: "/hooks/s").compactMap {
+                (try? JSONParser.parse($0.body))?.objectValue?["eventID"]?.stringValue
+            }
+            #expect(sent == ["evt-10", "evt-12", "evt-20", "evt-21"])
+        }
+    }
+
     @Test func everyReadOnTheDeliveryPathUsesAnIndexAtAMillionQueuedRows() async throws {
         let directory = FileManager.default.temporaryDirectory.appendingPathComponent("relay-plan-\(UUID().uuidString)")
         defer { try? FileManager.default.removeItem(at: directory) }

@@ -199,8 +199,8 @@ public final class Dispatcher<C: Clock>: Sendable where C.Duration == Duration, 
             subscription: subscription.name, due: Timestamp(millisecondsSinceEpoch: .max), limit: 1, strict: strict,
             excluding: unsettled)
         guard let next = pending.first?.nextAttemptAt, !(strict && state.withLock({ $0.failedHead != nil })) else {
-            // Nothing queued (or a strict head in flight): wait for the poller, a commit, or, once a second of real
-            // time, look again for rows another process put back (`dead-letters replay`).
+            // Nothing queued (or a strict head in flight, or held while it joins the shared poll): wait for the
+            // poller, a commit, or, once a second, look again for rows another process put back.
             try await race(until: stop) { await self.wakeup.wait() } or: { [time] in try await time.sleep(for: .seconds(1)) }
             return
         }

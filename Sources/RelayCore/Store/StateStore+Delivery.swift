@@ -34,6 +34,9 @@ extension StateStore {
 
     /// Up to `limit` deliveries of a subscription that are due, oldest due first; with `strict`, the first ones in
     /// event-time order whether due or not (a strict subscription waits for its head). Rows of a batch come whole.
+    ///
+    /// While a strict subscription joins its source's shared poll, rows at or after the join's position are left
+    /// out: the poll queues new events at once and the tail read queues older ones a moment later.
     public func deliveries(subscription: String, due now: Timestamp, limit: Int, strict: Bool, excluding: Set<Int64>)
         async throws(StoreError) -> [Delivery]
     {
@@ -44,6 +47,11 @@ extension StateStore {
                 : [.text(subscription), .integer(now.millisecondsSinceEpoch), .integer(Int64(limit + excluding.count))]
             var rows = try select.query(arguments, Self.delivery).filter { !excluding.contains($0.id) }
             rows = Array(rows.prefix(limit))
+            if strict, let joinedAt = try FastStatement(
+                db, sql: "SELECT position FROM subscription_cursor WHERE subscription = ? AND state = 'joining'"
+            ).query([.text(subscription)], { $0.integer(0) }).first {
+                rows = Array(rows.prefix { $0.eventTime.millisecondsSinceEpoch < joinedAt })
+            }
             // Complete any batch cut by the limit, so that a batch is always sent as first composed, in its order.
             let batches = Set(rows.compactMap(\.batchID))
             if !batches.isEmpty {
