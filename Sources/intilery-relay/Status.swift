@@ -17,13 +17,13 @@ struct Status: AsyncParsableCommand {
     func run() async throws {
         let (config, directory) = try store.loadForStateCommand()
         let now = Timestamp(millisecondsSinceEpoch: Int64(Date().timeIntervalSince1970 * 1000))
-        var status: StoreStatus
+        let status: StoreStatus
         var orphans: [Orphan] = []
         do {
             if let stateStore = try StateStore.openExisting(directory: directory) {
                 status = try await stateStore.status(
                     sources: config.sources.map(\.name), subscriptions: config.subscriptions.map(\.name))
-                // What the daemon has recorded, and any name this config drops that the daemon has not seen yet.
+                // As the daemon recorded them, less any name this config has brought back (it resumes at the reload).
                 let current = Set(config.subscriptions.map(\.name))
                 orphans = try await stateStore.orphans().filter { !current.contains($0.subscription) }
             } else {

@@ -92,7 +92,7 @@ extension Poller {
                 guard let after = try await store.subscriptionCursor(name)?.position, after >= horizon else { return true }
                 position = after
             }
-            guard let joined = try await store.beginJoin(name, now: now()), let start = joined.position else { return false }
+            guard let joined = try await store.beginJoin(name), let start = joined.position else { return false }
             position = start
         }
         guard let tailUntil = try await store.subscriptionCursor(name)?.tailUntil else { return false }

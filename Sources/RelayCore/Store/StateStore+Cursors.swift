@@ -85,8 +85,13 @@ extension StateStore {
     /// How many events a subscription has queued.
     public func queueDepth(_ subscription: String) async throws(StoreError) -> Int {
         try await read("reading the queue depth of \(subscription)") { db in
-            try Int.fetchOne(db, sql: "SELECT n FROM queue_depth WHERE subscription = ?", arguments: [subscription]) ?? 0
+            try Self.queueDepth(of: subscription, db)
         }
+    }
+
+    /// A subscription's queued events, as the outbox triggers keep the count: a lookup, not a count of its rows.
+    static func queueDepth(of subscription: String, _ db: Database) throws -> Int {
+        try Int.fetchOne(db, sql: "SELECT n FROM queue_depth WHERE subscription = ?", arguments: [subscription]) ?? 0
     }
 
     static func subscriptionCursor(_ subscription: String, _ db: Database) throws -> SubscriptionCursor? {
@@ -130,7 +135,7 @@ extension StateStore {
     /// horizon (from there on, every event the poll has seen is listed in `seen`) and the live cursor has reached its
     /// position. From then on the shared poll feeds it; the events the poll saw at or after its position before now
     /// are listed for the tail read. Returns the cursor as joined, or nil when it cannot join yet.
-    public func beginJoin(_ subscription: String, now: Timestamp) async throws(StoreError) -> SubscriptionCursor? {
+    public func beginJoin(_ subscription: String) async throws(StoreError) -> SubscriptionCursor? {
         try await write("joining \(subscription) to the shared poll") { db in
             guard let cursor = try Self.subscriptionCursor(subscription, db), cursor.state == .behind, let position = cursor.position,
                 let marks = try Self.marks(of: cursor.source, db)
@@ -191,7 +196,7 @@ extension StateStore {
         _ events: [Event], for subscription: String, through: Timestamp, upTo limit: Int, _ db: Database, now: Timestamp
     ) throws -> (EnqueueResult, position: Timestamp) {
         var result = EnqueueResult()
-        var depth = try Int.fetchOne(db, sql: "SELECT n FROM queue_depth WHERE subscription = ?", arguments: [subscription]) ?? 0
+        var depth = try queueDepth(of: subscription, db)
         let insert = try outboxInsert(db)
         for event in events {
             if depth >= limit {
@@ -263,7 +268,7 @@ struct SubscriptionLanes {
         if let position = behind[subscription] { return time.millisecondsSinceEpoch < position }
         guard let limit = limits[subscription] else { return true }
         if depths[subscription] == nil {
-            depths[subscription] = try Int.fetchOne(db, sql: "SELECT n FROM queue_depth WHERE subscription = ?", arguments: [subscription]) ?? 0
+            depths[subscription] = try StateStore.queueDepth(of: subscription, db)
         }
         guard depths[subscription]! >= limit else { return true }
         // Joining subscriptions are not limited: their tail is short, and falling behind mid-join would lose it.

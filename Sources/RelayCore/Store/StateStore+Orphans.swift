@@ -108,7 +108,7 @@ extension StateStore {
             let name: String = row["subscription"]
             return Orphan(
                 subscription: name,
-                queued: try Int.fetchOne(db, sql: "SELECT count(*) FROM outbox WHERE subscription = ?", arguments: [name]) ?? 0,
+                queued: try queueDepth(of: name, db),
                 deadLetters: try Int.fetchOne(db, sql: "SELECT count(*) FROM dead_letter WHERE subscription = ?", arguments: [name]) ?? 0,
                 since: Timestamp(millisecondsSinceEpoch: row["since"]))
         }

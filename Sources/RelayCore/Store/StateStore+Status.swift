@@ -94,16 +94,10 @@ extension StateStore {
 
     private static func subscriptionStatus(_ name: String, _ db: Database) throws -> StoreStatus.Subscription {
         // The depth kept by triggers, not a count: maintenance asks every 10 s, and a queue may hold a million rows.
-        let queue = try Row.fetchOne(
-            db,
-            sql: """
-                SELECT coalesce((SELECT n FROM queue_depth WHERE subscription = ?), 0) AS n,
-                    (SELECT min(event_time) FROM outbox WHERE subscription = ?) AS oldest
-                """, arguments: [name, name])
+        let pending = try queueDepth(of: name, db)
+        let oldest = try Int64.fetchOne(db, sql: "SELECT min(event_time) FROM outbox WHERE subscription = ?", arguments: [name])
         let dead = try Int.fetchOne(db, sql: "SELECT count(*) FROM dead_letter WHERE subscription = ?", arguments: [name]) ?? 0
         let stats = try Row.fetchOne(db, sql: "SELECT * FROM delivery_stats WHERE subscription = ?", arguments: [name])
-        let pending: Int = queue?["n"] ?? 0
-        let oldest: Int64? = queue?["oldest"]
         let delivered: Int = stats?["delivered"] ?? 0
         let lastSuccess: Int64? = stats?["last_success_at"]
         let lastFailureAt: Int64? = stats?["last_failure_at"]
