@@ -17,7 +17,12 @@ struct EndToEndBenchmark {
         var cpuSeconds: Double
         var peakRSSMiB: Double
         var idleRSSMiB: Double
+        /// Idle anonymous (private) memory: what the process itself holds, without mapped code and libraries.
+        var idlePrivateMiB: Double
         var apiRequests: Int
+        /// The state file and its WAL once drained; SQLite never shrinks a file without VACUUM, so this is the
+        /// most the drain needed.
+        var stateMiB: Double
         var eventsPerSecond: Double { Double(events) / seconds }
         var cpuPer10k: Double { cpuSeconds / Double(events) * 10_000 }
         var requestsPer1000: Double { Double(apiRequests) / Double(events) * 1000 }
@@ -53,12 +58,24 @@ struct EndToEndBenchmark {
         // Idle: caught up, nothing to send; let a few polls pass.
         try await Task.sleep(for: .seconds(4))
         let idle = relay.rssKiB
+        let idlePrivate = relay.anonymousKiB
+        let state = ["", "-wal"].reduce(0) { total, suffix in
+            let path = directory.appendingPathComponent("state/\(StateStore.fileName)\(suffix)").path
+            return total + ((try? FileManager.default.attributesOfItem(atPath: path)[.size] as? Int) ?? 0)
+        }
         relay.terminate()
         try await api.shutdown()
         try await receiver.shutdown()
         return Drain(
             events: total, seconds: seconds, cpuSeconds: cpu, peakRSSMiB: Double(peak) / 1024, idleRSSMiB: Double(idle) / 1024,
-            apiRequests: requests)
+            idlePrivateMiB: Double(idlePrivate) / 1024, apiRequests: requests, stateMiB: Double(state) / 1_048_576)
+    }
+
+    static func describe(_ drain: Drain) -> String {
+        String(
+            format: "drain: %d deliveries in %.2f s = %.0f events/s, %.3f CPU-s per 10,000, peak RSS %.1f MiB, idle RSS %.1f MiB (private %.1f MiB), state %.1f MiB, %d API requests",
+            drain.events, drain.seconds, drain.eventsPerSecond, drain.cpuPer10k, drain.peakRSSMiB, drain.idleRSSMiB,
+            drain.idlePrivateMiB, drain.stateMiB, drain.apiRequests)
     }
 
     /// Latency from an event becoming visible to its receipt, caught up, with live traffic.
@@ -155,6 +172,7 @@ final class ChildProcess {
 
     var peakRSSKiB: Int { ProcessMemory.peakRSSKiB(pid: String(process.processIdentifier)) }
     var rssKiB: Int { ProcessMemory.rssKiB(pid: String(process.processIdentifier)) }
+    var anonymousKiB: Int { ProcessMemory.anonymousKiB(pid: String(process.processIdentifier)) }
 
     /// User plus system CPU seconds so far.
     var cpuSeconds: Double {

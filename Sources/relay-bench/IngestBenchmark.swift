@@ -105,6 +105,8 @@ enum ProcessMemory {
     static func peakRSSKiB(pid: String = "self") -> Int { field("VmHWM", pid: pid) }
     /// VmRSS: the resident set now, in KiB.
     static func rssKiB(pid: String = "self") -> Int { field("VmRSS", pid: pid) }
+    /// RssAnon: the resident anonymous memory (heap, stacks), in KiB.
+    static func anonymousKiB(pid: String = "self") -> Int { field("RssAnon", pid: pid) }
 
     private static func field(_ name: String, pid: String) -> Int {
         guard let text = try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8),

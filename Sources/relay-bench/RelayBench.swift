@@ -11,6 +11,15 @@ struct RelayBench {
             try await EndToEndReport(relayBinary: binary).run()
             return
         }
+        if arguments.first == "drain" {
+            // relay-bench drain BACKLOG [BATCH [SUBSCRIPTIONS [CONCURRENCY]]]: one end-to-end drain, for iterating.
+            let numbers = arguments.dropFirst().compactMap { Int($0) }
+            let drain = try await EndToEndBenchmark(relayBinary: binary).drain(
+                backlog: numbers.first ?? 100_000, batchSize: numbers.dropFirst().first ?? 1,
+                subscriptions: numbers.dropFirst(2).first ?? 1, concurrency: numbers.dropFirst(3).first ?? 16)
+            print(EndToEndBenchmark.describe(drain))
+            return
+        }
         if arguments.first == "live" {
             // relay-bench live RATE [--api-limited] [--latency]
             let rate = arguments.dropFirst().first.flatMap { Double($0) } ?? 100

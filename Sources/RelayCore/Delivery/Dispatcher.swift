@@ -154,7 +154,7 @@ public final class Dispatcher<C: Clock>: Sendable where C.Duration == Duration, 
         var jobs: [Job] = []
         for request in planner.plan(rows, inFlight: inFlight, now: current, wanted: count) {
             // Stored before the first attempt, so that a retry or a restart sends these members, in this order, under this id.
-            if let batch = request.composedBatch { try await store.assignBatch(batch, to: request.deliveries.map(\.id)) }
+            if let batch = request.composedBatch { try await store.assignBatch(batch, to: request.deliveries) }
             jobs.append(Job(deliveries: request.deliveries))
         }
         return jobs

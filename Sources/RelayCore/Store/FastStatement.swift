@@ -34,7 +34,11 @@ struct FastStatement {
 
     /// Binds `values` (`String`, `Int64`, `[UInt8]`) to ?1, ?2... and runs the statement; returns rows changed.
     @discardableResult
-    func run(_ values: FastValue...) throws -> Int {
+    func run(_ values: FastValue...) throws -> Int { try run(values) }
+
+    /// Binds `values` and runs the statement; returns rows changed.
+    @discardableResult
+    func run(_ values: [FastValue]) throws -> Int {
         sqlite3_reset(handle)
         bind(values)
         let code = sqlite3_step(handle)
@@ -51,6 +55,7 @@ struct FastStatement {
             switch value {
             case .text(let text): sqlite3_bind_text(handle, position, text, -1, Self.transient)
             case .integer(let integer): sqlite3_bind_int64(handle, position, integer)
+            case .null: sqlite3_bind_null(handle, position)
             case .blob(let bytes):
                 bytes.withUnsafeBytes { _ = sqlite3_bind_blob(handle, position, $0.baseAddress, Int32($0.count), Self.transient) }
             }
@@ -89,4 +94,5 @@ enum FastValue {
     case text(String)
     case integer(Int64)
     case blob([UInt8])
+    case null
 }

@@ -89,7 +89,7 @@ extension StateStore {
         }
     }
 
-    /// A subscription's queued events, as the outbox triggers keep the count: a lookup, not a count of its rows.
+    /// A subscription's queued events, as ``DeliveryRows`` keeps the count: a lookup, not a count of its rows.
     static func queueDepth(of subscription: String, _ db: Database) throws -> Int {
         try Int.fetchOne(db, sql: "SELECT n FROM queue_depth WHERE subscription = ?", arguments: [subscription]) ?? 0
     }
@@ -163,13 +163,15 @@ extension StateStore {
     public func queueTail(subscription: String, events: [Event], now: Timestamp) async throws(StoreError) -> EnqueueResult {
         try await write("queueing the tail read for \(subscription)") { db in
             var result = EnqueueResult()
-            let queue = try Self.outboxInsert(db)
+            var rows = try DeliveryRows(db)
+            let source = try String.fetchOne(db, sql: "SELECT source FROM subscription_cursor WHERE subscription = ?", arguments: [subscription]) ?? ""
             let take = try FastStatement(db, sql: "DELETE FROM join_tail WHERE subscription = ? AND event_id = ?")
             for event in events where try take.run(.text(subscription), .text(event.id)) == 1 {
-                let queued = try Self.queue(event, for: subscription, with: queue, now: now)
+                let queued = try rows.queue(StoredEvent(event), source: source, for: subscription, now: now.millisecondsSinceEpoch)
                 result.queued += queued
                 result.newEvents += 1
             }
+            try rows.finish()
             return result
         }
     }
@@ -197,36 +199,22 @@ extension StateStore {
     ) throws -> (EnqueueResult, position: Timestamp) {
         var result = EnqueueResult()
         var depth = try queueDepth(of: subscription, db)
-        let insert = try outboxInsert(db)
+        var rows = try DeliveryRows(db)
+        let source = try String.fetchOne(db, sql: "SELECT source FROM subscription_cursor WHERE subscription = ?", arguments: [subscription]) ?? ""
         for event in events {
             if depth >= limit {
                 result.filled = [subscription]
+                try rows.finish()
                 return (result, event.time)
             }
-            let queued = try queue(event, for: subscription, with: insert, now: now)
+            let queued = try rows.queue(StoredEvent(event), source: source, for: subscription, now: now.millisecondsSinceEpoch)
             depth += queued
             result.queued += queued
             result.newEvents += queued
             result.duplicates += 1 - queued
         }
+        try rows.finish()
         return (result, through)
-    }
-
-    static func outboxInsert(_ db: Database) throws -> FastStatement {
-        try FastStatement(
-            db,
-            sql: """
-                INSERT OR IGNORE INTO outbox
-                    (subscription, event_id, event_time, action, time_value, payload, enqueued_at, next_attempt_at)
-                VALUES (?, ?, ?, ?, ?, ?, ?, ?)
-                """)
-    }
-
-    static func queue(_ event: Event, for subscription: String, with statement: FastStatement, now: Timestamp) throws -> Int {
-        let nowMS = now.millisecondsSinceEpoch
-        return try statement.run(
-            .text(subscription), .text(event.id), .integer(event.time.millisecondsSinceEpoch), .text(event.action),
-            .text(event.timeValue.description), .blob(event.raw), .integer(nowMS), .integer(nowMS))
     }
 }
 

@@ -19,33 +19,58 @@ public struct DeadLetter: Sendable, Equatable {
 }
 
 extension StateStore {
-    static let deliveryColumns =
-        "id, subscription, event_id, event_time, action, time_value, payload, attempts, first_attempt_at, batch_id, next_attempt_at, batch_seq, enqueued_at"
+    /// A delivery's columns, joined with its event: `d` is `delivery` (never attempted: no schedule of its own, due
+    /// since it was queued) or `delivery_attempt`.
+    private static func deliveryColumns(attempted: Bool) -> String {
+        let schedule = attempted
+            ? "d.attempts, d.first_attempt_at, d.batch_id, d.next_attempt_at, d.batch_seq"
+            : "0, NULL, NULL, e.queued_at, NULL"
+        return "d.event, e.event_id, d.event_time, e.action, e.time_value, e.payload, \(schedule), e.queued_at"
+    }
+
+    private static func select(attempted: Bool, _ rest: String) -> String {
+        "SELECT \(deliveryColumns(attempted: attempted)) FROM \(attempted ? "delivery_attempt" : "delivery") d JOIN event e ON e.id = d.event \(rest)"
+    }
 
     /// The reads on the delivery path, by name, with `?` for their arguments: one place for the code and for the
     /// test that checks each one uses an index at a million queued rows.
     public static let deliveryQueries: [String: String] = [
-        "due": "SELECT \(deliveryColumns) FROM outbox WHERE subscription = ? AND next_attempt_at <= ? ORDER BY next_attempt_at, event_time, id LIMIT ?",
-        "strict": "SELECT \(deliveryColumns) FROM outbox WHERE subscription = ? ORDER BY event_time, id LIMIT ?",
-        "batch": "SELECT \(deliveryColumns) FROM outbox WHERE subscription = ? AND batch_id = ? ORDER BY batch_seq",
-        "next due": "SELECT min(next_attempt_at) FROM outbox WHERE subscription = ?",
-        "expired": "SELECT id FROM outbox WHERE subscription = ? AND enqueued_at < ? ORDER BY enqueued_at LIMIT ?",
+        "queued": select(attempted: false, "WHERE d.subscription = ? ORDER BY d.event_time, d.event LIMIT ?"),
+        "due retries": select(attempted: true, "WHERE d.subscription = ? AND d.next_attempt_at <= ? ORDER BY d.next_attempt_at LIMIT ?"),
+        "attempted in time order": select(attempted: true, "WHERE d.subscription = ? ORDER BY d.event_time, d.event LIMIT ?"),
+        "batch": select(attempted: true, "WHERE d.subscription = ? AND d.batch_id = ? ORDER BY d.batch_seq"),
+        "expired": """
+            SELECT e.id, e.event_time FROM event e WHERE e.queued_at < ?
+                AND (EXISTS (SELECT 1 FROM delivery d WHERE d.subscription = ? AND d.event_time = e.event_time AND d.event = e.id)
+                     OR EXISTS (SELECT 1 FROM delivery_attempt d WHERE d.subscription = ? AND d.event_time = e.event_time AND d.event = e.id))
+            ORDER BY e.queued_at LIMIT ?
+            """,
     ]
 
-    /// Up to `limit` deliveries of a subscription that are due, oldest due first; with `strict`, the first ones in
-    /// event-time order whether due or not (a strict subscription waits for its head). Rows of a batch come whole.
+    /// Up to `limit` deliveries of a subscription that are due: retries that are due first, oldest due first,
+    /// then queued ones in event-time order; with `strict`, the first ones in event-time order whether due or not
+    /// (a strict subscription waits for its head). Rows of a batch come whole.
     ///
     /// While a strict subscription joins its source's shared poll, rows at or after the join's position are left
     /// out: the poll queues new events at once and the tail read queues older ones a moment later.
     public func deliveries(subscription: String, due now: Timestamp, limit: Int, strict: Bool, excluding: Set<Int64>)
         async throws(StoreError) -> [Delivery]
     {
-        try await read("reading the outbox of \(subscription)") { db in
-            let select = try FastStatement(db, sql: Self.deliveryQueries[strict ? "strict" : "due"]!)
-            let arguments: [FastValue] = strict
-                ? [.text(subscription), .integer(Int64(limit + excluding.count))]
-                : [.text(subscription), .integer(now.millisecondsSinceEpoch), .integer(Int64(limit + excluding.count))]
-            var rows = try select.query(arguments, Self.delivery).filter { !excluding.contains($0.id) }
+        try await read("reading the queue of \(subscription)") { db in
+            guard let key = try DeliveryRows.existingKey(of: subscription, db) else { return [] }
+            let wanted = Int64(limit + excluding.count)
+            let read = { (row: FastRow) in Self.delivery(row, subscription: subscription) }
+            let queued = try FastStatement(db, sql: Self.deliveryQueries["queued"]!).query([.integer(key), .integer(wanted)], read)
+            var rows: [Delivery]
+            if strict {
+                let attempted = try FastStatement(db, sql: Self.deliveryQueries["attempted in time order"]!)
+                    .query([.integer(key), .integer(wanted)], read)
+                rows = attempted.isEmpty ? queued : (attempted + queued).sorted { ($0.eventTime, $0.id) < ($1.eventTime, $1.id) }
+            } else {
+                rows = try FastStatement(db, sql: Self.deliveryQueries["due retries"]!)
+                    .query([.integer(key), .integer(now.millisecondsSinceEpoch), .integer(wanted)], read) + queued
+            }
+            if !excluding.isEmpty { rows.removeAll { excluding.contains($0.id) } }
             rows = Array(rows.prefix(limit))
             if strict, let joinedAt = try FastStatement(
                 db, sql: "SELECT position FROM subscription_cursor WHERE subscription = ? AND state = 'joining'"
@@ -57,7 +82,7 @@ extension StateStore {
             if !batches.isEmpty {
                 let members = try FastStatement(db, sql: Self.deliveryQueries["batch"]!)
                 for batch in batches {
-                    let whole = try members.query([.text(subscription), .text(batch)], Self.delivery).filter { !excluding.contains($0.id) }
+                    let whole = try members.query([.integer(key), .text(batch)], read).filter { !excluding.contains($0.id) }
                     // In place of its first member, so that the order of the read (due time, or event time) holds.
                     guard let at = rows.firstIndex(where: { $0.batchID == batch }) else { continue }
                     rows.removeAll { $0.batchID == batch }
@@ -70,69 +95,114 @@ extension StateStore {
 
     /// When the subscription's earliest queued delivery is due; nil when nothing is queued.
     public func nextDueTime(subscription: String) async throws(StoreError) -> Timestamp? {
-        try await read("reading the outbox of \(subscription)") { db in
-            try Int64.fetchOne(db, sql: Self.deliveryQueries["next due"]!, arguments: [subscription])
-                .map(Timestamp.fromMilliseconds)
-        }
+        try await deliveries(subscription: subscription, due: Timestamp(millisecondsSinceEpoch: .max), limit: 1, strict: false, excluding: [])
+            .first?.nextAttemptAt
     }
 
     /// Fixes a batch's members and their order before its first attempt, so that retries and restarts send the
-    /// same body under the same id.
-    public func assignBatch(_ batchID: String, to ids: [Int64]) async throws(StoreError) {
+    /// same body under the same id: its rows move to `delivery_attempt`, due as they were.
+    public func assignBatch(_ batchID: String, to deliveries: [Delivery]) async throws(StoreError) {
         try await write("composing a batch") { db in
-            let statement = try FastStatement(
-                db, sql: "UPDATE outbox SET batch_id = ?, batch_seq = ? WHERE id = ? AND batch_id IS NULL")
-            for (position, id) in ids.enumerated() { try statement.run(.text(batchID), .integer(Int64(position)), .integer(id)) }
+            guard let key = try DeliveryRows.existingKey(of: deliveries.first?.subscription ?? "", db) else { return }
+            let assign = try FastStatement(
+                db,
+                sql: """
+                    UPDATE delivery_attempt SET batch_id = ?, batch_seq = ?
+                    WHERE subscription = ? AND event_time = ? AND event = ? AND batch_id IS NULL
+                    """)
+            let take = try FastStatement(db, sql: "DELETE FROM delivery WHERE subscription = ? AND event_time = ? AND event = ?")
+            let move = try FastStatement(
+                db,
+                sql: """
+                    INSERT INTO delivery_attempt (subscription, event_time, event, next_attempt_at, attempts, batch_id, batch_seq)
+                    VALUES (?, ?, ?, ?, 0, ?, ?)
+                    """)
+            for (position, delivery) in deliveries.enumerated() {
+                let (time, seq) = (delivery.eventTime.millisecondsSinceEpoch, Int64(position))
+                if try take.run(.integer(key), .integer(time), .integer(delivery.id)) == 1 {
+                    try move.run(
+                        .integer(key), .integer(time), .integer(delivery.id), .integer(delivery.nextAttemptAt.millisecondsSinceEpoch),
+                        .text(batchID), .integer(seq))
+                } else {
+                    try assign.run(.text(batchID), .integer(seq), .integer(key), .integer(time), .integer(delivery.id))
+                }
+            }
         }
     }
 
-    /// Applies many outcomes in one transaction (the group commit): delivered rows leave the outbox, retried
+    /// Copies a delivery into the dead letters with its event's bytes, keeping its attempt history.
+    private static func bury(_ db: Database) throws -> FastStatement {
+        try FastStatement(
+            db,
+            sql: """
+                INSERT OR REPLACE INTO dead_letter
+                    (subscription, event_id, event_time, action, time_value, payload, reason, last_status,
+                     response_snippet, attempts, first_attempt_at, last_attempt_at, dead_at)
+                SELECT ?1, e.event_id, e.event_time, e.action, e.time_value, e.payload,
+                    CASE WHEN ?3 IS NULL THEN (CASE WHEN coalesce(a.last_error, '') = '' THEN 'max_age (never attempted)'
+                        ELSE 'max_age (last: ' || a.last_error || ')' END) ELSE ?3 END,
+                    coalesce(?4, a.last_status), ?5, coalesce(a.attempts, 0) + ?6,
+                    coalesce(a.first_attempt_at, ?7), coalesce(?7, a.last_attempt_at), ?8
+                FROM event e LEFT JOIN delivery_attempt a ON a.subscription = ?2 AND a.event_time = e.event_time AND a.event = e.id
+                WHERE e.id = ?9
+                """)
+    }
+
+    /// Applies many outcomes in one transaction (the group commit): delivered rows leave the queue, retried
     /// ones are rescheduled, given-up ones move to the dead letters (invariant 2).
     public func record(_ outcomes: [DeliveryOutcome]) async throws(StoreError) {
         guard !outcomes.isEmpty else { return }
         try await write("recording \(outcomes.count) delivery outcomes") { db in
-            let delete = try FastStatement(db, sql: "DELETE FROM outbox WHERE id = ?")
+            var rows = try DeliveryRows(db)
             let reschedule = try FastStatement(
                 db,
                 sql: """
-                    UPDATE outbox SET attempts = attempts + 1, first_attempt_at = coalesce(first_attempt_at, ?),
-                        last_attempt_at = ?, last_status = ?, last_error = ?, next_attempt_at = ?
-                    WHERE id = ?
+                    UPDATE delivery_attempt SET attempts = attempts + 1, first_attempt_at = coalesce(first_attempt_at, ?1),
+                        last_attempt_at = ?1, last_status = ?2, last_error = ?3, next_attempt_at = ?4
+                    WHERE subscription = ?5 AND event_time = ?6 AND event = ?7
                     """)
-            let bury = try FastStatement(
+            let takeQueued = try FastStatement(db, sql: "DELETE FROM delivery WHERE subscription = ? AND event_time = ? AND event = ?")
+            let firstAttempt = try FastStatement(
                 db,
                 sql: """
-                    INSERT OR REPLACE INTO dead_letter
-                        (subscription, event_id, event_time, action, time_value, payload, reason, last_status,
-                         response_snippet, attempts, first_attempt_at, last_attempt_at, dead_at)
-                    SELECT subscription, event_id, event_time, action, time_value, payload, ?, ?, ?, attempts + 1,
-                        coalesce(first_attempt_at, ?), ?, ?
-                    FROM outbox WHERE id = ?
+                    INSERT INTO delivery_attempt (subscription, event_time, event, next_attempt_at, attempts, first_attempt_at,
+                        last_attempt_at, last_status, last_error)
+                    VALUES (?5, ?6, ?7, ?4, 1, ?1, ?1, ?2, ?3)
                     """)
+            let bury = try Self.bury(db)
             for outcome in outcomes {
+                let subscription = outcome.deliveries[0].subscription
+                let key = try rows.key(of: subscription)
                 let at = outcome.attemptedAt.millisecondsSinceEpoch
                 let status: FastValue = outcome.status.map { .integer(Int64($0)) } ?? .integer(0)
                 switch outcome.decision {
                 case .delivered:
-                    for delivery in outcome.deliveries { try delete.run(.integer(delivery.id)) }
-                    try Self.updateStats(db, outcome.deliveries[0].subscription, delivered: outcome.deliveries.count, at: at, failure: nil)
+                    for delivery in outcome.deliveries {
+                        try rows.remove(subscription: subscription, eventTime: delivery.eventTime.millisecondsSinceEpoch, event: delivery.id)
+                    }
+                    try Self.updateStats(db, subscription, delivered: outcome.deliveries.count, at: at, failure: nil)
                 case .retry(let next):
                     for delivery in outcome.deliveries {
-                        try reschedule.run(
-                            .integer(at), .integer(at), status, .text(outcome.error ?? ""), .integer(next.millisecondsSinceEpoch),
-                            .integer(delivery.id))
+                        let values: [FastValue] = [
+                            .integer(at), status, .text(outcome.error ?? ""), .integer(next.millisecondsSinceEpoch), .integer(key),
+                            .integer(delivery.eventTime.millisecondsSinceEpoch), .integer(delivery.id),
+                        ]
+                        if try reschedule.run(values) == 0, try takeQueued.run(values[4], values[5], values[6]) == 1 {
+                            try firstAttempt.run(values)
+                        }
                     }
-                    try Self.updateStats(db, outcome.deliveries[0].subscription, delivered: 0, at: at, failure: outcome.error)
+                    try Self.updateStats(db, subscription, delivered: 0, at: at, failure: outcome.error)
                 case .deadLetter(let reason):
                     for delivery in outcome.deliveries {
                         try bury.run(
-                            .text(reason), status, .blob(Array(outcome.responseSnippet.prefix(1024))), .integer(at), .integer(at),
-                            .integer(at), .integer(delivery.id))
-                        try delete.run(.integer(delivery.id))
+                            .text(subscription), .integer(key), .text(reason), status, .blob(Array(outcome.responseSnippet.prefix(1024))),
+                            .integer(1), .integer(at), .integer(at), .integer(delivery.id))
+                        try rows.remove(subscription: subscription, eventTime: delivery.eventTime.millisecondsSinceEpoch, event: delivery.id)
                     }
-                    try Self.updateStats(db, outcome.deliveries[0].subscription, delivered: 0, at: at, failure: reason)
+                    try Self.updateStats(db, subscription, delivered: 0, at: at, failure: reason)
                 }
             }
+            try rows.finish()
         }
     }
 
@@ -142,31 +212,25 @@ extension StateStore {
         subscription: String, queuedBefore: Timestamp, excluding: Set<Int64>, now: Timestamp, limit: Int = 10_000
     ) async throws(StoreError) -> Int {
         try await write("expiring old rows of \(subscription)") { db in
+            guard let key = try DeliveryRows.existingKey(of: subscription, db) else { return 0 }
+            var rows = try DeliveryRows(db)
             let select = try FastStatement(db, sql: Self.deliveryQueries["expired"]!)
-            let ids = try select.query(
-                [.text(subscription), .integer(queuedBefore.millisecondsSinceEpoch), .integer(Int64(limit + excluding.count))]
-            ) { $0.integer(0) }.filter { !excluding.contains($0) }.prefix(limit)
-            let bury = try FastStatement(
-                db,
-                sql: """
-                    INSERT OR REPLACE INTO dead_letter
-                        (subscription, event_id, event_time, action, time_value, payload, reason, last_status,
-                         response_snippet, attempts, first_attempt_at, last_attempt_at, dead_at)
-                    SELECT subscription, event_id, event_time, action, time_value, payload,
-                        CASE WHEN coalesce(last_error, '') = '' THEN 'max_age (never attempted)'
-                             ELSE 'max_age (last: ' || last_error || ')' END,
-                        last_status, x'', attempts, first_attempt_at, last_attempt_at, ?
-                    FROM outbox WHERE id = ?
-                    """)
-            let delete = try FastStatement(db, sql: "DELETE FROM outbox WHERE id = ?")
-            for id in ids {
-                try bury.run(.integer(now.millisecondsSinceEpoch), .integer(id))
-                try delete.run(.integer(id))
+            let expired = try select.query(
+                [.integer(queuedBefore.millisecondsSinceEpoch), .integer(key), .integer(key), .integer(Int64(limit + excluding.count))]
+            ) { ($0.integer(0), $0.integer(1)) }.filter { !excluding.contains($0.0) }.prefix(limit)
+            let bury = try Self.bury(db)
+            let nowMS = now.millisecondsSinceEpoch
+            for (event, time) in expired {
+                // No reason given, no attempt added: the reason names the last failure, the status stays the last one.
+                try bury.run(
+                    .text(subscription), .integer(key), .null, .null, .blob([]), .integer(0), .null, .integer(nowMS), .integer(event))
+                try rows.remove(subscription: subscription, eventTime: time, event: event)
             }
-            if !ids.isEmpty {
-                try Self.updateStats(db, subscription, delivered: 0, at: now.millisecondsSinceEpoch, failure: "max_age")
+            try rows.finish()
+            if !expired.isEmpty {
+                try Self.updateStats(db, subscription, delivered: 0, at: nowMS, failure: "max_age")
             }
-            return ids.count
+            return expired.count
         }
     }
 
@@ -217,21 +281,28 @@ extension StateStore {
         }
     }
 
-    /// Puts dead letters back in the outbox with fresh attempts, due now; returns how many.
+    /// Puts dead letters back in the queue with fresh attempts, due now; returns how many.
     @discardableResult
     public func replayDeadLetters(subscription: String? = nil, now: Timestamp) async throws(StoreError) -> Int {
         try await write("replaying dead letters") { db in
-            let filter = subscription == nil ? "" : "WHERE subscription = ?"
-            var arguments: StatementArguments = [now.millisecondsSinceEpoch, now.millisecondsSinceEpoch]
-            if let subscription { arguments += [subscription] }
-            try db.execute(
+            let filter = subscription == nil ? "" : "WHERE d.subscription = ?"
+            var rows = try DeliveryRows(db)
+            var replayed = 0
+            let letters = try Row.fetchAll(
+                db,
                 sql: """
-                    INSERT OR IGNORE INTO outbox
-                        (subscription, event_id, event_time, action, time_value, payload, enqueued_at, next_attempt_at)
-                    SELECT subscription, event_id, event_time, action, time_value, payload, ?, ? FROM dead_letter \(filter)
-                    """, arguments: arguments)
-            let replayed = db.changesCount
-            try db.execute(sql: "DELETE FROM dead_letter \(filter)", arguments: subscription.map { [$0] } ?? [])
+                    SELECT d.subscription, coalesce(c.source, '') AS source, d.event_id, d.event_time, d.action, d.time_value, d.payload
+                    FROM dead_letter d LEFT JOIN subscription_cursor c ON c.subscription = d.subscription \(filter) ORDER BY d.id
+                    """, arguments: subscription.map { [$0] } ?? [])
+            for letter in letters {
+                let payload: Data = letter["payload"]
+                let event = StoredEvent(
+                    id: letter["event_id"], time: letter["event_time"], action: letter["action"], timeValue: letter["time_value"],
+                    payload: Array(payload))
+                replayed += try rows.queue(event, source: letter["source"], for: letter["subscription"], now: now.millisecondsSinceEpoch)
+            }
+            try rows.finish()
+            try db.execute(sql: "DELETE FROM dead_letter \(filter.replacingOccurrences(of: "d.", with: ""))", arguments: subscription.map { [$0] } ?? [])
             return replayed
         }
     }
@@ -255,13 +326,13 @@ extension StateStore {
         }
     }
 
-    /// A delivery from a row of ``deliveryColumns``.
-    static func delivery(_ row: FastRow) -> Delivery {
+    /// A delivery from a row of ``deliveryColumns(attempted:)``.
+    static func delivery(_ row: FastRow, subscription: String) -> Delivery {
         Delivery(
-            id: row.integer(0), subscription: row.text(1), eventID: row.text(2),
-            eventTime: Timestamp(millisecondsSinceEpoch: row.integer(3)), action: row.text(4), timeValue: row.text(5),
-            payload: row.blob(6), attempts: Int(row.integer(7)), firstAttemptAt: row.optionalInteger(8).map(Timestamp.fromMilliseconds),
-            batchID: row.optionalText(9), batchPosition: row.optionalInteger(11).map(Int.init),
-            nextAttemptAt: Timestamp(millisecondsSinceEpoch: row.integer(10)), queuedAt: Timestamp(millisecondsSinceEpoch: row.integer(12)))
+            id: row.integer(0), subscription: subscription, eventID: row.text(1),
+            eventTime: Timestamp(millisecondsSinceEpoch: row.integer(2)), action: row.text(3), timeValue: row.text(4),
+            payload: row.blob(5), attempts: Int(row.integer(6)), firstAttemptAt: row.optionalInteger(7).map(Timestamp.fromMilliseconds),
+            batchID: row.optionalText(8), batchPosition: row.optionalInteger(10).map(Int.init),
+            nextAttemptAt: Timestamp(millisecondsSinceEpoch: row.integer(9)), queuedAt: Timestamp(millisecondsSinceEpoch: row.integer(11)))
     }
 }

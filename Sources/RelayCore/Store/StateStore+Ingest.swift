@@ -140,14 +140,9 @@ extension StateStore {
             var result = EnqueueResult()
             var lanes = try SubscriptionLanes(db, source: source, limits: queueLimits, liveAfter: advance.live)
             let markSeen = try FastStatement(db, sql: "INSERT OR IGNORE INTO seen (source, event_id, event_time) VALUES (?, ?, ?)")
-            let queue = try FastStatement(
-                db,
-                sql: """
-                    INSERT OR IGNORE INTO outbox
-                        (subscription, event_id, event_time, action, time_value, payload, enqueued_at, next_attempt_at)
-                    VALUES (?, ?, ?, ?, ?, ?, ?, ?)
-                    """)
+            var rows = try DeliveryRows(db)
             let nowMS = now.millisecondsSinceEpoch
+            var admitted: [String] = []
             for routed in events {
                 let event = routed.event
                 let time = event.time.millisecondsSinceEpoch
@@ -156,18 +151,18 @@ extension StateStore {
                     continue
                 }
                 result.newEvents += 1
-                guard !routed.subscriptions.isEmpty else { continue }
-                // The time as the event wrote it, for the envelope's `timestamp`.
-                let timeValue = event.timeValue.description
-                for subscription in routed.subscriptions {
-                    guard try lanes.admits(subscription, at: event.time, now: now) else { continue }
-                    let queued = try queue.run(
-                        .text(subscription), .text(event.id), .integer(time), .text(event.action), .text(timeValue),
-                        .blob(event.raw), .integer(nowMS), .integer(nowMS))
-                    lanes.count(subscription, queued)
-                    result.queued += queued
+                admitted.removeAll(keepingCapacity: true)
+                for subscription in routed.subscriptions where try lanes.admits(subscription, at: event.time, now: now) {
+                    admitted.append(subscription)
+                }
+                guard !admitted.isEmpty else { continue }
+                let queued = try rows.queueNew(StoredEvent(event), source: source, for: admitted, now: nowMS)
+                for (subscription, count) in zip(admitted, queued) {
+                    lanes.count(subscription, count)
+                    result.queued += count
                 }
             }
+            try rows.finish()
             result.filled = lanes.filled
             for (reason, count) in skipped {
                 try db.execute(
@@ -255,12 +250,17 @@ extension StateStore {
         return counts
     }
 
-    /// Outbox rows of a subscription in event-time order, for tests and `status`.
+    /// The events queued for a subscription in event-time order, for tests and `status`.
     public func queuedEventIDs(subscription: String) async throws(StoreError) -> [String] {
-        try await read("reading the outbox of \(subscription)") { db in
-            try String.fetchAll(
-                db, sql: "SELECT event_id FROM outbox WHERE subscription = ? ORDER BY event_time, id",
-                arguments: [subscription])
+        try await read("reading the queue of \(subscription)") { db in
+            guard let key = try DeliveryRows.existingKey(of: subscription, db) else { return [] }
+            return try String.fetchAll(
+                db,
+                sql: """
+                    SELECT e.event_id FROM (SELECT event_time, event FROM delivery WHERE subscription = :key
+                        UNION ALL SELECT event_time, event FROM delivery_attempt WHERE subscription = :key) d
+                    JOIN event e ON e.id = d.event ORDER BY d.event_time, d.event
+                    """, arguments: ["key": key])
         }
     }
 

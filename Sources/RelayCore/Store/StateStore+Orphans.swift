@@ -67,20 +67,33 @@ extension StateStore {
         // In slices of 10,000 rows, each its own transaction: a queue of a million rows deleted at once would hold
         // the writer, and every poll behind it, for long enough to trip the watchdog.
         var counts = (queued: 0, deadLetters: 0)
-        for table in ["outbox", "dead_letter"] {
+        for table in ["delivery", "delivery_attempt"] {
             while true {
                 let deleted = try await write("purging the removed subscription \(subscription)") { db in
-                    try db.execute(
-                        sql: "DELETE FROM \(table) WHERE id IN (SELECT id FROM \(table) WHERE subscription = ? LIMIT 10000)",
-                        arguments: [subscription])
-                    return db.changesCount
+                    guard let key = try DeliveryRows.existingKey(of: subscription, db) else { return 0 }
+                    var rows = try DeliveryRows(db)
+                    let slice = try Row.fetchAll(
+                        db, sql: "SELECT event_time, event FROM \(table) WHERE subscription = ? LIMIT 10000", arguments: [key])
+                    for row in slice { try rows.remove(subscription: subscription, eventTime: row[0], event: row[1]) }
+                    try rows.finish()
+                    return slice.count
                 }
-                if table == "outbox" { counts.queued += deleted } else { counts.deadLetters += deleted }
+                counts.queued += deleted
                 if deleted < 10_000 { break }
             }
         }
+        while true {
+            let deleted = try await write("purging the removed subscription \(subscription)") { db in
+                try db.execute(
+                    sql: "DELETE FROM dead_letter WHERE id IN (SELECT id FROM dead_letter WHERE subscription = ? LIMIT 10000)",
+                    arguments: [subscription])
+                return db.changesCount
+            }
+            counts.deadLetters += deleted
+            if deleted < 10_000 { break }
+        }
         try await write("purging the removed subscription \(subscription)") { db in
-            for table in ["delivery_stats", "subscription_pause", "subscription_cursor", "join_tail", "replay_request", "orphan"] {
+            for table in ["delivery_stats", "subscription_pause", "subscription_cursor", "join_tail", "replay_request", "orphan", "queue_depth"] {
                 try db.execute(sql: "DELETE FROM \(table) WHERE subscription = ?", arguments: [subscription])
             }
         }
@@ -90,12 +103,14 @@ extension StateStore {
     /// Whether anything is stored under `subscription`: queued events or dead letters.
     public func hasRows(of subscription: String) async throws(StoreError) -> Bool {
         try await read("reading \(subscription)") { db in
-            try Bool.fetchOne(
+            let key = try DeliveryRows.existingKey(of: subscription, db) ?? -1
+            return try Bool.fetchOne(
                 db,
                 sql: """
-                    SELECT EXISTS (SELECT 1 FROM outbox WHERE subscription = ?)
+                    SELECT EXISTS (SELECT 1 FROM delivery WHERE subscription = ?)
+                        OR EXISTS (SELECT 1 FROM delivery_attempt WHERE subscription = ?)
                         OR EXISTS (SELECT 1 FROM dead_letter WHERE subscription = ?)
-                    """, arguments: [subscription, subscription]) ?? false
+                    """, arguments: [key, key, subscription]) ?? false
         }
     }
 
@@ -118,12 +133,21 @@ extension StateStore {
     /// a queue that may hold millions of rows.
     private static func storedNames(_ db: Database) throws -> Set<String> {
         var names = Set<String>()
-        for table in ["outbox", "dead_letter"] {
-            var after = ""
-            while let next = try String.fetchOne(
+        var after = ""
+        while let next = try String.fetchOne(
+            db, sql: "SELECT subscription FROM dead_letter WHERE subscription > ? ORDER BY subscription LIMIT 1", arguments: [after])
+        {
+            names.insert(next)
+            after = next
+        }
+        for table in ["delivery", "delivery_attempt"] {
+            var after: Int64 = -1
+            while let next = try Int64.fetchOne(
                 db, sql: "SELECT subscription FROM \(table) WHERE subscription > ? ORDER BY subscription LIMIT 1", arguments: [after])
             {
-                names.insert(next)
+                if let name = try String.fetchOne(db, sql: "SELECT name FROM subscription_key WHERE id = ?", arguments: [next]) {
+                    names.insert(name)
+                }
                 after = next
             }
         }

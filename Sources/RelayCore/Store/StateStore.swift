@@ -260,6 +260,89 @@ public final class StateStore: Sendable {
                     );
                     """)
         }
+        migrator.registerMigration("v7: each payload stored once; small delivery rows") { db in
+            // An event's bytes live once in `event`, whatever the number of subscriptions; `pending` counts the
+            // delivery rows that still need them, and the row goes with the last. A queued delivery is three
+            // integers (the subscription's key, the event's time and row), ordered for strict reads; one that has
+            // been attempted, or composed into a batch, moves to `delivery_attempt` with its schedule. Ingest
+            // writes one event row and one small row per subscription, and no index grows per delivery.
+            try db.execute(
+                sql: """
+                    CREATE TABLE subscription_key (
+                        id INTEGER PRIMARY KEY,
+                        name TEXT NOT NULL UNIQUE
+                    );
+                    CREATE TABLE event (
+                        id INTEGER PRIMARY KEY,
+                        source TEXT NOT NULL,
+                        event_id TEXT NOT NULL,
+                        event_time INTEGER NOT NULL,
+                        action TEXT NOT NULL,
+                        time_value TEXT NOT NULL,
+                        payload BLOB NOT NULL,
+                        queued_at INTEGER NOT NULL,
+                        pending INTEGER NOT NULL
+                    );
+                    CREATE UNIQUE INDEX event_by_id ON event (source, event_id);
+                    CREATE INDEX event_by_age ON event (queued_at);
+                    CREATE TABLE delivery (
+                        subscription INTEGER NOT NULL,
+                        event_time INTEGER NOT NULL,
+                        event INTEGER NOT NULL,
+                        PRIMARY KEY (subscription, event_time, event)
+                    ) WITHOUT ROWID;
+                    CREATE TABLE delivery_attempt (
+                        subscription INTEGER NOT NULL,
+                        event_time INTEGER NOT NULL,
+                        event INTEGER NOT NULL,
+                        next_attempt_at INTEGER NOT NULL,
+                        attempts INTEGER NOT NULL,
+                        first_attempt_at INTEGER,
+                        last_attempt_at INTEGER,
+                        last_status INTEGER,
+                        last_error TEXT,
+                        batch_id TEXT,
+                        batch_seq INTEGER,
+                        PRIMARY KEY (subscription, event_time, event)
+                    ) WITHOUT ROWID;
+                    CREATE INDEX delivery_attempt_due ON delivery_attempt (subscription, next_attempt_at);
+                    CREATE INDEX delivery_attempt_batch ON delivery_attempt (subscription, batch_id, batch_seq)
+                        WHERE batch_id IS NOT NULL;
+
+                    INSERT INTO subscription_key (name) SELECT DISTINCT subscription FROM outbox ORDER BY subscription;
+                    INSERT OR IGNORE INTO event (source, event_id, event_time, action, time_value, payload, queued_at, pending)
+                        SELECT coalesce(c.source, ''), o.event_id, o.event_time, o.action, o.time_value, o.payload, o.enqueued_at, 0
+                        FROM outbox o LEFT JOIN subscription_cursor c ON c.subscription = o.subscription ORDER BY o.id;
+                    INSERT INTO delivery (subscription, event_time, event)
+                        SELECT k.id, o.event_time, e.id FROM outbox o
+                        JOIN subscription_key k ON k.name = o.subscription
+                        LEFT JOIN subscription_cursor c ON c.subscription = o.subscription
+                        JOIN event e ON e.source = coalesce(c.source, '') AND e.event_id = o.event_id
+                        WHERE o.attempts = 0 AND o.batch_id IS NULL;
+                    INSERT INTO delivery_attempt (subscription, event_time, event, next_attempt_at, attempts, first_attempt_at,
+                            last_attempt_at, last_status, last_error, batch_id, batch_seq)
+                        SELECT k.id, o.event_time, e.id, o.next_attempt_at, o.attempts, o.first_attempt_at, o.last_attempt_at,
+                            o.last_status, o.last_error, o.batch_id, o.batch_seq FROM outbox o
+                        JOIN subscription_key k ON k.name = o.subscription
+                        LEFT JOIN subscription_cursor c ON c.subscription = o.subscription
+                        JOIN event e ON e.source = coalesce(c.source, '') AND e.event_id = o.event_id
+                        WHERE o.attempts > 0 OR o.batch_id IS NOT NULL;
+                    CREATE TEMP TABLE event_refs (event INTEGER PRIMARY KEY, n INTEGER NOT NULL);
+                    INSERT INTO event_refs SELECT event, count(*) FROM
+                        (SELECT event FROM delivery UNION ALL SELECT event FROM delivery_attempt) GROUP BY event;
+                    UPDATE event SET pending = coalesce((SELECT n FROM event_refs WHERE event_refs.event = event.id), 0);
+                    DELETE FROM event WHERE pending = 0;
+                    DROP TABLE event_refs;
+
+                    DELETE FROM queue_depth;
+                    INSERT INTO queue_depth (subscription, n)
+                        SELECT k.name, count(*) FROM (SELECT subscription FROM delivery UNION ALL SELECT subscription FROM delivery_attempt) r
+                        JOIN subscription_key k ON k.id = r.subscription GROUP BY k.name;
+                    DROP TRIGGER outbox_depth_insert;
+                    DROP TRIGGER outbox_depth_delete;
+                    DROP TABLE outbox;
+                    """)
+        }
         return migrator
     }()
 }

@@ -1,0 +1,188 @@
+import GRDB
+
+/// An event's stored parts, as a queue path has them: from a page, or back from a dead letter.
+struct StoredEvent {
+    var id: String
+    var time: Int64
+    var action: String
+    var timeValue: String
+    var payload: [UInt8]
+
+    init(_ event: Event) {
+        id = event.id
+        time = event.time.millisecondsSinceEpoch
+        action = event.action
+        timeValue = event.timeValue.description
+        payload = event.raw
+    }
+
+    init(id: String, time: Int64, action: String, timeValue: String, payload: [UInt8]) {
+        self.id = id
+        self.time = time
+        self.action = action
+        self.timeValue = timeValue
+        self.payload = payload
+    }
+}
+
+/// Writes and removes delivery rows inside the caller's transaction, keeping the counts that go with them: an
+/// event's `pending` (its row goes with the last delivery that needs it) and each subscription's `queue_depth`.
+/// Every path that queues or removes a delivery goes through here, so the counts cannot drift.
+struct DeliveryRows {
+    private let db: Database
+    private let insertEvent: FastStatement
+    private let findEvent: FastStatement
+    private let insertDelivery: FastStatement
+    private let attemptedExists: FastStatement
+    private let holdEvent: FastStatement
+    private let deleteFresh: FastStatement
+    private let deleteAttempted: FastStatement
+    private let dropEvent: FastStatement
+    private let releaseEvent: FastStatement
+    private var keys: [String: Int64] = [:]
+    private var depthChanges: [String: Int] = [:]
+
+    init(_ db: Database) throws {
+        self.db = db
+        insertEvent = try FastStatement(
+            db,
+            sql: """
+                INSERT OR IGNORE INTO event (source, event_id, event_time, action, time_value, payload, queued_at, pending)
+                VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+                """)
+        findEvent = try FastStatement(db, sql: "SELECT id FROM event WHERE source = ? AND event_id = ?")
+        insertDelivery = try FastStatement(db, sql: "INSERT OR IGNORE INTO delivery (subscription, event_time, event) VALUES (?, ?, ?)")
+        attemptedExists = try FastStatement(
+            db, sql: "SELECT 1 FROM delivery_attempt WHERE subscription = ? AND event_time = ? AND event = ?")
+        holdEvent = try FastStatement(db, sql: "UPDATE event SET pending = pending + 1, queued_at = max(queued_at, ?) WHERE id = ?")
+        deleteFresh = try FastStatement(db, sql: "DELETE FROM delivery WHERE subscription = ? AND event_time = ? AND event = ?")
+        deleteAttempted = try FastStatement(
+            db, sql: "DELETE FROM delivery_attempt WHERE subscription = ? AND event_time = ? AND event = ?")
+        dropEvent = try FastStatement(db, sql: "DELETE FROM event WHERE id = ? AND pending <= 1")
+        releaseEvent = try FastStatement(db, sql: "UPDATE event SET pending = pending - 1 WHERE id = ?")
+    }
+
+    /// The subscription's integer key, created on first use.
+    mutating func key(of subscription: String) throws -> Int64 {
+        if let key = keys[subscription] { return key }
+        try db.execute(sql: "INSERT OR IGNORE INTO subscription_key (name) VALUES (?)", arguments: [subscription])
+        let key = try Int64.fetchOne(db, sql: "SELECT id FROM subscription_key WHERE name = ?", arguments: [subscription])!
+        keys[subscription] = key
+        return key
+    }
+
+    /// Queues an event the source had not given before for `subscriptions` (not empty): one event row, one small
+    /// row each. Falls back to ``queue(_:source:for:now:)`` when its row is still stored (its seen id was pruned
+    /// while a subscription kept it queued, or a replay stored it). Returns the rows queued.
+    mutating func queueNew(_ event: StoredEvent, source: String, for subscriptions: [String], now: Int64) throws -> [Int] {
+        let inserted = try insertEvent.run(
+            .text(source), .text(event.id), .integer(event.time), .text(event.action), .text(event.timeValue),
+            .blob(event.payload), .integer(now), .integer(Int64(subscriptions.count)))
+        guard inserted == 1 else {
+            return try subscriptions.map { try queue(event, source: source, for: $0, now: now) }
+        }
+        let row = db.lastInsertedRowID
+        for subscription in subscriptions {
+            try insertDelivery.run(.integer(try key(of: subscription)), .integer(event.time), .integer(row))
+            depthChanges[subscription, default: 0] += 1
+        }
+        return Array(repeating: 1, count: subscriptions.count)
+    }
+
+    /// Queues an event for one subscription unless it is queued for it already; 1 if queued, else 0. An event
+    /// row stored already is shared, and its queue time moves to now (`maxAge` counts from the latest queueing).
+    mutating func queue(_ event: StoredEvent, source: String, for subscription: String, now: Int64) throws -> Int {
+        let key = try key(of: subscription)
+        let row: Int64
+        if let existing = try findEvent.query([.text(source), .text(event.id)], { $0.integer(0) }).first {
+            row = existing
+            guard try attemptedExists.query([.integer(key), .integer(event.time), .integer(row)], { _ in true }).isEmpty,
+                try insertDelivery.run(.integer(key), .integer(event.time), .integer(row)) == 1
+            else { return 0 }
+            try holdEvent.run(.integer(now), .integer(row))
+        } else {
+            try insertEvent.run(
+                .text(source), .text(event.id), .integer(event.time), .text(event.action), .text(event.timeValue),
+                .blob(event.payload), .integer(now), .integer(1))
+            row = db.lastInsertedRowID
+            try insertDelivery.run(.integer(key), .integer(event.time), .integer(row))
+        }
+        depthChanges[subscription, default: 0] += 1
+        return 1
+    }
+
+    /// Removes a delivery, queued or attempted, and releases its event; false if there was none.
+    @discardableResult
+    mutating func remove(subscription: String, eventTime: Int64, event: Int64) throws -> Bool {
+        let key = try key(of: subscription)
+        guard try deleteFresh.run(.integer(key), .integer(eventTime), .integer(event)) == 1
+            || deleteAttempted.run(.integer(key), .integer(eventTime), .integer(event)) == 1
+        else { return false }
+        if try dropEvent.run(.integer(event)) == 0 { try releaseEvent.run(.integer(event)) }
+        depthChanges[subscription, default: 0] -= 1
+        return true
+    }
+
+    /// Applies the queue-depth changes; called once, before the transaction commits.
+    func finish() throws {
+        for (subscription, change) in depthChanges where change != 0 {
+            try db.execute(
+                sql: """
+                    INSERT INTO queue_depth (subscription, n) VALUES (?, ?)
+                    ON CONFLICT (subscription) DO UPDATE SET n = n + excluded.n
+                    """, arguments: [subscription, change])
+        }
+    }
+
+    /// A subscription's key, or nil if it never had a delivery.
+    static func existingKey(of subscription: String, _ db: Database) throws -> Int64? {
+        try Int64.fetchOne(db, sql: "SELECT id FROM subscription_key WHERE name = ?", arguments: [subscription])
+    }
+}
+
+extension StateStore {
+    /// What disagrees between the queue's rows and the counts kept with them: each subscription's `queue_depth`,
+    /// each event's `pending`, deliveries whose event row is missing. Empty when consistent. Reads every queued
+    /// row: for tests and diagnosis, not for the daemon's loops.
+    public func queueCountProblems() async throws(StoreError) -> [String] {
+        try await read("checking the queue's counts") { db in
+            var problems: [String] = []
+            let depths = try Row.fetchAll(
+                db,
+                sql: """
+                    SELECT coalesce(q.subscription, k.name) AS name, coalesce(q.n, 0) AS kept, coalesce(r.n, 0) AS counted
+                    FROM (SELECT subscription, count(*) AS n FROM
+                            (SELECT subscription FROM delivery UNION ALL SELECT subscription FROM delivery_attempt) GROUP BY subscription) r
+                    JOIN subscription_key k ON k.id = r.subscription
+                    LEFT JOIN queue_depth q ON q.subscription = k.name
+                    UNION ALL
+                    SELECT q.subscription, q.n, 0 FROM queue_depth q
+                    WHERE q.n != 0 AND NOT EXISTS (
+                        SELECT 1 FROM subscription_key k WHERE k.name = q.subscription
+                        AND (EXISTS (SELECT 1 FROM delivery WHERE subscription = k.id)
+                             OR EXISTS (SELECT 1 FROM delivery_attempt WHERE subscription = k.id)))
+                    """)
+            for row in depths where (row["kept"] as Int) != (row["counted"] as Int) {
+                problems.append("queue_depth of \(row["name"] as String) is \(row["kept"] as Int), rows \(row["counted"] as Int)")
+            }
+            let pending = try Row.fetchAll(
+                db,
+                sql: """
+                    SELECT e.id, e.pending, (SELECT count(*) FROM delivery d WHERE d.event = e.id)
+                        + (SELECT count(*) FROM delivery_attempt a WHERE a.event = e.id) AS refs
+                    FROM event e
+                    """)
+            for row in pending where (row["pending"] as Int) != (row["refs"] as Int) {
+                problems.append("event row \(row["id"] as Int64) has pending \(row["pending"] as Int), rows \(row["refs"] as Int)")
+            }
+            let orphaned = try Int.fetchOne(
+                db,
+                sql: """
+                    SELECT count(*) FROM (SELECT event FROM delivery UNION ALL SELECT event FROM delivery_attempt) r
+                    WHERE NOT EXISTS (SELECT 1 FROM event e WHERE e.id = r.event)
+                    """) ?? 0
+            if orphaned > 0 { problems.append("\(orphaned) deliveries without their event row") }
+            return problems
+        }
+    }
+}

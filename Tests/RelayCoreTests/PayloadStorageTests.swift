@@ -1,0 +1,143 @@
+import Foundation
+import GRDB
+import RelayCore
+import RelayJSON
+import Testing
+
+/// Each event's bytes are stored once whatever the number of subscriptions, and the counts kept with the queue
+/// (`queue_depth`, each event's `pending`) stay true through every path that adds or removes a delivery.
+@Suite struct PayloadStorageTests {
+    static func at(_ ms: Int64) -> Timestamp { Timestamp(millisecondsSinceEpoch: ms) }
+
+    static func rawCount(_ store: StateStore, _ sql: String) async throws -> Int {
+        let queue = try DatabaseQueue(path: store.directory + "/" + StateStore.fileName)
+        return try await queue.read { try Int.fetchOne($0, sql: sql) ?? -1 }
+    }
+
+    @Test func aPayloadIsStoredOnceAndGoesWithItsLastDelivery() async throws {
+        let directory = StateStoreTests.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let store = try StateStore.open(directory: directory.path)
+        let names = ["a", "b", "c", "d", "e"]
+        let events = (0..<100).map { RoutedEvent(event: StateStoreTests.event("evt-\($0)", 1_000 + Int64($0)), subscriptions: names) }
+        let result = try await store.enqueue(source: "s", events: events, cursor: Self.at(2_000), now: Self.at(3_000))
+        #expect(result.queued == 500)
+        #expect(try await Self.rawCount(store, "SELECT count(*) FROM event") == 100)
+        #expect(try await Self.rawCount(store, "SELECT count(*) FROM delivery") == 500)
+        #expect(try await store.queueCountProblems() == [])
+
+        // Four subscriptions deliver everything: the bytes stay for the fifth, then go with its last delivery.
+        for name in names.dropLast() {
+            let rows = try await store.deliveries(subscription: name, due: Self.at(3_000), limit: 1_000, strict: false, excluding: [])
+            #expect(rows.count == 100)
+            #expect(rows.first?.payload == Array("{\"id\":\"evt-0\"}".utf8))
+            try await store.record([DeliveryOutcome(deliveries: rows, decision: .delivered, attemptedAt: Self.at(3_100))])
+        }
+        #expect(try await Self.rawCount(store, "SELECT count(*) FROM event") == 100)
+        #expect(try await store.queueDepth("e") == 100)
+        #expect(try await store.queueDepth("a") == 0)
+        let last = try await store.deliveries(subscription: "e", due: Self.at(3_000), limit: 1_000, strict: false, excluding: [])
+        try await store.record([DeliveryOutcome(deliveries: last, decision: .delivered, attemptedAt: Self.at(3_100))])
+        #expect(try await Self.rawCount(store, "SELECT count(*) FROM event") == 0)
+        #expect(try await store.queueCountProblems() == [])
+    }
+
+    @Test func countsStayTrueThroughRetriesBatchesDeadLettersExpiryReplaysAndPurges() async throws {
+        let directory = StateStoreTests.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let store = try StateStore.open(directory: directory.path)
+        let events = (0..<20).map { RoutedEvent(event: StateStoreTests.event("evt-\($0)", 1_000 + Int64($0)), subscriptions: ["x", "y"]) }
+        _ = try await store.enqueue(source: "s", events: events, cursor: Self.at(2_000), now: Self.at(3_000))
+
+        // A batch composed and retried, a single retried then delivered, one dead-lettered.
+        var rows = try await store.deliveries(subscription: "x", due: Self.at(3_000), limit: 20, strict: false, excluding: [])
+        try await store.assignBatch("batch-1", to: Array(rows[0..<5]))
+        try await store.record([
+            DeliveryOutcome(deliveries: Array(rows[0..<5]), decision: .retry(at: Self.at(9_000)), attemptedAt: Self.at(3_100), status: 500),
+            DeliveryOutcome(deliveries: [rows[5]], decision: .retry(at: Self.at(4_000)), attemptedAt: Self.at(3_100), status: 502),
+            DeliveryOutcome(deliveries: [rows[6]], decision: .deadLetter(reason: "http_400"), attemptedAt: Self.at(3_100), status: 400),
+        ])
+        #expect(try await store.queueCountProblems() == [])
+        #expect(try await store.queueDepth("x") == 19)
+        // The retried single is due at 4,000; the batch comes back whole, in its order, under its id.
+        rows = try await store.deliveries(subscription: "x", due: Self.at(9_000), limit: 2, strict: false, excluding: [])
+        #expect(rows.map(\.eventID).prefix(1) == ["evt-5"])
+        #expect(rows[0].attempts == 1)
+        let batch = rows.dropFirst()
+        #expect(batch.map(\.eventID) == ["evt-0", "evt-1", "evt-2", "evt-3", "evt-4"])
+        #expect(Set(batch.map(\.batchID)) == ["batch-1"])
+        try await store.record([DeliveryOutcome(deliveries: Array(rows), decision: .delivered, attemptedAt: Self.at(9_100))])
+        #expect(try await store.queueCountProblems() == [])
+
+        // The dead letter keeps the bytes and its history, and goes back to the queue once.
+        let dead = try await store.deadLetters(subscription: "x")
+        #expect(dead.map(\.eventID) == ["evt-6"])
+        #expect(dead.first?.status == 400)
+        #expect(try await store.replayDeadLetters(subscription: "x", now: Self.at(10_000)) == 1)
+        #expect(try await store.queuedEventIDs(subscription: "x").contains("evt-6"))
+        #expect(try await store.queueCountProblems() == [])
+
+        // Expiry: everything queued before 5,000 (all but the replayed one) goes to the dead letters unattempted.
+        let expired = try await store.expire(subscription: "x", queuedBefore: Self.at(5_000), excluding: [], now: Self.at(11_000))
+        #expect(expired == 13)
+        #expect(try await store.queuedEventIDs(subscription: "x") == ["evt-6"])
+        #expect(try await store.deadLetters(subscription: "x").allSatisfy { $0.reason == "max_age (never attempted)" })
+        #expect(try await store.queueCountProblems() == [])
+
+        // A removed subscription's rows go, and with them the event rows no one else needs.
+        let purged = try await store.purgeOrphan("y")
+        #expect(purged.queued == 20)
+        #expect(try await Self.rawCount(store, "SELECT count(*) FROM event") == 1)
+        #expect(try await store.queueCountProblems() == [])
+    }
+
+    @Test func rowsQueuedUnderTheOldOutboxAreKeptWhenTheStoreIsUpgraded() async throws {
+        let directory = StateStoreTests.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: directory) }
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        do {
+            // The store as the first release made it, with one event queued for two subscriptions (one of them
+            // has tried it once) and another for one.
+            let queue = try DatabaseQueue(path: directory.appendingPathComponent(StateStore.fileName).path)
+            try await queue.write { db in
+                try db.execute(sql: """
+                    CREATE TABLE grdb_migrations (identifier TEXT NOT NULL PRIMARY KEY);
+                    INSERT INTO grdb_migrations VALUES ('v1: cursors, seen ids, outbox, dead letters');
+                    CREATE TABLE cursor (source TEXT PRIMARY KEY, position INTEGER NOT NULL, updated_at INTEGER NOT NULL, last_poll_at INTEGER);
+                    CREATE TABLE seen (source TEXT NOT NULL, event_id TEXT NOT NULL, event_time INTEGER NOT NULL, PRIMARY KEY (source, event_id)) WITHOUT ROWID;
+                    CREATE TABLE outbox (id INTEGER PRIMARY KEY, subscription TEXT NOT NULL, event_id TEXT NOT NULL, event_time INTEGER NOT NULL,
+                        action TEXT NOT NULL, time_value TEXT NOT NULL, payload BLOB NOT NULL, enqueued_at INTEGER NOT NULL,
+                        next_attempt_at INTEGER NOT NULL, attempts INTEGER NOT NULL DEFAULT 0, first_attempt_at INTEGER,
+                        last_attempt_at INTEGER, last_status INTEGER, last_error TEXT, batch_id TEXT, UNIQUE (subscription, event_id));
+                    CREATE INDEX outbox_due ON outbox (subscription, next_attempt_at, event_time, id);
+                    CREATE TABLE dead_letter (id INTEGER PRIMARY KEY, subscription TEXT NOT NULL, event_id TEXT NOT NULL,
+                        event_time INTEGER NOT NULL, action TEXT NOT NULL, time_value TEXT NOT NULL, payload BLOB NOT NULL,
+                        reason TEXT NOT NULL, last_status INTEGER, response_snippet BLOB, attempts INTEGER NOT NULL,
+                        first_attempt_at INTEGER, last_attempt_at INTEGER, dead_at INTEGER NOT NULL, UNIQUE (subscription, event_id));
+                    CREATE INDEX dead_letter_by_age ON dead_letter (dead_at);
+                    CREATE TABLE delivery_stats (subscription TEXT PRIMARY KEY, delivered INTEGER NOT NULL DEFAULT 0,
+                        last_success_at INTEGER, last_failure_at INTEGER, last_failure TEXT);
+                    INSERT INTO cursor VALUES ('s', 100000, 100000, 100000);
+                    INSERT INTO outbox (subscription, event_id, event_time, action, time_value, payload, enqueued_at, next_attempt_at)
+                        VALUES ('x', 'e1', 1000, 'click', '1000', x'7b2231227d', 5000, 5000),
+                               ('x', 'e2', 2000, 'click', '2000', x'7b2232227d', 5000, 5000);
+                    INSERT INTO outbox (subscription, event_id, event_time, action, time_value, payload, enqueued_at, next_attempt_at,
+                                        attempts, first_attempt_at, last_attempt_at, last_status, last_error)
+                        VALUES ('y', 'e1', 1000, 'click', '1000', x'7b2231227d', 5000, 9000, 1, 6000, 6000, 503, 'http_503');
+                    """)
+            }
+        }
+        let store = try StateStore.open(directory: directory.path)
+        #expect(try await store.queuedEventIDs(subscription: "x") == ["e1", "e2"])
+        #expect(try await store.queuedEventIDs(subscription: "y") == ["e1"])
+        #expect(try await store.queueDepth("x") == 2)
+        #expect(try await store.queueDepth("y") == 1)
+        #expect(try await store.queueCountProblems() == [])
+        #expect(try await Self.rawCount(store, "SELECT count(*) FROM event") == 2)
+        let retried = try await store.deliveries(subscription: "y", due: Self.at(10_000), limit: 10, strict: false, excluding: [])
+        #expect(retried.map(\.attempts) == [1])
+        #expect(retried.map(\.nextAttemptAt) == [Self.at(9_000)])
+        #expect(retried.map(\.payload) == [Array("{\"1\"}".utf8)])
+        #expect(try await store.deliveries(subscription: "y", due: Self.at(8_000), limit: 10, strict: false, excluding: []).isEmpty)
+    }
+}
