@@ -65,8 +65,13 @@ struct DeliveryRows {
     /// The subscription's integer key, created on first use.
     mutating func key(of subscription: String) throws -> Int64 {
         if let key = keys[subscription] { return key }
-        try db.execute(sql: "INSERT OR IGNORE INTO subscription_key (name) VALUES (?)", arguments: [subscription])
-        let key = try Int64.fetchOne(db, sql: "SELECT id FROM subscription_key WHERE name = ?", arguments: [subscription])!
+        let key: Int64
+        if let existing = try Self.existingKey(of: subscription, db) {
+            key = existing
+        } else {
+            try db.execute(sql: "INSERT INTO subscription_key (name) VALUES (?)", arguments: [subscription])
+            key = db.lastInsertedRowID
+        }
         keys[subscription] = key
         return key
     }
@@ -126,17 +131,18 @@ struct DeliveryRows {
     /// Applies the queue-depth changes; called once, before the transaction commits.
     func finish() throws {
         for (subscription, change) in depthChanges where change != 0 {
-            try db.execute(
+            try db.cachedStatement(
                 sql: """
                     INSERT INTO queue_depth (subscription, n) VALUES (?, ?)
                     ON CONFLICT (subscription) DO UPDATE SET n = n + excluded.n
-                    """, arguments: [subscription, change])
+                    """
+            ).execute(arguments: [subscription, change])
         }
     }
 
     /// A subscription's key, or nil if it never had a delivery.
     static func existingKey(of subscription: String, _ db: Database) throws -> Int64? {
-        try Int64.fetchOne(db, sql: "SELECT id FROM subscription_key WHERE name = ?", arguments: [subscription])
+        try Int64.fetchOne(db.cachedStatement(sql: "SELECT id FROM subscription_key WHERE name = ?"), arguments: [subscription])
     }
 }
 

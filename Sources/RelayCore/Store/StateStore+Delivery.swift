@@ -170,6 +170,7 @@ extension StateStore {
                     VALUES (?5, ?6, ?7, ?4, 1, ?1, ?1, ?2, ?3)
                     """)
             let bury = try Self.bury(db)
+            var stats = DeliveryStatsChanges()
             for outcome in outcomes {
                 let subscription = outcome.deliveries[0].subscription
                 let key = try rows.key(of: subscription)
@@ -180,7 +181,7 @@ extension StateStore {
                     for delivery in outcome.deliveries {
                         try rows.remove(subscription: subscription, eventTime: delivery.eventTime.millisecondsSinceEpoch, event: delivery.id)
                     }
-                    try Self.updateStats(db, subscription, delivered: outcome.deliveries.count, at: at, failure: nil)
+                    stats.delivered(outcome.deliveries.count, subscription, at: at)
                 case .retry(let next):
                     for delivery in outcome.deliveries {
                         let values: [FastValue] = [
@@ -191,7 +192,7 @@ extension StateStore {
                             try firstAttempt.run(values)
                         }
                     }
-                    try Self.updateStats(db, subscription, delivered: 0, at: at, failure: outcome.error)
+                    stats.failed(subscription, at: at, failure: outcome.error)
                 case .deadLetter(let reason):
                     for delivery in outcome.deliveries {
                         try bury.run(
@@ -199,10 +200,18 @@ extension StateStore {
                             .integer(1), .integer(at), .integer(at), .integer(delivery.id))
                         try rows.remove(subscription: subscription, eventTime: delivery.eventTime.millisecondsSinceEpoch, event: delivery.id)
                     }
-                    try Self.updateStats(db, subscription, delivered: 0, at: at, failure: reason)
+                    stats.failed(subscription, at: at, failure: reason)
                 }
             }
             try rows.finish()
+            for (subscription, change) in stats.changes {
+                if let failure = change.failure {
+                    try Self.updateStats(db, subscription, delivered: 0, at: failure.at, failure: failure.reason)
+                }
+                if change.delivered > 0 {
+                    try Self.updateStats(db, subscription, delivered: change.delivered, at: change.lastSuccess, failure: nil)
+                }
+            }
         }
     }
 
@@ -234,21 +243,42 @@ extension StateStore {
         }
     }
 
+    /// A group commit's changes to `delivery_stats`, written once per subscription rather than once per outcome.
+    private struct DeliveryStatsChanges {
+        struct Change {
+            var delivered = 0
+            var lastSuccess: Int64 = 0
+            var failure: (at: Int64, reason: String?)?
+        }
+        var changes: [String: Change] = [:]
+
+        mutating func delivered(_ count: Int, _ subscription: String, at: Int64) {
+            changes[subscription, default: Change()].delivered += count
+            changes[subscription]!.lastSuccess = max(changes[subscription]!.lastSuccess, at)
+        }
+
+        mutating func failed(_ subscription: String, at: Int64, failure: String?) {
+            changes[subscription, default: Change()].failure = (at, failure)
+        }
+    }
+
     private static func updateStats(_ db: Database, _ subscription: String, delivered: Int, at: Int64, failure: String?) throws {
         if let failure {
-            try db.execute(
+            try db.cachedStatement(
                 sql: """
                     INSERT INTO delivery_stats (subscription, last_failure_at, last_failure) VALUES (?, ?, ?)
                     ON CONFLICT (subscription) DO UPDATE SET last_failure_at = excluded.last_failure_at,
                         last_failure = excluded.last_failure
-                    """, arguments: [subscription, at, failure])
+                    """
+            ).execute(arguments: [subscription, at, failure])
         } else {
-            try db.execute(
+            try db.cachedStatement(
                 sql: """
                     INSERT INTO delivery_stats (subscription, delivered, last_success_at) VALUES (?, ?, ?)
                     ON CONFLICT (subscription) DO UPDATE SET delivered = delivered + excluded.delivered,
                         last_success_at = excluded.last_success_at
-                    """, arguments: [subscription, delivered, at])
+                    """
+            ).execute(arguments: [subscription, delivered, at])
         }
     }
 
