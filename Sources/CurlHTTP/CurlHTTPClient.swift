@@ -59,6 +59,38 @@ public final class CurlHTTPClient: Sendable {
         }
     }
 
+    /// A request made ready to start with a completion rather than awaited: no task waits on it, so that a
+    /// caller with many requests in flight pays no task switch per response.
+    public final class PreparedRequest: Sendable {
+        fileprivate let transfer: CurlTransfer
+        fileprivate let driver: CurlMultiDriver
+
+        fileprivate init(transfer: CurlTransfer, driver: CurlMultiDriver) {
+            self.transfer = transfer
+            self.driver = driver
+        }
+
+        /// Starts the request. `completion` runs once, on the client's driver thread (or on this thread if the
+        /// request was cancelled or the client shut down first): it must be quick and must not block.
+        public func start(completion: @escaping @Sendable (Result<HTTPResponse, CurlHTTPError>) -> Void) {
+            guard transfer.call(completion) else { return }
+            if !driver.submit(transfer) { transfer.finish(.failure(.shutDown(url: transfer.request.url))) }
+        }
+
+        /// Aborts the request; its completion gets ``CurlHTTPError/cancelled(url:)`` unless it has ended already.
+        public func cancel() {
+            if transfer.markCancelled() { driver.cancel(transfer) }
+        }
+    }
+
+    /// Prepares a request to ``PreparedRequest/start(completion:)``.
+    ///
+    /// - Throws: ``CurlHTTPError`` when the request cannot be made (a scheme other than http or https, a line
+    ///   break in a header).
+    public func prepare(_ request: HTTPRequest) throws(CurlHTTPError) -> PreparedRequest {
+        PreparedRequest(transfer: try CurlTransfer(request, userAgent: configuration.userAgent), driver: driver)
+    }
+
     /// Fails requests still running, stops the driver thread and waits for it.
     public func shutdown() async {
         await driver.shutdown()

@@ -21,6 +21,8 @@ final class CurlTransfer: @unchecked Sendable {
     private enum State {
         case created
         case waiting(CheckedContinuation<HTTPResponse, any Error>)
+        /// Started with a completion that the driver thread calls.
+        case calling(@Sendable (Result<HTTPResponse, CurlHTTPError>) -> Void)
         case cancelledBeforeWaiting
         case finished
     }
@@ -233,6 +235,20 @@ final class CurlTransfer: @unchecked Sendable {
         return !cancelledFirst
     }
 
+    /// Stores the completion; false when a cancel came first, in which case it has been called already.
+    func call(_ completion: @escaping @Sendable (Result<HTTPResponse, CurlHTTPError>) -> Void) -> Bool {
+        let cancelledFirst = state.withLock { state -> Bool in
+            if case .cancelledBeforeWaiting = state {
+                state = .finished
+                return true
+            }
+            state = .calling(completion)
+            return false
+        }
+        if cancelledFirst { completion(.failure(.cancelled(url: request.url))) }
+        return !cancelledFirst
+    }
+
     /// Records a cancel; true when the transfer may be in the driver's hands and must be pulled out there.
     func markCancelled() -> Bool {
         state.withLock { state -> Bool in
@@ -240,7 +256,7 @@ final class CurlTransfer: @unchecked Sendable {
             case .created:
                 state = .cancelledBeforeWaiting
                 return false
-            case .waiting:
+            case .waiting, .calling:
                 return true
             case .cancelledBeforeWaiting, .finished:
                 return false
@@ -256,14 +272,29 @@ final class CurlTransfer: @unchecked Sendable {
         }
     }
 
-    /// Resumes the waiting task once; later calls do nothing.
+    /// Resumes the waiting task, or calls the completion, once; later calls do nothing.
     func finish(_ result: Result<HTTPResponse, CurlHTTPError>) {
-        let continuation = state.withLock { state -> CheckedContinuation<HTTPResponse, any Error>? in
-            guard case .waiting(let continuation) = state else { return nil }
-            state = .finished
-            return continuation
+        enum Waiter {
+            case task(CheckedContinuation<HTTPResponse, any Error>)
+            case completion(@Sendable (Result<HTTPResponse, CurlHTTPError>) -> Void)
         }
-        continuation?.resume(with: result.mapError { $0 as any Error })
+        let waiter = state.withLock { state -> Waiter? in
+            switch state {
+            case .waiting(let continuation):
+                state = .finished
+                return .task(continuation)
+            case .calling(let completion):
+                state = .finished
+                return .completion(completion)
+            case .created, .cancelledBeforeWaiting, .finished:
+                return nil
+            }
+        }
+        switch waiter {
+        case .task(let continuation): continuation.resume(with: result.mapError { $0 as any Error })
+        case .completion(let completion): completion(result)
+        case nil: break
+        }
     }
 }
 

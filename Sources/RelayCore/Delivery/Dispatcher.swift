@@ -33,6 +33,11 @@ public final class Dispatcher<C: Clock>: Sendable where C.Duration == Duration, 
         var failedHead: [Int64]?
         /// When to look next for rows past `maxAge`.
         var nextExpiry = Timestamp(millisecondsSinceEpoch: 0)
+        /// Requests started with a completion rather than a task, by token, so that a cancel can reach them.
+        var started: [Int: CurlHTTPClient.PreparedRequest] = [:]
+        var nextToken = 0
+        /// Waiting for the started requests to end.
+        var drainWaiters: [CheckedContinuation<Void, Never>] = []
     }
 
     /// How often a paused subscription sends one queued event to see whether the receiver takes it again.
@@ -104,7 +109,8 @@ public final class Dispatcher<C: Clock>: Sendable where C.Duration == Duration, 
                                 $0.sending += 1
                                 $0.unsettled.formUnion(job.ids)
                             }
-                            group.addTask { await self.send(job, stop: stop) }
+                            // A task only when the request has to wait for a permission first.
+                            if !startNow(job, stop: stop) { group.addTask { await self.send(job, stop: stop) } }
                         }
                         continue
                     }
@@ -112,9 +118,27 @@ public final class Dispatcher<C: Clock>: Sendable where C.Duration == Duration, 
                 try await waitForWork(slotsFull: free <= 0, stop: stop)
             }
         }
+        await drainStarted()
         state.withLock { state in
             state.unsettled.subtract(state.readAhead.map(\.id))
             state.readAhead = []
+        }
+    }
+
+    /// Waits for the requests started with a completion to end; cancelling the task aborts them (their rows stay
+    /// queued as they were).
+    private func drainStarted() async {
+        await withTaskCancellationHandler {
+            await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+                let done = state.withLock { state -> Bool in
+                    guard !state.started.isEmpty else { return true }
+                    state.drainWaiters.append(continuation)
+                    return false
+                }
+                if done { continuation.resume() }
+            }
+        } onCancel: {
+            for request in state.withLock({ Array($0.started.values) }) { request.cancel() }
         }
     }
 
@@ -225,6 +249,54 @@ public final class Dispatcher<C: Clock>: Sendable where C.Duration == Duration, 
 
     // MARK: - Sending
 
+    /// Sends a job at once, without a task, when nothing makes it wait: no rate limit of its own, no pause, a
+    /// place free with the URL's flow control, the breaker letting it go. Its outcome is handled on the HTTP
+    /// client's thread as the response arrives. False when it has to wait (``send(_:stop:)`` does that).
+    private func startNow(_ job: Job, stop: StopSignal) -> Bool {
+        guard limiter == nil, !job.isProbe, !stop.isFired, !Task.isCancelled, state.withLock({ $0.pause == nil }) else { return false }
+        let current = now()
+        guard flow.pause(at: current) == nil, flow.tryEnter() else { return false }
+        switch breaker.permission(now: current) {
+        case .send, .probe: break
+        case .waitUntil:
+            flow.leave()
+            return false
+        }
+        let started = ContinuousClock.now
+        let prepared: CurlHTTPClient.PreparedRequest
+        do {
+            prepared = try http.prepare(builder.request(for: job.deliveries, now: current))
+        } catch {
+            flow.leave()
+            let step = conclude(job, .failure(error), attemptedAt: current, started: started)
+            finishStarted(token: nil, step: step)
+            return true
+        }
+        let token = state.withLock { state -> Int in
+            state.nextToken += 1
+            state.started[state.nextToken] = prepared
+            return state.nextToken
+        }
+        prepared.start { [self] result in
+            flow.leave()
+            finishStarted(token: token, step: conclude(job, result, attemptedAt: current, started: started))
+        }
+        return true
+    }
+
+    private func finishStarted(token: Int?, step: PauseStep) {
+        let waiters = state.withLock { state -> [CheckedContinuation<Void, Never>] in
+            state.sending -= 1
+            if let token { state.started[token] = nil }
+            guard state.started.isEmpty else { return [] }
+            defer { state.drainWaiters = [] }
+            return state.drainWaiters
+        }
+        if case .none = step {} else { Task { await self.apply(step) } }
+        wakeup.signal()
+        for waiter in waiters { waiter.resume() }
+    }
+
     private func send(_ job: Job, stop: StopSignal) async {
         defer {
             state.withLock { $0.sending -= 1 }
@@ -245,28 +317,42 @@ public final class Dispatcher<C: Clock>: Sendable where C.Duration == Duration, 
         let attemptedAt = now()
         // Latency is the receiver's, in real time whatever clock the relay waits on.
         let started = ContinuousClock.now
-        let request = builder.request(for: job.deliveries, now: attemptedAt)
+        let result: Result<HTTPResponse, CurlHTTPError>
+        do {
+            result = .success(try await http.execute(builder.request(for: job.deliveries, now: attemptedAt)))
+        } catch {
+            result = .failure(error)
+        }
+        await apply(conclude(job, result, attemptedAt: attemptedAt, started: started))
+    }
+
+    /// Decides what a response (or its failure) means for the job's rows, records it, and submits the outcome;
+    /// returns what it does to the pause, for the caller to carry out. Synchronous: it runs on the HTTP client's
+    /// thread for jobs started with ``startNow(_:stop:)``.
+    private func conclude(
+        _ job: Job, _ result: Result<HTTPResponse, CurlHTTPError>, attemptedAt: Timestamp, started: ContinuousClock.Instant
+    ) -> PauseStep {
         var status: Int?
         var transportError: CurlHTTPError?
         var retryAfter: Duration?
         var snippet: [UInt8] = []
-        do {
-            let response = try await http.execute(request)
+        switch result {
+        case .success(let response):
             status = response.status
             snippet = Array(response.body.prefix(1024))
             retryAfter = RetryAfter.parse(response.headers["retry-after"], now: now())
-        } catch {
+        case .failure(let error):
             if error.code == .cancelled || error.code == .shutDown {
                 // Cut short by shutdown: not an attempt; the rows stay queued as they were.
                 state.withLock { $0.unsettled.subtract(job.ids) }
-                return
+                return .none
             }
             transportError = error
         }
         let attempts = (job.deliveries.map(\.attempts).max() ?? 0) + 1
         let queuedAt = job.deliveries.map(\.queuedAt).min() ?? attemptedAt
         var random = SystemRandomNumberGenerator()
-        let decision = await countTowardsPause(
+        let (decision, step) = countTowardsPause(
             policy.decide(
                 status: status, transportError: transportError, retryAfter: retryAfter, attempts: attempts,
                 queuedAt: queuedAt, now: now(), random: &random),
@@ -292,6 +378,7 @@ public final class Dispatcher<C: Clock>: Sendable where C.Duration == Duration, 
             }
             wakeup.signal()
         }
+        return step
     }
 
     /// Waits for the webhook's rate limit, its flow control and its circuit breaker, and takes an in-flight place
@@ -410,11 +497,12 @@ public final class Dispatcher<C: Clock>: Sendable where C.Duration == Duration, 
     }
 
     /// Counts a decision towards `pauseAfter`, pausing when it is reached; while paused, nothing is dead-lettered (a
-    /// failed probe stays queued for the next one) and a delivery resumes.
-    private func countTowardsPause(_ decision: DeliveryOutcome.Decision, events: Int) async -> DeliveryOutcome.Decision {
+    /// failed probe stays queued for the next one) and a delivery resumes. The pause is in force at once; storing
+    /// it (or the resume) is the returned step, for ``apply(_:)``.
+    private func countTowardsPause(_ decision: DeliveryOutcome.Decision, events: Int) -> (DeliveryOutcome.Decision, PauseStep) {
         let pauseAfter = subscription.webhook.pauseAfter
         let (fingerprint, current) = (webhookFingerprint, now())
-        let (result, step) = state.withLock { state -> (DeliveryOutcome.Decision, PauseStep) in
+        return state.withLock { state -> (DeliveryOutcome.Decision, PauseStep) in
             state.probeInFlight = false
             switch decision {
             case .delivered:
@@ -436,6 +524,10 @@ public final class Dispatcher<C: Clock>: Sendable where C.Duration == Duration, 
                 return (decision, .pause(pause))
             }
         }
+    }
+
+    /// Stores a pause, or lifts one, as ``countTowardsPause(_:events:)`` decided.
+    private func apply(_ step: PauseStep) async {
         switch step {
         case .none: break
         case .resume: await resume(because: "resumed: a probe was delivered")
@@ -449,7 +541,6 @@ public final class Dispatcher<C: Clock>: Sendable where C.Duration == Duration, 
                 logger.error("could not store the pause; it holds until the relay stops", metadata: ["error": "\(error)"])
             }
         }
-        return result
     }
 
     private func resume(because why: String) async {
