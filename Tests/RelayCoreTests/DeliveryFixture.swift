@@ -52,6 +52,11 @@ final class DeliveryFixture: Sendable {
     /// Queues `count` events for the subscriptions, one millisecond apart, as the poller would.
     @discardableResult
     func enqueue(_ count: Int, for subscriptions: [String], startingAt first: Int = 0) async throws -> [String] {
+        try await enqueueResult(count, for: subscriptions, startingAt: first).ids
+    }
+
+    /// ``enqueue(_:for:startingAt:)``, with what the store's commit returned (what it hands to dispatchers).
+    func enqueueResult(_ count: Int, for subscriptions: [String], startingAt first: Int = 0) async throws -> (ids: [String], result: EnqueueResult) {
         var routed: [RoutedEvent] = []
         for n in first..<first + count {
             let time = ingestEpoch - 100_000 + Int64(n)
@@ -62,8 +67,8 @@ final class DeliveryFixture: Sendable {
                              timeValue: .string(Timestamp(millisecondsSinceEpoch: time).iso8601), fields: fields, raw: Array(raw.utf8)),
                 subscriptions: subscriptions))
         }
-        _ = try await store.enqueue(source: "acme", events: routed, cursor: now, now: now)
-        return routed.map(\.event.id)
+        let result = try await store.enqueue(source: "acme", events: routed, cursor: now, now: now)
+        return (routed.map(\.event.id), result)
     }
 
     /// Runs the dispatchers and the writer until `done` holds for the store, then stops them.

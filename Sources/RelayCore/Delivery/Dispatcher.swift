@@ -18,8 +18,15 @@ public final class Dispatcher<C: Clock>: Sendable where C.Duration == Duration, 
         var sending = 0
         /// Rows read, being sent, or whose outcome is not committed yet: not to be read again as due.
         var unsettled = Set<Int64>()
-        /// Due rows read ahead in one slice (batchSize 1 only), so that a freed slot does not cost a query.
+        /// Due rows read ahead in one slice (batchSize 1 only), so that a freed slot does not cost a query, and
+        /// rows the poller handed over as it queued them.
         var readAhead: [Delivery] = []
+        /// The last read of the store found nothing due beyond what is held here: what the poller queues next
+        /// may come in memory (``handOff(_:)``).
+        var caughtUp = false
+        /// When the store is read even with rows in hand, so that retries falling due are not kept waiting
+        /// behind a stream of handed-over rows.
+        var nextStoreRead = Timestamp(millisecondsSinceEpoch: 0)
         /// Dead letters in a row with no success between them, towards `pauseAfter`.
         var consecutiveDeadLetters = 0
         /// Set while paused after repeated dead letters, with when the next probe may go.
@@ -45,6 +52,32 @@ public final class Dispatcher<C: Clock>: Sendable where C.Duration == Duration, 
 
     /// How many due rows one read fetches ahead for single-event requests.
     private static var readAheadSlice: Int { 256 }
+
+    /// At most this many rows are held in memory; beyond it, rows wait in the store.
+    private static var handOffLimit: Int { 1_024 }
+
+    /// The subscription's name.
+    public var name: String { subscription.name }
+
+    /// Takes rows the poller has just queued (committed) for this subscription, when it is caught up, takes
+    /// single events, and is not strict or paused: they are sent without reading them back from the store.
+    /// Otherwise the rows are left to be read from the store as usual.
+    /// Returns whether it took them.
+    @discardableResult
+    public func handOff(_ rows: [Delivery]) -> Bool {
+        guard planner.batchSize == 1, !planner.strict else { return false }
+        return state.withLock { state in
+            guard state.caughtUp, state.pause == nil, state.readAhead.count + rows.count <= Self.handOffLimit else {
+                state.caughtUp = false
+                return false
+            }
+            // A store read that ran meanwhile may hold some already.
+            let fresh = rows.filter { !state.unsettled.contains($0.id) }
+            state.readAhead.append(contentsOf: fresh)
+            state.unsettled.formUnion(fresh.map(\.id))
+            return true
+        }
+    }
 
     private let subscription: SubscriptionConfig
     private let store: StateStore
@@ -184,22 +217,31 @@ public final class Dispatcher<C: Clock>: Sendable where C.Duration == Duration, 
         return jobs
     }
 
-    /// Single-event jobs from the read-ahead slice, refilled with one query when it runs dry.
+    /// Single-event jobs from the read-ahead slice (and rows handed over), refilled with one query when it runs
+    /// dry. Retries are looked for at least once a second whatever it holds: a stream of handed-over rows must not
+    /// keep them waiting.
     private func readAheadJobs(max jobCount: Int, now current: Timestamp, unsettled: Set<Int64>) async throws -> [Job] {
-        var taken = state.withLock { state -> [Delivery] in
+        var (taken, dry, retriesDue) = state.withLock { state -> ([Delivery], Bool, Bool) in
             let count = min(jobCount, state.readAhead.count)
             defer { state.readAhead.removeFirst(count) }
-            return Array(state.readAhead.prefix(count))
+            return (Array(state.readAhead.prefix(count)), count < jobCount, current >= state.nextStoreRead)
         }
-        if taken.count < jobCount {
-            let fetched = try await store.deliveries(
-                subscription: subscription.name, due: current, limit: Self.readAheadSlice, strict: false, excluding: unsettled)
-            let needed = jobCount - taken.count
-            taken += fetched.prefix(needed)
-            state.withLock { state in
-                state.readAhead.append(contentsOf: fetched.dropFirst(needed))
-                state.unsettled.formUnion(fetched.map(\.id))
-            }
+        guard dry || retriesDue else { return taken.map { Job(deliveries: [$0]) } }
+        // Dry, nothing but rows in flight is held, so excluding them costs little; otherwise only retries are read.
+        let fetched = try await store.deliveries(
+            subscription: subscription.name, due: current, limit: Self.readAheadSlice, strict: false, excluding: unsettled,
+            retriesOnly: !dry)
+        state.withLock { state in
+            if dry { state.caughtUp = fetched.count < Self.readAheadSlice }
+            state.nextStoreRead = current.advanced(by: .seconds(1))
+            // Rows handed over while the read ran are held already.
+            let fresh = fetched.filter { !state.unsettled.contains($0.id) }
+            state.unsettled.formUnion(fresh.map(\.id))
+            // Read from the store, they go first: due retries among them have waited longest.
+            state.readAhead.insert(contentsOf: fresh, at: 0)
+            let needed = min(jobCount - taken.count, state.readAhead.count)
+            taken += state.readAhead.prefix(needed)
+            state.readAhead.removeFirst(needed)
         }
         return taken.map { Job(deliveries: [$0]) }
     }
@@ -461,6 +503,7 @@ public final class Dispatcher<C: Clock>: Sendable where C.Duration == Duration, 
         let carried = state.withLock { state -> Set<Int64> in
             state.unsettled.subtract(state.readAhead.map(\.id))
             state.readAhead = []
+            state.caughtUp = false
             return state.unsettled
         }
         while true {

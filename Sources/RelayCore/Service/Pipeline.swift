@@ -146,7 +146,7 @@ public final class Pipeline<C: Clock>: Sendable where C.Duration == Duration, C:
                     progress: progress)
                 let names = subscriptions.map(\.name)
                 // Looked up at each commit: a dispatcher restarted by a later reload is the one woken.
-                poller.onQueued { [weak self] in self?.wake(names) }
+                poller.onQueued { [weak self] queued in self?.wake(names, handingOff: queued) }
                 let part = RunningPart()
                 parts.pollers[source.name] = PollerPart(poller: poller, source: source, routing: routing, part: part)
                 commandSink.yield(.start(part, after: old?.part) { [part] in
@@ -223,9 +223,12 @@ public final class Pipeline<C: Clock>: Sendable where C.Duration == Duration, C:
         })
     }
 
-    private func wake(_ names: [String]) {
-        let signals = parts.withLock { parts in names.compactMap { parts.dispatchers[$0]?.dispatcher.wakeup } }
-        for signal in signals { signal.signal() }
+    private func wake(_ names: [String], handingOff queued: [String: [Delivery]]) {
+        let dispatchers = parts.withLock { parts in names.compactMap { parts.dispatchers[$0]?.dispatcher } }
+        for dispatcher in dispatchers {
+            if let rows = queued[dispatcher.name], !rows.isEmpty { dispatcher.handOff(rows) }
+            dispatcher.wakeup.signal()
+        }
     }
 
     /// What of a subscription its poller routes by: a change of webhook alone leaves polling alone.

@@ -47,7 +47,8 @@ struct PageWalk<C: Clock>: Sendable where C.Duration == Duration, C: Sendable {
     let logger: Logger
     let health: SourceHealth
     let metrics: SourceMetrics
-    let onQueued: @Sendable () -> Void
+    /// Called after a commit queued deliveries, with what the shared poll queued per subscription.
+    let onQueued: @Sendable ([String: [Delivery]]) -> Void
     /// Store steps are watched, so that a store that stops answering stops the watchdog's pings.
     let progress: ProgressMonitor?
     /// Each subscription's `maxQueued`, as the config in force says.
@@ -83,7 +84,7 @@ struct PageWalk<C: Clock>: Sendable where C.Duration == Duration, C: Sendable {
                 }
                 metrics.eventsQueued.increment(by: result.queued)
                 metrics.duplicates.increment(by: result.duplicates)
-                if result.queued > 0 { onQueued() }
+                if result.queued > 0 { onQueued(result.handOff) }
                 return commit == nil || result.filled.isEmpty
             }
 

@@ -63,7 +63,7 @@ public final class Poller<C: Clock>: Sendable where C.Duration == Duration, C: S
         self.logger = logger
         walk = PageWalk(
             source: source, router: Router(subscriptions: subscriptions), store: store, client: client, time: time,
-            logger: logger, health: health, metrics: metrics, onQueued: { [queuedHook] in queuedHook.call() },
+            logger: logger, health: health, metrics: metrics, onQueued: { [queuedHook] in queuedHook.call($0) },
             progress: progress, queueLimits: { inForce.queueLimits })
     }
 
@@ -73,8 +73,9 @@ public final class Poller<C: Clock>: Sendable where C.Duration == Duration, C: S
         self.subscriptions.set(subscriptions)
     }
 
-    /// Calls `hook` whenever a commit queued deliveries, so that dispatchers start at once instead of on a timer.
-    public func onQueued(_ hook: @escaping @Sendable () -> Void) { queuedHook.set(hook) }
+    /// Calls `hook` whenever a commit queued deliveries, so that dispatchers start at once instead of on a timer;
+    /// it gets what the shared poll queued, per subscription (empty for a subscription's own reads).
+    public func onQueued(_ hook: @escaping @Sendable ([String: [Delivery]]) -> Void) { queuedHook.set(hook) }
 
     /// Runs both edges until cancelled. Throws only for the state store (exit 74): API trouble is retried forever.
     public func run() async throws {
@@ -221,8 +222,8 @@ final class SubscriptionsInForce: Sendable {
 
 /// The hook a poller calls after a commit queued deliveries; set after the poller is built.
 private final class QueuedHook: Sendable {
-    private let hook = Mutex<(@Sendable () -> Void)?>(nil)
+    private let hook = Mutex<(@Sendable ([String: [Delivery]]) -> Void)?>(nil)
 
-    func set(_ hook: @escaping @Sendable () -> Void) { self.hook.withLock { $0 = hook } }
-    func call() { hook.withLock { $0 }?() }
+    func set(_ hook: @escaping @Sendable ([String: [Delivery]]) -> Void) { self.hook.withLock { $0 = hook } }
+    func call(_ queued: [String: [Delivery]]) { hook.withLock { $0 }?(queued) }
 }

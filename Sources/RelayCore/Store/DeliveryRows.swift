@@ -78,20 +78,21 @@ struct DeliveryRows {
 
     /// Queues an event the source had not given before for `subscriptions` (not empty): one event row, one small
     /// row each. Falls back to ``queue(_:source:for:now:)`` when its row is still stored (its seen id was pruned
-    /// while a subscription kept it queued, or a replay stored it). Returns the rows queued.
-    mutating func queueNew(_ event: StoredEvent, source: String, for subscriptions: [String], now: Int64) throws -> [Int] {
+    /// while a subscription kept it queued, or a replay stored it). Returns the event's row when it is new, and
+    /// the rows queued per subscription.
+    mutating func queueNew(_ event: StoredEvent, source: String, for subscriptions: [String], now: Int64) throws -> (Int64?, [Int]) {
         let inserted = try insertEvent.run(
             .text(source), .text(event.id), .integer(event.time), .text(event.action), .text(event.timeValue),
             .blob(event.payload), .integer(now), .integer(Int64(subscriptions.count)))
         guard inserted == 1 else {
-            return try subscriptions.map { try queue(event, source: source, for: $0, now: now) }
+            return (nil, try subscriptions.map { try queue(event, source: source, for: $0, now: now) })
         }
         let row = db.lastInsertedRowID
         for subscription in subscriptions {
             try insertDelivery.run(.integer(try key(of: subscription)), .integer(event.time), .integer(row))
             depthChanges[subscription, default: 0] += 1
         }
-        return Array(repeating: 1, count: subscriptions.count)
+        return (row, Array(repeating: 1, count: subscriptions.count))
     }
 
     /// Queues an event for one subscription unless it is queued for it already; 1 if queued, else 0. An event

@@ -53,14 +53,16 @@ extension StateStore {
     ///
     /// While a strict subscription joins its source's shared poll, rows at or after the join's position are left
     /// out: the poll queues new events at once and the tail read queues older ones a moment later.
-    public func deliveries(subscription: String, due now: Timestamp, limit: Int, strict: Bool, excluding: Set<Int64>)
-        async throws(StoreError) -> [Delivery]
-    {
+    /// With `retriesOnly`, only rows attempted before (and due) are read.
+    public func deliveries(
+        subscription: String, due now: Timestamp, limit: Int, strict: Bool, excluding: Set<Int64>, retriesOnly: Bool = false
+    ) async throws(StoreError) -> [Delivery] {
         try await read("reading the queue of \(subscription)") { db in
             guard let key = try DeliveryRows.existingKey(of: subscription, db) else { return [] }
             let wanted = Int64(limit + excluding.count)
             let read = { (row: FastRow) in Self.delivery(row, subscription: subscription) }
-            let queued = try FastStatement(db, sql: Self.deliveryQueries["queued"]!).query([.integer(key), .integer(wanted)], read)
+            let queued = retriesOnly
+                ? [] : try FastStatement(db, sql: Self.deliveryQueries["queued"]!).query([.integer(key), .integer(wanted)], read)
             var rows: [Delivery]
             if strict {
                 let attempted = try FastStatement(db, sql: Self.deliveryQueries["attempted in time order"]!)

@@ -11,6 +11,13 @@ public struct EnqueueResult: Sendable, Equatable {
     public var queued = 0
     /// Subscriptions whose queue this page filled: they stopped queueing and fell behind.
     public var filled: [String] = []
+    /// What the shared poll's commit queued, per subscription, as the dispatchers would read it back: handed to
+    /// them in memory, so that a subscription that is caught up does not read the store for what it was just given.
+    public var handOff: [String: [Delivery]] = [:]
+
+    public static func == (lhs: EnqueueResult, rhs: EnqueueResult) -> Bool {
+        (lhs.newEvents, lhs.duplicates, lhs.queued, lhs.filled) == (rhs.newEvents, rhs.duplicates, rhs.queued, rhs.filled)
+    }
 
     /// Counts as given.
     public init(newEvents: Int = 0, duplicates: Int = 0, queued: Int = 0) {
@@ -156,10 +163,16 @@ extension StateStore {
                     admitted.append(subscription)
                 }
                 guard !admitted.isEmpty else { continue }
-                let queued = try rows.queueNew(StoredEvent(event), source: source, for: admitted, now: nowMS)
+                let stored = StoredEvent(event)
+                let (row, queued) = try rows.queueNew(stored, source: source, for: admitted, now: nowMS)
                 for (subscription, count) in zip(admitted, queued) {
                     lanes.count(subscription, count)
                     result.queued += count
+                    guard count == 1, let row else { continue }
+                    result.handOff[subscription, default: []].append(Delivery(
+                        id: row, subscription: subscription, eventID: event.id, eventTime: event.time, action: event.action,
+                        timeValue: stored.timeValue, payload: event.raw, attempts: 0, firstAttemptAt: nil, batchID: nil,
+                        nextAttemptAt: now))
                 }
             }
             try rows.finish()

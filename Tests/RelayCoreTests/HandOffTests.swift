@@ -1,0 +1,74 @@
+import Foundation
+import GRDB
+import RelayCore
+import RelayJSON
+import Testing
+
+/// Rows the poller has just committed go to a caught-up dispatcher in memory: sent without being read back from
+/// the store, and never sent twice when a store read races the hand-over.
+@Suite struct HandOffTests {
+    /// Queues three events, overwrites their stored bytes, then hands them over as the poller does: the bodies
+    /// that arrive say whether the dispatcher read the store.
+    static func bodiesAfterTamperingWithTheStore(ordering: DeliveryOrdering) async throws -> (accepted: Bool, bodies: [String]) {
+        try await withDelivery { fixture in
+            let subscription = fixture.subscription("h") { $0.ordering = ordering }
+            let dispatcher = fixture.dispatcher(subscription)
+            return try await withThrowingTaskGroup(of: Void.self) { group in
+                group.addTask { try await fixture.writer.run() }
+                // A strict one never takes rows in memory; it starts once the bytes are overwritten, so that it
+                // cannot have read them before.
+                if ordering == .none {
+                    group.addTask { try await dispatcher.run() }
+                    // Caught up once its first read of the (empty) store is done.
+                    while !dispatcher.handOff([]) { await Task.yield() }
+                }
+                let (_, result) = try await fixture.enqueueResult(3, for: ["h"])
+                let queue = try DatabaseQueue(path: fixture.store.directory + "/" + StateStore.fileName)
+                try await queue.write { try $0.execute(sql: #"UPDATE event SET payload = CAST('{"tampered":true}' AS BLOB)"#) }
+                if ordering == .strict { group.addTask { try await dispatcher.run() } }
+                let accepted = dispatcher.handOff(result.handOff["h"] ?? [])
+                dispatcher.wakeup.signal()
+                while try await !DispatcherTests.outboxEmpty("h")(fixture.store) { await fixture.writer.committed.wait() }
+                group.cancelAll()
+                return (accepted, fixture.receiver.record.requests(to: "/hooks/h").map { String(decoding: $0.body, as: UTF8.self) })
+            }
+        }
+    }
+
+    @Test func aCaughtUpDispatcherSendsWhatItWasHandedWithoutReadingItBack() async throws {
+        let (accepted, bodies) = try await Self.bodiesAfterTamperingWithTheStore(ordering: .none)
+        #expect(accepted)
+        #expect(bodies.count == 3)
+        #expect(bodies.allSatisfy { $0.contains(#""eventID":"evt-"#) })
+        // The control: a strict subscription takes nothing in memory and reads the store's (tampered) bytes.
+        let (strictAccepted, strictBodies) = try await Self.bodiesAfterTamperingWithTheStore(ordering: .strict)
+        #expect(!strictAccepted)
+        #expect(strictBodies == Array(repeating: #"{"tampered":true}"#, count: 3))
+    }
+
+    @Test func rowsHandedOverWhileTheStoreIsReadAreSentOnce() async throws {
+        try await withDelivery { fixture in
+            let subscription = fixture.subscription("once") { $0.concurrency = 16 }
+            let dispatcher = fixture.dispatcher(subscription)
+            let total = 3_000
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                group.addTask { try await fixture.writer.run() }
+                group.addTask { try await dispatcher.run() }
+                // Pages of 100, each handed over at once, while the dispatcher reads and sends.
+                for page in 0..<total / 100 {
+                    let (_, result) = try await fixture.enqueueResult(100, for: ["once"], startingAt: page * 100)
+                    dispatcher.handOff(result.handOff["once"] ?? [])
+                    dispatcher.wakeup.signal()
+                }
+                while try await !DispatcherTests.outboxEmpty("once")(fixture.store) { await fixture.writer.committed.wait() }
+                group.cancelAll()
+            }
+            let ids = fixture.receiver.record.requests(to: "/hooks/once").compactMap {
+                (try? JSONParser.parse($0.body))?.objectValue?["eventID"]?.stringValue
+            }
+            #expect(ids.count == total)
+            #expect(Set(ids).count == total)
+            #expect(try await fixture.store.queueCountProblems() == [])
+        }
+    }
+}
