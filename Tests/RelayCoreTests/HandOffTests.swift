@@ -10,7 +10,7 @@ import Testing
     /// Queues three events, overwrites their stored bytes, then hands them over as the poller does: the bodies
     /// that arrive say whether the dispatcher read the store.
     static func bodiesAfterTamperingWithTheStore(ordering: DeliveryOrdering) async throws -> (accepted: Bool, bodies: [String]) {
-        try await withDelivery { fixture in
+        try await withDelivery(autoAdvance: false) { fixture in
             let subscription = fixture.subscription("h") { $0.ordering = ordering }
             let dispatcher = fixture.dispatcher(subscription)
             return try await withThrowingTaskGroup(of: Void.self) { group in
@@ -19,14 +19,15 @@ import Testing
                 // cannot have read them before.
                 if ordering == .none {
                     group.addTask { try await dispatcher.run() }
-                    // Caught up once its first read of the (empty) store is done.
-                    while !dispatcher.handOff([]) { await Task.yield() }
+                    // Caught up once its first read of the (empty) store is done, and parked on the (manual)
+                    // clock, so that no read of its own races the commit below.
+                    while dispatcher.handOff([]) == nil || fixture.clock.sleeperCount == 0 { await Task.yield() }
                 }
                 let (_, result) = try await fixture.enqueueResult(3, for: ["h"])
                 let queue = try DatabaseQueue(path: fixture.store.directory + "/" + StateStore.fileName)
                 try await queue.write { try $0.execute(sql: #"UPDATE event SET payload = CAST('{"tampered":true}' AS BLOB)"#) }
                 if ordering == .strict { group.addTask { try await dispatcher.run() } }
-                let accepted = dispatcher.handOff(result.handOff["h"] ?? [])
+                let accepted = dispatcher.handOff(result.handOff["h"] ?? []) == 3
                 dispatcher.wakeup.signal()
                 while try await !DispatcherTests.outboxEmpty("h")(fixture.store) { await fixture.writer.committed.wait() }
                 group.cancelAll()
@@ -46,8 +47,34 @@ import Testing
         #expect(strictBodies == Array(repeating: #"{"tampered":true}"#, count: 3))
     }
 
+    @Test func rowsHandedOverAfterAReadCouldSeeThemAreLeftToTheStore() async throws {
+        try await withDelivery(autoAdvance: false) { fixture in
+            let dispatcher = fixture.dispatcher(fixture.subscription("late"))
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                group.addTask { try await fixture.writer.run() }
+                group.addTask { try await dispatcher.run() }
+                while dispatcher.handOff([]) == nil || fixture.clock.sleeperCount == 0 { await Task.yield() }
+                // The commit's hand-over comes late: the dispatcher has read these from the store and sent them.
+                let (_, result) = try await fixture.enqueueResult(5, for: ["late"])
+                dispatcher.wakeup.signal()
+                while try await !DispatcherTests.outboxEmpty("late")(fixture.store) { await fixture.writer.committed.wait() }
+                #expect((dispatcher.handOff(result.handOff["late"] ?? []) ?? 0) == 0)
+                // A later commit's rows go, by hand-over or by the store, once.
+                let (_, next) = try await fixture.enqueueResult(2, for: ["late"], startingAt: 5)
+                dispatcher.handOff(next.handOff["late"] ?? [])
+                dispatcher.wakeup.signal()
+                while try await !DispatcherTests.outboxEmpty("late")(fixture.store) { await fixture.writer.committed.wait() }
+                group.cancelAll()
+            }
+            let ids = fixture.receiver.record.requests(to: "/hooks/late").compactMap {
+                (try? JSONParser.parse($0.body))?.objectValue?["eventID"]?.stringValue
+            }
+            #expect(ids.sorted() == (0..<7).map { "evt-\($0)" })
+        }
+    }
+
     @Test func rowsHandedOverWhileTheStoreIsReadAreSentOnce() async throws {
-        try await withDelivery { fixture in
+        try await withDelivery(autoAdvance: false) { fixture in
             let subscription = fixture.subscription("once") { $0.concurrency = 16 }
             let dispatcher = fixture.dispatcher(subscription)
             let total = 3_000

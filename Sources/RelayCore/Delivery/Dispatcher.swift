@@ -27,6 +27,11 @@ public final class Dispatcher<C: Clock>: Sendable where C.Duration == Duration, 
         /// When the store is read even with rows in hand, so that retries falling due are not kept waiting
         /// behind a stream of handed-over rows.
         var nextStoreRead = Timestamp(millisecondsSinceEpoch: 0)
+        /// A read of queued rows is running: rows handed over now might be in it too.
+        var storeReadRunning = false
+        /// The newest event row a finished read of queued rows could see: a row handed over late (its commit's
+        /// hand-over comes after that read, which may have sent it already) is at or below it.
+        var storeReadThrough: Int64 = 0
         /// Dead letters in a row with no success between them, towards `pauseAfter`.
         var consecutiveDeadLetters = 0
         /// Set while paused after repeated dead letters, with when the next probe may go.
@@ -62,20 +67,23 @@ public final class Dispatcher<C: Clock>: Sendable where C.Duration == Duration, 
     /// Takes rows the poller has just queued (committed) for this subscription, when it is caught up, takes
     /// single events, and is not strict or paused: they are sent without reading them back from the store.
     /// Otherwise the rows are left to be read from the store as usual.
-    /// Returns whether it took them.
+    /// Returns how many it took (rows a read of the store could see are left to the store), nil if it takes none
+    /// now.
     @discardableResult
-    public func handOff(_ rows: [Delivery]) -> Bool {
-        guard planner.batchSize == 1, !planner.strict else { return false }
-        return state.withLock { state in
-            guard state.caughtUp, state.pause == nil, state.readAhead.count + rows.count <= Self.handOffLimit else {
+    public func handOff(_ rows: [Delivery]) -> Int? {
+        guard planner.batchSize == 1, !planner.strict else { return nil }
+        return state.withLock { state -> Int? in
+            guard state.caughtUp, !state.storeReadRunning, state.pause == nil,
+                state.readAhead.count + rows.count <= Self.handOffLimit
+            else {
                 state.caughtUp = false
-                return false
+                return nil
             }
-            // A store read that ran meanwhile may hold some already.
-            let fresh = rows.filter { !state.unsettled.contains($0.id) }
+            // Rows a read could see are the store's to give: that read may have sent them already.
+            let fresh = rows.filter { $0.id > state.storeReadThrough && !state.unsettled.contains($0.id) }
             state.readAhead.append(contentsOf: fresh)
             state.unsettled.formUnion(fresh.map(\.id))
-            return true
+            return fresh.count
         }
     }
 
@@ -228,11 +236,23 @@ public final class Dispatcher<C: Clock>: Sendable where C.Duration == Duration, 
         }
         guard dry || retriesDue else { return taken.map { Job(deliveries: [$0]) } }
         // Dry, nothing but rows in flight is held, so excluding them costs little; otherwise only retries are read.
-        let fetched = try await store.deliveries(
-            subscription: subscription.name, due: current, limit: Self.readAheadSlice, strict: false, excluding: unsettled,
-            retriesOnly: !dry)
+        if dry { state.withLock { $0.storeReadRunning = true } }
+        let fetched: [Delivery]
+        let newest: Int64
+        do {
+            (fetched, newest) = try await store.deliveriesAndNewestEvent(
+                subscription: subscription.name, due: current, limit: Self.readAheadSlice, strict: false, excluding: unsettled,
+                retriesOnly: !dry)
+        } catch {
+            state.withLock { $0.storeReadRunning = false }
+            throw error
+        }
         state.withLock { state in
-            if dry { state.caughtUp = fetched.count < Self.readAheadSlice }
+            if dry {
+                state.caughtUp = fetched.count < Self.readAheadSlice
+                state.storeReadRunning = false
+                state.storeReadThrough = max(state.storeReadThrough, newest)
+            }
             state.nextStoreRead = current.advanced(by: .seconds(1))
             // Rows handed over while the read ran are held already.
             let fresh = fetched.filter { !state.unsettled.contains($0.id) }

@@ -57,42 +57,61 @@ extension StateStore {
     public func deliveries(
         subscription: String, due now: Timestamp, limit: Int, strict: Bool, excluding: Set<Int64>, retriesOnly: Bool = false
     ) async throws(StoreError) -> [Delivery] {
+        try await deliveriesAndNewestEvent(
+            subscription: subscription, due: now, limit: limit, strict: strict, excluding: excluding, retriesOnly: retriesOnly
+        ).rows
+    }
+
+    /// ``deliveries(subscription:due:limit:strict:excluding:retriesOnly:)``, with the newest event row the read
+    /// could see: a row handed over in memory with a higher id cannot have been read by it.
+    public func deliveriesAndNewestEvent(
+        subscription: String, due now: Timestamp, limit: Int, strict: Bool, excluding: Set<Int64>, retriesOnly: Bool = false
+    ) async throws(StoreError) -> (rows: [Delivery], newestEvent: Int64) {
         try await read("reading the queue of \(subscription)") { db in
-            guard let key = try DeliveryRows.existingKey(of: subscription, db) else { return [] }
-            let wanted = Int64(limit + excluding.count)
-            let read = { (row: FastRow) in Self.delivery(row, subscription: subscription) }
-            let queued = retriesOnly
-                ? [] : try FastStatement(db, sql: Self.deliveryQueries["queued"]!).query([.integer(key), .integer(wanted)], read)
-            var rows: [Delivery]
-            if strict {
-                let attempted = try FastStatement(db, sql: Self.deliveryQueries["attempted in time order"]!)
-                    .query([.integer(key), .integer(wanted)], read)
-                rows = attempted.isEmpty ? queued : (attempted + queued).sorted { ($0.eventTime, $0.id) < ($1.eventTime, $1.id) }
-            } else {
-                rows = try FastStatement(db, sql: Self.deliveryQueries["due retries"]!)
-                    .query([.integer(key), .integer(now.millisecondsSinceEpoch), .integer(wanted)], read) + queued
-            }
-            if !excluding.isEmpty { rows.removeAll { excluding.contains($0.id) } }
-            rows = Array(rows.prefix(limit))
-            if strict, let joinedAt = try FastStatement(
-                db, sql: "SELECT position FROM subscription_cursor WHERE subscription = ? AND state = 'joining'"
-            ).query([.text(subscription)], { $0.integer(0) }).first {
-                rows = Array(rows.prefix { $0.eventTime.millisecondsSinceEpoch < joinedAt })
-            }
-            // Complete any batch cut by the limit, so that a batch is always sent as first composed, in its order.
-            let batches = Set(rows.compactMap(\.batchID))
-            if !batches.isEmpty {
-                let members = try FastStatement(db, sql: Self.deliveryQueries["batch"]!)
-                for batch in batches {
-                    let whole = try members.query([.integer(key), .text(batch)], read).filter { !excluding.contains($0.id) }
-                    // In place of its first member, so that the order of the read (due time, or event time) holds.
-                    guard let at = rows.firstIndex(where: { $0.batchID == batch }) else { continue }
-                    rows.removeAll { $0.batchID == batch }
-                    rows.insert(contentsOf: whole, at: min(at, rows.count))
-                }
-            }
-            return rows
+            let newest = try Int64.fetchOne(db.cachedStatement(sql: "SELECT max(id) FROM event")) ?? 0
+            return (try Self.deliveries(
+                subscription: subscription, due: now, limit: limit, strict: strict, excluding: excluding, retriesOnly: retriesOnly, db),
+                newest)
         }
+    }
+
+    private static func deliveries(
+        subscription: String, due now: Timestamp, limit: Int, strict: Bool, excluding: Set<Int64>, retriesOnly: Bool, _ db: Database
+    ) throws -> [Delivery] {
+        guard let key = try DeliveryRows.existingKey(of: subscription, db) else { return [] }
+        let wanted = Int64(limit + excluding.count)
+        let read = { (row: FastRow) in Self.delivery(row, subscription: subscription) }
+        let queued = retriesOnly
+            ? [] : try FastStatement(db, sql: Self.deliveryQueries["queued"]!).query([.integer(key), .integer(wanted)], read)
+        var rows: [Delivery]
+        if strict {
+            let attempted = try FastStatement(db, sql: Self.deliveryQueries["attempted in time order"]!)
+                .query([.integer(key), .integer(wanted)], read)
+            rows = attempted.isEmpty ? queued : (attempted + queued).sorted { ($0.eventTime, $0.id) < ($1.eventTime, $1.id) }
+        } else {
+            rows = try FastStatement(db, sql: Self.deliveryQueries["due retries"]!)
+                .query([.integer(key), .integer(now.millisecondsSinceEpoch), .integer(wanted)], read) + queued
+        }
+        if !excluding.isEmpty { rows.removeAll { excluding.contains($0.id) } }
+        rows = Array(rows.prefix(limit))
+        if strict, let joinedAt = try FastStatement(
+            db, sql: "SELECT position FROM subscription_cursor WHERE subscription = ? AND state = 'joining'"
+        ).query([.text(subscription)], { $0.integer(0) }).first {
+            rows = Array(rows.prefix { $0.eventTime.millisecondsSinceEpoch < joinedAt })
+        }
+        // Complete any batch cut by the limit, so that a batch is always sent as first composed, in its order.
+        let batches = Set(rows.compactMap(\.batchID))
+        if !batches.isEmpty {
+            let members = try FastStatement(db, sql: Self.deliveryQueries["batch"]!)
+            for batch in batches {
+                let whole = try members.query([.integer(key), .text(batch)], read).filter { !excluding.contains($0.id) }
+                // In place of its first member, so that the order of the read (due time, or event time) holds.
+                guard let at = rows.firstIndex(where: { $0.batchID == batch }) else { continue }
+                rows.removeAll { $0.batchID == batch }
+                rows.insert(contentsOf: whole, at: min(at, rows.count))
+            }
+        }
+        return rows
     }
 
     /// When the subscription's earliest queued delivery is due; nil when nothing is queued.

@@ -265,7 +265,8 @@ public final class StateStore: Sendable {
             // delivery rows that still need them, and the row goes with the last. A queued delivery is three
             // integers (the subscription's key, the event's time and row), ordered for strict reads; one that has
             // been attempted, or composed into a batch, moves to `delivery_attempt` with its schedule. Ingest
-            // writes one event row and one small row per subscription, and no index grows per delivery.
+            // writes one event row and one small row per subscription, and no index grows per delivery. Event ids
+            // are never reused (AUTOINCREMENT), so that an id says which reads could have seen a row.
             try db.execute(
                 sql: """
                     CREATE TABLE subscription_key (
@@ -273,7 +274,7 @@ public final class StateStore: Sendable {
                         name TEXT NOT NULL UNIQUE
                     );
                     CREATE TABLE event (
-                        id INTEGER PRIMARY KEY,
+                        id INTEGER PRIMARY KEY AUTOINCREMENT,
                         source TEXT NOT NULL,
                         event_id TEXT NOT NULL,
                         event_time INTEGER NOT NULL,
