@@ -44,7 +44,7 @@ public final class CurlHTTPClient: Sendable {
         do {
             return try await withTaskCancellationHandler {
                 try await withCheckedThrowingContinuation { continuation in
-                    guard transfer.wait(with: continuation) else { return }
+                    guard transfer.call({ continuation.resume(with: $0.mapError { $0 as any Error }) }) else { return }
                     if !driver.submit(transfer) {
                         transfer.finish(.failure(.shutDown(url: request.url)))
                     }

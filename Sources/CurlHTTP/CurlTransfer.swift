@@ -1,11 +1,11 @@
 import CCurl
 import Synchronization
 
-/// One request's easy handle, its buffers and the continuation waiting for it.
+/// One request's easy handle, its buffers and the completion waiting for it.
 ///
 /// `@unchecked Sendable`: the handle and the response buffers are touched by the calling task only while the
 /// transfer is being set up, then only by the driver thread (curl callbacks and completion) until it finishes;
-/// the continuation handshake, the one part both sides touch, is behind `state`'s lock.
+/// the completion handshake, the one part both sides touch, is behind `state`'s lock.
 final class CurlTransfer: @unchecked Sendable {
     let easy: UnsafeMutableRawPointer
     let request: HTTPRequest
@@ -20,8 +20,7 @@ final class CurlTransfer: @unchecked Sendable {
 
     private enum State {
         case created
-        case waiting(CheckedContinuation<HTTPResponse, any Error>)
-        /// Started with a completion that the driver thread calls.
+        /// Started: the driver thread calls the completion (an awaiting task's is a continuation's resume).
         case calling(@Sendable (Result<HTTPResponse, CurlHTTPError>) -> Void)
         case cancelledBeforeWaiting
         case finished
@@ -219,21 +218,7 @@ final class CurlTransfer: @unchecked Sendable {
         }
     }
 
-    // MARK: - Continuation handshake
-
-    /// Stores the continuation; false when a cancel came first, in which case it has been resumed already.
-    func wait(with continuation: CheckedContinuation<HTTPResponse, any Error>) -> Bool {
-        let cancelledFirst = state.withLock { state -> Bool in
-            if case .cancelledBeforeWaiting = state {
-                state = .finished
-                return true
-            }
-            state = .waiting(continuation)
-            return false
-        }
-        if cancelledFirst { continuation.resume(throwing: CurlHTTPError.cancelled(url: request.url)) }
-        return !cancelledFirst
-    }
+    // MARK: - Completion handshake
 
     /// Stores the completion; false when a cancel came first, in which case it has been called already.
     func call(_ completion: @escaping @Sendable (Result<HTTPResponse, CurlHTTPError>) -> Void) -> Bool {
@@ -256,7 +241,7 @@ final class CurlTransfer: @unchecked Sendable {
             case .created:
                 state = .cancelledBeforeWaiting
                 return false
-            case .waiting, .calling:
+            case .calling:
                 return true
             case .cancelledBeforeWaiting, .finished:
                 return false
@@ -264,7 +249,7 @@ final class CurlTransfer: @unchecked Sendable {
         }
     }
 
-    /// Whether the waiting task has been resumed (or never will wait).
+    /// Whether the completion has been called (or never will be).
     var isFinished: Bool {
         state.withLock { state in
             if case .finished = state { return true }
@@ -272,29 +257,14 @@ final class CurlTransfer: @unchecked Sendable {
         }
     }
 
-    /// Resumes the waiting task, or calls the completion, once; later calls do nothing.
+    /// Calls the completion once; later calls do nothing.
     func finish(_ result: Result<HTTPResponse, CurlHTTPError>) {
-        enum Waiter {
-            case task(CheckedContinuation<HTTPResponse, any Error>)
-            case completion(@Sendable (Result<HTTPResponse, CurlHTTPError>) -> Void)
+        let completion = state.withLock { state -> (@Sendable (Result<HTTPResponse, CurlHTTPError>) -> Void)? in
+            guard case .calling(let completion) = state else { return nil }
+            state = .finished
+            return completion
         }
-        let waiter = state.withLock { state -> Waiter? in
-            switch state {
-            case .waiting(let continuation):
-                state = .finished
-                return .task(continuation)
-            case .calling(let completion):
-                state = .finished
-                return .completion(completion)
-            case .created, .cancelledBeforeWaiting, .finished:
-                return nil
-            }
-        }
-        switch waiter {
-        case .task(let continuation): continuation.resume(with: result.mapError { $0 as any Error })
-        case .completion(let completion): completion(result)
-        case nil: break
-        }
+        completion?(result)
     }
 }
 

@@ -84,10 +84,7 @@ import Testing
                 #expect(await fixture.receiver.waitUntil { $0.successesByPath["/hooks/s", default: 0] >= 4 })
                 group.cancelAll()
             }
-            let sent = fixture.receiver.record.requests(to: "/hooks/s").compactMap {
-                (try? JSONParser.parse($0.body))?.objectValue?["eventID"]?.stringValue
-            }
-            #expect(sent == ["evt-10", "evt-12", "evt-20", "evt-21"])
+            #expect(fixture.eventIDs(sentTo: "s") == ["evt-10", "evt-12", "evt-20", "evt-21"])
         }
     }
 

@@ -71,6 +71,13 @@ final class DeliveryFixture: Sendable {
         return (routed.map(\.event.id), result)
     }
 
+    /// The `eventID` of each request the receiver got at `/hooks/<name>`, in order.
+    func eventIDs(sentTo name: String) -> [String] {
+        receiver.record.requests(to: "/hooks/\(name)").compactMap {
+            (try? JSONParser.parse($0.body))?.objectValue?["eventID"]?.stringValue
+        }
+    }
+
     /// Runs the dispatchers and the writer until `done` holds for the store, then stops them.
     func deliver(_ dispatchers: [Dispatcher<TestClock>], until done: @escaping @Sendable (StateStore) async throws -> Bool) async throws {
         try await withThrowingTaskGroup(of: Void.self) { group in

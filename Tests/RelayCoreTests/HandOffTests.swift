@@ -66,9 +66,7 @@ import Testing
                 while try await !DispatcherTests.outboxEmpty("late")(fixture.store) { await fixture.writer.committed.wait() }
                 group.cancelAll()
             }
-            let ids = fixture.receiver.record.requests(to: "/hooks/late").compactMap {
-                (try? JSONParser.parse($0.body))?.objectValue?["eventID"]?.stringValue
-            }
+            let ids = fixture.eventIDs(sentTo: "late")
             #expect(ids.sorted() == (0..<7).map { "evt-\($0)" })
         }
     }
@@ -90,9 +88,7 @@ import Testing
                 while try await !DispatcherTests.outboxEmpty("once")(fixture.store) { await fixture.writer.committed.wait() }
                 group.cancelAll()
             }
-            let ids = fixture.receiver.record.requests(to: "/hooks/once").compactMap {
-                (try? JSONParser.parse($0.body))?.objectValue?["eventID"]?.stringValue
-            }
+            let ids = fixture.eventIDs(sentTo: "once")
             #expect(ids.count == total)
             #expect(Set(ids).count == total)
             #expect(try await fixture.store.queueCountProblems() == [])

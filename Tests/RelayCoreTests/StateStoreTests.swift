@@ -9,6 +9,24 @@ import Testing
         FileManager.default.temporaryDirectory.appendingPathComponent("relay-store-\(UUID().uuidString)")
     }
 
+    /// The state store's tables as the first release created them, for upgrade tests.
+    static let firstReleaseSchema = """
+        CREATE TABLE grdb_migrations (identifier TEXT NOT NULL PRIMARY KEY);
+        INSERT INTO grdb_migrations VALUES ('v1: cursors, seen ids, outbox, dead letters');
+        CREATE TABLE cursor (source TEXT PRIMARY KEY, position INTEGER NOT NULL, updated_at INTEGER NOT NULL, last_poll_at INTEGER);
+        CREATE TABLE seen (source TEXT NOT NULL, event_id TEXT NOT NULL, event_time INTEGER NOT NULL, PRIMARY KEY (source, event_id)) WITHOUT ROWID;
+        CREATE TABLE outbox (id INTEGER PRIMARY KEY, subscription TEXT NOT NULL, event_id TEXT NOT NULL, event_time INTEGER NOT NULL,
+            action TEXT NOT NULL, time_value TEXT NOT NULL, payload BLOB NOT NULL, enqueued_at INTEGER NOT NULL,
+            next_attempt_at INTEGER NOT NULL, attempts INTEGER NOT NULL DEFAULT 0, first_attempt_at INTEGER,
+            last_attempt_at INTEGER, last_status INTEGER, last_error TEXT, batch_id TEXT, UNIQUE (subscription, event_id));
+        CREATE TABLE dead_letter (id INTEGER PRIMARY KEY, subscription TEXT NOT NULL, event_id TEXT NOT NULL,
+            event_time INTEGER NOT NULL, action TEXT NOT NULL, time_value TEXT NOT NULL, payload BLOB NOT NULL,
+            reason TEXT NOT NULL, last_status INTEGER, response_snippet BLOB, attempts INTEGER NOT NULL,
+            first_attempt_at INTEGER, last_attempt_at INTEGER, dead_at INTEGER NOT NULL, UNIQUE (subscription, event_id));
+        CREATE TABLE delivery_stats (subscription TEXT PRIMARY KEY, delivered INTEGER NOT NULL DEFAULT 0,
+            last_success_at INTEGER, last_failure_at INTEGER, last_failure TEXT);
+        """
+
     static func event(_ id: String, _ ms: Int64) -> Event {
         Event(id: id, time: Timestamp(millisecondsSinceEpoch: ms), action: "a", timeValue: .null, fields: JSONObject(), raw: Array("{\"id\":\"\(id)\"}".utf8))
     }
@@ -169,20 +187,7 @@ import Testing
             let queue = try DatabaseQueue(path: directory.appendingPathComponent(StateStore.fileName).path)
             try await queue.write { db in
                 try db.execute(sql: """
-                    CREATE TABLE grdb_migrations (identifier TEXT NOT NULL PRIMARY KEY);
-                    INSERT INTO grdb_migrations VALUES ('v1: cursors, seen ids, outbox, dead letters');
-                    CREATE TABLE cursor (source TEXT PRIMARY KEY, position INTEGER NOT NULL, updated_at INTEGER NOT NULL, last_poll_at INTEGER);
-                    CREATE TABLE seen (source TEXT NOT NULL, event_id TEXT NOT NULL, event_time INTEGER NOT NULL, PRIMARY KEY (source, event_id)) WITHOUT ROWID;
-                    CREATE TABLE outbox (id INTEGER PRIMARY KEY, subscription TEXT NOT NULL, event_id TEXT NOT NULL, event_time INTEGER NOT NULL,
-                        action TEXT NOT NULL, time_value TEXT NOT NULL, payload BLOB NOT NULL, enqueued_at INTEGER NOT NULL,
-                        next_attempt_at INTEGER NOT NULL, attempts INTEGER NOT NULL DEFAULT 0, first_attempt_at INTEGER,
-                        last_attempt_at INTEGER, last_status INTEGER, last_error TEXT, batch_id TEXT, UNIQUE (subscription, event_id));
-                    CREATE TABLE dead_letter (id INTEGER PRIMARY KEY, subscription TEXT NOT NULL, event_id TEXT NOT NULL,
-                        event_time INTEGER NOT NULL, action TEXT NOT NULL, time_value TEXT NOT NULL, payload BLOB NOT NULL,
-                        reason TEXT NOT NULL, last_status INTEGER, response_snippet BLOB, attempts INTEGER NOT NULL,
-                        first_attempt_at INTEGER, last_attempt_at INTEGER, dead_at INTEGER NOT NULL, UNIQUE (subscription, event_id));
-                    CREATE TABLE delivery_stats (subscription TEXT PRIMARY KEY, delivered INTEGER NOT NULL DEFAULT 0,
-                        last_success_at INTEGER, last_failure_at INTEGER, last_failure TEXT);
+                    \(Self.firstReleaseSchema)
                     INSERT INTO cursor VALUES ('s', 100000, 100000, 100000);
                     INSERT INTO seen VALUES ('s', 'e1', 50000);
                     """)
