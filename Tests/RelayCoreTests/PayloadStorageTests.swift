@@ -92,26 +92,18 @@ import Testing
     }
 
     @Test func rowsQueuedUnderTheOldOutboxAreKeptWhenTheStoreIsUpgraded() async throws {
-        let directory = StateStoreTests.temporaryDirectory()
+        // The store as the first release made it, with one event queued for two subscriptions (one of them has
+        // tried it once) and another for one.
+        let directory = try await StateStoreTests.firstReleaseStore(with: """
+            INSERT INTO cursor VALUES ('s', 100000, 100000, 100000);
+            INSERT INTO outbox (subscription, event_id, event_time, action, time_value, payload, enqueued_at, next_attempt_at)
+                VALUES ('x', 'e1', 1000, 'click', '1000', x'7b2231227d', 5000, 5000),
+                       ('x', 'e2', 2000, 'click', '2000', x'7b2232227d', 5000, 5000);
+            INSERT INTO outbox (subscription, event_id, event_time, action, time_value, payload, enqueued_at, next_attempt_at,
+                                attempts, first_attempt_at, last_attempt_at, last_status, last_error)
+                VALUES ('y', 'e1', 1000, 'click', '1000', x'7b2231227d', 5000, 9000, 1, 6000, 6000, 503, 'http_503');
+            """)
         defer { try? FileManager.default.removeItem(at: directory) }
-        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
-        do {
-            // The store as the first release made it, with one event queued for two subscriptions (one of them
-            // has tried it once) and another for one.
-            let queue = try DatabaseQueue(path: directory.appendingPathComponent(StateStore.fileName).path)
-            try await queue.write { db in
-                try db.execute(sql: """
-                    \(StateStoreTests.firstReleaseSchema)
-                    INSERT INTO cursor VALUES ('s', 100000, 100000, 100000);
-                    INSERT INTO outbox (subscription, event_id, event_time, action, time_value, payload, enqueued_at, next_attempt_at)
-                        VALUES ('x', 'e1', 1000, 'click', '1000', x'7b2231227d', 5000, 5000),
-                               ('x', 'e2', 2000, 'click', '2000', x'7b2232227d', 5000, 5000);
-                    INSERT INTO outbox (subscription, event_id, event_time, action, time_value, payload, enqueued_at, next_attempt_at,
-                                        attempts, first_attempt_at, last_attempt_at, last_status, last_error)
-                        VALUES ('y', 'e1', 1000, 'click', '1000', x'7b2231227d', 5000, 9000, 1, 6000, 6000, 503, 'http_503');
-                    """)
-            }
-        }
         let store = try StateStore.open(directory: directory.path)
         #expect(try await store.queuedEventIDs(subscription: "x") == ["e1", "e2"])
         #expect(try await store.queuedEventIDs(subscription: "y") == ["e1"])

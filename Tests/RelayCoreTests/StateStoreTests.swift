@@ -27,6 +27,15 @@ import Testing
             last_success_at INTEGER, last_failure_at INTEGER, last_failure TEXT);
         """
 
+    /// A state directory holding a store as the first release made it, with `rows` (SQL) in it.
+    static func firstReleaseStore(with rows: String) async throws -> URL {
+        let directory = temporaryDirectory()
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        let queue = try DatabaseQueue(path: directory.appendingPathComponent(StateStore.fileName).path)
+        try await queue.write { try $0.execute(sql: firstReleaseSchema + "\n" + rows) }
+        return directory
+    }
+
     static func event(_ id: String, _ ms: Int64) -> Event {
         Event(id: id, time: Timestamp(millisecondsSinceEpoch: ms), action: "a", timeValue: .null, fields: JSONObject(), raw: Array("{\"id\":\"\(id)\"}".utf8))
     }
@@ -179,20 +188,12 @@ import Testing
     }
 
     @Test func aStateFromBeforeTheSettleEdgeGetsItsMarksFromTheLookback() async throws {
-        let directory = Self.temporaryDirectory()
-        defer { try? FileManager.default.removeItem(at: directory) }
-        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
         // The first release's schema, with a cursor in it.
-        do {
-            let queue = try DatabaseQueue(path: directory.appendingPathComponent(StateStore.fileName).path)
-            try await queue.write { db in
-                try db.execute(sql: """
-                    \(Self.firstReleaseSchema)
-                    INSERT INTO cursor VALUES ('s', 100000, 100000, 100000);
-                    INSERT INTO seen VALUES ('s', 'e1', 50000);
-                    """)
-            }
-        }
+        let directory = try await Self.firstReleaseStore(with: """
+                INSERT INTO cursor VALUES ('s', 100000, 100000, 100000);
+                INSERT INTO seen VALUES ('s', 'e1', 50000);
+            """)
+        defer { try? FileManager.default.removeItem(at: directory) }
         let store = try StateStore.open(directory: directory.path)
         let marks = try await store.initializeMarks(
             of: "s", at: Timestamp(millisecondsSinceEpoch: 0), lookback: .seconds(60), now: Timestamp(millisecondsSinceEpoch: 200_000))
