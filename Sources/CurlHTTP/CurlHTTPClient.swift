@@ -24,6 +24,7 @@ public final class CurlHTTPClient: Sendable {
 
     private let configuration: Configuration
     private let driver: CurlMultiDriver
+    private let easyHandles: CurlEasyPool
 
     /// Starts the driver thread.
     public init(configuration: Configuration = Configuration()) {
@@ -32,6 +33,7 @@ public final class CurlHTTPClient: Sendable {
             maxCachedConnections: configuration.maxCachedConnections,
             maxConnectionsPerHost: configuration.maxConnectionsPerHost
         )
+        easyHandles = CurlEasyPool(capacity: configuration.maxCachedConnections)
     }
 
     /// Sends a request and returns its response, whatever the status.
@@ -39,7 +41,7 @@ public final class CurlHTTPClient: Sendable {
     /// - Throws: ``CurlHTTPError`` for everything short of a response; cancelling the calling task aborts the
     ///   transfer and throws ``CurlHTTPError/cancelled(url:)``.
     public func execute(_ request: HTTPRequest) async throws(CurlHTTPError) -> HTTPResponse {
-        let transfer = try CurlTransfer(request, userAgent: configuration.userAgent)
+        let transfer = try CurlTransfer(request, userAgent: configuration.userAgent, pool: easyHandles)
         let driver = self.driver
         do {
             return try await withTaskCancellationHandler {
@@ -88,11 +90,12 @@ public final class CurlHTTPClient: Sendable {
     /// - Throws: ``CurlHTTPError`` when the request cannot be made (a scheme other than http or https, a line
     ///   break in a header).
     public func prepare(_ request: HTTPRequest) throws(CurlHTTPError) -> PreparedRequest {
-        PreparedRequest(transfer: try CurlTransfer(request, userAgent: configuration.userAgent), driver: driver)
+        PreparedRequest(transfer: try CurlTransfer(request, userAgent: configuration.userAgent, pool: easyHandles), driver: driver)
     }
 
     /// Fails requests still running, stops the driver thread and waits for it.
     public func shutdown() async {
         await driver.shutdown()
+        easyHandles.close()
     }
 }

@@ -27,15 +27,18 @@ final class CurlTransfer: @unchecked Sendable {
     }
     private let state = Mutex<State>(.created)
 
-    init(_ request: HTTPRequest, userAgent: String?) throws(CurlHTTPError) {
+    private let pool: CurlEasyPool
+
+    init(_ request: HTTPRequest, userAgent: String?, pool: CurlEasyPool) throws(CurlHTTPError) {
         guard request.url.hasCaseInsensitivePrefix("http://") || request.url.hasCaseInsensitivePrefix("https://") else {
             throw .protocolNotAllowed(request.url)
         }
-        for field in request.headers.fields where (field.name + field.value).contains(where: \.isNewline) {
+        for field in request.headers.fields where Self.hasLineBreak(field.name) || Self.hasLineBreak(field.value) {
             throw .invalidRequest(url: request.url, detail: "header \(field.name) contains a line break")
         }
-        guard let easy = curl_easy_init() else { throw .other(url: request.url, detail: "curl_easy_init failed") }
+        guard let easy = pool.take() else { throw .other(url: request.url, detail: "curl_easy_init failed") }
         self.easy = easy
+        self.pool = pool
         self.request = request
         errorBuffer = .allocate(capacity: Int(CURL_ERROR_SIZE) + 1)
         errorBuffer.initialize(repeating: 0, count: Int(CURL_ERROR_SIZE) + 1)
@@ -43,9 +46,14 @@ final class CurlTransfer: @unchecked Sendable {
     }
 
     deinit {
-        curl_easy_cleanup(easy)
+        pool.give(easy)
         curl_slist_free_all(headerList)
         errorBuffer.deallocate()
+    }
+
+    /// Whether `text` holds what `Character.isNewline` calls a line break, by scalar rather than by grapheme.
+    private static func hasLineBreak(_ text: String) -> Bool {
+        text.unicodeScalars.contains { (0x0A...0x0D).contains($0.value) || $0.value == 0x85 || $0.value == 0x2028 || $0.value == 0x2029 }
     }
 
     private func configure(userAgent: String?) throws(CurlHTTPError) {

@@ -189,6 +189,30 @@ func expectCurlError(
         }
     }
 
+    @Test func aReusedHandleCarriesNothingOfTheRequestBefore() async throws {
+        let (requests, received) = AsyncStream.makeStream(of: HTTPServerRequest.self)
+        try await withClientAndServer(handler: { request in
+            received.yield(request)
+            return .respond(status: 200)
+        }) { client, server in
+            var iterator = requests.makeAsyncIterator()
+            // One at a time, so that each request takes the handle the one before gave back.
+            for round in 0..<3 {
+                let post = HTTPRequest(
+                    method: "POST", url: "\(server.baseURL)/post/\(round)", headers: ["webhook-id": "sub:evt-\(round)"],
+                    body: Array("{\"round\":\(round)}".utf8))
+                #expect(try await client.execute(post).status == 200)
+                let posted = try #require(await iterator.next())
+                #expect(posted.method == "POST" && posted.header("webhook-id") == "sub:evt-\(round)")
+                #expect(try await client.execute(HTTPRequest(url: "\(server.baseURL)/get/\(round)")).status == 200)
+                let got = try #require(await iterator.next())
+                #expect(got.method == "GET" && got.uri == "/get/\(round)")
+                #expect(got.body.isEmpty)
+                #expect(got.header("webhook-id") == nil)
+            }
+        }
+    }
+
     @Test func descriptionsNeverShowHeaderValuesOrURLPaths() async throws {
         let request = HTTPRequest(
             method: "POST", url: "https://user:pw@hooks.example.com/hooks/catch/123/s3cr3tpath/?token=abc",
@@ -207,6 +231,14 @@ func expectCurlError(
         await expectCurlError(.invalidRequest(url: "", detail: "")) {
             _ = try await client.execute(
                 HTTPRequest(url: "http://127.0.0.1:1/", headers: ["x-a": "ok\r\nx-injected: 1"]))
+        }
+        for value in ["ok\nx-injected: 1", "ok\rx", "ok\u{2028}x", "ok\u{85}x"] {
+            await expectCurlError(.invalidRequest(url: "", detail: "")) {
+                _ = try await client.execute(HTTPRequest(url: "http://127.0.0.1:1/", headers: ["x-a": value]))
+            }
+        }
+        await expectCurlError(.invalidRequest(url: "", detail: "")) {
+            _ = try await client.execute(HTTPRequest(url: "http://127.0.0.1:1/", headers: ["x-a\n": "ok"]))
         }
         await client.shutdown()
     }

@@ -401,7 +401,8 @@ public final class Dispatcher<C: Clock>: Sendable where C.Duration == Duration, 
         switch result {
         case .success(let response):
             status = response.status
-            snippet = Array(response.body.prefix(1024))
+            // Kept only with a failure (a dead letter's response); a 2xx body is never stored.
+            if !(200..<300).contains(response.status) { snippet = Array(response.body.prefix(1024)) }
             retryAfter = RetryAfter.parse(response.headers["retry-after"], now: now())
         case .failure(let error):
             if error.code == .cancelled || error.code == .shutDown {
