@@ -187,6 +187,24 @@ import Testing
         #expect(try await store.marks(of: "s")?.settled == at(3_000))
     }
 
+    @Test func aStateFromANewerReleaseIsRefusedAndLeftAsItIs() async throws {
+        let directory = Self.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: directory) }
+        _ = try StateStore.open(directory: directory.path)
+        let file = directory.appendingPathComponent(StateStore.fileName).path
+        let queue = try DatabaseQueue(path: file)
+        try await queue.write { try $0.execute(sql: "INSERT INTO grdb_migrations VALUES ('v99: from the future')") }
+        try queue.close()
+        #expect {
+            _ = try StateStore.open(directory: directory.path)
+        } throws: { error in
+            "\(error)".contains("written by a newer intilery-relay") && "\(error)".contains(file)
+        }
+        // Nothing was changed: the newer release's mark is still there.
+        let identifiers = try await DatabaseQueue(path: file).read { try String.fetchAll($0, sql: "SELECT identifier FROM grdb_migrations") }
+        #expect(identifiers.contains("v99: from the future"))
+    }
+
     @Test func aStateFromBeforeTheSettleEdgeGetsItsMarksFromTheLookback() async throws {
         // The first release's schema, with a cursor in it.
         let directory = try await Self.firstReleaseStore(with: """

@@ -36,13 +36,19 @@ public final class StateStore: Sendable {
         configuration.prepareDatabase { db in
             try db.execute(sql: "PRAGMA synchronous = FULL")
         }
+        let pool: DatabasePool
         do {
-            let pool = try DatabasePool(path: path, configuration: configuration)
+            pool = try DatabasePool(path: path, configuration: configuration)
+            // A state written by a newer release has tables this one does not know, and lacks ones it expects.
+            if try pool.read(migrator.hasBeenSuperseded) {
+                throw StoreError.directory(
+                    "\(path) was written by a newer intilery-relay (its schema has changes this version does not know); run that version, or move the state aside")
+            }
             try migrator.migrate(pool)
-            return StateStore(pool: pool, directory: directory)
         } catch {
             throw StoreError(error, doing: "opening \(path)")
         }
+        return StateStore(pool: pool, directory: directory)
     }
 
     static func prepareDirectory(_ directory: String) throws(StoreError) {
