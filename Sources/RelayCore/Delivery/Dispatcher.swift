@@ -274,7 +274,10 @@ public final class Dispatcher<C: Clock>: Sendable where C.Duration == Duration, 
         if let nextProbe = state.withLock({ $0.pause?.nextProbe }) {
             // Paused: wake for the next probe, and once a second to see whether `resume` lifted the pause.
             try await race(until: stop) { await self.wakeup.wait() } or: { [time] in try await time.sleep(until: nextProbe, atMost: .seconds(1)) }
-            if try await store.pause(of: subscription.name) == nil, state.withLock({ $0.pause != nil && $0.pauseStored }) {
+            // Only a pause stored before the read can have been lifted by `resume`: one stored while the read ran
+            // would read as absent.
+            let stored = state.withLock { $0.pause != nil && $0.pauseStored }
+            if stored, try await store.pause(of: subscription.name) == nil, state.withLock({ $0.pause != nil }) {
                 await resume(because: "resumed by command")
             }
             return
