@@ -7,21 +7,14 @@ struct StoredEvent {
     var action: String
     var timeValue: String
     var payload: [UInt8]
+}
 
+extension StoredEvent {
+    /// An event from a page, as it is stored.
     init(_ event: Event) {
-        id = event.id
-        time = event.time.millisecondsSinceEpoch
-        action = event.action
-        timeValue = event.timeValue.description
-        payload = event.raw
-    }
-
-    init(id: String, time: Int64, action: String, timeValue: String, payload: [UInt8]) {
-        self.id = id
-        self.time = time
-        self.action = action
-        self.timeValue = timeValue
-        self.payload = payload
+        self.init(
+            id: event.id, time: event.time.millisecondsSinceEpoch, action: event.action,
+            timeValue: event.timeValue.description, payload: event.raw)
     }
 }
 
@@ -81,10 +74,7 @@ struct DeliveryRows {
     /// while a subscription kept it queued, or a replay stored it). Returns the event's row when it is new, and
     /// the rows queued per subscription.
     mutating func queueNew(_ event: StoredEvent, source: String, for subscriptions: [String], now: Int64) throws -> (Int64?, [Int]) {
-        let inserted = try insertEvent.run(
-            .text(source), .text(event.id), .integer(event.time), .text(event.action), .text(event.timeValue),
-            .blob(event.payload), .integer(now), .integer(Int64(subscriptions.count)))
-        guard inserted == 1 else {
+        guard try insert(event, source: source, now: now, pending: subscriptions.count) == 1 else {
             return (nil, try subscriptions.map { try queue(event, source: source, for: $0, now: now) })
         }
         let row = db.lastInsertedRowID
@@ -107,14 +97,20 @@ struct DeliveryRows {
             else { return 0 }
             try holdEvent.run(.integer(now), .integer(row))
         } else {
-            try insertEvent.run(
-                .text(source), .text(event.id), .integer(event.time), .text(event.action), .text(event.timeValue),
-                .blob(event.payload), .integer(now), .integer(1))
+            try insert(event, source: source, now: now, pending: 1)
             row = db.lastInsertedRowID
             try insertDelivery.run(.integer(key), .integer(event.time), .integer(row))
         }
         depthChanges[subscription, default: 0] += 1
         return 1
+    }
+
+    /// Inserts the event's row with `pending` deliveries, unless its (source, id) is stored already; rows added.
+    @discardableResult
+    private func insert(_ event: StoredEvent, source: String, now: Int64, pending: Int) throws -> Int {
+        try insertEvent.run(
+            .text(source), .text(event.id), .integer(event.time), .text(event.action), .text(event.timeValue),
+            .blob(event.payload), .integer(now), .integer(Int64(pending)))
     }
 
     /// Removes a delivery, queued or attempted, and releases its event; false if there was none.
