@@ -26,20 +26,15 @@ struct DeadLetters: AsyncParsableCommand {
         }
     }
 
-    /// A dead-letter command's store and config, or nil when there is no state yet. A name the config no longer
-    /// has is accepted when the store still holds its events, unless `current` (replay would queue events that
-    /// nothing sends).
-    static func openStore(_ options: StoreOptions, _ selection: Selection, current: Bool = false) async throws -> (StateStore, RelayConfig)? {
+    /// A dead-letter command's store and config; exits 66 when there is no state. A name the config no longer has is
+    /// accepted when the store still holds its events, unless `current` (replay would queue events that nothing
+    /// sends).
+    static func openStore(_ options: StoreOptions, _ selection: Selection, current: Bool = false) async throws -> (StateStore, RelayConfig) {
         let (config, directory) = try options.loadForStateCommand()
-        let store: StateStore?
-        do {
-            store = try StateStore.openExisting(directory: directory)
-        } catch {
-            throw exitForStoreError(error)
-        }
-        guard let subscription = selection.subscription, !selection.isCurrent(in: config) else { return store.map { ($0, config) } }
+        let store = try openExistingState(directory)
+        guard let subscription = selection.subscription, !selection.isCurrent(in: config) else { return (store, config) }
         let kept: Bool
-        do { kept = try await store?.hasRows(of: subscription) ?? false } catch { throw exitForStoreError(error) }
+        do { kept = try await store.hasRows(of: subscription) } catch { throw exitForStoreError(error) }
         if !kept {
             printToStandardError("intilery-relay: no subscription named \(subscription) in the config or the state")
             throw ExitCode(64)
@@ -49,7 +44,7 @@ struct DeadLetters: AsyncParsableCommand {
                 "intilery-relay: \(subscription) is no longer in the config: replayed events would wait for ever; add it back first, or list or purge them")
             throw ExitCode(64)
         }
-        return store.map { ($0, config) }
+        return (store, config)
     }
 
     struct List: AsyncParsableCommand {
@@ -61,17 +56,16 @@ struct DeadLetters: AsyncParsableCommand {
         @OptionGroup var selection: Selection
 
         func run() async throws {
-            var letters: [DeadLetter] = []
+            let letters: [DeadLetter]
             var orphaned: Orphan?
-            if let (stateStore, config) = try await DeadLetters.openStore(store, selection) {
-                do {
-                    letters = try await stateStore.deadLetters(subscription: selection.subscription)
-                    if !selection.isCurrent(in: config) {
-                        orphaned = try await stateStore.orphans().first { $0.subscription == selection.subscription }
-                    }
-                } catch {
-                    throw exitForStoreError(error)
+            let (stateStore, config) = try await DeadLetters.openStore(store, selection)
+            do {
+                letters = try await stateStore.deadLetters(subscription: selection.subscription)
+                if !selection.isCurrent(in: config) {
+                    orphaned = try await stateStore.orphans().first { $0.subscription == selection.subscription }
                 }
+            } catch {
+                throw exitForStoreError(error)
             }
             if selection.json {
                 printLine(JSONValue.array(letters.map(Self.json)).description)
@@ -111,15 +105,14 @@ struct DeadLetters: AsyncParsableCommand {
 
         func run() async throws {
             var count = 0
-            if let (stateStore, config) = try await DeadLetters.openStore(store, selection, current: true) {
-                let now = Timestamp(millisecondsSinceEpoch: Int64(Date().timeIntervalSince1970 * 1000))
-                // Only into subscriptions the config has: a removed one's dead letters would wait for ever.
-                let names = selection.subscription.map { [$0] } ?? config.subscriptions.map(\.name)
-                do {
-                    for name in names { count += try await stateStore.replayDeadLetters(subscription: name, now: now) }
-                } catch {
-                    throw exitForStoreError(error)
-                }
+            let (stateStore, config) = try await DeadLetters.openStore(store, selection, current: true)
+            let now = Timestamp(millisecondsSinceEpoch: Int64(Date().timeIntervalSince1970 * 1000))
+            // Only into subscriptions the config has: a removed one's dead letters would wait for ever.
+            let names = selection.subscription.map { [$0] } ?? config.subscriptions.map(\.name)
+            do {
+                for name in names { count += try await stateStore.replayDeadLetters(subscription: name, now: now) }
+            } catch {
+                throw exitForStoreError(error)
             }
             printLine(selection.json ? #"{"replayed":\#(count)}"# : "Replayed \(count) dead letters.")
         }
@@ -133,18 +126,17 @@ struct DeadLetters: AsyncParsableCommand {
         @OptionGroup var selection: Selection
 
         func run() async throws {
-            var count = 0
+            let count: Int
             var queued: Int?
-            if let (stateStore, config) = try await DeadLetters.openStore(store, selection) {
-                do {
-                    if let subscription = selection.subscription, !selection.isCurrent(in: config) {
-                        (queued, count) = try await stateStore.purgeOrphan(subscription)
-                    } else {
-                        count = try await stateStore.purgeDeadLetters(subscription: selection.subscription)
-                    }
-                } catch {
-                    throw exitForStoreError(error)
+            let (stateStore, config) = try await DeadLetters.openStore(store, selection)
+            do {
+                if let subscription = selection.subscription, !selection.isCurrent(in: config) {
+                    (queued, count) = try await stateStore.purgeOrphan(subscription)
+                } else {
+                    count = try await stateStore.purgeDeadLetters(subscription: selection.subscription)
                 }
+            } catch {
+                throw exitForStoreError(error)
             }
             if selection.json {
                 printLine(queued.map { #"{"purged":\#(count),"queuedPurged":\#($0)}"# } ?? #"{"purged":\#(count)}"#)

@@ -15,6 +15,7 @@ struct IntileryRelay: AsyncParsableCommand {
 /// sysexits(3) codes that SPEC.md promises.
 enum ExitStatus {
     static let configError = ExitCode(78)
+    static let noSuchState = ExitCode(66)
     static let ioError = ExitCode(74)
     static let stateInUse = ExitCode(75)
     static let failure = ExitCode(1)

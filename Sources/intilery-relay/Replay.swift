@@ -54,11 +54,7 @@ struct Replay: AsyncParsableCommand {
         let stateStore: StateStore
         let id: Int64
         do {
-            guard let opened = try StateStore.openExisting(directory: directory) else {
-                printToStandardError("intilery-relay: no state in \(directory): the relay has not run with it")
-                throw ExitCode(66)
-            }
-            stateStore = opened
+            stateStore = try openExistingState(directory)
             id = try await stateStore.requestReplay(subscription: subscription, since: start, until: end, now: now)
         } catch let error as StoreError {
             throw exitForStoreError(error)

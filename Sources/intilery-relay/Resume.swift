@@ -23,13 +23,10 @@ struct Resume: AsyncParsableCommand {
             printToStandardError("intilery-relay: no subscription named \(subscription) in the config")
             throw ExitCode(64)
         }
+        let stateStore = try openExistingState(directory)
         let resumed: Bool
         do {
-            if let stateStore = try StateStore.openExisting(directory: directory) {
-                resumed = try await stateStore.resume(subscription)
-            } else {
-                resumed = false
-            }
+            resumed = try await stateStore.resume(subscription)
         } catch {
             throw exitForStoreError(error)
         }

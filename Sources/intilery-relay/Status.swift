@@ -17,21 +17,15 @@ struct Status: AsyncParsableCommand {
     func run() async throws {
         let (config, directory) = try store.loadForStateCommand()
         let now = Timestamp(millisecondsSinceEpoch: Int64(Date().timeIntervalSince1970 * 1000))
+        let stateStore = try openExistingState(directory)
         let status: StoreStatus
-        var orphans: [Orphan] = []
+        let orphans: [Orphan]
         do {
-            if let stateStore = try StateStore.openExisting(directory: directory) {
-                status = try await stateStore.status(
-                    sources: config.sources.map(\.name), subscriptions: config.subscriptions.map(\.name))
-                // As the daemon recorded them, less any name this config has brought back (it resumes at the reload).
-                let current = Set(config.subscriptions.map(\.name))
-                orphans = try await stateStore.orphans().filter { !current.contains($0.subscription) }
-            } else {
-                status = StoreStatus(
-                    sources: config.sources.map { StoreStatus.Source(name: $0.name) },
-                    subscriptions: config.subscriptions.map { StoreStatus.Subscription(name: $0.name) })
-                if !json { printLine("No state in \(directory) yet: the relay has not run with it.") }
-            }
+            status = try await stateStore.status(
+                sources: config.sources.map(\.name), subscriptions: config.subscriptions.map(\.name))
+            // As the daemon recorded them, less any name this config has brought back (it resumes at the reload).
+            let current = Set(config.subscriptions.map(\.name))
+            orphans = try await stateStore.orphans().filter { !current.contains($0.subscription) }
         } catch {
             throw exitForStoreError(error)
         }

@@ -18,10 +18,14 @@ import Testing
             try Self.config.write(to: configFile, atomically: true, encoding: .utf8)
             let stateDirectory = directory.appendingPathComponent("state")
 
-            let before = try RelayBinary.run(["status", "--config", configFile.path, "--state-dir", stateDirectory.path])
-            #expect(before.status == 0, "\(before.standardError)")
-            #expect(before.standardOutput.contains("No state in"))
-            #expect(before.standardOutput.contains("source acme: not polled yet"))
+            // A wrong --state-dir must not read as an empty, healthy state: every state command says so and exits 66.
+            for command in [["status"], ["status", "--json"], ["dead-letters", "list"], ["dead-letters", "purge"], ["dead-letters", "replay"],
+                            ["resume", "--subscription", "clicks"]] {
+                let before = try RelayBinary.run(command + ["--config", configFile.path, "--state-dir", stateDirectory.path])
+                #expect(before.status == 66, "\(command): \(before.standardOutput)")
+                #expect(before.standardError.contains("no state in \(stateDirectory.path)"), "\(command): \(before.standardError)")
+                #expect(before.standardOutput.isEmpty, "\(command): \(before.standardOutput)")
+            }
             #expect(!FileManager.default.fileExists(atPath: stateDirectory.path))
 
             let store = try StateStore.open(directory: stateDirectory.path)
