@@ -10,7 +10,21 @@ struct CheckConfig: ParsableCommand {
     )
 
     @Argument(help: "The JSON config file.")
-    var file: String
+    var positionalFile: String?
+
+    // Every other command takes --config: accepted here too, so one habit works everywhere.
+    @Option(name: .long, help: ArgumentHelp("The JSON config file (instead of the argument).", valueName: "file"))
+    var config: String?
+
+    func validate() throws {
+        switch (positionalFile, config) {
+        case (nil, nil): throw ValidationError("Name the config file: check-config --config FILE (or check-config FILE).")
+        case (.some, .some): throw ValidationError("Name the config file once: either --config FILE or FILE.")
+        default: break
+        }
+    }
+
+    private var file: String { config ?? positionalFile ?? "" }
 
     func run() throws {
         do {

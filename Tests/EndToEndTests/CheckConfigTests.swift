@@ -102,6 +102,42 @@ import Testing
         (config(extra: #""shutdownGrace": "1h""#), "shutdownGrace: must be at most 10m"),
         (config(extra: #""deadLetters": {"retention": "forever"}"#), "deadLetters.retention: must be a duration"),
         (config(sources: sourceWith(#""pageSize": 10, "pageSize": 20"#)), "sources[0].pageSize: duplicate key"),
+        // The relay adds /track/...: a path here would be sent twice.
+        (config(sources: sourceWith(#""baseURL": "https://tracking.example.com/track/""#)),
+         "sources[0].baseURL: must be the scheme, host and port only"),
+        (config(sources: sourceWith(#""baseURL": "https://tracking.example.com?x=1""#)),
+         "sources[0].baseURL: must be the scheme, host and port only"),
+        (config(subscriptions: #"[{"name": "hook", "include": ["a", "b"], "exclude": ["b"], "webhook": {"url": "https://e.com/"}}]"#),
+         #"subscriptions[0].exclude: names "b", which include also names"#),
+        (config(sources: sourceWith(#""pollInterval": "10ms""#)), "sources[0].pollInterval: must be at least 100ms"),
+        (config(subscriptions: webhookWith(#""timeout": "2h""#)), "subscriptions[0].webhook.timeout: must be at most 1h"),
+        (config(extra: #""metrics": {"listen": ":http"}"#), #"metrics.listen: must be "host:port""#),
+        (config(subscriptions: #"[{"name": "hook", "webhook": {"url": {"env": "RELAY_TEST_UNSET"}}}]"#),
+         "subscriptions[0].webhook.url: environment variable RELAY_TEST_UNSET is not set"),
+    ]
+
+    /// Valid configs beyond config/example.json, each for a form an operator may write.
+    static let validConfigs: [String] = [
+        config(),
+        config(extra: #""metrics": {"listen": ":9464"}"#),
+        config(extra: #""metrics": {"listen": "[::1]:9464"}, "shutdownGrace": "10m", "orphanRetention": "1h30m""#),
+        config(sources: sourceWith(#""baseURL": "https://tracking.example.com:8443/", "pollInterval": "100ms", "lookback": "0s""#)),
+        config(sources: sourceWith(#""baseURL": "http://127.0.0.1:8080""#)),
+        config(subscriptions: #"[{"name": "hook", "include": ["a"], "exclude": ["b"], "webhook": {"url": "https://e.com/"}}]"#),
+        config(subscriptions: #"[{"name": "hook", "webhook": {"url": {"env": "RELAY_TEST_HOOK_URL"}, "timeout": "1h"}}]"#),
+        config(subscriptions: webhookWith(#""secret": "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", "retry": {"maxAge": "365d", "initialBackoff": "1ms", "maxBackoff": "7d"}"#)),
+    ]
+
+    /// The environment the verdict tests run check-config with: what the valid configs refer to, and nothing that
+    /// the invalid ones must find unset.
+    static let verdictEnvironment = ["RELAY_TEST_HOOK_URL": "https://hooks.example.com/hooks/catch/123/secret-path/"]
+
+    /// Rules that look at more than one value, or at the machine: a JSON Schema cannot state them, so for these
+    /// (and only these) the schema passes what check-config rejects.
+    static let rulesBeyondASchema = [
+        "environment variable", "cannot read /", "needs $CREDENTIALS_DIRECTORY", "duplicate source name",
+        "duplicate subscription name", "names no source", "is required when there is more than one source",
+        "must equal the rateLimit of source", "must not be less than initialBackoff", "which include also names",
     ]
 
     @Test func invalidConfigsAreEachRejectedWithExit78AndTheirPath() throws {
@@ -117,6 +153,98 @@ import Testing
                     "case \(index): wanted \(expected), got:\n\(outcome.standardError)")
                 #expect(outcome.standardOutput.isEmpty, "case \(index)")
             }
+        }
+    }
+
+    @Test func validConfigsAreAccepted() throws {
+        try withTemporaryDirectory { directory in
+            for (index, contents) in Self.validConfigs.enumerated() {
+                let file = directory.appendingPathComponent("valid-\(index).json")
+                try contents.write(to: file, atomically: true, encoding: .utf8)
+                let outcome = try RelayBinary.run(["check-config", "--config", file.path], environment: Self.verdictEnvironment)
+                #expect(outcome.status == 0, "valid case \(index): \(outcome.standardError)")
+            }
+        }
+    }
+
+    /// Every config this suite knows, valid or not, through both check-config and the JSON Schema (as an editor
+    /// or CI uses it): the same verdict, but for the rules listed in ``rulesBeyondASchema``.
+    @Test func theSchemaAndCheckConfigGiveTheSameVerdict() throws {
+        let repository = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .deletingLastPathComponent()
+        try withTemporaryDirectory { directory in
+            var cases: [(file: String, rule: String?)] = [(repository.appendingPathComponent("config/example.json").path, nil)]
+            for (index, contents) in Self.validConfigs.enumerated() {
+                let file = directory.appendingPathComponent("valid-\(index).json")
+                try contents.write(to: file, atomically: true, encoding: .utf8)
+                cases.append((file.path, nil))
+            }
+            for (index, (contents, rule)) in Self.invalidConfigs.enumerated() {
+                let file = directory.appendingPathComponent("invalid-\(index).json")
+                try contents.write(to: file, atomically: true, encoding: .utf8)
+                cases.append((file.path, rule))
+            }
+            let schemaVerdicts = try Self.schemaVerdicts(cases.map(\.file), repository: repository)
+            var environment = Self.verdictEnvironment
+            environment["HOOK_AUTH"] = "Bearer example"
+            environment["HOOK_SECRET"] = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+            environment["CREDENTIALS_DIRECTORY"] = repository.appendingPathComponent("config/example-credentials").path
+            var beyondSchema = 0
+            for (file, rule) in cases {
+                let relayValid = try RelayBinary.run(["check-config", file], environment: environment).status == 0
+                #expect(relayValid == (rule == nil), "\(file): \(rule ?? "valid")")
+                guard let schemaValid = schemaVerdicts[file] else {
+                    Issue.record("no schema verdict for \(file)")
+                    continue
+                }
+                if let rule, Self.rulesBeyondASchema.contains(where: rule.contains) {
+                    beyondSchema += 1
+                    continue
+                }
+                #expect(schemaValid == relayValid, "\(file) (\(rule ?? "valid")): the schema says \(schemaValid ? "valid" : "invalid")")
+            }
+            // Most of the known rules are the schema's too.
+            #expect(beyondSchema < cases.count / 4, "\(beyondSchema) of \(cases.count)")
+        }
+    }
+
+    /// FILE -> valid, from config/validate-with-schema.py (Python's jsonschema, as `make check-schema` uses).
+    static func schemaVerdicts(_ files: [String], repository: URL) throws -> [String: Bool] {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        process.arguments = ["python3", repository.appendingPathComponent("config/validate-with-schema.py").path] + files
+        let out = Pipe()
+        process.standardOutput = out
+        try process.run()
+        let text = String(decoding: out.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        process.waitUntilExit()
+        var verdicts: [String: Bool] = [:]
+        for line in text.split(separator: "\n") {
+            for file in files where line.hasPrefix(file + ": ") {
+                verdicts[file] = line.dropFirst(file.count + 2).hasPrefix("valid")
+            }
+        }
+        #expect(verdicts.count == files.count, "validate-with-schema.py printed:\n\(text)")
+        return verdicts
+    }
+
+    @Test func aWebhookURLMayBeASecretAndIsNeverPrinted() throws {
+        let contents = Self.config(subscriptions: #"[{"name": "hook", "webhook": {"url": {"env": "HOOK_URL"}}}]"#)
+        try withTemporaryDirectory { directory in
+            let file = directory.appendingPathComponent("config.json")
+            try contents.write(to: file, atomically: true, encoding: .utf8)
+            let valid = try RelayBinary.run(
+                ["check-config", file.path], environment: ["HOOK_URL": "https://hooks.example.com/hooks/catch/123/secret-path/"])
+            #expect(valid.status == 0, "\(valid.standardError)")
+            #expect(valid.standardOutput.contains("to https://hooks.example.com/…"), "\(valid.standardOutput)")
+            #expect(!valid.standardOutput.contains("secret-path"))
+
+            let invalid = try RelayBinary.run(["check-config", file.path], environment: ["HOOK_URL": "ftp://files.example.com/secret-path"])
+            #expect(invalid.status == 78)
+            #expect(
+                invalid.standardError.contains("subscriptions[0].webhook.url: must be an http or https URL (read from env HOOK_URL)"),
+                "\(invalid.standardError)")
+            #expect(!invalid.standardError.contains("secret-path"))
         }
     }
 
@@ -166,6 +294,22 @@ import Testing
         let outcome = try RelayBinary.run(["check-config", "/nonexistent/relay.json"])
         #expect(outcome.status == 78)
         #expect(outcome.standardError.contains("/nonexistent/relay.json: cannot read the file: No such file or directory"))
+    }
+
+    @Test func checkConfigTakesTheFileAsAnArgumentOrAsConfigLikeEveryOtherCommand() throws {
+        try withTemporaryDirectory { directory in
+            let file = directory.appendingPathComponent("config.json")
+            try Self.config().write(to: file, atomically: true, encoding: .utf8)
+            let positional = try RelayBinary.run(["check-config", file.path])
+            let option = try RelayBinary.run(["check-config", "--config", file.path])
+            #expect(positional.status == 0 && option.status == 0, "\(positional.standardError)\(option.standardError)")
+            #expect(positional.standardOutput == option.standardOutput)
+            let neither = try RelayBinary.run(["check-config"])
+            #expect(neither.status == 64)
+            #expect(neither.standardError.contains("--config FILE"), "\(neither.standardError)")
+            let both = try RelayBinary.run(["check-config", "--config", file.path, file.path])
+            #expect(both.status == 64)
+        }
     }
 
     @Test func usageErrorsExit64AndUnfinishedCommandsSaySo() throws {

@@ -37,7 +37,7 @@ extension ConfigReader {
         guard let fields = object(value, at: path, allowed: Self.sourceKeys) else { return nil }
         let problemsBefore = problems.count
         let name = name(fields, "name", at: path, pattern: "[a-z0-9_-]+") { $0.isASCIILowerOrDigit || $0 == "_" || $0 == "-" }
-        let baseURL = httpURL(fields, "baseURL", at: path)
+        let baseURL = originURL(fields, "baseURL", at: path)
         let pathSafe: (Unicode.Scalar) -> Bool = { $0.isASCIILetterOrDigit || $0 == "_" || $0 == "-" || $0 == "." }
         let clientId = self.name(fields, "clientId", at: path, pattern: "[A-Za-z0-9._-]+", allowed: pathSafe)
         let accountId = self.name(fields, "accountId", at: path, pattern: "[A-Za-z0-9._-]+", allowed: pathSafe)

@@ -60,6 +60,13 @@ extension ConfigReader {
         }
         let include = stringList(fields, "include", at: path)
         let exclude = stringList(fields, "exclude", at: path)
+        if let include, let exclude {
+            // Exclusion wins, so such an action is never sent: almost surely not what the author meant.
+            let both = Set(include).intersection(exclude).sorted()
+            if !both.isEmpty {
+                problem(path.key("exclude"), "names \(both.map { "\"\($0)\"" }.joined(separator: ", ")), which include also names")
+            }
+        }
         var filter: EventFilter?
         if let value = fields["where"] { filter = self.filter(value, at: path.key("where")) }
         let startFrom = startPosition(fields, at: path)
@@ -73,10 +80,25 @@ extension ConfigReader {
         return subscription
     }
 
+    /// A string, or a secret (a catch hook's path is its credential); either way an http or https URL.
+    private mutating func webhookURL(_ fields: JSONObject, at path: ConfigPath) -> String? {
+        guard let value = required(fields, "url", at: path) else { return nil }
+        if value.stringValue != nil { return httpURL(fields, "url", at: path) }
+        guard let secret = secret(value, at: path.key("url")) else { return nil }
+        // Not resolved (state commands): nothing will be sent, and the value must not be guessed.
+        guard environment.resolvesSecrets else { return "" }
+        guard Self.isHTTPURL(secret.exposedValue) else {
+            // The value is a secret: the problem must not quote it.
+            problem(path.key("url"), "must be an http or https URL (read from \(secret.origin))")
+            return nil
+        }
+        return secret.exposedValue
+    }
+
     private mutating func webhook(_ value: JSONValue, at path: ConfigPath) -> WebhookConfig? {
         guard let fields = object(value, at: path, allowed: Self.webhookKeys) else { return nil }
         let problemsBefore = problems.count
-        let url = httpURL(fields, "url", at: path, required: true)
+        let url = webhookURL(fields, at: path)
         let headers = headers(fields, at: path)
         var signingKey: WebhookSigningKey?
         if let secret = secret(fields, "secret", at: path) {

@@ -159,10 +159,34 @@ struct ConfigReader {
     /// An `http` or `https` URL with a host.
     mutating func httpURL(_ object: JSONObject, _ key: String, at path: ConfigPath, required: Bool = false) -> String? {
         guard let text = string(object, key, at: path, required: required) else { return nil }
+        return httpURL(text, at: path.key(key))
+    }
+
+    /// `text` when it is an `http` or `https` URL with a host; a problem at `path` otherwise.
+    mutating func httpURL(_ text: String, at path: ConfigPath) -> String? {
+        guard Self.isHTTPURL(text) else {
+            problem(path, "must be an http or https URL")
+            return nil
+        }
+        return text
+    }
+
+    static func isHTTPURL(_ text: String) -> Bool {
         guard let components = URLComponents(string: text), let scheme = components.scheme?.lowercased(),
             scheme == "http" || scheme == "https", let host = components.host, !host.isEmpty
+        else { return false }
+        return true
+    }
+
+    /// Scheme, host and port only: the relay appends the API's whole path, so any path, query or fragment here
+    /// would be sent twice (`/track/track/...`) or dropped.
+    mutating func originURL(_ object: JSONObject, _ key: String, at path: ConfigPath) -> String? {
+        guard let text = httpURL(object, key, at: path), let components = URLComponents(string: text) else { return nil }
+        let rest = components.percentEncodedPath
+        guard rest.isEmpty || rest == "/", components.query == nil, components.fragment == nil, components.user == nil,
+            components.password == nil
         else {
-            problem(path.key(key), "must be an http or https URL")
+            problem(path.key(key), "must be the scheme, host and port only (such as \"https://tracking.intilery.com\"): the relay adds /track/...")
             return nil
         }
         return text

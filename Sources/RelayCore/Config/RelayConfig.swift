@@ -54,10 +54,15 @@ public struct ListenAddress: Sendable, Equatable, CustomStringConvertible {
             host = text[..<colon]
             portText = text[text.index(after: colon)...]
         }
-        guard !host.isEmpty, !host.contains(where: \.isWhitespace), let port = Int(portText), (0...65535).contains(port)
+        guard !host.contains(where: \.isWhitespace), portText.allSatisfy({ $0.isASCII && $0.isNumber }), let port = Int(portText),
+            (0...65535).contains(port)
         else { return nil }
-        self.init(host: String(host), port: port)
+        // ":9464" is every interface, as Prometheus exporters read it.
+        self.init(host: host.isEmpty ? Self.everyInterface : String(host), port: port)
     }
+
+    /// What an empty host (`":9464"`) binds: IPv4 and IPv6 on a dual-stack host.
+    public static let everyInterface = "::"
 
     /// Wraps a host and port.
     public init(host: String, port: Int) {

@@ -11,20 +11,27 @@ public struct MetricsEndpoint: Service {
     public static func start(
         listen: ListenAddress, render: @escaping @Sendable () -> [UInt8], isReady: @escaping @Sendable () -> Bool, logger: Logger
     ) async throws -> MetricsEndpoint {
-        do {
-            let server = try await HTTPServer.start(HTTPServer.Configuration(host: listen.host, port: listen.port, maxRequestBodyBytes: 4096)) { request in
-                switch request.path {
-                case "/metrics":
-                    return .respond(status: 200, headers: [("content-type", "text/plain; version=0.0.4")], body: render())
-                case "/healthz":
-                    return .text("ok\n", status: 200)
-                case "/readyz":
-                    return isReady() ? .text("ready\n", status: 200) : .text("not ready: a source has not polled successfully lately\n", status: 503)
-                default:
-                    return .text("not found\n", status: 404)
-                }
+        let handler: HTTPServer.Handler = { request in
+            switch request.path {
+            case "/metrics":
+                return .respond(status: 200, headers: [("content-type", "text/plain; version=0.0.4")], body: render())
+            case "/healthz":
+                return .text("ok\n", status: 200)
+            case "/readyz":
+                return isReady() ? .text("ready\n", status: 200) : .text("not ready: a source has not polled successfully lately\n", status: 503)
+            default:
+                return .text("not found\n", status: 404)
             }
-            logger.info("metrics listening", metadata: ["address": "\(listen.host):\(server.port)"])
+        }
+        do {
+            let server: HTTPServer
+            do {
+                server = try await HTTPServer.start(HTTPServer.Configuration(host: listen.host, port: listen.port, maxRequestBodyBytes: 4096), handler: handler)
+            } catch where listen.host == ListenAddress.everyInterface {
+                // A host without IPv6 cannot bind "::"; every IPv4 interface is what ":port" then means.
+                server = try await HTTPServer.start(HTTPServer.Configuration(host: "0.0.0.0", port: listen.port, maxRequestBodyBytes: 4096), handler: handler)
+            }
+            logger.info("metrics listening", metadata: ["address": "\(ListenAddress(host: listen.host, port: server.port))"])
             return MetricsEndpoint(server: server)
         } catch {
             throw RelayStartError(description: "cannot listen on \(listen) for metrics: \(error)")
