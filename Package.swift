@@ -26,12 +26,15 @@ let package = Package(
             providers: [.apt(["libcurl4-openssl-dev"])]
         ),
         .target(name: "CurlHTTP", dependencies: ["CCurl"]),
+        // A C target only so that `make release` can stamp the git commit with -Xcc -DRELAY_GIT_COMMIT=...
+        .target(name: "CBuildInfo"),
         .target(name: "RelayJSON"),
         .target(
             name: "RelayCore",
             dependencies: [
                 "RelayJSON",
                 "CurlHTTP",
+                "CBuildInfo",
                 .product(name: "GRDB", package: "GRDB.swift"),
                 .product(name: "GRDBSQLite", package: "GRDB.swift"),
                 .product(name: "Logging", package: "swift-log"),

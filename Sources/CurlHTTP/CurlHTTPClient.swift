@@ -1,3 +1,4 @@
+import CCurl
 /// An async HTTP client over libcurl's multi interface: one driver thread serves every request.
 ///
 /// Connections are kept alive and reused between requests to the same host, HTTP/2 is used where a TLS server
@@ -97,5 +98,16 @@ public final class CurlHTTPClient: Sendable {
     public func shutdown() async {
         await driver.shutdown()
         easyHandles.close()
+    }
+}
+
+extension CurlHTTPClient {
+    /// libcurl's version and, in brackets, the TLS, compression and resolver libraries it uses, such as
+    /// "7.88.1 (OpenSSL/3.0.15 zlib/1.2.13 ...)": what `intilery-relay version` reports.
+    public static var libraryVersion: String {
+        guard let text = curl_version() else { return "unknown" }
+        let parts = String(cString: text).split(separator: " ", maxSplits: 1)
+        let own = parts.first.map { $0.hasPrefix("libcurl/") ? String($0.dropFirst(8)) : String($0) } ?? "unknown"
+        return parts.count > 1 ? "\(own) (\(parts[1]))" : own
     }
 }
