@@ -29,6 +29,9 @@ struct Run: AsyncParsableCommand {
     func run() async throws {
         // Every file the relay creates holds event data: owner only.
         umask(0o077)
+        // Until the reload handler is in place, a SIGHUP (`intilery-relay reload` racing the start) must not end
+        // the process, as SIGHUP's default would.
+        signal(SIGHUP, SIG_IGN)
         let format = RelayLogHandler.Format(rawValue: logFormat.rawValue) ?? .logfmt
         let level = Logger.Level(rawValue: logLevel.rawValue) ?? .info
         LoggingSystem.bootstrap { label in RelayLogHandler(label: label, format: format, level: level) }

@@ -310,8 +310,53 @@ import Glibc
 
             relay.signal(SIGTERM)
             next = await nextNonStatus()
-            #expect(next == "STOPPING=1")
+            // shutdownGrace 2s and the 30s margin: systemd is asked for that long, whatever TimeoutStopSec says.
+            #expect(next == "STOPPING=1\nEXTEND_TIMEOUT_USEC=32000000")
             #expect(await relay.waitForExit(timeout: .seconds(10)) == 0)
+        }
+    }
+
+    /// `intilery-relay reload`, the unit's ExecReload=: it returns only once the daemon has answered, and fails
+    /// when the config is rejected or no daemon runs.
+    @Test func reloadCommandWaitsForTheDaemonsAnswer() async throws {
+        try await Self.withSetup { setup in
+            setup.api.log.startLiveTraffic(perSecond: 50)
+            try Self.config(api: setup.api, receiver: setup.receiver, subscriptions: ["first"])
+                .write(to: setup.configFile, atomically: true, encoding: .utf8)
+            let reload = ["reload", "--config", setup.configFile.path]
+
+            let early = try RelayBinary.run(reload, in: setup.directory)
+            #expect(early.status == 69, "\(early.standardError)")
+            #expect(early.standardError.contains("no relay is running on the state directory ./state"), "\(early.standardError)")
+
+            let relay = try RelayProcess(arguments: ["run", "--config", setup.configFile.path], environment: setup.environment, directory: setup.directory)
+            #expect(await setup.receiver.waitUntil { $0.successesByPath["/hooks/first", default: 0] >= 5 })
+
+            // A valid change: applied by the time the command returns.
+            try Self.config(api: setup.api, receiver: setup.receiver, subscriptions: ["first", "second"])
+                .write(to: setup.configFile, atomically: true, encoding: .utf8)
+            let applied = try RelayBinary.run(reload, in: setup.directory)
+            #expect(applied.status == 0, "\(applied.standardError)")
+            #expect(applied.standardOutput.contains("Reloaded: the new config is running."))
+            #expect(relay.log.contains("reloaded"), "the command returned before the reload: \(relay.log)")
+            #expect(await setup.receiver.waitUntil { $0.successesByPath["/hooks/second", default: 0] >= 5 })
+
+            // An invalid change: rejected with its problems, and the daemon runs on with the old config.
+            try Self.config(api: setup.api, receiver: setup.receiver, subscriptions: ["first", "second"])
+                .replacingOccurrences(of: #""pollInterval": "250ms""#, with: #""pollInterval": "10ms""#)
+                .write(to: setup.configFile, atomically: true, encoding: .utf8)
+            let rejected = try RelayBinary.run(reload + ["--pid", "\(relay.process.processIdentifier)"], in: setup.directory)
+            #expect(rejected.status == 78, "\(rejected.standardOutput)")
+            #expect(rejected.standardError.contains("\(setup.configFile.path): sources[0].pollInterval: must be at least 100ms"), "\(rejected.standardError)")
+            #expect(rejected.standardError.contains("rejected; the running config stays"))
+            #expect(relay.process.isRunning)
+            let before = setup.receiver.record.successesByPath["/hooks/second", default: 0]
+            #expect(await setup.receiver.waitUntil { $0.successesByPath["/hooks/second", default: 0] >= before + 5 })
+
+            relay.signal(SIGTERM)
+            #expect(await relay.waitForExit(timeout: .seconds(10)) == 0)
+            let stopped = try RelayBinary.run(reload, in: setup.directory)
+            #expect(stopped.status == 69, "\(stopped.standardError)")
         }
     }
 

@@ -38,6 +38,13 @@ extension RelayConfig {
             "\(state); \(metrics); dead letters kept \(DurationText.format(deadLetters.retention));"
                 + " a removed subscription's events kept \(DurationText.format(orphanRetention));"
                 + " shutdown grace \(DurationText.format(shutdownGrace)).")
+        let stopping = shutdownGrace + SystemdNotifier.stopMargin
+        if stopping > SystemdNotifier.shippedUnitStopTimeout {
+            sentences.append(
+                "Note: stopping may take up to \(DurationText.format(stopping)), more than the shipped unit's"
+                    + " TimeoutStopSec=\(DurationText.format(SystemdNotifier.shippedUnitStopTimeout)); the relay asks systemd for the"
+                    + " extra time when it stops (EXTEND_TIMEOUT_USEC, systemd 236 or later), or set TimeoutStopSec= in a drop-in.")
+        }
         return sentences.joined(separator: " ")
     }
 

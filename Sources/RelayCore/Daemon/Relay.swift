@@ -1,3 +1,6 @@
+#if canImport(Glibc)
+import Glibc
+#endif
 import CurlHTTP
 import Logging
 import ServiceLifecycle
@@ -21,6 +24,8 @@ public final class Relay: Service, Sendable {
     private let logger: Logger
     private let notifier: SystemdNotifier
     private let progress: ProgressMonitor
+    /// Where each reload's ``ReloadAnswer`` goes (the state directory); nil writes none.
+    private let answerDirectory: String?
     private let commands: AsyncStream<Command>
     private let commandSink: AsyncStream<Command>.Continuation
     private let current = Mutex<Pipeline<ContinuousClock>?>(nil)
@@ -28,7 +33,7 @@ public final class Relay: Service, Sendable {
     /// A relay for a validated config.
     public init(
         configFile: String, config: RelayConfig, store: StateStore, time: RelayTime<ContinuousClock>, environment: [String: String],
-        logger: Logger, notifier: SystemdNotifier, progress: ProgressMonitor
+        logger: Logger, notifier: SystemdNotifier, progress: ProgressMonitor, answerDirectory: String? = nil
     ) {
         self.configFile = configFile
         self.initialConfig = config
@@ -38,6 +43,7 @@ public final class Relay: Service, Sendable {
         self.logger = logger
         self.notifier = notifier
         self.progress = progress
+        self.answerDirectory = answerDirectory
         (commands, commandSink) = AsyncStream.makeStream(of: Command.self)
     }
 
@@ -93,19 +99,24 @@ public final class Relay: Service, Sendable {
                         throw error
                     case .shutdown:
                         logger.info("stopping: polling stopped, letting deliveries in flight finish", metadata: ["grace": "\(DurationText.format(config.shutdownGrace))"])
-                        notifier.stopping()
+                        notifier.stopping(within: config.shutdownGrace + SystemdNotifier.stopMargin)
                         pipeline.stop()
                         if let error = await finished.wait() { throw error }
                         group.cancelAll()
                         return
                     case .reload:
+                        let startedAt = ReloadAnswer.monotonicNow()
                         notifier.reloading()
-                        if let next = loadConfig() {
+                        switch loadConfig() {
+                        case .success(let next):
                             // Recorded first, so that a new subscription that backfills is never fed by the
                             // shared poll before it has its own place.
                             try await registerSubscriptions(next)
-                            apply(next, over: config, to: pipeline)
+                            let needsRestart = apply(next, over: config, to: pipeline)
                             config = next
+                            answer(ReloadAnswer(pid: getpid(), startedAt: startedAt, outcome: .applied, needsRestart: needsRestart))
+                        case .failure(let error):
+                            answer(ReloadAnswer(pid: getpid(), startedAt: startedAt, outcome: .rejected, problems: error.lines))
                         }
                         notifier.ready(status: config.summary)
                     }
@@ -116,8 +127,10 @@ public final class Relay: Service, Sendable {
         }
     }
 
-    private func apply(_ next: RelayConfig, over config: RelayConfig, to pipeline: Pipeline<ContinuousClock>) {
-        for setting in Self.settingsNeedingRestart(from: config, to: next) {
+    /// Applies `next` and returns the settings it changed that wait for a restart.
+    private func apply(_ next: RelayConfig, over config: RelayConfig, to pipeline: Pipeline<ContinuousClock>) -> [String] {
+        let needsRestart = Self.settingsNeedingRestart(from: config, to: next)
+        for setting in needsRestart {
             logger.notice("this change takes effect at the next restart", metadata: ["setting": "\(setting)"])
         }
         let changes = pipeline.apply(next)
@@ -128,6 +141,17 @@ public final class Relay: Service, Sendable {
                 "stopped": "\(changes.stopped.joined(separator: ", "))",
                 "unchanged": "\(changes.unchanged.count)",
             ])
+        return needsRestart
+    }
+
+    /// For `intilery-relay reload`; the log already has the outcome, so a failure to write it only costs the waiter.
+    private func answer(_ answer: ReloadAnswer) {
+        guard let answerDirectory else { return }
+        do {
+            try answer.write(directory: answerDirectory)
+        } catch {
+            logger.warning("cannot record the reload's outcome for intilery-relay reload", metadata: ["error": "\(error)"])
+        }
     }
 
     /// Records the config's subscriptions in the store: new ones get their place (`startFrom`); names the config
@@ -162,14 +186,14 @@ public final class Relay: Service, Sendable {
         return settings
     }
 
-    /// The new config, or nil (logged) when it is invalid: the running one stays.
-    private func loadConfig() -> RelayConfig? {
+    /// The new config, or its problems (logged) when it is invalid: the running one stays.
+    private func loadConfig() -> Result<RelayConfig, ConfigError> {
         do {
-            return try ConfigLoader.load(file: configFile, environment: ConfigEnvironment(variables: environment))
+            return .success(try ConfigLoader.load(file: configFile, environment: ConfigEnvironment(variables: environment)))
         } catch {
             logger.error("reload rejected: the config has problems; the running config stays", metadata: ["problems": "\(error.problems.count)"])
             for line in error.lines { logger.error("\(line)") }
-            return nil
+            return .failure(error)
         }
     }
 }

@@ -23,7 +23,7 @@ public struct RelayDaemon: Sendable {
         let progress = ProgressMonitor()
         let relay = Relay(
             configFile: configFile, config: config, store: store, time: time, environment: environment, logger: logger,
-            notifier: notifier, progress: progress)
+            notifier: notifier, progress: progress, answerDirectory: stateDirectory)
         logger.info("state store open", metadata: ["state": "\(stateDirectory)"])
         let metrics = try await config.metrics.listen.asyncMap { listen in
             try await MetricsEndpoint.start(

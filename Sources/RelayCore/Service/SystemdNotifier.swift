@@ -39,6 +39,20 @@ public struct SystemdNotifier: Sendable {
     /// Sends `STOPPING=1`.
     public func stopping() { send(["STOPPING=1"]) }
 
+    /// Sends `STOPPING=1` and asks for `time` to stop (`EXTEND_TIMEOUT_USEC`, systemd 236 and later): a
+    /// `shutdownGrace` longer than the unit's `TimeoutStopSec=` then never gets the relay killed mid-grace, while a
+    /// relay that hangs is still killed after the unit's own limit.
+    public func stopping(within time: Duration) {
+        let (seconds, attoseconds) = time.components
+        send(["STOPPING=1", "EXTEND_TIMEOUT_USEC=\(seconds * 1_000_000 + attoseconds / 1_000_000_000_000)"])
+    }
+
+    /// What the relay needs beyond `shutdownGrace` to stop: the last outcomes committed, the store closed.
+    public static let stopMargin: Duration = .seconds(30)
+
+    /// `TimeoutStopSec=` in the shipped unit (systemd/intilery-relay.service; a test holds them equal).
+    public static let shippedUnitStopTimeout: Duration = .seconds(45)
+
     /// Sends one datagram; failures are ignored, as sd_notify does: the service must run without systemd.
     public func send(_ assignments: [String]) {
         guard let socketPath else { return }

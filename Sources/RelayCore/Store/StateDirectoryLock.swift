@@ -51,6 +51,19 @@ public final class StateDirectoryLock: Sendable {
         return StateDirectoryLock(descriptor: fd)
     }
 
+    /// Whether a process holds the lock of `directory` and, when it wrote one, its pid. Probes with a shared lock
+    /// dropped at once: a daemon starting in that instant may find it taken and exit 75 (systemd restarts it).
+    public static func holder(directory: String) -> (held: Bool, pid: Int32?) {
+        let fd = open(directory + "/" + fileName, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { return (false, nil) }
+        defer { close(fd) }
+        if flock(fd, LOCK_SH | LOCK_NB) == 0 {
+            _ = flock(fd, LOCK_UN)
+            return (false, nil)
+        }
+        return (true, readPID(fd))
+    }
+
     private static func readPID(_ fd: Int32) -> Int32? {
         var buffer = [UInt8](repeating: 0, count: 32)
         let count = buffer.withUnsafeMutableBytes { pread(fd, $0.baseAddress, $0.count, 0) }
