@@ -15,7 +15,15 @@ APT_PACKAGES := libcurl4-openssl-dev libsqlite3-dev pkg-config
 EXAMPLE_ENV := HOOK_AUTH='Bearer example' HOOK_SECRET=whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw \
 	CREDENTIALS_DIRECTORY=$(CURDIR)/config/example-credentials
 
-.PHONY: all deps bench-deps build release test check-schema check-systemd demo bench install clean
+# The release binary carries the Swift runtime (stdlib, Foundation, Dispatch) so that it runs without the
+# toolchain, and no $ORIGIN search path (a package's binary must find its libraries where the system keeps them).
+RELEASE_FLAGS := -c release --static-swift-stdlib --disable-local-rpath
+RELEASE_DIR   := .build/release
+# Man pages and shell completions, made from the binary's own help by `make release`.
+RELEASE_SHARE := $(RELEASE_DIR)/share
+DEB_DIR       ?= .build/deb
+
+.PHONY: all deps bench-deps deb-deps build release stamp-commit test check-schema check-systemd demo bench install deb check-deb check-install clean
 
 all: build
 
@@ -39,8 +47,24 @@ deps:
 build: deps
 	$(SWIFT) build
 
-release: deps
-	$(SWIFT) build -c release
+release: deps stamp-commit
+	$(SWIFT) build $(RELEASE_FLAGS)
+	$(SWIFT) build $(RELEASE_FLAGS) --product generate-manual
+	rm -rf $(RELEASE_SHARE) && mkdir -p $(RELEASE_SHARE)/man $(RELEASE_SHARE)/completions
+	$(RELEASE_DIR)/generate-manual $(RELEASE_DIR)/intilery-relay --multi-page \
+	  --date "$$(git log -1 --format=%cs 2>/dev/null || date +%F)" --output-directory $(RELEASE_SHARE)/man
+	$(RELEASE_DIR)/intilery-relay --generate-completion-script bash > $(RELEASE_SHARE)/completions/intilery-relay.bash
+	$(RELEASE_DIR)/intilery-relay --generate-completion-script zsh > $(RELEASE_SHARE)/completions/_intilery-relay
+	$(RELEASE_DIR)/intilery-relay --generate-completion-script fish > $(RELEASE_SHARE)/completions/intilery-relay.fish
+
+# The commit `intilery-relay version` prints, in a header only the one C file includes (rewritten only when it
+# changes, so that it costs one file's compile). "-modified" when tracked files differ from the commit.
+stamp-commit:
+	@commit=$$(git rev-parse --short=12 HEAD 2>/dev/null || echo unknown); \
+	if [ "$$commit" != unknown ] && [ -n "$$(git status --porcelain --untracked-files=no 2>/dev/null)" ]; then commit="$$commit-modified"; fi; \
+	printf '#define RELAY_GIT_COMMIT "%s"\n' "$$commit" > Sources/CBuildInfo/commit.h.new; \
+	if cmp -s Sources/CBuildInfo/commit.h.new Sources/CBuildInfo/commit.h; then rm Sources/CBuildInfo/commit.h.new; \
+	else mv Sources/CBuildInfo/commit.h.new Sources/CBuildInfo/commit.h; fi
 
 test: deps check-schema
 	$(SWIFT) build --build-tests
@@ -89,8 +113,11 @@ bench: release bench-deps
 	.build/release/relay-bench catchup 1000000
 	.build/release/relay-bench e2e
 
-install: release
-	install -D -m 0755 .build/release/intilery-relay $(DESTDIR)$(BINDIR)/intilery-relay
+# Installs what `make release` built; builds nothing, so that `sudo make install` runs no compiler, apt-get or pip.
+install:
+	@test -x $(RELEASE_DIR)/intilery-relay -a -d $(RELEASE_SHARE)/man || { \
+	  echo "Nothing built to install: run 'make release' first (as yourself), then 'sudo make install'." >&2; exit 1; }
+	install -D -m 0755 $(RELEASE_DIR)/intilery-relay $(DESTDIR)$(BINDIR)/intilery-relay
 	install -d -m 0755 $(DESTDIR)$(UNITDIR)
 	sed -e 's|/usr/local/bin/intilery-relay|$(BINDIR)/intilery-relay|g' \
 	    -e 's|/usr/local/share/doc/intilery-relay|$(DOCDIR)|g' \
@@ -101,6 +128,43 @@ install: release
 	install -D -m 0644 config/intilery-relay.schema.json $(DESTDIR)$(SYSCONFDIR)/intilery-relay/intilery-relay.schema.json
 	install -d -m 0700 $(DESTDIR)$(SYSCONFDIR)/intilery-relay/credentials
 	install -D -m 0644 README.md $(DESTDIR)$(DOCDIR)/README.md
+	install -d -m 0755 $(DESTDIR)$(DOCDIR)/docs $(DESTDIR)$(DOCDIR)/config $(DESTDIR)$(PREFIX)/share/man/man1
+	install -m 0644 docs/*.md $(DESTDIR)$(DOCDIR)/docs/
+	install -m 0644 config/example.json config/intilery-relay.schema.json $(DESTDIR)$(DOCDIR)/config/
+	install -m 0644 $(RELEASE_SHARE)/man/*.1 $(DESTDIR)$(PREFIX)/share/man/man1/
+	install -D -m 0644 $(RELEASE_SHARE)/completions/intilery-relay.bash $(DESTDIR)$(PREFIX)/share/bash-completion/completions/intilery-relay
+	install -D -m 0644 $(RELEASE_SHARE)/completions/_intilery-relay $(DESTDIR)$(PREFIX)/share/zsh/site-functions/_intilery-relay
+	install -D -m 0644 $(RELEASE_SHARE)/completions/intilery-relay.fish $(DESTDIR)$(PREFIX)/share/fish/vendor_completions.d/intilery-relay.fish
+
+# intilery-relay_<version>_<arch>.deb in $(DEB_DIR).
+deb: release deb-deps
+	rm -f $(DEB_DIR)/intilery-relay_*.deb
+	packaging/build-deb $(DEB_DIR)
+
+# What CI checks of the package: its contents, lintian, and the packaged binary run without the toolchain.
+check-deb: deb
+	packaging/check-deb $(DEB_DIR)/intilery-relay_*.deb
+
+# `make install` refuses to build (nothing built: it names the command), and installs every file where PREFIX says.
+check-install:
+	@if out=$$($(MAKE) --no-print-directory install RELEASE_DIR=/nonexistent DESTDIR=/nonexistent 2>&1); then \
+	  echo "check-install: install without a build did not fail" >&2; exit 1; fi; \
+	echo "$$out" | grep -q "run 'make release' first" || { echo "check-install: unexpected: $$out" >&2; exit 1; }
+	@root=$$(mktemp -d) && trap 'rm -rf "$$root"' EXIT && \
+	$(MAKE) --no-print-directory install DESTDIR=$$root PREFIX=/usr >/dev/null && \
+	for path in usr/bin/intilery-relay usr/lib/systemd/system/intilery-relay.service etc/intilery-relay/example.json \
+	    usr/share/doc/intilery-relay/docs/operations.md usr/share/man/man1/intilery-relay.1 \
+	    usr/share/bash-completion/completions/intilery-relay; do \
+	  test -e $$root/$$path || { echo "check-install: $$path not installed" >&2; exit 1; }; done && \
+	grep -q '^ExecStart=/usr/bin/intilery-relay run' $$root/usr/lib/systemd/system/intilery-relay.service && \
+	echo "check-install: make install refuses to build and installs every file"
+
+deb-deps:
+	@missing=""; for tool in dpkg-shlibdeps:dpkg-dev lintian:lintian; do \
+	  command -v $${tool%%:*} >/dev/null || missing="$$missing $${tool##*:}"; done; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq$$missing >/dev/null; \
+	  else echo "Run: sudo apt-get install -y$$missing" >&2; exit 1; fi; fi
 
 clean:
 	rm -rf .build

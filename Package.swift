@@ -26,7 +26,7 @@ let package = Package(
             providers: [.apt(["libcurl4-openssl-dev"])]
         ),
         .target(name: "CurlHTTP", dependencies: ["CCurl"]),
-        // A C target only so that `make release` can stamp the git commit with -Xcc -DRELAY_GIT_COMMIT=...
+        // A C target only so that `make release` can stamp the git commit (a generated header) for `version`.
         .target(name: "CBuildInfo"),
         .target(name: "RelayJSON"),
         .target(

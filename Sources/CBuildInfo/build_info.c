@@ -1,5 +1,10 @@
 #include "build_info.h"
 
+// Written by `make stamp-commit`; absent from a plain `swift build`, and from git.
+#if __has_include("commit.h")
+#include "commit.h"
+#endif
+
 #ifndef RELAY_GIT_COMMIT
 #define RELAY_GIT_COMMIT "unknown"
 #endif
