@@ -29,6 +29,8 @@ public final class WebhookReceiver: Sendable {
         var then: ReceiverReply = .ok
         var signingKey: [UInt8]?
         var outage: (until: Int64, reply: ReceiverReply)?
+        /// Instead of `then`, with this probability.
+        var flaky: (probability: Double, reply: ReceiverReply)?
     }
 
     private struct Waiter {
@@ -39,6 +41,8 @@ public final class WebhookReceiver: Sendable {
     private struct State {
         var record = Record()
         var behaviours: [String: PathBehaviour] = [:]
+        /// Verifies every path without a key of its own, and answers 401 to a bad signature.
+        var requiredKey: [UInt8]?
         var keepBodies = true
         var keepRequests = true
         var waiters: [UUID: Waiter] = [:]
@@ -110,6 +114,20 @@ public final class WebhookReceiver: Sendable {
         state.withLock { $0.behaviours[path, default: PathBehaviour()].outage = (until, reply) }
     }
 
+    /// Answers `reply` instead of the path's usual answer to a share (`probability`, 0 to 1) of requests on `path`.
+    public func flaky(_ path: String, probability: Double, reply: ReceiverReply) {
+        state.withLock { $0.behaviours[path, default: PathBehaviour()].flaky = (probability, reply) }
+    }
+
+    /// Verifies signatures on every path with a `whsec_` secret and answers 401 to a request whose signature is
+    /// missing or wrong, as a receiver that checks them does. Nil when the secret is not of the `whsec_` form.
+    @discardableResult
+    public func requireSignatures(secret: String) -> Bool {
+        guard secret.hasPrefix("whsec_"), let key = Data(base64Encoded: String(secret.dropFirst(6))), !key.isEmpty else { return false }
+        state.withLock { $0.requiredKey = Array(key) }
+        return true
+    }
+
     /// Verifies signatures on `path` with a `whsec_` secret.
     public func verifySignatures(on path: String, secret: String) {
         let key = secret.hasPrefix("whsec_") ? Data(base64Encoded: String(secret.dropFirst(6))).map(Array.init) : nil
@@ -167,7 +185,7 @@ public final class WebhookReceiver: Sendable {
         let path = String(request.path)
         let (reply, ready, received) = state.withLock { state -> (ReceiverReply, [Waiter], ReceivedWebhook) in
             var behaviour = state.behaviours[path] ?? PathBehaviour()
-            let reply: ReceiverReply
+            var reply: ReceiverReply
             if let outage = behaviour.outage, now < outage.until {
                 reply = outage.reply
             } else if !behaviour.script.isEmpty {
@@ -176,15 +194,19 @@ public final class WebhookReceiver: Sendable {
                 seen < behaviour.eachID.count
             {
                 reply = behaviour.eachID[seen]
+            } else if let flaky = behaviour.flaky, Double.random(in: 0..<1) < flaky.probability {
+                reply = flaky.reply
             } else {
                 reply = behaviour.then
             }
             state.behaviours[path] = behaviour
-            var status: Int?
-            if case .status(let code, _, _, _) = reply { status = code }
-            let valid = behaviour.signingKey.map { key in
+            let valid = (behaviour.signingKey ?? state.requiredKey).map { key in
                 StandardWebhooksVerifier.verify(request: request, key: key, nowSeconds: now / 1000)
             }
+            let unauthorized = state.requiredKey != nil && valid == false
+            if unauthorized { reply = .status(401, body: "the webhook-signature does not verify with the receiver's secret\n") }
+            var status: Int?
+            if case .status(let code, _, _, _) = reply { status = code }
             let received = ReceivedWebhook(
                 path: path, method: request.method, headers: request.headers,
                 body: state.keepBodies ? request.body : [], receivedAt: now,

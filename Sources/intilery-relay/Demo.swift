@@ -49,7 +49,7 @@ struct Demo: AsyncParsableCommand {
         printLine("  no-pages       exclude page and identify, envelope payload in batches of up to 10")
         printLine("  big-spenders   where properties.total >= 500, one event per request")
         printLine("Backlog of 60 events, then \(rate) live events/s. Ctrl-C to stop.\n")
-        printLine("time          subscription   action        event       status  latency  events  signature")
+        printLine("time          subscription   action        event       status  event age  events  signature")
 
         let tally = Tally()
         receiver.observe { request in Self.show(request, tally: tally) }
@@ -89,7 +89,8 @@ struct Demo: AsyncParsableCommand {
         """#
     }
 
-    /// One line per request: the first event's action, id and latency from its timestamp to receipt.
+    /// One line per request: the first event's action, id, and age when it arrived (from its timestamp to receipt:
+    /// a backlog event's age, a live event's delivery delay).
     static func show(_ request: ReceivedWebhook, tally: Tally) {
         let subscription = String(request.path.split(separator: "/").last ?? "")
         var events: [JSONObject] = []
@@ -104,12 +105,16 @@ struct Demo: AsyncParsableCommand {
         let action = first?["action"]?.stringValue ?? "?"
         let id = first?["eventID"]?.stringValue ?? "?"
         let time = first?["timestamp"]?.stringValue.flatMap { Timestamp(iso8601: $0) }
-        let latency = time.map { "\(max(0, request.receivedAt - $0.millisecondsSinceEpoch)) ms" } ?? "-"
+        let age = time.map { Self.age(milliseconds: max(0, request.receivedAt - $0.millisecondsSinceEpoch)) } ?? "-"
         let signature = request.signatureValid.map { $0 ? "valid" : "INVALID" } ?? "-"
         tally.record(subscription: subscription, events: events.count)
         let clock = Timestamp(millisecondsSinceEpoch: request.receivedAt).iso8601.dropFirst(11).prefix(12)
         printLine(
-            "\(clock)  \(pad(subscription, 14)) \(pad(action, 13)) \(pad(id, 11)) \(pad(String(request.answeredStatus ?? 0), 7)) \(pad(latency, 8)) \(pad(String(events.count), 7)) \(signature)")
+            "\(clock)  \(pad(subscription, 14)) \(pad(action, 13)) \(pad(id, 11)) \(pad(String(request.answeredStatus ?? 0), 7)) \(pad(age, 10)) \(pad(String(events.count), 7)) \(signature)")
+    }
+
+    static func age(milliseconds: Int64) -> String {
+        milliseconds < 10_000 ? "\(milliseconds) ms" : "\(milliseconds / 1000) s"
     }
 
     static func pad(_ text: String, _ width: Int) -> String {

@@ -30,8 +30,19 @@ struct Simulate: AsyncParsableCommand {
     @Option(name: .long, help: ArgumentHelp("Fault knobs: error=P, unavailable=P, malformed=P, truncated=P, latency=50ms.", valueName: "spec"))
     var faults: String?
 
-    @Option(name: .long, help: ArgumentHelp("A webhook secret (whsec_...) to verify signatures with on every path.", valueName: "secret"))
+    @Option(
+        name: .long,
+        help: ArgumentHelp(
+            "A webhook secret (whsec_...): every request's signature is verified with it, and a bad one gets 401.",
+            valueName: "secret"))
     var verifySecret: String?
+
+    @Option(
+        name: .customLong("sink-path"),
+        help: ArgumentHelp(
+            "How the receiver answers one path (repeatable): /bad=400, /slow=delay:3s, /busy=429:retry-after=1, /flaky=500:p=0.3, /down=refuse. Other paths answer 200.",
+            valueName: "path=behaviour"))
+    var sinkPaths: [String] = []
 
     func validate() throws {
         guard (0...65535).contains(apiPort), (0...65535).contains(sinkPort) else {
@@ -42,6 +53,12 @@ struct Simulate: AsyncParsableCommand {
         if let faults {
             do { _ = try SimulatorFaults(parsing: faults) } catch { throw ValidationError("\(error)") }
         }
+        for text in sinkPaths {
+            do { _ = try SinkPathBehaviour(parsing: text) } catch { throw ValidationError("\(error)") }
+        }
+        if let verifySecret, !verifySecret.hasPrefix("whsec_") {
+            throw ValidationError("--verify-secret must be a whsec_... secret, as in the subscription's webhook.secret")
+        }
     }
 
     func run() async throws {
@@ -49,16 +66,35 @@ struct Simulate: AsyncParsableCommand {
         settings.shape = ResponseShape(rawValue: shape) ?? .array
         settings.rateLimit = rateLimit > 0 ? (rateLimit, Int(rateLimit * 5)) : nil
         if let faults { settings.faults = try SimulatorFaults(parsing: faults) }
-        let api = try await FakeEventsAPI.start(port: apiPort, settings: settings)
-        let receiver = try await WebhookReceiver.start(port: sinkPort)
+        let api = try await Self.listening(port: apiPort, option: "--api-port", for: "the Events API") {
+            try await FakeEventsAPI.start(port: apiPort, settings: settings)
+        }
+        let receiver: WebhookReceiver
+        do {
+            receiver = try await Self.listening(port: sinkPort, option: "--sink-port", for: "the webhook receiver") {
+                try await WebhookReceiver.start(port: sinkPort)
+            }
+        } catch {
+            try await api.shutdown()
+            throw error
+        }
         receiver.keep(bodies: false, requests: false)
+        let behaviours = sinkPaths.compactMap { try? SinkPathBehaviour(parsing: $0) }
+        for behaviour in behaviours { behaviour.apply(to: receiver) }
+        if let verifySecret, !receiver.requireSignatures(secret: verifySecret) {
+            try await api.shutdown()
+            try await receiver.shutdown()
+            throw ValidationError("--verify-secret is not a whsec_ secret with a base64 key")
+        }
         let now = Int64(Date().timeIntervalSince1970 * 1000)
         api.log.addBacklog(count: backlog, from: now - 3_600_000, to: now)
         if rate > 0 { api.log.startLiveTraffic(perSecond: rate) }
 
         printLine("Events API   \(api.eventsURL)")
         printLine("  source     \"baseURL\": \"\(api.baseURL)\", \"clientId\": \"\(api.account.clientId)\", \"accountId\": \"\(api.account.accountId)\", \"brandId\": \"\(api.account.brandId)\", \"authToken\": \"\(api.account.authToken)\"")
-        printLine("Receiver     \(receiver.baseURL)/<any path>  (answers 200)")
+        printLine("Receiver     \(receiver.baseURL)/<any path>  (answers 200\(behaviours.isEmpty ? "" : " but on the paths below"))")
+        for behaviour in behaviours { printLine("  \(behaviour.summary)") }
+        if verifySecret != nil { printLine("  every request's signature is verified; a missing or bad one gets 401") }
         printLine("Backlog \(backlog) events over the last hour; \(rate) live events/s. Ctrl-C stops.")
 
         let signals = await UnixSignalsSequence(trapping: .sigint, .sigterm)
@@ -73,7 +109,7 @@ struct Simulate: AsyncParsableCommand {
                     printLine(
                         "api: \(counts.pages - before.pages) pages, \(counts.eventsServed - before.eventsServed) events, "
                             + "\(counts.rateLimited - before.rateLimited) x 429 | receiver: \(received - receivedBefore) requests")
-                                before = counts
+                    before = counts
                     receivedBefore = received
                 }
             }
@@ -82,5 +118,19 @@ struct Simulate: AsyncParsableCommand {
         }
         try await api.shutdown()
         try await receiver.shutdown()
+    }
+
+    /// Starts a server on `port`, turning "address in use" into a line that names the port and the option.
+    static func listening<Server>(port: Int, option: String, for what: String, _ start: () async throws -> Server) async throws -> Server {
+        do {
+            return try await start()
+        } catch {
+            if "\(error)".contains("Address already in use") {
+                printToStandardError("intilery-relay simulate: port \(port) is in use: cannot listen for \(what); choose another with \(option) (0 picks a free port)")
+            } else {
+                printToStandardError("intilery-relay simulate: cannot listen on port \(port) for \(what) (\(option)): \(error)")
+            }
+            throw ExitStatus.failure
+        }
     }
 }
