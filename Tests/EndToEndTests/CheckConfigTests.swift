@@ -248,6 +248,27 @@ import Testing
         }
     }
 
+    /// The shipped unit's TimeoutStopSec= is what check-config compares shutdownGrace with.
+    @Test func aGraceLongerThanTheShippedUnitAllowsIsPointedOut() throws {
+        let repository = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .deletingLastPathComponent()
+        let unit = try String(contentsOf: repository.appendingPathComponent("systemd/intilery-relay.service"), encoding: .utf8)
+        #expect(unit.split(separator: "\n").contains("TimeoutStopSec=45s"))
+        try withTemporaryDirectory { directory in
+            let file = directory.appendingPathComponent("config.json")
+            try Self.config(extra: #""shutdownGrace": "10s""#).write(to: file, atomically: true, encoding: .utf8)
+            let short = try RelayBinary.run(["check-config", file.path])
+            #expect(short.status == 0)
+            #expect(!short.standardOutput.contains("TimeoutStopSec"))
+            try Self.config(extra: #""shutdownGrace": "5m""#).write(to: file, atomically: true, encoding: .utf8)
+            let long = try RelayBinary.run(["check-config", file.path])
+            #expect(long.status == 0)
+            #expect(
+                long.standardOutput.contains("Note: stopping may take up to 330s, more than the shipped unit's TimeoutStopSec=45s"),
+                "\(long.standardOutput)")
+        }
+    }
+
     @Test func everyProblemOfOneFileIsReported() throws {
         let contents = Self.config(
             sources: Self.sourceWith(#""pageSize": 0, "lookback": "x""#),
@@ -319,6 +340,15 @@ import Testing
         let version = try RelayBinary.run(["--version"])
         #expect(version.status == 0)
         #expect(version.standardOutput.trimmingCharacters(in: .whitespacesAndNewlines).split(separator: ".").count == 3)
+        // What a bug report needs: the build and the libraries it loaded.
+        let verbose = try RelayBinary.run(["version"])
+        #expect(verbose.status == 0)
+        let lines = verbose.standardOutput.split(separator: "\n").map(String.init)
+        #expect(lines.count == 5, "\(verbose.standardOutput)")
+        #expect(lines.first == "intilery-relay " + version.standardOutput.trimmingCharacters(in: .whitespacesAndNewlines))
+        for (index, prefix) in ["commit ", "Swift 6.", "libcurl 7.", "SQLite 3."].enumerated() where lines.count == 5 {
+            #expect(lines[index + 1].hasPrefix(prefix) || (prefix == "libcurl 7." && lines[index + 1].hasPrefix("libcurl 8.")), "\(lines[index + 1])")
+        }
         for command in ["check-config", "run", "status", "dead-letters", "dead-letters list", "demo", "simulate"] {
             let help = try RelayBinary.run(command.split(separator: " ").map(String.init) + ["--help"])
             #expect(help.status == 0, "\(command) --help")

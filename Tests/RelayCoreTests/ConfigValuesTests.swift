@@ -144,12 +144,14 @@ import Testing
     @Test(arguments: [
         ("127.0.0.1:9464", "127.0.0.1", 9464), ("[::1]:80", "::1", 80), ("0.0.0.0:0", "0.0.0.0", 0),
         ("localhost:65535", "localhost", 65535),
+        // Every interface, as Prometheus exporters read ":9100".
+        (":9464", "::", 9464),
     ])
     func parsesListenAddresses(_ text: String, _ host: String, _ port: Int) {
         #expect(ListenAddress(parsing: text) == ListenAddress(host: host, port: port))
     }
 
-    @Test(arguments: ["localhost", ":80", "host:99999", "::1:80", "[::1]80", "a b:1"])
+    @Test(arguments: ["localhost", ":", ":http", "host:+80", "host:99999", "::1:80", "[::1]80", "a b:1"])
     func rejectsBadListenAddresses(_ text: String) {
         #expect(ListenAddress(parsing: text) == nil)
     }
