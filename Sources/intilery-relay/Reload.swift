@@ -12,8 +12,8 @@ struct Reload: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Ask the running daemon to reload its config, and wait for its answer.",
         discussion: """
-            Sends SIGHUP to the daemon holding the state directory (or to --pid) and waits until it has applied or \
-            rejected the config. Exit codes: 0 applied, 78 rejected (the problems are printed; the running config \
+            Sends SIGHUP to the daemon holding the state directory (or to --pid, whose own state directory is used) \
+            and waits until it has applied or rejected the config. Exit codes: 0 applied, 78 rejected (the problems are printed; the running config \
             stays), 69 no daemon is running on the state directory, 1 no answer within --timeout or the daemon \
             stopped first.
             """
@@ -29,11 +29,16 @@ struct Reload: ParsableCommand {
             valueName: "dir"))
     var stateDirectory: String?
 
-    @Option(name: .long, help: ArgumentHelp("The daemon's pid (systemd: $MAINPID); else the one holding the state directory.", valueName: "pid"))
+    @Option(
+        name: .long,
+        help: ArgumentHelp(
+            "The daemon's pid (systemd: $MAINPID), whose own state directory is then used; else the one holding the state directory.",
+            valueName: "pid"))
     var pid: Int32?
 
+    // Under systemd's default 90 s limit for ExecReload=, so that this says what happened before it is killed.
     @Option(name: .long, help: ArgumentHelp("How long to wait for the answer.", valueName: "duration"))
-    var timeout: String = "90s"
+    var timeout: String = "60s"
 
     static let notRunning = ExitCode(69)
 
@@ -41,13 +46,25 @@ struct Reload: ParsableCommand {
         guard let limit = DurationText.parse(timeout), limit > .zero else {
             throw ValidationError("--timeout must be a duration such as \"30s\".")
         }
-        let directory = StateDirectory.resolve(
-            flag: stateDirectory, configured: ConfigLoader.stateDirectoryKey(file: config),
-            environment: ProcessInfo.processInfo.environment)
-        let holder = StateDirectoryLock.holder(directory: directory)
-        guard holder.held, let target = pid ?? holder.pid else {
-            printToStandardError("intilery-relay reload: no relay is running on the state directory \(directory)")
-            throw Self.notRunning
+        let directory: String
+        let target: Int32
+        if let pid {
+            // From the daemon itself: the edited config may name another state directory, or not parse at all.
+            guard let held = StateDirectoryLock.directory(heldBy: pid), StateDirectoryLock.holder(directory: held).held else {
+                printToStandardError("intilery-relay reload: pid \(pid) is not a running relay (it holds no state directory)")
+                throw Self.notRunning
+            }
+            (directory, target) = (held, pid)
+        } else {
+            directory = StateDirectory.resolve(
+                flag: stateDirectory, configured: ConfigLoader.stateDirectoryKey(file: config),
+                environment: ProcessInfo.processInfo.environment)
+            let holder = StateDirectoryLock.holder(directory: directory)
+            guard holder.held, let holderPID = holder.pid else {
+                printToStandardError("intilery-relay reload: no relay is running on the state directory \(directory)")
+                throw Self.notRunning
+            }
+            target = holderPID
         }
         let signalledAt = ReloadAnswer.monotonicNow()
         guard kill(target, SIGHUP) == 0 else {
@@ -55,11 +72,15 @@ struct Reload: ParsableCommand {
             throw ExitStatus.failure
         }
         let deadline = ContinuousClock.now + limit
+        func answer() -> ReloadAnswer? {
+            guard let answer = ReloadAnswer.read(directory: directory), answer.pid == target, answer.startedAt >= signalledAt else { return nil }
+            return answer
+        }
         while ContinuousClock.now < deadline {
-            if let answer = ReloadAnswer.read(directory: directory), answer.pid == target, answer.startedAt >= signalledAt {
-                return try report(answer)
-            }
+            if let answer = answer() { return try report(answer) }
             guard StateDirectoryLock.holder(directory: directory).held else {
+                // It may have answered and then stopped between the two looks.
+                if let answer = answer() { return try report(answer) }
                 printToStandardError("intilery-relay reload: the relay stopped before answering")
                 throw ExitStatus.failure
             }

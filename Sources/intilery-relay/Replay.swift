@@ -85,14 +85,9 @@ struct Replay: AsyncParsableCommand {
         }
     }
 
-    /// Whether a daemon holds the state directory's lock.
+    /// Whether a daemon holds the state directory's lock. A probe: taking the lock would write this process's
+    /// pid into it, and a `reload` reading it then would signal replay instead of the daemon.
     static func daemonIsRunning(_ directory: String) -> Bool {
-        do {
-            let lock = try StateDirectoryLock.acquire(directory: directory)
-            lock.release()
-            return false
-        } catch {
-            return error is StateDirectoryLock.InUse
-        }
+        StateDirectoryLock.holder(directory: directory).held
     }
 }

@@ -353,10 +353,33 @@ import Glibc
             let before = setup.receiver.record.successesByPath["/hooks/second", default: 0]
             #expect(await setup.receiver.waitUntil { $0.successesByPath["/hooks/second", default: 0] >= before + 5 })
 
+            // An edit that moves the state: --pid (systemd's $MAINPID) still finds the daemon, through its own
+            // open lock, and the answer says what waits for a restart.
+            try Self.config(api: setup.api, receiver: setup.receiver, subscriptions: ["first", "second"])
+                .replacingOccurrences(of: #""stateDirectory": "./state""#, with: #""stateDirectory": "./elsewhere""#)
+                .write(to: setup.configFile, atomically: true, encoding: .utf8)
+            let moved = try RelayBinary.run(reload + ["--pid", "\(relay.process.processIdentifier)"], in: setup.directory)
+            #expect(moved.status == 0, "\(moved.standardError)")
+            #expect(moved.standardOutput.contains("stateDirectory changed: it takes effect at the next restart."), "\(moved.standardOutput)")
+            let notARelay = try RelayBinary.run(reload + ["--pid", "\(getpid())"], in: setup.directory)
+            #expect(notARelay.status == 69)
+            #expect(notARelay.standardError.contains("pid \(getpid()) is not a running relay"), "\(notARelay.standardError)")
+            try Self.config(api: setup.api, receiver: setup.receiver, subscriptions: ["first", "second"])
+                .write(to: setup.configFile, atomically: true, encoding: .utf8)
+
             relay.signal(SIGTERM)
             #expect(await relay.waitForExit(timeout: .seconds(10)) == 0)
             let stopped = try RelayBinary.run(reload, in: setup.directory)
             #expect(stopped.status == 69, "\(stopped.standardError)")
+
+            // An answer left by the last run is no answer for the next one (after a reboot, its pid may repeat).
+            let answerFile = setup.directory.appendingPathComponent("state/\(ReloadAnswer.fileName)").path
+            #expect(FileManager.default.fileExists(atPath: answerFile))
+            let next = try RelayProcess(arguments: ["run", "--config", setup.configFile.path], environment: setup.environment, directory: setup.directory)
+            #expect(await next.waitForLog(containing: "started", timeout: .seconds(10)), "\(next.log)")
+            #expect(!FileManager.default.fileExists(atPath: answerFile))
+            next.signal(SIGTERM)
+            #expect(await next.waitForExit(timeout: .seconds(10)) == 0)
         }
     }
 

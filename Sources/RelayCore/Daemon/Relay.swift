@@ -67,10 +67,13 @@ public final class Relay: Service, Sendable {
     }
 
     private func supervise(http: CurlHTTPClient) async throws {
+        // Registered before READY=1: a SIGHUP that `systemctl reload` sends right after the start must find the
+        // handler, not the ignored disposition `run` sets first.
+        let hangups = await UnixSignalsSequence(trapping: .sighup)
         try await withGracefulShutdownHandler {
             try await withThrowingTaskGroup(of: Void.self) { group in
                 group.addTask { [commandSink] in
-                    for await _ in await UnixSignalsSequence(trapping: .sighup) { commandSink.yield(.reload) }
+                    for await _ in hangups { commandSink.yield(.reload) }
                 }
                 var config = initialConfig
                 try await registerSubscriptions(config)

@@ -19,6 +19,9 @@ public struct RelayDaemon: Sendable {
         notifier: SystemdNotifier, renderMetrics: @escaping @Sendable () -> [UInt8]
     ) async throws -> RelayDaemon {
         let store = try StateStore.open(directory: stateDirectory)
+        // An answer left by an earlier run (another boot's CLOCK_MONOTONIC, perhaps the same pid) must not pass
+        // for the answer to a reload of this one.
+        ReloadAnswer.remove(directory: stateDirectory)
         let time = RelayTime.system
         let progress = ProgressMonitor()
         let relay = Relay(

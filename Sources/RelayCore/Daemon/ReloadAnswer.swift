@@ -62,6 +62,11 @@ public struct ReloadAnswer: Sendable, Equatable {
         return ReloadAnswer(pid: pid, startedAt: startedAt, outcome: outcome, problems: strings("problems"), needsRestart: strings("needsRestart"))
     }
 
+    /// Deletes the answer in `directory`, if any.
+    public static func remove(directory: String) {
+        unlink(directory + "/" + fileName)
+    }
+
     /// Replaces the answer in `directory` at once (a reader sees the old file or the new one, never half of one).
     public func write(directory: String) throws(StoreError) {
         let path = directory + "/" + Self.fileName

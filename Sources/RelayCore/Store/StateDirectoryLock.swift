@@ -1,3 +1,4 @@
+import Foundation
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -62,6 +63,21 @@ public final class StateDirectoryLock: Sendable {
             return (false, nil)
         }
         return (true, readPID(fd))
+    }
+
+    /// The state directory whose lock file process `pid` has open, from `/proc/PID/fd`: what a `reload --pid`
+    /// uses, so that it finds the daemon even when the edited config names another directory. Nil when `pid`
+    /// has none open (not a relay, or not visible to this user).
+    public static func directory(heldBy pid: Int32) -> String? {
+        let fds = "/proc/\(pid)/fd"
+        guard let entries = try? FileManager.default.contentsOfDirectory(atPath: fds) else { return nil }
+        for entry in entries {
+            guard let target = try? FileManager.default.destinationOfSymbolicLink(atPath: fds + "/" + entry),
+                target.hasSuffix("/" + fileName)
+            else { continue }
+            return String(target.dropLast(fileName.count + 1))
+        }
+        return nil
     }
 
     private static func readPID(_ fd: Int32) -> Int32? {
