@@ -1,3 +1,6 @@
+#if canImport(Glibc)
+import Glibc
+#endif
 import HTTPServer
 import Logging
 import ServiceLifecycle
@@ -23,15 +26,11 @@ public struct MetricsEndpoint: Service {
                 return .text("not found\n", status: 404)
             }
         }
+        // A host without IPv6 cannot bind "::"; every IPv4 interface is what ":port" then means.
+        let host = listen.host == ListenAddress.everyInterface && !hasIPv6() ? "0.0.0.0" : listen.host
         do {
-            let server: HTTPServer
-            do {
-                server = try await HTTPServer.start(HTTPServer.Configuration(host: listen.host, port: listen.port, maxRequestBodyBytes: 4096), handler: handler)
-            } catch where listen.host == ListenAddress.everyInterface {
-                // A host without IPv6 cannot bind "::"; every IPv4 interface is what ":port" then means.
-                server = try await HTTPServer.start(HTTPServer.Configuration(host: "0.0.0.0", port: listen.port, maxRequestBodyBytes: 4096), handler: handler)
-            }
-            logger.info("metrics listening", metadata: ["address": "\(ListenAddress(host: listen.host, port: server.port))"])
+            let server = try await HTTPServer.start(HTTPServer.Configuration(host: host, port: listen.port, maxRequestBodyBytes: 4096), handler: handler)
+            logger.info("metrics listening", metadata: ["address": "\(ListenAddress(host: host, port: server.port))"])
             return MetricsEndpoint(server: server)
         } catch {
             throw RelayStartError(description: "cannot listen on \(listen) for metrics: \(error)")
@@ -40,6 +39,9 @@ public struct MetricsEndpoint: Service {
 
     /// The port bound.
     public var port: Int { server.port }
+
+    /// Closes the listener at once, outside a service group.
+    public func stop() async throws { try await server.shutdown() }
 
     public func run() async throws {
         try? await gracefulShutdown()
@@ -50,4 +52,12 @@ public struct MetricsEndpoint: Service {
 /// Start-up failed for a reason other than the config or the store.
 public struct RelayStartError: Error, CustomStringConvertible {
     public let description: String
+}
+
+/// Whether this host can open IPv6 sockets at all (a kernel without IPv6, or a container without it, cannot).
+private func hasIPv6() -> Bool {
+    let fd = socket(AF_INET6, Int32(SOCK_STREAM.rawValue), 0)
+    guard fd >= 0 else { return false }
+    close(fd)
+    return true
 }

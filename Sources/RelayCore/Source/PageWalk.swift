@@ -172,7 +172,9 @@ struct PageWalk<C: Clock>: Sendable where C.Duration == Duration, C: Sendable {
                 countSkipped(page.skipped)
                 return (page, apiNow)
             case .failed(let failure):
-                metrics.response(failure.status.map(String.init) ?? failure.kind.rawValue)
+                // A 2xx whose body cannot be read is no success: counted as "malformed", so that an alert on
+                // status="200" is not fed by garbage.
+                metrics.response(failure.kind == .malformed ? failure.kind.rawValue : failure.status.map(String.init) ?? failure.kind.rawValue)
                 failures += 1
                 let wait = failure.retryAfter.map { min($0, .seconds(3600)) }
                     ?? Self.backoff(for: failure.kind).delay(retry: failures, using: &random)
