@@ -58,13 +58,15 @@ release: deps stamp-commit
 	$(RELEASE_DIR)/intilery-relay --generate-completion-script fish > $(RELEASE_SHARE)/completions/intilery-relay.fish
 
 # The commit `intilery-relay version` prints, in a header only the one C file includes (rewritten only when it
-# changes, so that it costs one file's compile). "-modified" when tracked files differ from the commit.
+# changes, so that it costs one file's compile; the C file is touched too, for a build that never saw the header).
+# "-modified" when tracked files differ from the commit.
 stamp-commit:
-	@commit=$$(git rev-parse --short=12 HEAD 2>/dev/null || echo unknown); \
-	if [ "$$commit" != unknown ] && [ -n "$$(git status --porcelain --untracked-files=no 2>/dev/null)" ]; then commit="$$commit-modified"; fi; \
+	@git="git -c safe.directory=$(CURDIR)"; \
+	commit=$$($$git rev-parse --short=12 HEAD 2>/dev/null || echo unknown); \
+	if [ "$$commit" != unknown ] && [ -n "$$($$git status --porcelain --untracked-files=no 2>/dev/null)" ]; then commit="$$commit-modified"; fi; \
 	printf '#define RELAY_GIT_COMMIT "%s"\n' "$$commit" > Sources/CBuildInfo/commit.h.new; \
 	if cmp -s Sources/CBuildInfo/commit.h.new Sources/CBuildInfo/commit.h; then rm Sources/CBuildInfo/commit.h.new; \
-	else mv Sources/CBuildInfo/commit.h.new Sources/CBuildInfo/commit.h; fi
+	else mv Sources/CBuildInfo/commit.h.new Sources/CBuildInfo/commit.h; touch Sources/CBuildInfo/build_info.c; fi
 
 test: deps check-schema
 	$(SWIFT) build --build-tests
@@ -146,7 +148,7 @@ check-deb: deb
 	packaging/check-deb $(DEB_DIR)/intilery-relay_*.deb
 
 # `make install` refuses to build (nothing built: it names the command), and installs every file where PREFIX says.
-check-install:
+check-install: release
 	@if out=$$($(MAKE) --no-print-directory install RELEASE_DIR=/nonexistent DESTDIR=/nonexistent 2>&1); then \
 	  echo "check-install: install without a build did not fail" >&2; exit 1; fi; \
 	echo "$$out" | grep -q "run 'make release' first" || { echo "check-install: unexpected: $$out" >&2; exit 1; }
@@ -163,8 +165,10 @@ deb-deps:
 	@missing=""; for tool in dpkg-shlibdeps:dpkg-dev lintian:lintian; do \
 	  command -v $${tool%%:*} >/dev/null || missing="$$missing $${tool##*:}"; done; \
 	if [ -n "$$missing" ]; then \
-	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq$$missing >/dev/null; \
-	  else echo "Run: sudo apt-get install -y$$missing" >&2; exit 1; fi; fi
+	  if [ "$$(id -u)" = 0 ]; then SUDO=""; \
+	  elif command -v sudo >/dev/null && sudo -n true 2>/dev/null; then SUDO="sudo"; \
+	  else echo "Run: sudo apt-get install -y$$missing" >&2; exit 1; fi; \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq$$missing >/dev/null; fi
 
 clean:
 	rm -rf .build
