@@ -19,15 +19,8 @@ struct Reload: ParsableCommand {
             """
     )
 
-    @Option(name: .long, help: ArgumentHelp("The JSON config file the daemon runs with.", valueName: "file"))
-    var config: String
-
-    @Option(
-        name: .customLong("state-dir"),
-        help: ArgumentHelp(
-            "The daemon's state directory; else stateDirectory in the config, else $STATE_DIRECTORY, else ./state.",
-            valueName: "dir"))
-    var stateDirectory: String?
+    /// --config and --state-dir, as every command that reads the state has them.
+    @OptionGroup var store: StoreOptions
 
     @Option(
         name: .long,
@@ -57,7 +50,7 @@ struct Reload: ParsableCommand {
             (directory, target) = (held, pid)
         } else {
             directory = StateDirectory.resolve(
-                flag: stateDirectory, configured: ConfigLoader.stateDirectoryKey(file: config),
+                flag: store.stateDirectory, configured: ConfigLoader.stateDirectoryKey(file: store.config),
                 environment: ProcessInfo.processInfo.environment)
             let holder = StateDirectoryLock.holder(directory: directory)
             guard holder.held, let holderPID = holder.pid else {
