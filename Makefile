@@ -10,6 +10,8 @@ DOCDIR     ?= $(PREFIX)/share/doc/intilery-relay
 
 # Debian packages the build and tests need.
 APT_PACKAGES := libcurl4-openssl-dev libsqlite3-dev pkg-config
+# And the tests alone: promtool (in Debian's prometheus package) checks the metrics page and the alert rules.
+TEST_APT_PACKAGES := prometheus
 
 # Placeholder secrets so that the example config validates without a real account.
 EXAMPLE_ENV := HOOK_AUTH='Bearer example' HOOK_SECRET=whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw \
@@ -23,14 +25,15 @@ RELEASE_DIR   := .build/release
 RELEASE_SHARE := $(RELEASE_DIR)/share
 DEB_DIR       ?= .build/deb
 
-.PHONY: all deps bench-deps deb-deps build release stamp-commit test check-schema check-systemd demo bench install deb check-deb check-install clean
+.PHONY: all deps test-deps bench-deps deb-deps build release stamp-commit test check-schema check-systemd demo bench install deb check-deb check-install clean
 
 all: build
 
-deps:
-	@command -v $(SWIFT) >/dev/null || { echo "swift not found: install Swift 6.x from swift.org and put it on PATH" >&2; exit 1; }
+# Installs the Debian packages named in $(1) that are missing (as root, or with passwordless sudo), or names the
+# command to run.
+define apt_install
 	@missing=""; \
-	for package in $(APT_PACKAGES); do \
+	for package in $(1); do \
 	  dpkg-query -W -f='$${Status}' $$package 2>/dev/null | grep -q 'ok installed' || missing="$$missing $$package"; \
 	done; \
 	if [ -n "$$missing" ]; then \
@@ -41,6 +44,11 @@ deps:
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq$$missing >/dev/null \
 	    || { echo "apt-get failed. Run: sudo apt-get update && sudo apt-get install -y$$missing" >&2; exit 1; }; \
 	fi
+endef
+
+deps:
+	@command -v $(SWIFT) >/dev/null || { echo "swift not found: install Swift 6.x from swift.org and put it on PATH" >&2; exit 1; }
+	$(call apt_install,$(APT_PACKAGES))
 	@$(PYTHON) -c 'import jsonschema' 2>/dev/null || $(PYTHON) -m pip install --quiet jsonschema \
 	  || { echo "Run: $(PYTHON) -m pip install jsonschema" >&2; exit 1; }
 
@@ -68,7 +76,10 @@ stamp-commit:
 	if cmp -s Sources/CBuildInfo/commit.h.new Sources/CBuildInfo/commit.h; then rm Sources/CBuildInfo/commit.h.new; \
 	else mv Sources/CBuildInfo/commit.h.new Sources/CBuildInfo/commit.h; touch Sources/CBuildInfo/build_info.c; fi
 
-test: deps check-schema
+test-deps: deps
+	$(call apt_install,$(TEST_APT_PACKAGES))
+
+test: test-deps check-schema
 	$(SWIFT) build --build-tests
 	$(MAKE) --no-print-directory check-systemd
 	$(SWIFT) test

@@ -180,6 +180,16 @@ private final class RequestHandler: ChannelInboundHandler {
             break
         case .close:
             context.close(promise: nil)
+        case .later(let produce):
+            let loopBoundSelf = NIOLoopBound(self, eventLoop: context.eventLoop)
+            let loopBoundContext = NIOLoopBound(context, eventLoop: context.eventLoop)
+            let eventLoop = context.eventLoop
+            Task {
+                let reply = await produce()
+                eventLoop.execute {
+                    loopBoundSelf.value.perform(reply, keepAlive: keepAlive, context: loopBoundContext.value)
+                }
+            }
         }
     }
 

@@ -9,6 +9,8 @@ public enum HTTPServerReply: Sendable {
     case neverRespond
     /// Closes the connection without answering.
     case close
+    /// The reply an async computation makes (a read from a store, say), carried out when it is ready.
+    case later(@Sendable () async -> HTTPServerReply)
 
     /// A `200` with a JSON body.
     public static func json(_ body: [UInt8], status: Int = 200) -> HTTPServerReply {

@@ -12,12 +12,13 @@ public struct MetricsEndpoint: Service {
 
     /// Binds `listen` (port 0: any free port) and starts serving.
     public static func start(
-        listen: ListenAddress, render: @escaping @Sendable () -> [UInt8], isReady: @escaping @Sendable () -> Bool, logger: Logger
+        listen: ListenAddress, render: @escaping @Sendable () async -> [UInt8], isReady: @escaping @Sendable () -> Bool, logger: Logger
     ) async throws -> MetricsEndpoint {
         let handler: HTTPServer.Handler = { request in
             switch request.path {
             case "/metrics":
-                return .respond(status: 200, headers: [("content-type", "text/plain; version=0.0.4")], body: render())
+                // Computed when scraped (queue gauges read from the store), so answered off the event loop.
+                return .later { .respond(status: 200, headers: [("content-type", "text/plain; version=0.0.4; charset=utf-8")], body: await render()) }
             case "/healthz":
                 return .text("ok\n", status: 200)
             case "/readyz":

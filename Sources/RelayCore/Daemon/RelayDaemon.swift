@@ -28,9 +28,15 @@ public struct RelayDaemon: Sendable {
             configFile: configFile, config: config, store: store, time: time, environment: environment, logger: logger,
             notifier: notifier, progress: progress, answerDirectory: stateDirectory)
         logger.info("state store open", metadata: ["state": "\(stateDirectory)"])
+        let render: @Sendable () async -> [UInt8] = {
+            if let config = relay.pipeline?.config {
+                await SubscriptionMetrics.refreshQueueGauges(store: store, subscriptions: config.subscriptions.map(\.name), now: time.now())
+            }
+            return MetricsPage.render(registry: renderMetrics())
+        }
         let metrics = try await config.metrics.listen.asyncMap { listen in
             try await MetricsEndpoint.start(
-                listen: listen, render: renderMetrics, isReady: { relay.pipeline?.isReady(now: time.now()) ?? false }, logger: logger)
+                listen: listen, render: render, isReady: { relay.pipeline?.isReady(now: time.now()) ?? false }, logger: logger)
         }
         var services: [ServiceGroupConfiguration.ServiceConfiguration] = []
         if let metrics { services.append(.init(service: metrics)) }

@@ -2,7 +2,7 @@ import AsyncAlgorithms
 import Logging
 import ServiceLifecycle
 
-/// Every 10 s: refreshes the queue gauges and systemd's STATUS, prunes dead letters past their retention, and
+/// Every 10 s: refreshes systemd's STATUS, prunes dead letters past their retention, and
 /// deletes what removed subscriptions left once `orphanRetention` has passed.
 public struct StoreMaintenance: Service {
     let store: StateStore
@@ -34,12 +34,8 @@ public struct StoreMaintenance: Service {
         guard let config = config() else { return }
         let time = now()
         do {
+            // The queue gauges are read when /metrics is scraped (SubscriptionMetrics.refreshQueueGauges).
             let status = try await store.status(sources: [], subscriptions: config.subscriptions.map(\.name))
-            for subscription in status.subscriptions {
-                let age = subscription.oldestPendingEventTime.map { Double(time.millisecondsSinceEpoch - $0.millisecondsSinceEpoch) / 1000 } ?? 0
-                SubscriptionMetrics(subscription: subscription.name).queue(
-                    pending: subscription.pending, oldestAgeSeconds: age, deadLetters: subscription.deadLetters)
-            }
             let pending = status.subscriptions.map(\.pending).reduce(0, +)
             let delivered = status.subscriptions.map(\.delivered).reduce(0, +)
             let dead = status.subscriptions.map(\.deadLetters).reduce(0, +)

@@ -5,7 +5,6 @@ struct SourceMetrics: Sendable {
     let eventsReceived: Counter
     let eventsQueued: Counter
     let duplicates: Counter
-    let cursorLag: Gauge
     private let name: String
 
     init(source: String) {
@@ -13,7 +12,12 @@ struct SourceMetrics: Sendable {
         eventsReceived = Counter(label: "intilery_relay_events_received_total", dimensions: [("source", source)])
         eventsQueued = Counter(label: "intilery_relay_events_queued_total", dimensions: [("source", source)])
         duplicates = Counter(label: "intilery_relay_events_duplicate_total", dimensions: [("source", source)])
-        cursorLag = Gauge(label: "intilery_relay_cursor_lag_seconds", dimensions: [("source", source)])
+    }
+
+    /// The cursor's lag after a successful live poll. Made at the first one, not before: a gauge at 0 for a source
+    /// that never polled would read as "current".
+    func cursorLag(seconds: Double) {
+        Gauge(label: "intilery_relay_cursor_lag_seconds", dimensions: [("source", name)]).record(seconds)
     }
 
     /// Events skipped because their id or time could not be read or placed, by reason.
@@ -71,7 +75,18 @@ struct SubscriptionMetrics: Sendable {
         }
     }
 
-    /// Outbox depth, oldest queued event's age, and dead letters: refreshed from the store periodically.
+    /// Reads each subscription's queue and dead letters from the store into their gauges. Called when `/metrics`
+    /// is scraped, so that a gauge never lags the counters beside it; a failed read leaves the last values.
+    static func refreshQueueGauges(store: StateStore, subscriptions: [String], now: Timestamp) async {
+        guard let status = try? await store.status(sources: [], subscriptions: subscriptions) else { return }
+        for subscription in status.subscriptions {
+            let age = subscription.oldestPendingEventTime.map { Double(now.millisecondsSinceEpoch - $0.millisecondsSinceEpoch) / 1000 } ?? 0
+            SubscriptionMetrics(subscription: subscription.name).queue(
+                pending: subscription.pending, oldestAgeSeconds: max(0, age), deadLetters: subscription.deadLetters)
+        }
+    }
+
+    /// Outbox depth, oldest queued event's age, and dead letters.
     func queue(pending: Int, oldestAgeSeconds: Double, deadLetters: Int) {
         Gauge(label: "intilery_relay_outbox_depth", dimensions: [("subscription", name)]).record(pending)
         Gauge(label: "intilery_relay_outbox_oldest_age_seconds", dimensions: [("subscription", name)]).record(oldestAgeSeconds)

@@ -163,7 +163,7 @@ public final class Poller<C: Clock>: Sendable where C.Duration == Duration, C: S
             $0.settled = updated.settled
             $0.lastCaughtUpAt = last.apiNow
         }
-        metrics.cursorLag.record(Double(updated.live.duration(to: last.apiNow) / .milliseconds(1)) / 1000)
+        metrics.cursorLag(seconds: Double(updated.live.duration(to: last.apiNow) / .milliseconds(1)) / 1000)
         return updated.live
     }
 

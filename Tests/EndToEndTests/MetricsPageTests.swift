@@ -1,0 +1,94 @@
+import CurlHTTP
+import Foundation
+import IntilerySimulator
+import Testing
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// `/metrics` of the real daemon, as Prometheus and promtool see it.
+@Suite(.serialized, .timeLimit(.minutes(2))) struct MetricsPageTests {
+    @Test func thePagePassesPromtoolAndItsGaugesAreReadWhenScraped() async throws {
+        try await DaemonTests.withSetup { setup in
+            let now = Int64(Date().timeIntervalSince1970 * 1000)
+            setup.api.log.addBacklog(count: 30, from: now - 60_000, to: now)
+            setup.receiver.script("/hooks/bad", [], then: .status(400))
+            // A second source whose token the API refuses: it never polls successfully.
+            let source = DaemonTests.sourceJSON(setup.api, lookback: "5s")
+            let broken = source.replacingOccurrences(of: #""name": "acme""#, with: #""name": "broken""#)
+                .replacingOccurrences(of: #""authToken": {"env": "INTILERY_TOKEN"}"#, with: #""authToken": "wrong-token""#)
+            try #"""
+                {"stateDirectory": "./state", "metrics": {"listen": "127.0.0.1:0"}, "shutdownGrace": "2s",
+                 "sources": [\#(source), \#(broken)],
+                 "subscriptions": [
+                   {"name": "bad", "source": "acme", "webhook": {"url": "\#(setup.receiver.url("/hooks/bad"))", "pauseAfter": 0}},
+                   {"name": "other", "source": "broken", "webhook": {"url": "\#(setup.receiver.url("/hooks/other"))"}}]}
+                """#.write(to: setup.configFile, atomically: true, encoding: .utf8)
+            let relay = try RelayProcess(arguments: ["run", "--config", setup.configFile.path], environment: setup.environment, directory: setup.directory)
+            defer { relay.signal(SIGKILL) }
+            #expect(await relay.waitForLog(containing: "metrics listening", timeout: .seconds(10)))
+            let address = try #require(relay.log.firstMatch(of: /metrics listening" address=127\.0\.0\.1:(\d+)/)).output.1
+            #expect(await setup.receiver.waitUntil { $0.countsByPath["/hooks/bad", default: 0] >= 30 })
+
+            let client = CurlHTTPClient()
+            let response = try await client.execute(
+                HTTPRequest(method: "GET", url: "http://127.0.0.1:\(address)/metrics", headers: [:], body: [], timeout: .seconds(5)))
+            await client.shutdown()
+            #expect(response.status == 200)
+            let page = String(decoding: response.body, as: UTF8.self)
+            let lines = page.split(separator: "\n").map(String.init)
+
+            // promtool: the exposition format and the naming rules (units, _total counters).
+            let check = try Self.promtool(["check", "metrics"], input: response.body)
+            #expect(check.status == 0 && check.output.isEmpty, "promtool check metrics:\n\(check.output)\n\(page)")
+
+            // Every metric has HELP and TYPE.
+            let typed = Set(lines.filter { $0.hasPrefix("# TYPE ") }.map { $0.split(separator: " ")[2] })
+            let helped = Set(lines.filter { $0.hasPrefix("# HELP ") }.map { $0.split(separator: " ")[2] })
+            #expect(typed == helped, "without HELP: \(typed.subtracting(helped).sorted())")
+            for name in ["intilery_relay_build_info", "process_cpu_seconds_total", "process_resident_memory_bytes", "process_open_fds",
+                         "process_max_fds", "process_start_time_seconds", "intilery_relay_deliveries_total", "intilery_relay_dead_letters"] {
+                #expect(typed.contains(Substring(name)), "\(name) missing")
+            }
+            #expect(lines.contains { $0.hasPrefix(#"intilery_relay_build_info{version="0.1.0",commit=""#) && $0.hasSuffix("} 1") })
+
+            // Gauges read when scraped: the dead letters stored are at least those the counter has seen.
+            func value(_ prefix: String) -> Double? {
+                lines.first { $0.hasPrefix(prefix) }.flatMap { Double($0.split(separator: " ").last ?? "") }
+            }
+            let counted = try #require(value(#"intilery_relay_deliveries_total{subscription="bad",outcome="dead_letter"}"#))
+            let stored = try #require(value(#"intilery_relay_dead_letters{subscription="bad"}"#))
+            #expect(counted >= 30)
+            #expect(stored >= counted, "dead_letters \(stored) behind deliveries_total \(counted)")
+
+            // A source that never polled successfully has no lag, rather than a lag of 0.
+            #expect(value(#"intilery_relay_cursor_lag_seconds{source="acme"}"#) != nil)
+            #expect(!page.contains(#"intilery_relay_cursor_lag_seconds{source="broken"}"#), "\(page)")
+            relay.signal(SIGTERM)
+            #expect(await relay.waitForExit(timeout: .seconds(10)) == 0)
+        }
+    }
+
+    /// Runs promtool (Debian's `prometheus` package; `make test` installs it) with `input` on standard input.
+    static func promtool(_ arguments: [String], input: [UInt8] = [], in directory: URL? = nil) throws -> (status: Int32, output: String) {
+        guard let path = ["/usr/bin/promtool", "/usr/local/bin/promtool"].first(where: { FileManager.default.isExecutableFile(atPath: $0) }) else {
+            Issue.record("promtool not found: install Debian's prometheus package (make test does)")
+            return (-1, "")
+        }
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: path)
+        process.arguments = arguments
+        if let directory { process.currentDirectoryURL = directory }
+        let stdin = Pipe()
+        let output = Pipe()
+        process.standardInput = stdin
+        process.standardOutput = output
+        process.standardError = output
+        try process.run()
+        stdin.fileHandleForWriting.write(Data(input))
+        try stdin.fileHandleForWriting.close()
+        let text = String(decoding: output.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        process.waitUntilExit()
+        return (process.terminationStatus, text)
+    }
+}
