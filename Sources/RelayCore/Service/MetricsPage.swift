@@ -13,6 +13,7 @@ public enum MetricsPage {
         "intilery_relay_events_duplicate_total": "Events read again and dropped by their eventID.",
         "intilery_relay_events_skipped_total": "Events skipped because their id or time could not be read or placed, by reason.",
         "intilery_relay_api_responses_total": "Events API responses by HTTP status; transport when there was none, malformed for a body that could not be read.",
+        "intilery_relay_poll_interval_seconds": "The source's configured pollInterval.",
         "intilery_relay_cursor_lag_seconds": "How far the source's cursor is behind now, after its last successful live poll; absent until the first.",
         "intilery_relay_deliveries_total": "Events handed to a webhook, by outcome: delivered, retry or dead_letter.",
         "intilery_relay_delivery_seconds": "Webhook request durations.",

@@ -14,6 +14,11 @@ struct SourceMetrics: Sendable {
         duplicates = Counter(label: "intilery_relay_events_duplicate_total", dimensions: [("source", source)])
     }
 
+    /// The configured `pollInterval`, so that an alert can compare the lag with it.
+    func pollInterval(_ interval: Duration) {
+        Gauge(label: "intilery_relay_poll_interval_seconds", dimensions: [("source", name)]).record(Double(interval / .milliseconds(1)) / 1000)
+    }
+
     /// The cursor's lag after a successful live poll. Made at the first one, not before: a gauge at 0 for a source
     /// that never polled would read as "current".
     func cursorLag(seconds: Double) {

@@ -53,6 +53,7 @@ public final class Poller<C: Clock>: Sendable where C.Duration == Duration, C: S
     ) {
         self.source = source
         let metrics = SourceMetrics(source: source.name)
+        metrics.pollInterval(source.pollInterval)
         self.metrics = metrics
         self.store = store
         self.time = time
