@@ -34,7 +34,9 @@ struct Run: AsyncParsableCommand {
         signal(SIGHUP, SIG_IGN)
         let format = RelayLogHandler.Format(rawValue: logFormat.rawValue) ?? .logfmt
         let level = Logger.Level(rawValue: logLevel.rawValue) ?? .info
-        LoggingSystem.bootstrap { label in RelayLogHandler(label: label, format: format, level: level) }
+        // Under systemd, stderr is the journal: each line carries its priority for `journalctl -p`.
+        let journal = RelayLogHandler.writesToJournal(environment: ProcessInfo.processInfo.environment)
+        LoggingSystem.bootstrap { label in RelayLogHandler(label: label, format: format, level: level, syslogPriorities: journal) }
         let logger = Logger(label: "intilery-relay")
 
         let environment = ProcessInfo.processInfo.environment

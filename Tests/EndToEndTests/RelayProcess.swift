@@ -9,7 +9,8 @@ final class RelayProcess: Sendable {
     let process: Process
     let logFile: URL
 
-    init(arguments: [String], environment: [String: String], directory: URL) throws {
+    /// `journal`: tell the relay its standard error is the journal (JOURNAL_STREAM names the log file).
+    init(arguments: [String], environment: [String: String], directory: URL, journal: Bool = false) throws {
         process = Process()
         process.executableURL = URL(fileURLWithPath: RelayBinary.path)
         process.arguments = arguments
@@ -20,6 +21,11 @@ final class RelayProcess: Sendable {
         let handle = try FileHandle(forWritingTo: logFile)
         process.standardError = handle
         process.standardOutput = handle
+        if journal {
+            var status = stat()
+            guard fstat(handle.fileDescriptor, &status) == 0 else { throw CocoaError(.fileReadUnknown) }
+            process.environment = environment.merging(["JOURNAL_STREAM": "\(status.st_dev):\(status.st_ino)"]) { $1 }
+        }
         try process.run()
     }
 

@@ -92,8 +92,8 @@ public final class Relay: Service, Sendable {
                     }
                 }
                 logger.info(
-                    "started", metadata: ["version": "\(RelayVersion.current)", "sources": "\(config.sources.count)",
-                                          "subscriptions": "\(config.subscriptions.count)"])
+                    "started", metadata: ["version": "\(RelayVersion.current)", "sources": .stringConvertible(config.sources.count),
+                                          "subscriptions": .stringConvertible(config.subscriptions.count)])
                 notifier.ready(status: config.summary)
 
                 for await command in commands {
@@ -101,7 +101,7 @@ public final class Relay: Service, Sendable {
                     case .failed(let error):
                         throw error
                     case .shutdown:
-                        logger.info("stopping: polling stopped, letting deliveries in flight finish", metadata: ["grace": "\(DurationText.format(config.shutdownGrace))"])
+                        logger.info("stopping: polling stopped, letting deliveries in flight finish", metadata: ["grace_s": .stringConvertible(LogSeconds(config.shutdownGrace))])
                         notifier.stopping(within: config.shutdownGrace + SystemdNotifier.stopMargin)
                         pipeline.stop()
                         if let error = await finished.wait() { throw error }
@@ -142,7 +142,7 @@ public final class Relay: Service, Sendable {
                 "started": "\(changes.started.joined(separator: ", "))",
                 "restarted": "\(changes.restarted.joined(separator: ", "))",
                 "stopped": "\(changes.stopped.joined(separator: ", "))",
-                "unchanged": "\(changes.unchanged.count)",
+                "unchanged": .stringConvertible(changes.unchanged.count),
             ])
         return needsRestart
     }
@@ -173,7 +173,7 @@ public final class Relay: Service, Sendable {
             logger.warning(
                 "subscription is no longer in the config: its events are kept, not sent, until orphanRetention",
                 metadata: [
-                    "subscription": "\(orphan.subscription)", "queued": "\(orphan.queued)", "dead_letters": "\(orphan.deadLetters)",
+                    "subscription": "\(orphan.subscription)", "queued": .stringConvertible(orphan.queued), "dead_letters": .stringConvertible(orphan.deadLetters),
                     "since": "\(orphan.since.iso8601)",
                     "deleted_at": "\(orphan.since.advanced(by: config.orphanRetention).iso8601)",
                 ])
@@ -194,7 +194,7 @@ public final class Relay: Service, Sendable {
         do {
             return .success(try ConfigLoader.load(file: configFile, environment: ConfigEnvironment(variables: environment)))
         } catch {
-            logger.error("reload rejected: the config has problems; the running config stays", metadata: ["problems": "\(error.problems.count)"])
+            logger.error("reload rejected: the config has problems; the running config stays", metadata: ["problems": .stringConvertible(error.problems.count)])
             for line in error.lines { logger.error("\(line)") }
             return .failure(error)
         }

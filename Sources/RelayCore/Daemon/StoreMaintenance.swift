@@ -41,7 +41,7 @@ public struct StoreMaintenance: Service {
             let dead = status.subscriptions.map(\.deadLetters).reduce(0, +)
             notifier.status("\(config.summary); \(delivered) delivered, \(pending) pending, \(dead) dead letters")
             let pruned = try await store.pruneDeadLetters(before: time.advanced(by: .zero - config.deadLetters.retention))
-            if pruned > 0 { logger.info("pruned dead letters past retention", metadata: ["count": "\(pruned)"]) }
+            if pruned > 0 { logger.info("pruned dead letters past retention", metadata: ["count": .stringConvertible(pruned)]) }
             for name in try await store.pruneOrphans(olderThan: config.orphanRetention, now: time) {
                 logger.notice("deleted the queued events and dead letters of a removed subscription: orphanRetention passed", metadata: ["subscription": "\(name)"])
             }

@@ -35,7 +35,7 @@ public struct Watchdog: Service {
         if !withheld {
             logger.critical(
                 "not pinging the watchdog: a part is stuck; systemd will restart the relay",
-                metadata: ["part": "\(stuck.part)", "stuck_s": "\(stuck.running / .seconds(1))"])
+                metadata: ["part": "\(stuck.part)", "stuck_s": .stringConvertible(LogSeconds(stuck.running))])
         }
         withheld = true
     }

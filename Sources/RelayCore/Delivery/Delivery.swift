@@ -53,6 +53,15 @@ public struct DeliveryOutcome: Sendable {
         case retry(at: Timestamp)
         /// Give up, keeping them as dead letters with this reason.
         case deadLetter(reason: String)
+
+        /// As the metrics and logs name it.
+        var logName: String {
+            switch self {
+            case .delivered: return "delivered"
+            case .retry: return "retry"
+            case .deadLetter: return "dead_letter"
+            }
+        }
     }
 
     /// The deliveries of the request (one, or a batch).

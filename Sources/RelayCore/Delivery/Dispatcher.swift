@@ -427,10 +427,16 @@ public final class Dispatcher<C: Clock>: Sendable where C.Duration == Duration, 
         metrics.latency.recordNanoseconds(Int64((ContinuousClock.now - started) / .nanoseconds(1)))
         metrics.record(decision, events: job.deliveries.count)
         let error = transportError.map(\.shortDescription) ?? status.flatMap { (200..<300).contains($0) ? nil : "http_\($0)" }
+        logger.trace(
+            "request done", metadata: [
+                "events": .stringConvertible(job.deliveries.count), "first_event": "\(job.deliveries[0].eventID)",
+                "status": "\(status.map(String.init) ?? error ?? "-")", "attempt": .stringConvertible(attempts),
+                "took_s": .stringConvertible(LogSeconds(ContinuousClock.now - started)), "outcome": "\(decision.logName)",
+            ])
         if case .deadLetter(let reason) = decision {
             logger.warning(
-                "dead-lettered", metadata: ["events": "\(job.deliveries.count)", "first_event": "\(job.deliveries[0].eventID)",
-                                            "reason": "\(reason)", "attempts": "\(attempts)"])
+                "dead-lettered", metadata: ["events": .stringConvertible(job.deliveries.count), "first_event": "\(job.deliveries[0].eventID)",
+                                            "reason": "\(reason)", "attempts": .stringConvertible(attempts)])
         }
         let outcome = DeliveryOutcome(
             deliveries: job.deliveries, decision: decision, attemptedAt: attemptedAt, status: status, error: error,
@@ -540,7 +546,7 @@ public final class Dispatcher<C: Clock>: Sendable where C.Duration == Duration, 
         guard expired > 0 else { return }
         metrics.record(.deadLetter(reason: "max_age"), events: expired)
         logger.warning("dead-lettered events queued longer than maxAge", metadata: [
-            "events": "\(expired)", "max_age": "\(DurationText.format(subscription.webhook.retry.maxAge))"])
+            "events": .stringConvertible(expired), "max_age_s": .stringConvertible(LogSeconds(subscription.webhook.retry.maxAge))])
     }
 
     // MARK: - Pausing after repeated dead letters
@@ -637,7 +643,7 @@ public final class Dispatcher<C: Clock>: Sendable where C.Duration == Duration, 
         if status == 429 || (status == 503 && retryAfter != nil) {
             flow.throttled(retryAfter: retryAfter.map { now().advanced(by: min($0, .seconds(3600))) })
             if retryAfter == nil {
-                logger.debug("throttled without Retry-After: fewer requests in flight", metadata: ["limit": "\(flow.current.limit ?? 0)"])
+                logger.debug("throttled without Retry-After: fewer requests in flight", metadata: ["limit": .stringConvertible(flow.current.limit ?? 0)])
             }
             return
         }
@@ -653,7 +659,7 @@ public final class Dispatcher<C: Clock>: Sendable where C.Duration == Duration, 
             if case .closed = change { metrics.circuit.record(0) } else { metrics.circuit.record(1) }
             switch change {
             case .open(_, let interval):
-                logger.notice("circuit open: pausing deliveries", metadata: ["probe_in": "\(interval)"])
+                logger.notice("circuit open: pausing deliveries", metadata: ["probe_in_s": .stringConvertible(LogSeconds(interval))])
             case .closed:
                 logger.notice("circuit closed: endpoint answering again")
             case .probing:

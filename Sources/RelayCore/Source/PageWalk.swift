@@ -76,7 +76,7 @@ struct PageWalk<C: Clock>: Sendable where C.Duration == Duration, C: Sendable {
                 for subscription in result.filled {
                     logger.warning(
                         "queue full: stopped queueing for this subscription; it reads on from the API once below half",
-                        metadata: ["subscription": "\(subscription)", "max_queued": "\(queueLimits()[subscription] ?? 0)"])
+                        metadata: ["subscription": "\(subscription)", "max_queued": .stringConvertible(queueLimits()[subscription] ?? 0)])
                 }
                 health.update {
                     $0.duplicates += result.duplicates
@@ -159,11 +159,18 @@ struct PageWalk<C: Clock>: Sendable where C.Duration == Duration, C: Sendable {
         var random = SystemRandomNumberGenerator()
         while true {
             try Task.checkCancellation()
+            let asked = time.clock.now
             switch try await client.fetch(start: start, end: end, from: from, background: edge != .live) {
             case .page(let page, let apiNow):
                 metrics.response("200")
+                logger.debug(
+                    "page read", metadata: [
+                        "edge": "\(edge.rawValue)", "start": "\(start.iso8601)", "end": "\(end?.iso8601 ?? "-")",
+                        "from": .stringConvertible(from), "events": .stringConvertible(page.events.count),
+                        "took_s": .stringConvertible(LogSeconds(asked.duration(to: time.clock.now))),
+                    ])
                 if failures > 0 || health.snapshot.problem != nil {
-                    logger.notice("source healthy again", metadata: ["after_failures": "\(failures)"])
+                    logger.notice("source healthy again", metadata: ["after_failures": .stringConvertible(failures)])
                 }
                 health.update {
                     $0.consecutiveFailures = 0
@@ -188,8 +195,8 @@ struct PageWalk<C: Clock>: Sendable where C.Duration == Duration, C: Sendable {
                     logger.log(
                         level: level, "source unhealthy: \(failure)",
                         metadata: [
-                            "edge": "\(edge.rawValue)", "kind": "\(failure.kind.rawValue)", "failures": "\(failures)",
-                            "retry_in": "\(wait)",
+                            "edge": "\(edge.rawValue)", "kind": "\(failure.kind.rawValue)", "failures": .stringConvertible(failures),
+                            "retry_in_s": .stringConvertible(LogSeconds(wait)),
                         ])
                 }
                 try await time.sleep(for: wait)
@@ -208,7 +215,7 @@ struct PageWalk<C: Clock>: Sendable where C.Duration == Duration, C: Sendable {
             if health.markLogged(reason) {
                 logger.warning(
                     "skipping events the relay cannot read (logged once per kind)",
-                    metadata: ["reason": "\(reason.rawValue)", "count": "\(count)"])
+                    metadata: ["reason": "\(reason.rawValue)", "count": .stringConvertible(count)])
             }
         }
     }

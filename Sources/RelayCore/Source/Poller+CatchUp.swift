@@ -59,7 +59,7 @@ extension Poller {
         guard let read = try await store.replayRequest(request.id), read.position >= read.until else { return true }
         try await store.finishReplay(request.id, now: now())
         let done = try await store.replayRequest(request.id)
-        logger.notice("replay done", metadata: ["subscription": "\(subscription.name)", "queued": "\(done?.queued ?? 0)"])
+        logger.notice("replay done", metadata: ["subscription": "\(subscription.name)", "queued": .stringConvertible(done?.queued ?? 0)])
         return true
     }
 
@@ -102,7 +102,7 @@ extension Poller {
         })
         let missed = try await store.finishJoin(name)
         logger.notice(
-            "caught up: joined the shared poll", metadata: ["subscription": "\(name)", "at": "\(position.iso8601)", "unmatched_tail": "\(missed)"])
+            "caught up: joined the shared poll", metadata: ["subscription": "\(name)", "at": "\(position.iso8601)", "unmatched_tail": .stringConvertible(missed)])
         return true
     }
 }
