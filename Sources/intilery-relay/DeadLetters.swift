@@ -8,16 +8,47 @@ struct DeadLetters: AsyncParsableCommand {
         commandName: "dead-letters",
         abstract: "Inspect, replay or purge deliveries that failed for good.",
         discussion: "All three read or change the state store directly and are safe while the daemon runs.",
-        subcommands: [List.self, Replay.self, Purge.self]
+        subcommands: [List.self, Show.self, Replay.self, Purge.self]
     )
 
-    /// `--subscription` and `--json`, common to every dead-letter command.
+    /// `--subscription`, the filters and `--json`, common to list, replay and purge.
     struct Selection: ParsableArguments {
         @Option(name: .long, help: ArgumentHelp("Only this subscription's dead letters.", valueName: "name"))
         var subscription: String?
 
+        @Option(name: .long, help: ArgumentHelp("Only those whose reason starts with this (http_4, max_age, max_attempts).", valueName: "text"))
+        var reason: String?
+
+        @Option(name: .long, help: ArgumentHelp("Only those whose last HTTP status was this.", valueName: "code"))
+        var status: Int?
+
+        @Option(name: .long, help: ArgumentHelp("Only those dead-lettered at or after this ISO-8601 time.", valueName: "time"))
+        var since: String?
+
+        @Option(name: .long, help: ArgumentHelp("Only those dead-lettered before this ISO-8601 time.", valueName: "time"))
+        var until: String?
+
+        @Option(name: .long, help: ArgumentHelp("At most this many, oldest first.", valueName: "n"))
+        var limit: Int?
+
         @Flag(name: .long, help: "Print JSON.")
         var json = false
+
+        func validate() throws {
+            for (flag, text) in [("--since", since), ("--until", until)] {
+                if let text, Timestamp(iso8601: text) == nil {
+                    throw ValidationError("\(flag) \(text) is not an ISO-8601 time such as 2024-05-01T09:00:00Z")
+                }
+            }
+            if let limit, limit < 1 { throw ValidationError("--limit must be at least 1") }
+        }
+
+        /// The store's filter for these options, for `subscription` (one of several, when none was named).
+        func filter(subscription: String? = nil) -> DeadLetterFilter {
+            DeadLetterFilter(
+                subscription: subscription ?? self.subscription, reasonPrefix: reason, status: status,
+                since: since.flatMap { Timestamp(iso8601: $0) }, until: until.flatMap { Timestamp(iso8601: $0) }, limit: limit)
+        }
 
         /// Whether the selected subscription is one the config has (false for a removed one kept in the store).
         func isCurrent(in config: RelayConfig) -> Bool {
@@ -60,7 +91,7 @@ struct DeadLetters: AsyncParsableCommand {
             var orphaned: Orphan?
             let (stateStore, config) = try await DeadLetters.openStore(store, selection)
             do {
-                letters = try await stateStore.deadLetters(subscription: selection.subscription)
+                letters = try await stateStore.deadLetters(selection.filter())
                 if !selection.isCurrent(in: config) {
                     orphaned = try await stateStore.orphans().first { $0.subscription == selection.subscription }
                 }
@@ -76,13 +107,18 @@ struct DeadLetters: AsyncParsableCommand {
                     "\(orphaned.subscription) is no longer in the config (since \(orphaned.since.iso8601)): \(orphaned.queued) queued events"
                         + " and these dead letters are kept until orphanRetention passes; `purge` deletes them now.")
             }
-            if letters.isEmpty { printLine("No dead letters.") }
-            for letter in letters {
-                printLine(
-                    "\(letter.id)  \(letter.subscription)  \(letter.eventID)  \(letter.reason)"
-                        + "  status \(letter.status.map(String.init) ?? "-")  attempts \(letter.attempts)"
-                        + "  first \(letter.firstAttemptAt?.iso8601 ?? "-")  last \(letter.lastAttemptAt?.iso8601 ?? "-")")
+            if letters.isEmpty {
+                printLine("No dead letters.")
+                return
             }
+            let rows = letters.map { letter in
+                [String(letter.id), letter.subscription, letter.eventID, letter.status.map(String.init) ?? "-", String(letter.attempts),
+                 letter.firstAttemptAt?.iso8601 ?? "-", letter.lastAttemptAt?.iso8601 ?? "-", letter.reason]
+            }
+            for line in Table.render(header: ["ID", "SUBSCRIPTION", "EVENT", "STATUS", "ATTEMPTS", "FIRST ATTEMPT", "LAST ATTEMPT", "REASON"], rows: rows) {
+                printLine(line)
+            }
+            if let limit = selection.limit, letters.count == limit { printLine("(the first \(limit); --limit for more)") }
         }
 
         static func json(_ letter: DeadLetter) -> JSONValue {
@@ -99,18 +135,40 @@ struct DeadLetters: AsyncParsableCommand {
 
     struct Replay: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
-            abstract: "Put dead letters back in the queue with fresh attempts, due now.")
+            abstract: "Put dead letters back in the queue with fresh attempts, due now.",
+            discussion: "Takes the filters of list. In transactions of 10,000, so that the daemon's writes go on meanwhile; a terminal shows the progress.")
         @OptionGroup var store: StoreOptions
         @OptionGroup var selection: Selection
 
+        @Flag(name: .long, help: "Say how many would be replayed, and change nothing.")
+        var dryRun = false
+
         func run() async throws {
-            var count = 0
             let (stateStore, config) = try await DeadLetters.openStore(store, selection, current: true)
             let now = Timestamp(millisecondsSinceEpoch: Int64(Date().timeIntervalSince1970 * 1000))
             // Only into subscriptions the config has: a removed one's dead letters would wait for ever.
             let names = selection.subscription.map { [$0] } ?? config.subscriptions.map(\.name)
+            var count = 0
             do {
-                for name in names { count += try await stateStore.replayDeadLetters(subscription: name, now: now) }
+                var total = 0
+                for name in names { total += try await stateStore.countDeadLetters(selection.filter(subscription: name)) }
+                if let limit = selection.limit { total = min(total, limit) }
+                if dryRun {
+                    printLine(selection.json ? #"{"wouldReplay":\#(total)}"# : "Would replay \(total) dead letters (--dry-run: nothing changed).")
+                    return
+                }
+                let progress = Progress(label: "replayed", total: total)
+                for name in names {
+                    while selection.limit.map({ count < $0 }) ?? true {
+                        var filter = selection.filter(subscription: name)
+                        filter.limit = selection.limit.map { $0 - count }
+                        let done = try await stateStore.replayDeadLetters(filter, now: now, chunk: 10_000)
+                        if done == 0 { break }
+                        count += done
+                        progress.show(count)
+                    }
+                }
+                progress.finish()
             } catch {
                 throw exitForStoreError(error)
             }
@@ -118,22 +176,92 @@ struct DeadLetters: AsyncParsableCommand {
         }
     }
 
+    struct Show: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Show one dead letter: the event, why it failed, and the receiver's last answer.",
+            discussion: "With --json, an object: the fields of list, plus eventTime, deadAt, event (as received) and response (the first 1 KiB of the last answer).")
+        @OptionGroup var store: StoreOptions
+
+        @Argument(help: "The dead letter's id, as list shows it.")
+        var id: Int64
+
+        @Flag(name: .long, help: "Print JSON.")
+        var json = false
+
+        func run() async throws {
+            let (_, directory) = try store.loadForStateCommand()
+            let stateStore = try openExistingState(directory)
+            let found: DeadLetter?
+            do { found = try await stateStore.deadLetter(id: id) } catch { throw exitForStoreError(error) }
+            guard let letter = found else {
+                printToStandardError("intilery-relay: no dead letter \(id); dead-letters list shows their ids")
+                throw ExitCode(64)
+            }
+            let event = String(validating: letter.payload, as: UTF8.self)
+            let response = String(validating: letter.responseSnippet, as: UTF8.self)
+            if json {
+                var object = List.json(letter).objectValue ?? JSONObject()
+                object.members += [
+                    ("eventTime", .string(letter.eventTime.iso8601)), ("deadAt", .string(letter.deadAt.iso8601)),
+                    ("event", (try? JSONParser.parse(letter.payload)) ?? .string(event ?? "")),
+                    ("response", .string(response ?? letter.responseSnippet.map { String($0, radix: 16) }.joined(separator: " "))),
+                ]
+                printLine(JSONValue.object(object).description)
+                return
+            }
+            for (name, value) in [
+                ("id", String(letter.id)), ("subscription", letter.subscription), ("event", letter.eventID),
+                ("event time", letter.eventTime.iso8601), ("reason", letter.reason), ("status", letter.status.map(String.init) ?? "-"),
+                ("attempts", String(letter.attempts)), ("first attempt", letter.firstAttemptAt?.iso8601 ?? "-"),
+                ("last attempt", letter.lastAttemptAt?.iso8601 ?? "-"), ("dead-lettered", letter.deadAt.iso8601),
+            ] {
+                printLine(name.padding(toLength: 15, withPad: " ", startingAt: 0) + value)
+            }
+            printLine("response       " + (letter.responseSnippet.isEmpty ? "(none)" : response.map { "(\(letter.responseSnippet.count) bytes kept)\n" + $0 } ?? "(\(letter.responseSnippet.count) bytes, not UTF-8)"))
+            printLine("event as received:")
+            printLine(event ?? "(\(letter.payload.count) bytes, not UTF-8)")
+        }
+    }
+
     struct Purge: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
             abstract: "Delete dead letters.",
-            discussion: "For a subscription no longer in the config, also deletes its queued events.")
+            discussion: """
+                Takes the filters of list; without any, --all must say that every dead letter is meant. For a \
+                subscription no longer in the config, also deletes its queued events. In transactions of 10,000; a \
+                terminal shows the progress.
+                """)
         @OptionGroup var store: StoreOptions
         @OptionGroup var selection: Selection
 
+        @Flag(name: .long, help: "Delete every dead letter (required when no filter is given).")
+        var all = false
+
+        func validate() throws {
+            if !all && !selection.filter().narrows {
+                throw ValidationError("purge without a filter deletes every dead letter: add --all to mean that, or a filter such as --subscription")
+            }
+        }
+
         func run() async throws {
-            let count: Int
+            var count = 0
             var queued: Int?
             let (stateStore, config) = try await DeadLetters.openStore(store, selection)
             do {
                 if let subscription = selection.subscription, !selection.isCurrent(in: config) {
                     (queued, count) = try await stateStore.purgeOrphan(subscription)
                 } else {
-                    count = try await stateStore.purgeDeadLetters(subscription: selection.subscription)
+                    let filter = selection.filter()
+                    let progress = Progress(label: "purged", total: try await stateStore.countDeadLetters(filter))
+                    while selection.limit.map({ count < $0 }) ?? true {
+                        var remaining = filter
+                        remaining.limit = selection.limit.map { $0 - count }
+                        let done = try await stateStore.purgeDeadLetters(remaining, chunk: 10_000)
+                        if done == 0 { break }
+                        count += done
+                        progress.show(count)
+                    }
+                    progress.finish()
                 }
             } catch {
                 throw exitForStoreError(error)

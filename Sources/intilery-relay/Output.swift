@@ -25,3 +25,37 @@ private func writeLine(_ line: String, to descriptor: Int32) {
         }
     }
 }
+
+/// Columns padded to their widest cell, two spaces apart; the last column is not padded.
+enum Table {
+    static func render(header: [String], rows: [[String]]) -> [String] {
+        let all = [header] + rows
+        let widths = header.indices.map { column in all.map { $0[column].count }.max() ?? 0 }
+        return all.map { row in
+            row.indices.map { column in
+                column == row.count - 1 ? row[column] : row[column].padding(toLength: widths[column], withPad: " ", startingAt: 0)
+            }.joined(separator: "  ")
+        }
+    }
+}
+
+/// "replayed 20000 of 120000" on a terminal's standard error, rewritten in place; nothing when it is not a
+/// terminal (a script reads the final line on standard output).
+struct Progress {
+    var label = ""
+    var total = 0
+    let onTerminal = isatty(STDERR_FILENO) == 1
+
+    func show(_ done: Int) { show("\(label) \(done) of \(total)") }
+
+    func show(_ line: String) {
+        guard onTerminal else { return }
+        var text = "\r\u{1B}[K" + line
+        text.withUTF8 { bytes in _ = write(STDERR_FILENO, bytes.baseAddress, bytes.count) }
+    }
+
+    func finish() {
+        guard onTerminal else { return }
+        _ = write(STDERR_FILENO, "\r\u{1B}[K", 4)
+    }
+}

@@ -70,14 +70,22 @@ struct Replay: AsyncParsableCommand {
             printToStandardError("intilery-relay: replay \(id) recorded, but no daemon runs on \(directory) to read it; it will at the next start")
             throw ExitCode(1)
         }
+        let progress = Progress()
         while true {
             let request: ReplayRequest?
             do { request = try await stateStore.replayRequest(id) } catch { throw exitForStoreError(error) }
+            if let request, request.finishedAt == nil {
+                let span = Double(max(1, request.until.millisecondsSinceEpoch - request.since.millisecondsSinceEpoch))
+                let read = Double(request.position.millisecondsSinceEpoch - request.since.millisecondsSinceEpoch)
+                progress.show("read to \(request.position.iso8601) (\(Int(max(0, min(1, read / span)) * 100))%), \(request.queued) events queued")
+            }
             if let request, request.finishedAt != nil {
+                progress.finish()
                 printLine("Replayed \(subscription) from \(start.iso8601) to \(end.iso8601): \(request.queued) events queued.")
                 return
             }
             if !Self.daemonIsRunning(directory) {
+                progress.finish()
                 printToStandardError("intilery-relay: the daemon stopped before replay \(id) was done; the next start goes on with it")
                 throw ExitCode(1)
             }

@@ -42,15 +42,52 @@ import Testing
             #expect(first["firstAttemptAt"] == .string("2024-05-01T00:00:01.000Z"))
 
             let text = try RelayBinary.run(["dead-letters", "list"] + base + ["--subscription", "idle"])
-            #expect(text.standardOutput.contains("idle  e2  http_410  status 410  attempts 1"))
+            let textLines = text.standardOutput.split(separator: "\n").map(String.init)
+            #expect(textLines.count == 2, "\(text.standardOutput)")
+            #expect(textLines.first?.hasPrefix("ID") == true && textLines.first?.contains("SUBSCRIPTION  EVENT  STATUS  ATTEMPTS") == true, "\(textLines)")
+            #expect(textLines.last?.contains("idle") == true && textLines.last?.hasSuffix("http_410") == true, "\(textLines)")
             #expect(!text.standardOutput.contains("clicks"))
+
+            // Filters: each narrows, and they combine.
+            func count(_ filters: [String]) throws -> Int? {
+                let outcome = try RelayBinary.run(["dead-letters", "list"] + base + ["--json"] + filters)
+                return try JSONParser.parse(outcome.standardOutput).arrayValue?.count
+            }
+            #expect(try count(["--reason", "http_4"]) == 3)
+            #expect(try count(["--reason", "max_age"]) == 0)
+            #expect(try count(["--status", "410"]) == 3)
+            #expect(try count(["--status", "500"]) == 0)
+            #expect(try count(["--since", "2024-05-01T00:00:02Z"]) == 0)
+            #expect(try count(["--until", "2024-05-01T00:00:02Z", "--subscription", "clicks"]) == 2)
+            #expect(try count(["--limit", "1"]) == 1)
+            #expect(try RelayBinary.run(["dead-letters", "list"] + base + ["--since", "yesterday"]).status == 64)
+
+            // show: the event as received and the receiver's last answer.
+            let id = try #require(array.first?.objectValue?["id"].flatMap { if case .number(let n) = $0 { Int(n.text) } else { nil } })
+            let show = try RelayBinary.run(["dead-letters", "show", "\(id)"] + base)
+            #expect(show.status == 0, "\(show.standardError)")
+            #expect(show.standardOutput.contains("response       (4 bytes kept)\ngone"), "\(show.standardOutput)")
+            #expect(show.standardOutput.contains("event as received:\n{}"))
+            let showJSON = try #require(try JSONParser.parse(RelayBinary.run(["dead-letters", "show", "\(id)", "--json"] + base).standardOutput).objectValue)
+            #expect(showJSON["response"] == .string("gone"))
+            #expect(showJSON["event"] == .object(JSONObject()))
+            #expect(try RelayBinary.run(["dead-letters", "show", "999"] + base).status == 64)
+
+            let dryRun = try RelayBinary.run(["dead-letters", "replay"] + base + ["--subscription", "clicks", "--dry-run"])
+            #expect(dryRun.standardOutput.contains("Would replay 2 dead letters"), "\(dryRun.standardOutput)")
+            #expect(try await store.deadLetters().count == 3)
 
             let replay = try RelayBinary.run(["dead-letters", "replay"] + base + ["--subscription", "clicks"])
             #expect(replay.status == 0)
             #expect(replay.standardOutput.contains("Replayed 2 dead letters."))
             #expect(try await store.deliveries(subscription: "clicks", due: t0.advanced(by: .seconds(3600 * 24 * 365 * 10)), limit: 10, strict: false, excluding: []).map(\.attempts) == [0, 0])
 
-            let purge = try RelayBinary.run(["dead-letters", "purge"] + base + ["--json"])
+            // Purging everything must be meant.
+            let unfiltered = try RelayBinary.run(["dead-letters", "purge"] + base)
+            #expect(unfiltered.status == 64)
+            #expect(unfiltered.standardError.contains("add --all"), "\(unfiltered.standardError)")
+            #expect(try await store.deadLetters().count == 1)
+            let purge = try RelayBinary.run(["dead-letters", "purge", "--all"] + base + ["--json"])
             #expect(purge.standardOutput.trimmingCharacters(in: .whitespacesAndNewlines) == #"{"purged":1}"#)
             #expect(try await store.deadLetters().isEmpty)
 

@@ -19,7 +19,7 @@ import Testing
             let stateDirectory = directory.appendingPathComponent("state")
 
             // A wrong --state-dir must not read as an empty, healthy state: every state command says so and exits 66.
-            for command in [["status"], ["status", "--json"], ["dead-letters", "list"], ["dead-letters", "purge"], ["dead-letters", "replay"],
+            for command in [["status"], ["status", "--json"], ["dead-letters", "list"], ["dead-letters", "purge", "--all"], ["dead-letters", "replay"],
                             ["resume", "--subscription", "clicks"]] {
                 let before = try RelayBinary.run(command + ["--config", configFile.path, "--state-dir", stateDirectory.path])
                 #expect(before.status == 66, "\(command): \(before.standardOutput)")

@@ -2,6 +2,74 @@ import Foundation
 import GRDB
 
 /// A delivery given up on, as `dead-letters list` shows it.
+/// Which dead letters a command means: every condition given must hold. Empty matches them all.
+public struct DeadLetterFilter: Sendable, Equatable {
+    public var subscription: String?
+    /// The reason starts with this (`http_4`, `max_age`).
+    public var reasonPrefix: String?
+    /// The last HTTP status.
+    public var status: Int?
+    /// Dead-lettered at or after this time.
+    public var since: Timestamp?
+    /// Dead-lettered before this time.
+    public var until: Timestamp?
+    /// At most this many, oldest first.
+    public var limit: Int?
+    /// Only this one.
+    public var id: Int64?
+
+    public init(
+        subscription: String? = nil, reasonPrefix: String? = nil, status: Int? = nil, since: Timestamp? = nil, until: Timestamp? = nil,
+        limit: Int? = nil, id: Int64? = nil
+    ) {
+        self.subscription = subscription
+        self.reasonPrefix = reasonPrefix
+        self.status = status
+        self.since = since
+        self.until = until
+        self.limit = limit
+        self.id = id
+    }
+
+    /// Whether any condition narrows it (`purge` without one must be asked for with `--all`).
+    public var narrows: Bool { self != DeadLetterFilter() }
+
+    /// `WHERE ...` (with `prefix` before each column) and its arguments, for the dead-letter table.
+    func whereClause(columnPrefix prefix: String = "") -> (sql: String, arguments: StatementArguments) {
+        var conditions: [String] = []
+        var arguments: StatementArguments = []
+        if let subscription {
+            conditions.append("\(prefix)subscription = ?")
+            arguments += [subscription]
+        }
+        if let reasonPrefix {
+            // substr, not LIKE: a reason may hold % or _.
+            conditions.append("substr(\(prefix)reason, 1, ?) = ?")
+            arguments += [reasonPrefix.utf8.count, reasonPrefix]
+        }
+        if let status {
+            conditions.append("\(prefix)last_status = ?")
+            arguments += [status]
+        }
+        if let since {
+            conditions.append("\(prefix)dead_at >= ?")
+            arguments += [since.millisecondsSinceEpoch]
+        }
+        if let until {
+            conditions.append("\(prefix)dead_at < ?")
+            arguments += [until.millisecondsSinceEpoch]
+        }
+        if let id {
+            conditions.append("\(prefix)id = ?")
+            arguments += [id]
+        }
+        return (conditions.isEmpty ? "" : "WHERE " + conditions.joined(separator: " AND "), arguments)
+    }
+
+    /// ` LIMIT n`, or nothing.
+    var limitClause: String { limit.map { " LIMIT \($0)" } ?? "" }
+}
+
 public struct DeadLetter: Sendable, Equatable {
     public var id: Int64
     public var subscription: String
@@ -16,6 +84,8 @@ public struct DeadLetter: Sendable, Equatable {
     public var deadAt: Timestamp
     /// Up to 1 KiB of the last response.
     public var responseSnippet: [UInt8]
+    /// The event as received (filled by ``StateStore/deadLetter(id:)`` only).
+    public var payload: [UInt8] = []
 }
 
 extension StateStore {
@@ -305,55 +375,101 @@ extension StateStore {
 
     // MARK: - Dead letters
 
-    /// Dead letters, oldest first, of one subscription or all.
+    /// Dead letters, oldest first.
     public func deadLetters(subscription: String? = nil) async throws(StoreError) -> [DeadLetter] {
+        try await deadLetters(DeadLetterFilter(subscription: subscription))
+    }
+
+    /// The dead letters `filter` selects, oldest first.
+    public func deadLetters(_ filter: DeadLetterFilter) async throws(StoreError) -> [DeadLetter] {
         try await read("reading dead letters") { db in
-            let filter = subscription == nil ? "" : "WHERE subscription = ?"
-            let arguments: StatementArguments = subscription.map { [$0] } ?? []
+            let (clause, arguments) = filter.whereClause()
             return try Row.fetchAll(
                 db,
                 sql: """
                     SELECT id, subscription, event_id, event_time, reason, last_status, attempts, first_attempt_at,
                         last_attempt_at, dead_at, response_snippet
-                    FROM dead_letter \(filter) ORDER BY dead_at, id
+                    FROM dead_letter \(clause) ORDER BY dead_at, id\(filter.limitClause)
                     """, arguments: arguments
-            ).map { row in
-                let status: Int? = row["last_status"]
-                let first: Int64? = row["first_attempt_at"]
-                let last: Int64? = row["last_attempt_at"]
-                let snippet: Data? = row["response_snippet"]
-                return DeadLetter(
-                    id: row["id"], subscription: row["subscription"], eventID: row["event_id"],
-                    eventTime: Timestamp(millisecondsSinceEpoch: row["event_time"]), reason: row["reason"],
-                    status: status == 0 ? nil : status, attempts: row["attempts"],
-                    firstAttemptAt: first.map(Timestamp.fromMilliseconds), lastAttemptAt: last.map(Timestamp.fromMilliseconds),
-                    deadAt: Timestamp(millisecondsSinceEpoch: row["dead_at"]), responseSnippet: snippet.map(Array.init) ?? [])
-            }
+            ).map(Self.deadLetter)
+        }
+    }
+
+    /// One dead letter with its event's payload, or nil when there is none with that id.
+    public func deadLetter(id: Int64) async throws(StoreError) -> DeadLetter? {
+        try await read("reading a dead letter") { db in
+            guard let row = try Row.fetchOne(
+                db,
+                sql: """
+                    SELECT id, subscription, event_id, event_time, reason, last_status, attempts, first_attempt_at,
+                        last_attempt_at, dead_at, response_snippet, payload
+                    FROM dead_letter WHERE id = ?
+                    """, arguments: [id])
+            else { return nil }
+            var letter = Self.deadLetter(row)
+            let payload: Data = row["payload"]
+            letter.payload = Array(payload)
+            return letter
+        }
+    }
+
+    private static func deadLetter(_ row: Row) -> DeadLetter {
+        let status: Int? = row["last_status"]
+        let first: Int64? = row["first_attempt_at"]
+        let last: Int64? = row["last_attempt_at"]
+        let snippet: Data? = row["response_snippet"]
+        return DeadLetter(
+            id: row["id"], subscription: row["subscription"], eventID: row["event_id"],
+            eventTime: Timestamp(millisecondsSinceEpoch: row["event_time"]), reason: row["reason"],
+            status: status == 0 ? nil : status, attempts: row["attempts"],
+            firstAttemptAt: first.map(Timestamp.fromMilliseconds), lastAttemptAt: last.map(Timestamp.fromMilliseconds),
+            deadAt: Timestamp(millisecondsSinceEpoch: row["dead_at"]), responseSnippet: snippet.map(Array.init) ?? [])
+    }
+
+    /// How many dead letters `filter` selects (what `replay --dry-run` and a purge's progress report).
+    public func countDeadLetters(_ filter: DeadLetterFilter) async throws(StoreError) -> Int {
+        try await read("counting dead letters") { db in
+            let (clause, arguments) = filter.whereClause()
+            let count = try Int.fetchOne(db, sql: "SELECT count(*) FROM (SELECT 1 FROM dead_letter \(clause)\(filter.limitClause))", arguments: arguments)
+            return count ?? 0
         }
     }
 
     /// Puts dead letters back in the queue with fresh attempts, due now; returns how many.
     @discardableResult
     public func replayDeadLetters(subscription: String? = nil, now: Timestamp) async throws(StoreError) -> Int {
+        try await replayDeadLetters(DeadLetterFilter(subscription: subscription), now: now)
+    }
+
+    /// Puts the dead letters `filter` selects back in the queue with fresh attempts, due now, at most `chunk` of
+    /// them (oldest first) in one transaction; returns how many. Call again until it returns 0 for the rest: a
+    /// large replay then never holds the writer for long.
+    @discardableResult
+    public func replayDeadLetters(_ filter: DeadLetterFilter, now: Timestamp, chunk: Int? = nil) async throws(StoreError) -> Int {
         try await write("replaying dead letters") { db in
-            let filter = subscription == nil ? "" : "WHERE d.subscription = ?"
+            var limited = filter
+            if let chunk { limited.limit = min(filter.limit ?? chunk, chunk) }
+            let (clause, arguments) = limited.whereClause(columnPrefix: "d.")
             var rows = try DeliveryRows(db)
             var replayed = 0
             let letters = try Row.fetchAll(
                 db,
                 sql: """
-                    SELECT d.subscription, coalesce(c.source, '') AS source, d.event_id, d.event_time, d.action, d.time_value, d.payload
-                    FROM dead_letter d LEFT JOIN subscription_cursor c ON c.subscription = d.subscription \(filter) ORDER BY d.id
-                    """, arguments: subscription.map { [$0] } ?? [])
+                    SELECT d.id, d.subscription, coalesce(c.source, '') AS source, d.event_id, d.event_time, d.action, d.time_value, d.payload
+                    FROM dead_letter d LEFT JOIN subscription_cursor c ON c.subscription = d.subscription \(clause)
+                    ORDER BY d.dead_at, d.id\(limited.limitClause)
+                    """, arguments: arguments)
+            let delete = try db.cachedStatement(sql: "DELETE FROM dead_letter WHERE id = ?")
             for letter in letters {
                 let payload: Data = letter["payload"]
                 let event = StoredEvent(
                     id: letter["event_id"], time: letter["event_time"], action: letter["action"], timeValue: letter["time_value"],
                     payload: Array(payload))
                 replayed += try rows.queue(event, source: letter["source"], for: letter["subscription"], now: now.millisecondsSinceEpoch)
+                let id: Int64 = letter["id"]
+                try delete.execute(arguments: [id])
             }
             try rows.finish()
-            try db.execute(sql: "DELETE FROM dead_letter \(filter.replacingOccurrences(of: "d.", with: ""))", arguments: subscription.map { [$0] } ?? [])
             return replayed
         }
     }
@@ -361,9 +477,20 @@ extension StateStore {
     /// Deletes dead letters; returns how many.
     @discardableResult
     public func purgeDeadLetters(subscription: String? = nil) async throws(StoreError) -> Int {
+        try await purgeDeadLetters(DeadLetterFilter(subscription: subscription))
+    }
+
+    /// Deletes the dead letters `filter` selects, at most `chunk` of them (oldest first) in one transaction;
+    /// returns how many. As with a replay, call again until 0 for the rest.
+    @discardableResult
+    public func purgeDeadLetters(_ filter: DeadLetterFilter, chunk: Int? = nil) async throws(StoreError) -> Int {
         try await write("purging dead letters") { db in
-            let filter = subscription == nil ? "" : "WHERE subscription = ?"
-            try db.execute(sql: "DELETE FROM dead_letter \(filter)", arguments: subscription.map { [$0] } ?? [])
+            var limited = filter
+            if let chunk { limited.limit = min(filter.limit ?? chunk, chunk) }
+            let (clause, arguments) = limited.whereClause()
+            try db.execute(
+                sql: "DELETE FROM dead_letter WHERE id IN (SELECT id FROM dead_letter \(clause) ORDER BY dead_at, id\(limited.limitClause))",
+                arguments: arguments)
             return db.changesCount
         }
     }
