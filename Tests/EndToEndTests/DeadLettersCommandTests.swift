@@ -87,8 +87,15 @@ import Testing
             #expect(unfiltered.status == 64)
             #expect(unfiltered.standardError.contains("add --all"), "\(unfiltered.standardError)")
             #expect(try await store.deadLetters().count == 1)
+            // On a terminal (script(1) gives it one), the progress shows on standard error.
+            let command = ([RelayBinary.path, "dead-letters", "purge", "--subscription", "idle"] + base).joined(separator: " ")
+            let onTerminal = try RelayBinary.run(["-qec", command, "/dev/null"], executable: "/usr/bin/script")
+            #expect(onTerminal.status == 0, "\(onTerminal.standardOutput)")
+            #expect(onTerminal.standardOutput.contains("purged 1 of 1"), "\(onTerminal.standardOutput)")
+            #expect(onTerminal.standardOutput.contains("Purged 1 dead letters."))
             let purge = try RelayBinary.run(["dead-letters", "purge", "--all"] + base + ["--json"])
-            #expect(purge.standardOutput.trimmingCharacters(in: .whitespacesAndNewlines) == #"{"purged":1}"#)
+            #expect(purge.standardOutput.trimmingCharacters(in: .whitespacesAndNewlines) == #"{"purged":0}"#)
+            #expect(!purge.standardError.contains("purged 0 of"), "no progress without a terminal")
             #expect(try await store.deadLetters().isEmpty)
 
             let unknown = try RelayBinary.run(["dead-letters", "list"] + base + ["--subscription", "nope"])

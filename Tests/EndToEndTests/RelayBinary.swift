@@ -17,9 +17,10 @@ enum RelayBinary {
     }
 
     /// Runs the binary to completion with exactly `environment` (nothing inherited) and returns what it printed.
-    static func run(_ arguments: [String], environment: [String: String] = [:], in directory: URL? = nil) throws -> Outcome {
+    /// `executable` runs another program instead (such as script(1) around the relay).
+    static func run(_ arguments: [String], environment: [String: String] = [:], in directory: URL? = nil, executable: String? = nil) throws -> Outcome {
         let process = Process()
-        process.executableURL = URL(fileURLWithPath: path)
+        process.executableURL = URL(fileURLWithPath: executable ?? path)
         process.arguments = arguments
         process.environment = environment
         if let directory { process.currentDirectoryURL = directory }
