@@ -26,7 +26,7 @@ extension RelayConfig {
             if let limit = webhook.rateLimit { details.append(Self.rate(limit)) }
             details.append(
                 "retried up to \(webhook.retry.maxAttempts) times over \(DurationText.format(webhook.retry.maxAge))")
-            let filter = subscription.filter.map { " where \(Self.describe($0))" } ?? ""
+            let filter = subscription.filter.map { " where \($0.summary)" } ?? ""
             sentences.append(
                 "Subscription \(subscription.name) sends \(subscription.source)'s \(Self.actions(subscription))\(filter)"
                     + " to \(RedactedURL(webhook.url))\(Self.pathMarker(webhook.url)) (\(details.joined(separator: ", ")))."
@@ -61,14 +61,5 @@ extension RelayConfig {
         var text = subscription.include.isEmpty ? "events" : subscription.include.joined(separator: ", ") + " events"
         if !subscription.exclude.isEmpty { text += " except " + subscription.exclude.joined(separator: ", ") }
         return subscription.include.isEmpty && subscription.exclude.isEmpty ? "events (all actions)" : text
-    }
-
-    static func describe(_ filter: EventFilter) -> String {
-        switch filter {
-        case .all(let parts): return parts.isEmpty ? "true" : "(" + parts.map(describe).joined(separator: " and ") + ")"
-        case .any(let parts): return parts.isEmpty ? "false" : "(" + parts.map(describe).joined(separator: " or ") + ")"
-        case .not(let inner): return "not \(describe(inner))"
-        case .condition(let path, let op, let value): return "\(path) \(op.rawValue) \(value)"
-        }
     }
 }
