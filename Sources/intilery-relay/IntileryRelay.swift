@@ -8,7 +8,7 @@ struct IntileryRelay: AsyncParsableCommand {
         commandName: "intilery-relay",
         abstract: "Relays Intilery Events API events to webhooks, at least once.",
         version: RelayVersion.current,
-        subcommands: [Run.self, CheckConfig.self, Reload.self, Status.self, DeadLetters.self, Replay.self, Resume.self, Match.self, Demo.self, Simulate.self, Version.self]
+        subcommands: [Run.self, CheckConfig.self, Reload.self, Status.self, Top.self, DeadLetters.self, Replay.self, Resume.self, Match.self, Demo.self, Simulate.self, Version.self]
     )
 }
 

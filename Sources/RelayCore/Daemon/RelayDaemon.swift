@@ -29,8 +29,9 @@ public struct RelayDaemon: Sendable {
             notifier: notifier, progress: progress, answerDirectory: stateDirectory)
         logger.info("state store open", metadata: ["state": "\(stateDirectory)"])
         let render: @Sendable () async -> [UInt8] = {
-            if let config = relay.pipeline?.config {
-                await SubscriptionMetrics.refreshQueueGauges(store: store, subscriptions: config.subscriptions.map(\.name), now: time.now())
+            if let pipeline = relay.pipeline {
+                await SubscriptionMetrics.refreshQueueGauges(store: store, subscriptions: pipeline.config.subscriptions.map(\.name), now: time.now())
+                SubscriptionMetrics.refreshInFlight(pipeline.dispatchers)
             }
             return MetricsPage.render(registry: renderMetrics())
         }

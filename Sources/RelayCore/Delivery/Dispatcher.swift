@@ -52,6 +52,9 @@ public final class Dispatcher<C: Clock>: Sendable where C.Duration == Duration, 
         var drainWaiters: [CheckedContinuation<Void, Never>] = []
     }
 
+    /// Requests being sent now (what `/metrics` reports as `requests_in_flight` when scraped).
+    public var requestsInFlight: Int { state.withLock { $0.sending } }
+
     /// How often a paused subscription sends one queued event to see whether the receiver takes it again.
     public static var probeInterval: Duration { .seconds(300) }
 

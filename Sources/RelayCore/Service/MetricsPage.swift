@@ -22,6 +22,7 @@ public enum MetricsPage {
         "intilery_relay_outbox_depth": "Events queued for the subscription, read from the state store when scraped.",
         "intilery_relay_outbox_oldest_age_seconds": "Age of the subscription's oldest queued event (by its time), when scraped; 0 when none is queued.",
         "intilery_relay_dead_letters": "Dead letters kept for the subscription, when scraped.",
+        "intilery_relay_requests_in_flight": "Webhook requests of the subscription being sent, when scraped.",
     ]
 
     /// The page: `registry` (the Prometheus registry's own text) with HELP lines, then build and process metrics.

@@ -74,7 +74,7 @@ struct SubscriptionMetrics: Sendable {
     static func remove(subscription: String) {
         for label in [
             "intilery_relay_circuit_open", "intilery_relay_subscription_paused", "intilery_relay_outbox_depth",
-            "intilery_relay_outbox_oldest_age_seconds", "intilery_relay_dead_letters",
+            "intilery_relay_outbox_oldest_age_seconds", "intilery_relay_dead_letters", "intilery_relay_requests_in_flight",
         ] {
             Gauge(label: label, dimensions: [("subscription", subscription)]).destroy()
         }
@@ -88,6 +88,13 @@ struct SubscriptionMetrics: Sendable {
             let age = subscription.oldestPendingEventTime.map { Double(now.millisecondsSinceEpoch - $0.millisecondsSinceEpoch) / 1000 } ?? 0
             SubscriptionMetrics(subscription: subscription.name).queue(
                 pending: subscription.pending, oldestAgeSeconds: max(0, age), deadLetters: subscription.deadLetters)
+        }
+    }
+
+    /// Requests in flight per dispatcher, read when scraped.
+    static func refreshInFlight<C>(_ dispatchers: [String: Dispatcher<C>]) {
+        for (name, dispatcher) in dispatchers {
+            Gauge(label: "intilery_relay_requests_in_flight", dimensions: [("subscription", name)]).record(dispatcher.requestsInFlight)
         }
     }
 

@@ -1,0 +1,151 @@
+import ArgumentParser
+import CurlHTTP
+import Foundation
+import RelayCore
+
+/// A live view of a running relay, from its metrics endpoint: what an operator watches during an incident.
+struct Top: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Watch a running relay: each source and subscription, refreshed every second.",
+        discussion: """
+            Reads the daemon's /metrics (metrics.listen in the config, or --metrics). Sources: cursor lag, API \
+            requests and 429s per second. Subscriptions: events delivered per second, requests in flight, queued \
+            events, the oldest one's age, dead letters, the circuit breaker and whether it is paused. On a terminal \
+            it redraws every --interval until Ctrl-C; otherwise (a pipe, a file) it prints one view, measured over \
+            one interval, and exits.
+            """
+    )
+
+    @Option(name: .long, help: ArgumentHelp("The JSON config file: its metrics.listen says where the daemon answers.", valueName: "file"))
+    var config: String?
+
+    @Option(name: .long, help: ArgumentHelp("The metrics URL, such as http://127.0.0.1:9464/metrics (instead of --config).", valueName: "url"))
+    var metrics: String?
+
+    @Option(name: .long, help: ArgumentHelp("Time between views.", valueName: "duration"))
+    var interval: String = "1s"
+
+    @Flag(name: .long, help: "Print one view and exit, even on a terminal.")
+    var once = false
+
+    func validate() throws {
+        guard config != nil || metrics != nil else { throw ValidationError("Name the daemon: --config FILE or --metrics URL.") }
+        guard let every = DurationText.parse(interval), every >= .milliseconds(100) else {
+            throw ValidationError("--interval must be a duration of 100ms or more, such as \"1s\".")
+        }
+    }
+
+    func run() async throws {
+        let url = try metricsURL()
+        let every = DurationText.parse(interval) ?? .seconds(1)
+        let live = !once && isatty(STDOUT_FILENO) == 1
+        let client = CurlHTTPClient()
+        defer { Task { await client.shutdown() } }
+        var previous = try await scrape(url, client: client)
+        var previousAt = ContinuousClock.now
+        while true {
+            try await Task.sleep(for: every)
+            let current = try await scrape(url, client: client)
+            let now = ContinuousClock.now
+            let seconds = Double((now - previousAt) / .milliseconds(1)) / 1000
+            let lines = Self.view(current, previous: previous, seconds: seconds, url: url)
+            if live {
+                // Home and clear, then the view: redrawn in place, no scrollback flood.
+                printLine("\u{1B}[H\u{1B}[2J" + lines.joined(separator: "\n"))
+            } else {
+                for line in lines { printLine(line) }
+                return
+            }
+            (previous, previousAt) = (current, now)
+        }
+    }
+
+    private func metricsURL() throws -> String {
+        if let metrics { return metrics }
+        var environment = ConfigEnvironment(variables: ProcessInfo.processInfo.environment)
+        environment.resolvesSecrets = false
+        let loaded: RelayConfig
+        do {
+            loaded = try ConfigLoader.load(file: config ?? "", environment: environment)
+        } catch {
+            for line in error.lines { printToStandardError(line) }
+            throw ExitStatus.configError
+        }
+        guard let listen = loaded.metrics.listen else {
+            printToStandardError("intilery-relay top: the config has metrics.listen \"off\"; top reads the metrics endpoint")
+            throw ExitCode(64)
+        }
+        // Every interface: ask on loopback.
+        let host = listen.host == ListenAddress.everyInterface || listen.host == "0.0.0.0" ? "127.0.0.1" : listen.host
+        return "http://\(ListenAddress(host: host, port: listen.port))/metrics"
+    }
+
+    private func scrape(_ url: String, client: CurlHTTPClient) async throws -> MetricsScrape {
+        do {
+            let response = try await client.execute(HTTPRequest(method: "GET", url: url, headers: [:], body: [], timeout: .seconds(5)))
+            guard response.status == 200 else {
+                printToStandardError("intilery-relay top: \(url) answered \(response.status)")
+                throw ExitCode(69)
+            }
+            return MetricsScrape(text: String(decoding: response.body, as: UTF8.self))
+        } catch let error as CurlHTTPError {
+            printToStandardError("intilery-relay top: cannot read \(url): \(error.shortDescription); is the relay running with metrics on?")
+            throw ExitCode(69)
+        }
+    }
+
+    /// The view: a sources table and a subscriptions table, rates from the two scrapes.
+    static func view(_ now: MetricsScrape, previous: MetricsScrape, seconds: Double, url: String) -> [String] {
+        func rate(_ name: String, _ labels: [String: String]) -> String {
+            let delta = now.sum(name, labels) - previous.sum(name, labels)
+            return seconds > 0 ? format(max(0, delta) / seconds) : "-"
+        }
+        var lines = ["intilery-relay top: \(url), every \(format(seconds))s", ""]
+        let sources = Set(now.labelValues("intilery_relay_api_responses_total", "source") + now.labelValues("intilery_relay_poll_interval_seconds", "source")).sorted()
+        lines += Table.render(
+            header: ["SOURCE", "LAG", "API REQ/S", "429/S", "ERRORS/S"],
+            rows: sources.map { source in
+                let all = now.sum("intilery_relay_api_responses_total", ["source": source]) - previous.sum("intilery_relay_api_responses_total", ["source": source])
+                let ok = now.sum("intilery_relay_api_responses_total", ["source": source, "status": "200"])
+                    - previous.sum("intilery_relay_api_responses_total", ["source": source, "status": "200"])
+                let limited = now.sum("intilery_relay_api_responses_total", ["source": source, "status": "429"])
+                    - previous.sum("intilery_relay_api_responses_total", ["source": source, "status": "429"])
+                return [
+                    source, now.value("intilery_relay_cursor_lag_seconds", ["source": source]).map { duration($0) } ?? "never polled",
+                    rate("intilery_relay_api_responses_total", ["source": source]), rate("intilery_relay_api_responses_total", ["source": source, "status": "429"]),
+                    seconds > 0 ? format(max(0, all - ok - limited) / seconds) : "-",
+                ]
+            })
+        lines.append("")
+        let subscriptions = now.labelValues("intilery_relay_outbox_depth", "subscription")
+        lines += Table.render(
+            header: ["SUBSCRIPTION", "EVENTS/S", "IN FLIGHT", "QUEUED", "OLDEST", "DEAD LETTERS", "BREAKER", "PAUSED"],
+            rows: subscriptions.map { name in
+                let labels = ["subscription": name]
+                return [
+                    name, rate("intilery_relay_deliveries_total", ["subscription": name, "outcome": "delivered"]),
+                    now.value("intilery_relay_requests_in_flight", labels).map { String(Int($0)) } ?? "-",
+                    now.value("intilery_relay_outbox_depth", labels).map { String(Int($0)) } ?? "-",
+                    now.value("intilery_relay_outbox_oldest_age_seconds", labels).map { $0 > 0 ? duration($0) : "-" } ?? "-",
+                    now.value("intilery_relay_dead_letters", labels).map { String(Int($0)) } ?? "-",
+                    now.value("intilery_relay_circuit_open", labels) == 1 ? "OPEN" : "closed",
+                    now.value("intilery_relay_subscription_paused", labels) == 1 ? "PAUSED" : "no",
+                ]
+            })
+        return lines
+    }
+
+    static func format(_ value: Double) -> String {
+        value >= 100 || value == value.rounded() ? String(Int(value.rounded())) : String(format: "%.1f", value)
+    }
+
+    /// 0.4s, 42s, 7m3s, 2h5m.
+    static func duration(_ seconds: Double) -> String {
+        guard seconds.isFinite else { return "-" }
+        if seconds < 10 { return String(format: "%.1fs", seconds) }
+        let whole = Int(seconds)
+        if whole < 60 { return "\(whole)s" }
+        if whole < 3600 { return "\(whole / 60)m\(whole % 60)s" }
+        return "\(whole / 3600)h\((whole % 3600) / 60)m"
+    }
+}
