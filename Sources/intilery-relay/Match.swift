@@ -29,15 +29,7 @@ struct Match: ParsableCommand {
     var json = false
 
     func run() throws {
-        var environment = ConfigEnvironment(variables: ProcessInfo.processInfo.environment)
-        environment.resolvesSecrets = false
-        let loaded: RelayConfig
-        do {
-            loaded = try ConfigLoader.load(file: config, environment: environment)
-        } catch {
-            for line in error.lines { printToStandardError(line) }
-            throw ExitStatus.configError
-        }
+        let loaded = try loadConfigWithoutSecrets(config)
         guard let chosen = loaded.subscriptions.first(where: { $0.name == subscription }) else {
             printToStandardError("intilery-relay match: no subscription named \(subscription) in \(config)")
             throw ExitCode(64)

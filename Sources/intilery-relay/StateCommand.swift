@@ -5,17 +5,21 @@ import RelayCore
 extension StoreOptions {
     /// The config, read without resolving secrets (these commands need none), and the state directory.
     func loadForStateCommand() throws -> (config: RelayConfig, directory: String) {
-        let environment = ProcessInfo.processInfo.environment
-        var configEnvironment = ConfigEnvironment(variables: environment)
-        configEnvironment.resolvesSecrets = false
-        let loaded: RelayConfig
-        do {
-            loaded = try ConfigLoader.load(file: config, environment: configEnvironment)
-        } catch {
-            for line in error.lines { printToStandardError(line) }
-            throw ExitStatus.configError
-        }
-        return (loaded, StateDirectory.resolve(flag: stateDirectory, config: loaded, environment: environment))
+        let loaded = try loadConfigWithoutSecrets(config)
+        return (loaded, StateDirectory.resolve(flag: stateDirectory, config: loaded, environment: ProcessInfo.processInfo.environment))
+    }
+}
+
+/// The config for a command that sends nothing (status, match, top...): secrets are left unresolved, so it needs
+/// neither the daemon's environment nor its credentials. Exits 78 with every problem.
+func loadConfigWithoutSecrets(_ file: String) throws -> RelayConfig {
+    var environment = ConfigEnvironment(variables: ProcessInfo.processInfo.environment)
+    environment.resolvesSecrets = false
+    do {
+        return try ConfigLoader.load(file: file, environment: environment)
+    } catch {
+        for line in error.lines { printToStandardError(line) }
+        throw ExitStatus.configError
     }
 }
 

@@ -62,15 +62,7 @@ struct Top: AsyncParsableCommand {
 
     private func metricsURL() throws -> String {
         if let metrics { return metrics }
-        var environment = ConfigEnvironment(variables: ProcessInfo.processInfo.environment)
-        environment.resolvesSecrets = false
-        let loaded: RelayConfig
-        do {
-            loaded = try ConfigLoader.load(file: config ?? "", environment: environment)
-        } catch {
-            for line in error.lines { printToStandardError(line) }
-            throw ExitStatus.configError
-        }
+        let loaded = try loadConfigWithoutSecrets(config ?? "")
         guard let listen = loaded.metrics.listen else {
             printToStandardError("intilery-relay top: the config has metrics.listen \"off\"; top reads the metrics endpoint")
             throw ExitCode(64)

@@ -106,21 +106,8 @@ import Glibc
             Issue.record("promtool not found: install Debian's prometheus package (make test does)")
             return (-1, "")
         }
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: path)
-        process.arguments = arguments
-        if let directory { process.currentDirectoryURL = directory }
-        let stdin = Pipe()
-        let output = Pipe()
-        process.standardInput = stdin
-        process.standardOutput = output
-        process.standardError = output
-        try process.run()
-        stdin.fileHandleForWriting.write(Data(input))
-        try stdin.fileHandleForWriting.close()
-        let text = String(decoding: output.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-        process.waitUntilExit()
-        return (process.terminationStatus, text)
+        let outcome = try RelayBinary.run(arguments, environment: nil, in: directory, executable: path, input: input)
+        return (outcome.status, outcome.standardOutput + outcome.standardError)
     }
 }
 

@@ -16,19 +16,28 @@ enum RelayBinary {
         var standardErrorLines: [String] { standardError.split(separator: "\n").map(String.init) }
     }
 
-    /// Runs the binary to completion with exactly `environment` (nothing inherited) and returns what it printed.
-    /// `executable` runs another program instead (such as script(1) around the relay).
-    static func run(_ arguments: [String], environment: [String: String] = [:], in directory: URL? = nil, executable: String? = nil) throws -> Outcome {
+    /// Runs the binary to completion with exactly `environment` (nothing inherited; nil inherits) and returns what
+    /// it printed.
+    /// `executable` runs another program instead (such as script(1) around the relay); `input` is its standard input.
+    static func run(
+        _ arguments: [String], environment: [String: String]? = [:], in directory: URL? = nil, executable: String? = nil, input: [UInt8]? = nil
+    ) throws -> Outcome {
         let process = Process()
         process.executableURL = URL(fileURLWithPath: executable ?? path)
         process.arguments = arguments
-        process.environment = environment
+        if let environment { process.environment = environment }
         if let directory { process.currentDirectoryURL = directory }
         let out = Pipe()
         let err = Pipe()
+        let stdin = Pipe()
         process.standardOutput = out
         process.standardError = err
+        if input != nil { process.standardInput = stdin }
         try process.run()
+        if let input {
+            stdin.fileHandleForWriting.write(Data(input))
+            try stdin.fileHandleForWriting.close()
+        }
         // Read before waiting, so that a chatty child cannot fill a pipe and stall.
         let outData = out.fileHandleForReading.readDataToEndOfFile()
         let errData = err.fileHandleForReading.readDataToEndOfFile()
