@@ -10,8 +10,10 @@ DOCDIR     ?= $(PREFIX)/share/doc/intilery-relay
 
 # Debian packages the build and tests need.
 APT_PACKAGES := libcurl4-openssl-dev libsqlite3-dev pkg-config
-# And the tests alone: promtool (in Debian's prometheus package) checks the metrics page and the alert rules.
-TEST_APT_PACKAGES := prometheus
+# And the tests alone: promtool (in Debian's prometheus package) checks the metrics page and the alert rules, and
+# `top` is tried in a real terminal under tmux. (On a machine run by systemd, the prometheus package also starts a
+# Prometheus server on :9090: `sudo systemctl disable --now prometheus` if it is not wanted.)
+TEST_APT_PACKAGES := prometheus tmux
 
 # Placeholder secrets so that the example config validates without a real account.
 EXAMPLE_ENV := HOOK_AUTH='Bearer example' HOOK_SECRET=whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw \

@@ -89,6 +89,12 @@ public final class HTTPServer: Sendable {
     /// Stops listening, closes every connection and stops the threads.
     public func shutdown() async throws {
         try? await channel.close()
+        // A `.later` reply still being made must find its event loop running, or NIO complains on stderr: wait
+        // for them, for a moment.
+        let deadline = ContinuousClock.now + .seconds(2)
+        while counters.laterReplies.load(ordering: .relaxed) > 0 && ContinuousClock.now < deadline {
+            try? await Task.sleep(for: .milliseconds(10))
+        }
         try await group.shutdownGracefully()
     }
 }
@@ -97,6 +103,8 @@ final class ConnectionCounters: Sendable {
     let accepted = Atomic<Int>(0)
     let open = Atomic<Int>(0)
     let requests = Atomic<Int>(0)
+    /// `.later` replies being made.
+    let laterReplies = Atomic<Int>(0)
 }
 
 /// Collects one request at a time and carries out the handler's reply.
@@ -184,11 +192,14 @@ private final class RequestHandler: ChannelInboundHandler {
             let loopBoundSelf = NIOLoopBound(self, eventLoop: context.eventLoop)
             let loopBoundContext = NIOLoopBound(context, eventLoop: context.eventLoop)
             let eventLoop = context.eventLoop
+            let counters = counters
+            counters.laterReplies.wrappingAdd(1, ordering: .relaxed)
             Task {
                 let reply = await produce()
                 eventLoop.execute {
                     loopBoundSelf.value.perform(reply, keepAlive: keepAlive, context: loopBoundContext.value)
                 }
+                counters.laterReplies.wrappingSubtract(1, ordering: .relaxed)
             }
         }
     }

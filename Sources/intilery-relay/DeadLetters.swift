@@ -41,6 +41,8 @@ struct DeadLetters: AsyncParsableCommand {
                 }
             }
             if let limit, limit < 1 { throw ValidationError("--limit must be at least 1") }
+            // "" would match every reason while counting as a filter: purge would need no --all.
+            if reason == "" { throw ValidationError("--reason must not be empty") }
         }
 
         /// The store's filter for these options, for `subscription` (one of several, when none was named).
@@ -146,33 +148,37 @@ struct DeadLetters: AsyncParsableCommand {
         func run() async throws {
             let (stateStore, config) = try await DeadLetters.openStore(store, selection, current: true)
             let now = Timestamp(millisecondsSinceEpoch: Int64(Date().timeIntervalSince1970 * 1000))
-            // Only into subscriptions the config has: a removed one's dead letters would wait for ever.
-            let names = selection.subscription.map { [$0] } ?? config.subscriptions.map(\.name)
-            var count = 0
+            // Only into subscriptions the config has: a removed one's dead letters would wait for ever. One filter
+            // over all of them, so that --limit takes the oldest, as list shows them.
+            var filter = selection.filter()
+            if selection.subscription == nil { filter.subscriptions = config.subscriptions.map(\.name) }
+            var taken = 0
+            var queued = 0
             do {
-                var total = 0
-                for name in names { total += try await stateStore.countDeadLetters(selection.filter(subscription: name)) }
-                if let limit = selection.limit { total = min(total, limit) }
+                let total = try await stateStore.countDeadLetters(filter)
                 if dryRun {
                     printLine(selection.json ? #"{"wouldReplay":\#(total)}"# : "Would replay \(total) dead letters (--dry-run: nothing changed).")
                     return
                 }
                 let progress = Progress(label: "replayed", total: total)
-                for name in names {
-                    while selection.limit.map({ count < $0 }) ?? true {
-                        var filter = selection.filter(subscription: name)
-                        filter.limit = selection.limit.map { $0 - count }
-                        let done = try await stateStore.replayDeadLetters(filter, now: now, chunk: 10_000)
-                        if done == 0 { break }
-                        count += done
-                        progress.show(count)
-                    }
+                while selection.limit.map({ taken < $0 }) ?? true {
+                    var remaining = filter
+                    remaining.limit = selection.limit.map { $0 - taken }
+                    let done = try await stateStore.replayDeadLetters(remaining, now: now, chunk: 10_000)
+                    if done.taken == 0 { break }
+                    taken += done.taken
+                    queued += done.queued
+                    progress.show(taken)
                 }
                 progress.finish()
             } catch {
                 throw exitForStoreError(error)
             }
-            printLine(selection.json ? #"{"replayed":\#(count)}"# : "Replayed \(count) dead letters.")
+            let alreadyQueued = taken - queued
+            printLine(
+                selection.json
+                    ? #"{"replayed":\#(taken),"alreadyQueued":\#(alreadyQueued)}"#
+                    : "Replayed \(taken) dead letters" + (alreadyQueued > 0 ? " (\(alreadyQueued) of their events were queued already)." : "."))
         }
     }
 
@@ -217,9 +223,19 @@ struct DeadLetters: AsyncParsableCommand {
             ] {
                 printLine(name.padding(toLength: 15, withPad: " ", startingAt: 0) + value)
             }
-            printLine("response       " + (letter.responseSnippet.isEmpty ? "(none)" : response.map { "(\(letter.responseSnippet.count) bytes kept)\n" + $0 } ?? "(\(letter.responseSnippet.count) bytes, not UTF-8)"))
+            // The receiver wrote the response and the event comes from outside: no escape sequence of theirs reaches
+            // the terminal.
+            printLine("response       " + (letter.responseSnippet.isEmpty ? "(none)" : response.map { "(\(letter.responseSnippet.count) bytes kept)\n" + Self.printable($0) } ?? "(\(letter.responseSnippet.count) bytes, not UTF-8)"))
             printLine("event as received:")
-            printLine(event ?? "(\(letter.payload.count) bytes, not UTF-8)")
+            printLine(event.map(Self.printable) ?? "(\(letter.payload.count) bytes, not UTF-8)")
+        }
+
+        /// Control characters other than newline and tab shown as U+FFFD.
+        static func printable(_ text: String) -> String {
+            String(String.UnicodeScalarView(text.unicodeScalars.map { scalar in
+                let control = scalar.value < 0x20 || (0x7F...0x9F).contains(scalar.value)
+                return control && scalar != "\n" && scalar != "\t" ? "\u{FFFD}" : scalar
+            }))
         }
     }
 

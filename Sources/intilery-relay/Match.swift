@@ -34,7 +34,7 @@ struct Match: ParsableCommand {
             printToStandardError("intilery-relay match: no subscription named \(subscription) in \(config)")
             throw ExitCode(64)
         }
-        let decoder = EventPageDecoder(overrides: loaded.sources.first { $0.name == chosen.source }?.response)
+        let overrides = loaded.sources.first { $0.name == chosen.source }?.response
         let bytes: [UInt8]
         do {
             bytes = input == "-" ? Array(FileHandle.standardInput.readDataToEndOfFile()) : try FileBytes.read(input)
@@ -42,7 +42,7 @@ struct Match: ParsableCommand {
             printToStandardError("intilery-relay match: \(error)")
             throw ExitCode(66)
         }
-        let (events, skipped) = Self.events(in: bytes, decoder: decoder)
+        let (events, skipped) = Self.events(in: bytes, overrides: overrides)
         guard !events.isEmpty else {
             printToStandardError(
                 "intilery-relay match: no event in \(input == "-" ? "standard input" : input): give a page body (an array, {\"events\": [...]}) or one event per line"
@@ -68,11 +68,15 @@ struct Match: ParsableCommand {
         printLine("\(subscription) selects \(selected) of \(events.count) events" + (skipped > 0 ? "; \(skipped) unreadable (not JSON, or no id or time)" : "") + ".")
     }
 
-    /// The events of a page body, or else of one event per line (each read as a page of one).
-    static func events(in bytes: [UInt8], decoder: EventPageDecoder) -> (events: [Event], skipped: Int) {
-        if let page = try? decoder.decode(bytes), page.elementCount > 0 {
+    /// The events of a page body, or else of one event per line (each read as a page of one: with the source's
+    /// field overrides, but not its `eventsPath`, which a bare event does not have).
+    static func events(in bytes: [UInt8], overrides: ResponseShapeOverrides?) -> (events: [Event], skipped: Int) {
+        if let page = try? EventPageDecoder(overrides: overrides).decode(bytes), page.elementCount > 0 {
             return (page.events, page.skipped.values.reduce(0, +))
         }
+        var fieldsOnly = overrides
+        fieldsOnly?.eventsPath = nil
+        let decoder = EventPageDecoder(overrides: fieldsOnly)
         var events: [Event] = []
         var skipped = 0
         for line in bytes.split(separator: UInt8(ascii: "\n")) where line.contains(where: { $0 > 32 }) {

@@ -37,6 +37,7 @@ struct Run: AsyncParsableCommand {
         // Under systemd, stderr is the journal: each line carries its priority for `journalctl -p`.
         let journal = RelayLogHandler.writesToJournal(environment: ProcessInfo.processInfo.environment)
         LoggingSystem.bootstrap { label in RelayLogHandler(label: label, format: format, level: level, syslogPriorities: journal) }
+        let summaries = RelayLogHandler(label: "intilery-relay", format: format, level: level, syslogPriorities: journal)
         let logger = Logger(label: "intilery-relay")
 
         let environment = ProcessInfo.processInfo.environment
@@ -65,7 +66,8 @@ struct Run: AsyncParsableCommand {
         do {
             daemon = try await RelayDaemon.start(
                 configFile: store.config, config: config, stateDirectory: directory, environment: environment, logger: logger,
-                notifier: SystemdNotifier(environment: environment), renderMetrics: { registry.emitToBuffer() })
+                notifier: SystemdNotifier(environment: environment), renderMetrics: { registry.emitToBuffer() },
+                flushLogs: { summaries.writeSuppressedSummaries() })
         } catch let error as StoreError {
             logger.critical("cannot open the state store", metadata: ["error": "\(error)"])
             throw ExitStatus.ioError

@@ -45,7 +45,14 @@ struct Top: AsyncParsableCommand {
         var previousAt = ContinuousClock.now
         while true {
             try await Task.sleep(for: every)
-            let current = try await scrape(url, client: client)
+            let current: MetricsScrape
+            do {
+                current = try await scrape(url, client: client)
+            } catch where live {
+                // A daemon restarting: say so and keep watching.
+                printLine("\u{1B}[H\u{1B}[2Jintilery-relay top: \(url) does not answer; retrying every \(interval) (Ctrl-C to stop)")
+                continue
+            }
             let now = ContinuousClock.now
             let seconds = Double((now - previousAt) / .milliseconds(1)) / 1000
             let lines = Self.view(current, previous: previous, seconds: seconds, url: url)
@@ -67,6 +74,11 @@ struct Top: AsyncParsableCommand {
             printToStandardError("intilery-relay top: the config has metrics.listen \"off\"; top reads the metrics endpoint")
             throw ExitCode(64)
         }
+        guard listen.port != 0 else {
+            printToStandardError(
+                "intilery-relay top: metrics.listen has port 0, so the daemon picked one: pass --metrics http://HOST:PORT/metrics (its log line \"metrics listening\" names it)")
+            throw ExitCode(64)
+        }
         // Every interface: ask on loopback.
         let host = listen.host == ListenAddress.everyInterface || listen.host == "0.0.0.0" ? "127.0.0.1" : listen.host
         return "http://\(ListenAddress(host: host, port: listen.port))/metrics"
@@ -83,6 +95,8 @@ struct Top: AsyncParsableCommand {
         } catch let error as CurlHTTPError {
             printToStandardError("intilery-relay top: cannot read \(url): \(error.shortDescription); is the relay running with metrics on?")
             throw ExitCode(69)
+        } catch let error as ExitCode {
+            throw error
         }
     }
 

@@ -92,8 +92,10 @@ import Glibc
             let started = try #require(records.first { $0["msg"] as? String == "started" })
             #expect(started["sources"] as? Int == 2, "numbers are JSON numbers: \(started)")
             #expect(logLines.contains { $0.hasPrefix("<4>") && $0.contains(#""msg":"dead-lettered""#) })
-            // 30 events dead-lettered one by one: ten lines, the rest held back.
-            #expect(records.filter { $0["msg"] as? String == "dead-lettered" }.count == 10)
+            // 30 events dead-lettered one by one: ten lines a minute, the rest held back (a slow run may see a
+            // second minute begin).
+            let deadLettered = records.filter { $0["msg"] as? String == "dead-lettered" }.count
+            #expect((10..<30).contains(deadLettered), "\(deadLettered) dead-lettered lines")
             // --log-level debug shows each page read, with numbers.
             let pageRead = try #require(records.first { $0["msg"] as? String == "page read" })
             #expect(pageRead["events"] is Int && pageRead["took_s"] is NSNumber, "\(pageRead)")
@@ -119,7 +121,7 @@ import Glibc
             .deletingLastPathComponent().appendingPathComponent("docs")
         let check = try MetricsPageTests.promtool(["check", "rules", "alerts.yml"], in: docs)
         #expect(check.status == 0, "\(check.output)")
-        #expect(check.output.contains("SUCCESS: 8 rules found"), "\(check.output)")
+        #expect(check.output.contains("SUCCESS: 9 rules found"), "\(check.output)")
         let test = try MetricsPageTests.promtool(["test", "rules", "alerts.test.yml"], in: docs)
         #expect(test.status == 0, "\(test.output)")
         // Every rule is exercised by the unit tests.

@@ -35,6 +35,8 @@ import Testing
         #expect(try await store.countDeadLetters(DeadLetterFilter(status: 500)) == 5)
         #expect(try await store.countDeadLetters(DeadLetterFilter(reasonPrefix: "http_4")) == 20)
         #expect(try await store.countDeadLetters(DeadLetterFilter(reasonPrefix: "http_%")) == 0)
+        #expect(try await store.countDeadLetters(DeadLetterFilter(subscriptions: ["hook", "other"])) == 25)
+        #expect(try await store.countDeadLetters(DeadLetterFilter(subscriptions: [])) == 0)
         #expect(try await store.countDeadLetters(DeadLetterFilter(since: Self.t0.advanced(by: .seconds(10)), until: Self.t0.advanced(by: .seconds(15)))) == 5)
         #expect(try await store.deadLetters(DeadLetterFilter(limit: 3)).map(\.eventID) == ["e0", "e1", "e2"])
         #expect(!DeadLetterFilter().narrows && DeadLetterFilter(status: 1).narrows)
@@ -46,8 +48,13 @@ import Testing
         let store = try await Self.store(in: directory)
         let now = Self.t0.advanced(by: .seconds(100))
         var chunks: [Int] = []
-        while case let done = try await store.replayDeadLetters(DeadLetterFilter(status: 410), now: now, chunk: 8), done > 0 { chunks.append(done) }
+        var queued = 0
+        while case let done = try await store.replayDeadLetters(DeadLetterFilter(status: 410), now: now, chunk: 8), done.taken > 0 {
+            chunks.append(done.taken)
+            queued += done.queued
+        }
         #expect(chunks == [8, 8, 4])
+        #expect(queued == 20)
         #expect(try await store.deadLetters().map(\.status) == Array(repeating: 500, count: 5))
         #expect(try await store.purgeDeadLetters(DeadLetterFilter(), chunk: 2) == 2)
         #expect(try await store.purgeDeadLetters(DeadLetterFilter(), chunk: 10) == 3)

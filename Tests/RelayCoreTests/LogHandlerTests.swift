@@ -80,4 +80,26 @@ import Testing
         // A new window: the line after the summary is written.
         #expect(lines.all.last?.contains("msg=dead-lettered") == true)
     }
+
+    @Test func aBurstFollowedBySilenceIsStillCountedAndKindsAreKeptApart() {
+        let clock = Mutex(ContinuousClock.now)
+        let repeats = RepeatLimiter(now: { clock.withLock { $0 } })
+        let lines = Lines()
+        let handler = RelayLogHandler(
+            label: "test", format: .logfmt, level: .info, repeats: repeats, write: { line in lines.written.withLock { $0.append(line) } })
+        let logger = Logger(label: "test", factory: { _ in handler })
+        for _ in 0..<15 { logger.warning("dead-lettered", metadata: ["subscription": "bad", "reason": "http_400"]) }
+        // Another kind of failure of the same subscription is not hidden by the flood.
+        logger.warning("dead-lettered", metadata: ["subscription": "bad", "reason": "timeout"])
+        #expect(lines.all.filter { $0.contains("reason=http_400") }.count == 10)
+        #expect(lines.all.filter { $0.contains("reason=timeout") }.count == 1)
+        handler.writeSuppressedSummaries()
+        #expect(!lines.all.contains { $0.contains("suppressed") }, "not before the window has ended")
+        clock.withLock { $0 = $0.advanced(by: .seconds(60)) }
+        handler.writeSuppressedSummaries()
+        let summary = lines.all.last ?? ""
+        #expect(summary.contains("suppressed 5 lines like: dead-lettered") && summary.contains("kind=http_400"), "\(summary)")
+        handler.writeSuppressedSummaries()
+        #expect(lines.all.filter { $0.contains("suppressed") }.count == 1, "each count is written once")
+    }
 }

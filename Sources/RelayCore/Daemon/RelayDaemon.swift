@@ -16,7 +16,7 @@ public struct RelayDaemon: Sendable {
     /// Throws ``StoreError`` for the store, ``RelayStartError`` for the listener.
     public static func start(
         configFile: String, config: RelayConfig, stateDirectory: String, environment: [String: String], logger: Logger,
-        notifier: SystemdNotifier, renderMetrics: @escaping @Sendable () -> [UInt8]
+        notifier: SystemdNotifier, renderMetrics: @escaping @Sendable () -> [UInt8], flushLogs: @escaping @Sendable () -> Void = {}
     ) async throws -> RelayDaemon {
         let store = try StateStore.open(directory: stateDirectory)
         // An answer left by an earlier run (another boot's CLOCK_MONOTONIC, perhaps the same pid) must not pass
@@ -28,9 +28,14 @@ public struct RelayDaemon: Sendable {
             configFile: configFile, config: config, store: store, time: time, environment: environment, logger: logger,
             notifier: notifier, progress: progress, answerDirectory: stateDirectory)
         logger.info("state store open", metadata: ["state": "\(stateDirectory)"])
+        let refresh = ScrapeRefresh()
         let render: @Sendable () async -> [UInt8] = {
             if let pipeline = relay.pipeline {
-                await SubscriptionMetrics.refreshQueueGauges(store: store, subscriptions: pipeline.config.subscriptions.map(\.name), now: time.now())
+                await refresh.refresh {
+                    try await SubscriptionMetrics.refreshQueueGauges(
+                        store: store, subscriptions: pipeline.config.subscriptions.map(\.name), now: time.now(),
+                        stillCurrent: { name in relay.pipeline?.config.subscriptions.contains { $0.name == name } ?? false })
+                }
                 SubscriptionMetrics.refreshInFlight(pipeline.dispatchers)
             }
             return MetricsPage.render(registry: renderMetrics())
@@ -41,7 +46,8 @@ public struct RelayDaemon: Sendable {
         }
         var services: [ServiceGroupConfiguration.ServiceConfiguration] = []
         if let metrics { services.append(.init(service: metrics)) }
-        services.append(.init(service: StoreMaintenance(store: store, config: { relay.pipeline?.config }, notifier: notifier, now: time.now, logger: logger)))
+        services.append(.init(service: StoreMaintenance(
+            store: store, config: { relay.pipeline?.config }, notifier: notifier, now: time.now, logger: logger, flushLogs: flushLogs)))
         if let interval = SystemdNotifier.watchdogInterval(environment: environment) {
             services.append(.init(service: Watchdog(interval: interval, progress: progress, notifier: notifier, logger: logger)))
         }

@@ -11,11 +11,14 @@ public struct StoreMaintenance: Service {
     let notifier: SystemdNotifier
     let now: @Sendable () -> Timestamp
     let logger: Logger
+    /// Writes the counts of log lines held back (``RelayLogHandler/writeSuppressedSummaries()``).
+    let flushLogs: @Sendable () -> Void
 
     public init(
         store: StateStore, config: @escaping @Sendable () -> RelayConfig?, notifier: SystemdNotifier,
-        now: @escaping @Sendable () -> Timestamp, logger: Logger
+        now: @escaping @Sendable () -> Timestamp, logger: Logger, flushLogs: @escaping @Sendable () -> Void = {}
     ) {
+        self.flushLogs = flushLogs
         self.store = store
         self.config = config
         self.notifier = notifier
@@ -26,8 +29,10 @@ public struct StoreMaintenance: Service {
     public func run() async throws {
         try await pass()
         for await _ in AsyncTimerSequence(interval: .seconds(10), clock: .continuous).cancelOnGracefulShutdown() {
+            flushLogs()
             try await pass()
         }
+        flushLogs()
     }
 
     private func pass() async throws {

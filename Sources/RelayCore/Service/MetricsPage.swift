@@ -14,6 +14,8 @@ public enum MetricsPage {
         "intilery_relay_events_skipped_total": "Events skipped because their id or time could not be read or placed, by reason.",
         "intilery_relay_api_responses_total": "Events API responses by HTTP status; transport when there was none, malformed for a body that could not be read.",
         "intilery_relay_poll_interval_seconds": "The source's configured pollInterval.",
+        "intilery_relay_last_successful_poll_timestamp_seconds": "When the Events API last answered the source with a page that could be read (unix seconds).",
+        "intilery_relay_scrape_store_read_failures_total": "Scrapes whose read of the queue gauges from the state store failed or took over 2 s; the gauges then keep their last values.",
         "intilery_relay_cursor_lag_seconds": "How far the source's cursor is behind now, after its last successful live poll; absent until the first.",
         "intilery_relay_deliveries_total": "Events handed to a webhook, by outcome: delivered, retry or dead_letter.",
         "intilery_relay_delivery_seconds": "Webhook request durations.",
@@ -50,7 +52,7 @@ public enum MetricsPage {
         """
         # HELP intilery_relay_build_info The running build: its version and the git commit it was built from; always 1.
         # TYPE intilery_relay_build_info gauge
-        intilery_relay_build_info{version="\(RelayVersion.current)",commit="\(RelayVersion.commit)"} 1
+        intilery_relay_build_info{version="\(escaped(RelayVersion.current))",commit="\(escaped(RelayVersion.commit))"} 1
 
         """
     }
@@ -78,6 +80,11 @@ public enum MetricsPage {
         add("process_max_fds", "gauge", "Maximum number of open file descriptors.",
             getrlimit(__rlimit_resource_t(RLIMIT_NOFILE.rawValue), &limit) == 0 && limit.rlim_cur != rlim_t.max ? Double(limit.rlim_cur) : nil)
         return text
+    }
+
+    /// A label value as the exposition format writes it.
+    private static func escaped(_ value: String) -> String {
+        value.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: "\"", with: "\\\"").replacingOccurrences(of: "\n", with: "\\n")
     }
 
     private static func format(_ value: Double) -> String {

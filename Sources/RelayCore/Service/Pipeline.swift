@@ -157,6 +157,11 @@ public final class Pipeline<C: Clock>: Sendable where C.Duration == Duration, C:
             for (name, old) in previousPollers {
                 stop(old.part, grace: grace)
                 changes.stopped.append("source \(name)")
+                // A frozen lag would keep an alert on a source that is gone firing for ever.
+                commandSink.yield(.start(RunningPart(), after: old.part) { [weak self] in
+                    guard let self, !self.config.sources.contains(where: { $0.name == name }) else { return }
+                    SourceMetrics.remove(source: name)
+                })
             }
         }
         return changes

@@ -52,17 +52,24 @@ public struct RelayLogHandler: LogHandler {
         let message = event.message.description
         let key = RepeatLimiter.Key(
             level: event.level, message: message, source: merged["source"].map { "\($0)" },
-            subscription: merged["subscription"].map { "\($0)" })
+            subscription: merged["subscription"].map { "\($0)" }, kind: (merged["kind"] ?? merged["reason"]).map { "\($0)" })
         let verdict = event.level >= .warning && event.level < .critical ? repeats.admit(key) : .write(suppressedBefore: [])
         for summary in verdict.suppressedBefore { emit(summary) }
         guard case .write = verdict else { return }
         emit(level: event.level, message: message, metadata: merged)
     }
 
+    /// Writes the counts of repeats held back in windows that have ended: called every few seconds and at the
+    /// stop, so that a burst followed by silence is still counted in the log.
+    public func writeSuppressedSummaries() {
+        for summary in repeats.takeEnded() { emit(summary) }
+    }
+
     private func emit(_ summary: RepeatLimiter.Summary) {
         var metadata: Logger.Metadata = ["suppressed": .stringConvertible(summary.count), "window_s": .stringConvertible(LogSeconds(RepeatLimiter.window))]
         if let source = summary.key.source { metadata["source"] = .string(source) }
         if let subscription = summary.key.subscription { metadata["subscription"] = .string(subscription) }
+        if let kind = summary.key.kind { metadata["kind"] = .string(kind) }
         emit(level: summary.key.level, message: "suppressed \(summary.count) lines like: \(summary.key.message)", metadata: metadata)
     }
 
@@ -182,12 +189,14 @@ public struct LogSeconds: CustomStringConvertible, Sendable {
 /// At most ``limit`` lines of one key per ``window``; the rest are counted, and the count is written (once the
 /// window has passed) as one line before the next line of that key, or of any key.
 public final class RepeatLimiter: Sendable {
-    /// What makes two lines "the same": level, message, and the source and subscription they are about.
+    /// What makes two lines "the same": level, message, the source and subscription they are about, and the kind
+    /// of failure (`kind=` or `reason=`), so that a flood of one kind never hides another.
     public struct Key: Hashable, Sendable {
         public let level: Logger.Level
         public let message: String
         public let source: String?
         public let subscription: String?
+        public let kind: String?
     }
 
     public struct Summary: Sendable, Equatable {
@@ -230,12 +239,7 @@ public final class RepeatLimiter: Sendable {
     public func admit(_ key: Key) -> Verdict {
         let now = now()
         return windows.withLock { windows in
-            var ended: [Summary] = []
-            // Windows that have ended: their counts are written now, and they are forgotten.
-            for (other, window) in windows where now - window.start >= Self.window {
-                if window.suppressed > 0 { ended.append(Summary(key: other, count: window.suppressed)) }
-                windows[other] = nil
-            }
+            let ended = Self.takeEnded(&windows, now: now)
             var window = windows[key] ?? Window(start: now)
             defer { windows[key] = window }
             if window.written < Self.limit {
@@ -245,5 +249,20 @@ public final class RepeatLimiter: Sendable {
             window.suppressed += 1
             return .suppress(suppressedBefore: ended)
         }
+    }
+
+    /// The counts of windows that have ended, which are forgotten.
+    public func takeEnded() -> [Summary] {
+        let now = now()
+        return windows.withLock { Self.takeEnded(&$0, now: now) }
+    }
+
+    private static func takeEnded(_ windows: inout [Key: Window], now: ContinuousClock.Instant) -> [Summary] {
+        var ended: [Summary] = []
+        for (key, window) in windows where now - window.start >= Self.window {
+            if window.suppressed > 0 { ended.append(Summary(key: key, count: window.suppressed)) }
+            windows[key] = nil
+        }
+        return ended
     }
 }

@@ -14,6 +14,20 @@ struct SourceMetrics: Sendable {
         duplicates = Counter(label: "intilery_relay_events_duplicate_total", dimensions: [("source", source)])
     }
 
+    /// Removes a source's gauges once it has left the config; its counters stay, as counters do.
+    static func remove(source: String) {
+        for label in ["intilery_relay_poll_interval_seconds", "intilery_relay_cursor_lag_seconds", "intilery_relay_last_successful_poll_timestamp_seconds"] {
+            Gauge(label: label, dimensions: [("source", source)]).destroy()
+        }
+    }
+
+    /// When the API last answered a page that could be read: an alert on its age catches a source that gets no
+    /// answer at all, or only failures, which a lag frozen at its last value cannot.
+    func polledSuccessfully(at time: Timestamp) {
+        Gauge(label: "intilery_relay_last_successful_poll_timestamp_seconds", dimensions: [("source", name)])
+            .record(Double(time.millisecondsSinceEpoch) / 1000)
+    }
+
     /// The configured `pollInterval`, so that an alert can compare the lag with it.
     func pollInterval(_ interval: Duration) {
         Gauge(label: "intilery_relay_poll_interval_seconds", dimensions: [("source", name)]).record(Double(interval / .milliseconds(1)) / 1000)
@@ -82,9 +96,12 @@ struct SubscriptionMetrics: Sendable {
 
     /// Reads each subscription's queue and dead letters from the store into their gauges. Called when `/metrics`
     /// is scraped, so that a gauge never lags the counters beside it; a failed read leaves the last values.
-    static func refreshQueueGauges(store: StateStore, subscriptions: [String], now: Timestamp) async {
-        guard let status = try? await store.status(sources: [], subscriptions: subscriptions) else { return }
-        for subscription in status.subscriptions {
+    static func refreshQueueGauges(
+        store: StateStore, subscriptions: [String], now: Timestamp, stillCurrent: @Sendable (String) -> Bool
+    ) async throws(StoreError) {
+        let status = try await store.status(sources: [], subscriptions: subscriptions)
+        // A reload during the read may have removed one (and its gauges): recording it would bring them back.
+        for subscription in status.subscriptions where stillCurrent(subscription.name) {
             let age = subscription.oldestPendingEventTime.map { Double(now.millisecondsSinceEpoch - $0.millisecondsSinceEpoch) / 1000 } ?? 0
             SubscriptionMetrics(subscription: subscription.name).queue(
                 pending: subscription.pending, oldestAgeSeconds: max(0, age), deadLetters: subscription.deadLetters)

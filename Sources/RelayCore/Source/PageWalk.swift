@@ -163,6 +163,7 @@ struct PageWalk<C: Clock>: Sendable where C.Duration == Duration, C: Sendable {
             switch try await client.fetch(start: start, end: end, from: from, background: edge != .live) {
             case .page(let page, let apiNow):
                 metrics.response("200")
+                metrics.polledSuccessfully(at: apiNow)
                 logger.debug(
                     "page read", metadata: [
                         "edge": "\(edge.rawValue)", "start": "\(start.iso8601)", "end": "\(end?.iso8601 ?? "-")",

@@ -5,6 +5,8 @@ import GRDB
 /// Which dead letters a command means: every condition given must hold. Empty matches them all.
 public struct DeadLetterFilter: Sendable, Equatable {
     public var subscription: String?
+    /// Any of these subscriptions (with ``subscription``, both must hold).
+    public var subscriptions: [String]?
     /// The reason starts with this (`http_4`, `max_age`).
     public var reasonPrefix: String?
     /// The last HTTP status.
@@ -19,10 +21,11 @@ public struct DeadLetterFilter: Sendable, Equatable {
     public var id: Int64?
 
     public init(
-        subscription: String? = nil, reasonPrefix: String? = nil, status: Int? = nil, since: Timestamp? = nil, until: Timestamp? = nil,
-        limit: Int? = nil, id: Int64? = nil
+        subscription: String? = nil, subscriptions: [String]? = nil, reasonPrefix: String? = nil, status: Int? = nil,
+        since: Timestamp? = nil, until: Timestamp? = nil, limit: Int? = nil, id: Int64? = nil
     ) {
         self.subscription = subscription
+        self.subscriptions = subscriptions
         self.reasonPrefix = reasonPrefix
         self.status = status
         self.since = since
@@ -42,10 +45,14 @@ public struct DeadLetterFilter: Sendable, Equatable {
             conditions.append("\(prefix)subscription = ?")
             arguments += [subscription]
         }
+        if let subscriptions {
+            conditions.append("\(prefix)subscription IN (\(subscriptions.isEmpty ? "NULL" : subscriptions.map { _ in "?" }.joined(separator: ",")))")
+            for name in subscriptions { arguments += [name] }
+        }
         if let reasonPrefix {
-            // substr, not LIKE: a reason may hold % or _.
+            // substr, not LIKE: a reason may hold % or _. substr counts characters, as unicodeScalars does.
             conditions.append("substr(\(prefix)reason, 1, ?) = ?")
-            arguments += [reasonPrefix.utf8.count, reasonPrefix]
+            arguments += [reasonPrefix.unicodeScalars.count, reasonPrefix]
         }
         if let status {
             conditions.append("\(prefix)last_status = ?")
@@ -438,14 +445,17 @@ extension StateStore {
     /// Puts dead letters back in the queue with fresh attempts, due now; returns how many.
     @discardableResult
     public func replayDeadLetters(subscription: String? = nil, now: Timestamp) async throws(StoreError) -> Int {
-        try await replayDeadLetters(DeadLetterFilter(subscription: subscription), now: now)
+        try await replayDeadLetters(DeadLetterFilter(subscription: subscription), now: now).queued
     }
 
     /// Puts the dead letters `filter` selects back in the queue with fresh attempts, due now, at most `chunk` of
-    /// them (oldest first) in one transaction; returns how many. Call again until it returns 0 for the rest: a
-    /// large replay then never holds the writer for long.
+    /// them (oldest first) in one transaction. Returns how many dead letters it took (call again until 0 for the
+    /// rest: a large replay then never holds the writer for long) and how many deliveries it queued (fewer when an
+    /// event was queued for the subscription already).
     @discardableResult
-    public func replayDeadLetters(_ filter: DeadLetterFilter, now: Timestamp, chunk: Int? = nil) async throws(StoreError) -> Int {
+    public func replayDeadLetters(_ filter: DeadLetterFilter, now: Timestamp, chunk: Int? = nil) async throws(StoreError)
+        -> (taken: Int, queued: Int)
+    {
         try await write("replaying dead letters") { db in
             var limited = filter
             if let chunk { limited.limit = min(filter.limit ?? chunk, chunk) }
@@ -470,7 +480,7 @@ extension StateStore {
                 try delete.execute(arguments: [id])
             }
             try rows.finish()
-            return replayed
+            return (letters.count, replayed)
         }
     }
 
