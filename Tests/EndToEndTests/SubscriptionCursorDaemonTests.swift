@@ -122,6 +122,16 @@ import Glibc
             // Each under the webhook-id of its first delivery.
             #expect(again.allSatisfy { request in Self.eventID(request).flatMap { first[$0] } == request.webhookID })
 
+            // On a terminal (script(1) gives it one), --wait shows how far the range has been read while it waits.
+            setup.api.update { $0.faults.latency = .milliseconds(1_200) }
+            let command = [RelayBinary.path, "replay", "--config", setup.configFile.path, "--subscription", "all", "--since", since.iso8601,
+                           "--until", until.iso8601, "--wait"].joined(separator: " ")
+            let watched = try RelayBinary.run(["-qec", command, "/dev/null"], environment: setup.environment, in: setup.directory, executable: "/usr/bin/script")
+            setup.api.update { $0.faults.latency = .zero }
+            #expect(watched.status == 0, "\(watched.standardOutput)")
+            #expect(watched.standardOutput.contains("read to "), "\(watched.standardOutput)")
+            #expect(watched.standardOutput.contains("events queued"))
+
             // A name the config does not have, and a range that ends before it starts, are refused.
             let unknown = try RelayBinary.run(
                 ["replay", "--config", setup.configFile.path, "--subscription", "nope", "--since", since.iso8601],
