@@ -25,7 +25,7 @@ import Glibc
                    {"name": "other", "source": "broken", "webhook": {"url": "\#(setup.receiver.url("/hooks/other"))"}}]}
                 """#.write(to: setup.configFile, atomically: true, encoding: .utf8)
             let relay = try RelayProcess(
-                arguments: ["run", "--config", setup.configFile.path, "--log-format", "json", "--log-level", "debug"],
+                arguments: ["run", "--config", setup.configFile.path, "--log-format", "json", "--log-level", "trace"],
                 environment: setup.environment, directory: setup.directory, journal: true)
             defer { relay.signal(SIGKILL) }
             #expect(await relay.waitForLog(containing: "metrics listening", timeout: .seconds(10)))
@@ -96,9 +96,12 @@ import Glibc
             // second minute begin).
             let deadLettered = records.filter { $0["msg"] as? String == "dead-lettered" }.count
             #expect((10..<30).contains(deadLettered), "\(deadLettered) dead-lettered lines")
-            // --log-level debug shows each page read, with numbers.
+            // --log-level debug shows each page read, trace each request, with numbers.
             let pageRead = try #require(records.first { $0["msg"] as? String == "page read" })
             #expect(pageRead["events"] is Int && pageRead["took_s"] is NSNumber, "\(pageRead)")
+            let request = try #require(records.first { $0["msg"] as? String == "request done" && $0["subscription"] as? String == "bad" })
+            #expect(request["status"] as? String == "400" && request["outcome"] as? String == "dead_letter" && request["attempt"] as? Int == 1, "\(request)")
+            #expect(logLines.contains { $0.hasPrefix("<7>") && $0.contains(#""msg":"request done""#) })
         }
     }
 
