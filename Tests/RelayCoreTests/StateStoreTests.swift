@@ -205,6 +205,22 @@ import Testing
         #expect(identifiers.contains("v99: from the future"))
     }
 
+    /// A newer binary's status or dead-letters beside a running older daemon must not upgrade the state under it.
+    @Test func stateCommandsDoNotUpgradeAStateWhileADaemonHoldsIt() async throws {
+        let directory = try await Self.firstReleaseStore(with: "INSERT INTO cursor VALUES ('s', 100000, 100000, 100000);")
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let lock = try StateDirectoryLock.acquire(directory: directory.path)
+        #expect {
+            _ = try StateStore.openExisting(directory: directory.path)
+        } throws: { error in
+            "\(error)".contains("was written by an older intilery-relay, whose daemon is running")
+        }
+        lock.release()
+        // With no daemon, the state commands upgrade it as the daemon would.
+        let store = try #require(try StateStore.openExisting(directory: directory.path))
+        #expect(try await store.status(sources: ["s"], subscriptions: []).sources.first?.cursor != nil)
+    }
+
     @Test func aStateFromBeforeTheSettleEdgeGetsItsMarksFromTheLookback() async throws {
         // The first release's schema, with a cursor in it.
         let directory = try await Self.firstReleaseStore(with: """

@@ -121,7 +121,8 @@ extension StateStore {
     public static func openExisting(directory: String) throws(StoreError) -> StateStore? {
         var info = stat()
         guard stat(directory + "/" + fileName, &info) == 0 else { return nil }
-        return try open(directory: directory)
+        // Upgraded only when no daemon holds it: a running one may be the older release that wrote it.
+        return try open(directory: directory, migrating: !StateDirectoryLock.holder(directory: directory).held)
     }
 }
 

@@ -22,7 +22,9 @@ public final class StateStore: Sendable {
     }
 
     /// Opens (creating if need be) the store in `directory`: the directory 0700, the files 0600.
-    public static func open(directory: String) throws(StoreError) -> StateStore {
+    /// `migrating: false` refuses a state that needs upgrading rather than upgrading it: what the state commands
+    /// do while a daemon runs, which may be an older release that would then run on a schema it does not know.
+    public static func open(directory: String, migrating: Bool = true) throws(StoreError) -> StateStore {
         try prepareDirectory(directory)
         let path = directory + "/" + fileName
         // Created here with 0600 so that SQLite, which gives -wal and -shm the main file's mode, never widens it.
@@ -44,7 +46,13 @@ public final class StateStore: Sendable {
                 throw StoreError.directory(
                     "\(path) was written by a newer intilery-relay (its schema has changes this version does not know); run that version, or move the state aside")
             }
+            if !migrating, try !pool.read(migrator.hasCompletedMigrations) {
+                throw StoreError.directory(
+                    "\(path) was written by an older intilery-relay, whose daemon is running: this version would upgrade the state under it; restart the daemon on this version (it upgrades the state), then run this command again")
+            }
             try migrator.migrate(pool)
+        } catch let error as StoreError {
+            throw error
         } catch {
             throw StoreError(error, doing: "opening \(path)")
         }
