@@ -125,48 +125,29 @@ public struct RelayLogHandler: LogHandler {
     }
 
     static func json(_ fields: [(String, Logger.MetadataValue)]) -> String {
-        var out = "{"
-        for (index, (key, value)) in fields.enumerated() {
-            if index > 0 { out += "," }
-            JSONWriter.writeString(key, to: &out)
-            out += ":"
-            writeJSON(value, to: &out)
-        }
-        return out + "}"
+        JSONValue.object(JSONObject(fields.map { ($0.0, jsonValue($0.1)) })).description
     }
 
     /// Numbers and booleans given as such are JSON numbers and booleans; everything else is a string.
-    private static func writeJSON(_ value: Logger.MetadataValue, to out: inout String) {
+    private static func jsonValue(_ value: Logger.MetadataValue) -> JSONValue {
         switch value {
         case .string(let text):
-            JSONWriter.writeString(text, to: &out)
+            return .string(text)
         case .stringConvertible(let convertible):
             switch convertible {
             case let flag as Bool:
-                out += flag ? "true" : "false"
+                return .bool(flag)
             case is any BinaryInteger, is LogSeconds:
-                out += convertible.description
+                return .number(JSONNumber(text: convertible.description))
             case let number as Double where number.isFinite:
-                out += convertible.description
+                return .number(JSONNumber(text: convertible.description))
             default:
-                JSONWriter.writeString(convertible.description, to: &out)
+                return .string(convertible.description)
             }
         case .array(let values):
-            out += "["
-            for (index, element) in values.enumerated() {
-                if index > 0 { out += "," }
-                writeJSON(element, to: &out)
-            }
-            out += "]"
+            return .array(values.map(jsonValue))
         case .dictionary(let members):
-            out += "{"
-            for (index, key) in members.keys.sorted().enumerated() {
-                if index > 0 { out += "," }
-                JSONWriter.writeString(key, to: &out)
-                out += ":"
-                writeJSON(members[key]!, to: &out)
-            }
-            out += "}"
+            return .object(JSONObject(members.keys.sorted().map { ($0, jsonValue(members[$0]!)) }))
         }
     }
 }
