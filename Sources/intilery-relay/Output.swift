@@ -13,8 +13,12 @@ func printLine(_ line: String) {
 }
 
 private func writeLine(_ line: String, to descriptor: Int32) {
-    var text = line
-    text += "\n"
+    writeText(line + "\n", to: descriptor)
+}
+
+/// Writes all of `text`, through short writes and interruptions.
+private func writeText(_ text: String, to descriptor: Int32) {
+    var text = text
     text.withUTF8 { bytes in
         var offset = 0
         while offset < bytes.count {
@@ -50,12 +54,11 @@ struct Progress {
 
     func show(_ line: String) {
         guard onTerminal else { return }
-        var text = "\r\u{1B}[K" + line
-        text.withUTF8 { bytes in _ = write(STDERR_FILENO, bytes.baseAddress, bytes.count) }
+        writeText("\r\u{1B}[K" + line, to: STDERR_FILENO)
     }
 
     func finish() {
         guard onTerminal else { return }
-        _ = write(STDERR_FILENO, "\r\u{1B}[K", 4)
+        writeText("\r\u{1B}[K", to: STDERR_FILENO)
     }
 }
