@@ -108,7 +108,7 @@ public final class Relay: Service, Sendable {
                         group.cancelAll()
                         return
                     case .reload:
-                        let startedAt = ReloadAnswer.monotonicNow()
+                        let startedAt = MonotonicClock.nanoseconds()
                         notifier.reloading()
                         switch loadConfig() {
                         case .success(let next):

@@ -36,13 +36,6 @@ public struct ReloadAnswer: Sendable, Equatable {
         self.needsRestart = needsRestart
     }
 
-    /// Now on `CLOCK_MONOTONIC`, in nanoseconds.
-    public static func monotonicNow() -> UInt64 {
-        var now = timespec()
-        clock_gettime(CLOCK_MONOTONIC, &now)
-        return UInt64(now.tv_sec) * 1_000_000_000 + UInt64(now.tv_nsec)
-    }
-
     var json: JSONValue {
         .object(JSONObject([
             ("pid", .number(JSONNumber(Int(pid)))), ("startedAt", .number(JSONNumber(text: String(startedAt)))),

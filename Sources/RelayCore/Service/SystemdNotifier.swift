@@ -31,10 +31,7 @@ public struct SystemdNotifier: Sendable {
     public func watchdog() { send(["WATCHDOG=1"]) }
     /// Sends `RELOADING=1` with `MONOTONIC_USEC`, as `Type=notify-reload` expects.
     public func reloading() {
-        var now = timespec()
-        clock_gettime(CLOCK_MONOTONIC, &now)
-        let usec = Int64(now.tv_sec) * 1_000_000 + Int64(now.tv_nsec) / 1000
-        send(["RELOADING=1", "MONOTONIC_USEC=\(usec)"])
+        send(["RELOADING=1", "MONOTONIC_USEC=\(MonotonicClock.nanoseconds() / 1000)"])
     }
     /// Sends `STOPPING=1`.
     public func stopping() { send(["STOPPING=1"]) }

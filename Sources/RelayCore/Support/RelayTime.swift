@@ -32,3 +32,14 @@ extension RelayTime where C == ContinuousClock {
         RelayTime(clock: ContinuousClock()) { Timestamp(millisecondsSinceEpoch: Int64(Date().timeIntervalSince1970 * 1000)) }
     }
 }
+
+/// `CLOCK_MONOTONIC`, which every process on the machine shares: what systemd's `MONOTONIC_USEC` and the reload
+/// answer's start time are measured on.
+public enum MonotonicClock {
+    /// Now, in nanoseconds.
+    public static func nanoseconds() -> UInt64 {
+        var now = timespec()
+        clock_gettime(CLOCK_MONOTONIC, &now)
+        return UInt64(now.tv_sec) * 1_000_000_000 + UInt64(now.tv_nsec)
+    }
+}
