@@ -102,24 +102,22 @@ struct Top: AsyncParsableCommand {
 
     /// The view: a sources table and a subscriptions table, rates from the two scrapes.
     static func view(_ now: MetricsScrape, previous: MetricsScrape, seconds: Double, url: String) -> [String] {
-        func rate(_ name: String, _ labels: [String: String]) -> String {
-            let delta = now.sum(name, labels) - previous.sum(name, labels)
-            return seconds > 0 ? format(max(0, delta) / seconds) : "-"
-        }
+        /// How much a counter grew between the two scrapes (never negative: a restart resets counters).
+        func delta(_ name: String, _ labels: [String: String]) -> Double { max(0, now.sum(name, labels) - previous.sum(name, labels)) }
+        func perSecond(_ count: Double) -> String { seconds > 0 ? format(count / seconds) : "-" }
+        func rate(_ name: String, _ labels: [String: String]) -> String { perSecond(delta(name, labels)) }
         var lines = ["intilery-relay top: \(url), every \(format(seconds))s", ""]
         let sources = Set(now.labelValues("intilery_relay_api_responses_total", "source") + now.labelValues("intilery_relay_poll_interval_seconds", "source")).sorted()
         lines += Table.render(
             header: ["SOURCE", "LAG", "API REQ/S", "429/S", "ERRORS/S"],
             rows: sources.map { source in
-                let all = now.sum("intilery_relay_api_responses_total", ["source": source]) - previous.sum("intilery_relay_api_responses_total", ["source": source])
-                let ok = now.sum("intilery_relay_api_responses_total", ["source": source, "status": "200"])
-                    - previous.sum("intilery_relay_api_responses_total", ["source": source, "status": "200"])
-                let limited = now.sum("intilery_relay_api_responses_total", ["source": source, "status": "429"])
-                    - previous.sum("intilery_relay_api_responses_total", ["source": source, "status": "429"])
+                let responses = "intilery_relay_api_responses_total"
+                let all = delta(responses, ["source": source])
+                let ok = delta(responses, ["source": source, "status": "200"])
+                let limited = delta(responses, ["source": source, "status": "429"])
                 return [
                     source, now.value("intilery_relay_cursor_lag_seconds", ["source": source]).map { duration($0) } ?? "never polled",
-                    rate("intilery_relay_api_responses_total", ["source": source]), rate("intilery_relay_api_responses_total", ["source": source, "status": "429"]),
-                    seconds > 0 ? format(max(0, all - ok - limited) / seconds) : "-",
+                    perSecond(all), perSecond(limited), perSecond(max(0, all - ok - limited)),
                 ]
             })
         lines.append("")
