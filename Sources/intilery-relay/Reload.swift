@@ -59,7 +59,7 @@ struct Reload: ParsableCommand {
             }
             target = holderPID
         }
-        let signalledAt = ReloadAnswer.monotonicNow()
+        let signalledAt = MonotonicClock.nanoseconds()
         guard kill(target, SIGHUP) == 0 else {
             printToStandardError("intilery-relay reload: cannot signal pid \(target): \(String(cString: strerror(errno)))")
             throw ExitStatus.failure

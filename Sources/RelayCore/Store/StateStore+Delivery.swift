@@ -17,12 +17,10 @@ public struct DeadLetterFilter: Sendable, Equatable {
     public var until: Timestamp?
     /// At most this many, oldest first.
     public var limit: Int?
-    /// Only this one.
-    public var id: Int64?
 
     public init(
         subscription: String? = nil, subscriptions: [String]? = nil, reasonPrefix: String? = nil, status: Int? = nil,
-        since: Timestamp? = nil, until: Timestamp? = nil, limit: Int? = nil, id: Int64? = nil
+        since: Timestamp? = nil, until: Timestamp? = nil, limit: Int? = nil
     ) {
         self.subscription = subscription
         self.subscriptions = subscriptions
@@ -31,7 +29,6 @@ public struct DeadLetterFilter: Sendable, Equatable {
         self.since = since
         self.until = until
         self.limit = limit
-        self.id = id
     }
 
     /// Whether any condition narrows it (`purge` without one must be asked for with `--all`).
@@ -65,10 +62,6 @@ public struct DeadLetterFilter: Sendable, Equatable {
         if let until {
             conditions.append("\(prefix)dead_at < ?")
             arguments += [until.millisecondsSinceEpoch]
-        }
-        if let id {
-            conditions.append("\(prefix)id = ?")
-            arguments += [id]
         }
         return (conditions.isEmpty ? "" : "WHERE " + conditions.joined(separator: " AND "), arguments)
     }
