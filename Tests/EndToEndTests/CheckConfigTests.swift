@@ -140,13 +140,13 @@ import Testing
         "must equal the rateLimit of source", "must not be less than initialBackoff", "which include also names",
     ]
 
-    @Test func invalidConfigsAreEachRejectedWithExit78AndTheirPath() throws {
+    @Test func invalidConfigsAreEachRejectedWithExit78AndTheirPath() async throws {
         #expect(Self.invalidConfigs.count >= 20)
-        try withTemporaryDirectory { directory in
+        try await withTemporaryDirectory { directory in
             for (index, (contents, expected)) in Self.invalidConfigs.enumerated() {
                 let file = directory.appendingPathComponent("config-\(index).json")
                 try contents.write(to: file, atomically: true, encoding: .utf8)
-                let outcome = try RelayBinary.run(["check-config", file.path])
+                let outcome = try await RelayBinary.run(["check-config", file.path])
                 #expect(outcome.status == 78, "case \(index): \(expected)")
                 #expect(
                     outcome.standardErrorLines.contains { $0.hasPrefix("\(file.path): \(expected)") },
@@ -156,12 +156,12 @@ import Testing
         }
     }
 
-    @Test func validConfigsAreAccepted() throws {
-        try withTemporaryDirectory { directory in
+    @Test func validConfigsAreAccepted() async throws {
+        try await withTemporaryDirectory { directory in
             for (index, contents) in Self.validConfigs.enumerated() {
                 let file = directory.appendingPathComponent("valid-\(index).json")
                 try contents.write(to: file, atomically: true, encoding: .utf8)
-                let outcome = try RelayBinary.run(["check-config", "--config", file.path], environment: Self.verdictEnvironment)
+                let outcome = try await RelayBinary.run(["check-config", "--config", file.path], environment: Self.verdictEnvironment)
                 #expect(outcome.status == 0, "valid case \(index): \(outcome.standardError)")
             }
         }
@@ -169,10 +169,10 @@ import Testing
 
     /// Every config this suite knows, valid or not, through both check-config and the JSON Schema (as an editor
     /// or CI uses it): the same verdict, but for the rules listed in ``rulesBeyondASchema``.
-    @Test func theSchemaAndCheckConfigGiveTheSameVerdict() throws {
+    @Test func theSchemaAndCheckConfigGiveTheSameVerdict() async throws {
         let repository = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
             .deletingLastPathComponent()
-        try withTemporaryDirectory { directory in
+        try await withTemporaryDirectory { directory in
             var cases: [(file: String, rule: String?)] = [(repository.appendingPathComponent("config/example.json").path, nil)]
             for (index, contents) in Self.validConfigs.enumerated() {
                 let file = directory.appendingPathComponent("valid-\(index).json")
@@ -184,14 +184,14 @@ import Testing
                 try contents.write(to: file, atomically: true, encoding: .utf8)
                 cases.append((file.path, rule))
             }
-            let schemaVerdicts = try Self.schemaVerdicts(cases.map(\.file), repository: repository)
+            let schemaVerdicts = try await Self.schemaVerdicts(cases.map(\.file), repository: repository)
             var environment = Self.verdictEnvironment
             environment["HOOK_AUTH"] = "Bearer example"
             environment["HOOK_SECRET"] = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
             environment["CREDENTIALS_DIRECTORY"] = repository.appendingPathComponent("config/example-credentials").path
             var beyondSchema = 0
             for (file, rule) in cases {
-                let relayValid = try RelayBinary.run(["check-config", file], environment: environment).status == 0
+                let relayValid = try await RelayBinary.run(["check-config", file], environment: environment).status == 0
                 #expect(relayValid == (rule == nil), "\(file): \(rule ?? "valid")")
                 guard let schemaValid = schemaVerdicts[file] else {
                     Issue.record("no schema verdict for \(file)")
@@ -209,15 +209,11 @@ import Testing
     }
 
     /// FILE -> valid, from config/validate-with-schema.py (Python's jsonschema, as `make check-schema` uses).
-    static func schemaVerdicts(_ files: [String], repository: URL) throws -> [String: Bool] {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        process.arguments = ["python3", repository.appendingPathComponent("config/validate-with-schema.py").path] + files
-        let out = Pipe()
-        process.standardOutput = out
-        try process.run()
-        let text = String(decoding: out.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-        process.waitUntilExit()
+    static func schemaVerdicts(_ files: [String], repository: URL) async throws -> [String: Bool] {
+        let text = try await RelayBinary.run(
+            ["python3", repository.appendingPathComponent("config/validate-with-schema.py").path] + files, environment: nil,
+            executable: "/usr/bin/env"
+        ).standardOutput
         var verdicts: [String: Bool] = [:]
         for line in text.split(separator: "\n") {
             for file in files where line.hasPrefix(file + ": ") {
@@ -228,18 +224,18 @@ import Testing
         return verdicts
     }
 
-    @Test func aWebhookURLMayBeASecretAndIsNeverPrinted() throws {
+    @Test func aWebhookURLMayBeASecretAndIsNeverPrinted() async throws {
         let contents = Self.config(subscriptions: #"[{"name": "hook", "webhook": {"url": {"env": "HOOK_URL"}}}]"#)
-        try withTemporaryDirectory { directory in
+        try await withTemporaryDirectory { directory in
             let file = directory.appendingPathComponent("config.json")
             try contents.write(to: file, atomically: true, encoding: .utf8)
-            let valid = try RelayBinary.run(
+            let valid = try await RelayBinary.run(
                 ["check-config", file.path], environment: ["HOOK_URL": "https://hooks.example.com/hooks/catch/123/secret-path/"])
             #expect(valid.status == 0, "\(valid.standardError)")
             #expect(valid.standardOutput.contains("to https://hooks.example.com/…"), "\(valid.standardOutput)")
             #expect(!valid.standardOutput.contains("secret-path"))
 
-            let invalid = try RelayBinary.run(["check-config", file.path], environment: ["HOOK_URL": "ftp://files.example.com/secret-path"])
+            let invalid = try await RelayBinary.run(["check-config", file.path], environment: ["HOOK_URL": "ftp://files.example.com/secret-path"])
             #expect(invalid.status == 78)
             #expect(
                 invalid.standardError.contains("subscriptions[0].webhook.url: must be an http or https URL (read from env HOOK_URL)"),
@@ -249,19 +245,19 @@ import Testing
     }
 
     /// The shipped unit's TimeoutStopSec= is what check-config compares shutdownGrace with.
-    @Test func aGraceLongerThanTheShippedUnitAllowsIsPointedOut() throws {
+    @Test func aGraceLongerThanTheShippedUnitAllowsIsPointedOut() async throws {
         let repository = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
             .deletingLastPathComponent()
         let unit = try String(contentsOf: repository.appendingPathComponent("systemd/intilery-relay.service"), encoding: .utf8)
         #expect(unit.split(separator: "\n").contains("TimeoutStopSec=45s"))
-        try withTemporaryDirectory { directory in
+        try await withTemporaryDirectory { directory in
             let file = directory.appendingPathComponent("config.json")
             try Self.config(extra: #""shutdownGrace": "10s""#).write(to: file, atomically: true, encoding: .utf8)
-            let short = try RelayBinary.run(["check-config", file.path])
+            let short = try await RelayBinary.run(["check-config", file.path])
             #expect(short.status == 0)
             #expect(!short.standardOutput.contains("TimeoutStopSec"))
             try Self.config(extra: #""shutdownGrace": "5m""#).write(to: file, atomically: true, encoding: .utf8)
-            let long = try RelayBinary.run(["check-config", file.path])
+            let long = try await RelayBinary.run(["check-config", file.path])
             #expect(long.status == 0)
             #expect(
                 long.standardOutput.contains("Note: stopping may take up to 330s, more than the shipped unit's TimeoutStopSec=45s"),
@@ -269,15 +265,15 @@ import Testing
         }
     }
 
-    @Test func everyProblemOfOneFileIsReported() throws {
+    @Test func everyProblemOfOneFileIsReported() async throws {
         let contents = Self.config(
             sources: Self.sourceWith(#""pageSize": 0, "lookback": "x""#),
             subscriptions: Self.webhookWith(#""payload": "raw", "batchSize": 0"#, subscriptionMembers: #""bogus": 1"#),
             extra: #""shutdownGrace": 5"#)
-        try withTemporaryDirectory { directory in
+        try await withTemporaryDirectory { directory in
             let file = directory.appendingPathComponent("many.json")
             try contents.write(to: file, atomically: true, encoding: .utf8)
-            let outcome = try RelayBinary.run(["check-config", file.path])
+            let outcome = try await RelayBinary.run(["check-config", file.path])
             #expect(outcome.status == 78)
             let paths = outcome.standardErrorLines.map { $0.dropFirst(file.path.count + 2).prefix { $0 != ":" } }
             #expect(
@@ -288,7 +284,7 @@ import Testing
         }
     }
 
-    @Test func exampleConfigIsAcceptedAndSummarisedWithoutSecrets() throws {
+    @Test func exampleConfigIsAcceptedAndSummarisedWithoutSecrets() async throws {
         let repository = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
             .deletingLastPathComponent()
         let environment = [
@@ -296,7 +292,7 @@ import Testing
             "HOOK_SECRET": "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
             "CREDENTIALS_DIRECTORY": repository.appendingPathComponent("config/example-credentials").path,
         ]
-        let outcome = try RelayBinary.run(["check-config", "config/example.json"], environment: environment, in: repository)
+        let outcome = try await RelayBinary.run(["check-config", "config/example.json"], environment: environment, in: repository)
         #expect(outcome.status == 0, "\(outcome.standardError)")
         let summary = outcome.standardOutput
         #expect(summary.hasPrefix("config/example.json is valid."))
@@ -311,37 +307,37 @@ import Testing
         }
     }
 
-    @Test func missingFileIsAConfigError() throws {
-        let outcome = try RelayBinary.run(["check-config", "/nonexistent/relay.json"])
+    @Test func missingFileIsAConfigError() async throws {
+        let outcome = try await RelayBinary.run(["check-config", "/nonexistent/relay.json"])
         #expect(outcome.status == 78)
         #expect(outcome.standardError.contains("/nonexistent/relay.json: cannot read the file: No such file or directory"))
     }
 
-    @Test func checkConfigTakesTheFileAsAnArgumentOrAsConfigLikeEveryOtherCommand() throws {
-        try withTemporaryDirectory { directory in
+    @Test func checkConfigTakesTheFileAsAnArgumentOrAsConfigLikeEveryOtherCommand() async throws {
+        try await withTemporaryDirectory { directory in
             let file = directory.appendingPathComponent("config.json")
             try Self.config().write(to: file, atomically: true, encoding: .utf8)
-            let positional = try RelayBinary.run(["check-config", file.path])
-            let option = try RelayBinary.run(["check-config", "--config", file.path])
+            let positional = try await RelayBinary.run(["check-config", file.path])
+            let option = try await RelayBinary.run(["check-config", "--config", file.path])
             #expect(positional.status == 0 && option.status == 0, "\(positional.standardError)\(option.standardError)")
             #expect(positional.standardOutput == option.standardOutput)
-            let neither = try RelayBinary.run(["check-config"])
+            let neither = try await RelayBinary.run(["check-config"])
             #expect(neither.status == 64)
             #expect(neither.standardError.contains("--config FILE"), "\(neither.standardError)")
-            let both = try RelayBinary.run(["check-config", "--config", file.path, file.path])
+            let both = try await RelayBinary.run(["check-config", "--config", file.path, file.path])
             #expect(both.status == 64)
         }
     }
 
-    @Test func usageErrorsExit64AndUnfinishedCommandsSaySo() throws {
-        let usage = try RelayBinary.run(["run"])
+    @Test func usageErrorsExit64AndUnfinishedCommandsSaySo() async throws {
+        let usage = try await RelayBinary.run(["run"])
         #expect(usage.status == 64)
         #expect(usage.standardError.contains("--config"))
-        let version = try RelayBinary.run(["--version"])
+        let version = try await RelayBinary.run(["--version"])
         #expect(version.status == 0)
         #expect(version.standardOutput.trimmingCharacters(in: .whitespacesAndNewlines).split(separator: ".").count == 3)
         // What a bug report needs: the build and the libraries it loaded.
-        let verbose = try RelayBinary.run(["version"])
+        let verbose = try await RelayBinary.run(["version"])
         #expect(verbose.status == 0)
         let lines = verbose.standardOutput.split(separator: "\n").map(String.init)
         #expect(lines.count == 5, "\(verbose.standardOutput)")
@@ -350,7 +346,7 @@ import Testing
             #expect(lines[index + 1].hasPrefix(prefix) || (prefix == "libcurl 7." && lines[index + 1].hasPrefix("libcurl 8.")), "\(lines[index + 1])")
         }
         for command in ["check-config", "run", "status", "dead-letters", "dead-letters list", "demo", "simulate"] {
-            let help = try RelayBinary.run(command.split(separator: " ").map(String.init) + ["--help"])
+            let help = try await RelayBinary.run(command.split(separator: " ").map(String.init) + ["--help"])
             #expect(help.status == 0, "\(command) --help")
             #expect(help.standardOutput.contains("USAGE: intilery-relay \(command)"), "\(command) --help")
         }

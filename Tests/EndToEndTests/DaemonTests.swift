@@ -237,11 +237,11 @@ import Glibc
             #expect(await setup.receiver.waitUntil { $0.countsByPath["/hooks/all", default: 0] >= 100 })
 
             // The second one exits at once, mid-drain of the first, naming the holder.
-            let second = try RelayBinary.run(["run", "--config", setup.configFile.path], environment: setup.environment, in: setup.directory)
+            let second = try await RelayBinary.run(["run", "--config", setup.configFile.path], environment: setup.environment, in: setup.directory)
             #expect(second.status == 75, "\(second.standardError)")
             // The directory as the config names it.
             #expect(second.standardError.contains("state directory ./state is in use by pid \(first.process.processIdentifier)"))
-            let status = try RelayBinary.run(["status", "--config", setup.configFile.path], environment: [:], in: setup.directory)
+            let status = try await RelayBinary.run(["status", "--config", setup.configFile.path], environment: [:], in: setup.directory)
             #expect(status.status == 0, "\(status.standardError)")
             #expect(status.standardOutput.contains("source acme: cursor "))
 
@@ -325,7 +325,7 @@ import Glibc
                 .write(to: setup.configFile, atomically: true, encoding: .utf8)
             let reload = ["reload", "--config", setup.configFile.path]
 
-            let early = try RelayBinary.run(reload, in: setup.directory)
+            let early = try await RelayBinary.run(reload, in: setup.directory)
             #expect(early.status == 69, "\(early.standardError)")
             #expect(early.standardError.contains("no relay is running on the state directory ./state"), "\(early.standardError)")
 
@@ -335,7 +335,7 @@ import Glibc
             // A valid change: applied by the time the command returns.
             try Self.config(api: setup.api, receiver: setup.receiver, subscriptions: ["first", "second"])
                 .write(to: setup.configFile, atomically: true, encoding: .utf8)
-            let applied = try RelayBinary.run(reload, in: setup.directory)
+            let applied = try await RelayBinary.run(reload, in: setup.directory)
             #expect(applied.status == 0, "\(applied.standardError)")
             #expect(applied.standardOutput.contains("Reloaded: the new config is running."))
             #expect(relay.log.contains("reloaded"), "the command returned before the reload: \(relay.log)")
@@ -345,7 +345,7 @@ import Glibc
             try Self.config(api: setup.api, receiver: setup.receiver, subscriptions: ["first", "second"])
                 .replacingOccurrences(of: #""pollInterval": "250ms""#, with: #""pollInterval": "10ms""#)
                 .write(to: setup.configFile, atomically: true, encoding: .utf8)
-            let rejected = try RelayBinary.run(reload + ["--pid", "\(relay.process.processIdentifier)"], in: setup.directory)
+            let rejected = try await RelayBinary.run(reload + ["--pid", "\(relay.process.processIdentifier)"], in: setup.directory)
             #expect(rejected.status == 78, "\(rejected.standardOutput)")
             #expect(rejected.standardError.contains("\(setup.configFile.path): sources[0].pollInterval: must be at least 100ms"), "\(rejected.standardError)")
             #expect(rejected.standardError.contains("rejected; the running config stays"))
@@ -358,10 +358,10 @@ import Glibc
             try Self.config(api: setup.api, receiver: setup.receiver, subscriptions: ["first", "second"])
                 .replacingOccurrences(of: #""stateDirectory": "./state""#, with: #""stateDirectory": "./elsewhere""#)
                 .write(to: setup.configFile, atomically: true, encoding: .utf8)
-            let moved = try RelayBinary.run(reload + ["--pid", "\(relay.process.processIdentifier)"], in: setup.directory)
+            let moved = try await RelayBinary.run(reload + ["--pid", "\(relay.process.processIdentifier)"], in: setup.directory)
             #expect(moved.status == 0, "\(moved.standardError)")
             #expect(moved.standardOutput.contains("stateDirectory changed: it takes effect at the next restart."), "\(moved.standardOutput)")
-            let notARelay = try RelayBinary.run(reload + ["--pid", "\(getpid())"], in: setup.directory)
+            let notARelay = try await RelayBinary.run(reload + ["--pid", "\(getpid())"], in: setup.directory)
             #expect(notARelay.status == 69)
             #expect(notARelay.standardError.contains("pid \(getpid()) is not a running relay"), "\(notARelay.standardError)")
             try Self.config(api: setup.api, receiver: setup.receiver, subscriptions: ["first", "second"])
@@ -369,7 +369,7 @@ import Glibc
 
             relay.signal(SIGTERM)
             #expect(await relay.waitForExit(timeout: .seconds(10)) == 0)
-            let stopped = try RelayBinary.run(reload, in: setup.directory)
+            let stopped = try await RelayBinary.run(reload, in: setup.directory)
             #expect(stopped.status == 69, "\(stopped.standardError)")
 
             // An answer left by the last run is no answer for the next one (after a reboot, its pid may repeat).

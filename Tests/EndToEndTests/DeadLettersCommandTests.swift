@@ -30,7 +30,7 @@ import Testing
                 })
             }
 
-            let list = try RelayBinary.run(["dead-letters", "list"] + base + ["--json"])
+            let list = try await RelayBinary.run(["dead-letters", "list"] + base + ["--json"])
             #expect(list.status == 0, "\(list.standardError)")
             let array = try #require(try JSONParser.parse(list.standardOutput).arrayValue)
             #expect(array.count == 3)
@@ -41,7 +41,7 @@ import Testing
             #expect(first["attempts"] == .number(JSONNumber(1)))
             #expect(first["firstAttemptAt"] == .string("2024-05-01T00:00:01.000Z"))
 
-            let text = try RelayBinary.run(["dead-letters", "list"] + base + ["--subscription", "idle"])
+            let text = try await RelayBinary.run(["dead-letters", "list"] + base + ["--subscription", "idle"])
             let textLines = text.standardOutput.split(separator: "\n").map(String.init)
             #expect(textLines.count == 2, "\(text.standardOutput)")
             #expect(textLines.first?.hasPrefix("ID") == true && textLines.first?.contains("SUBSCRIPTION  EVENT  STATUS  ATTEMPTS") == true, "\(textLines)")
@@ -49,56 +49,56 @@ import Testing
             #expect(!text.standardOutput.contains("clicks"))
 
             // Filters: each narrows, and they combine.
-            func count(_ filters: [String]) throws -> Int? {
-                let outcome = try RelayBinary.run(["dead-letters", "list"] + base + ["--json"] + filters)
+            func count(_ filters: [String]) async throws -> Int? {
+                let outcome = try await RelayBinary.run(["dead-letters", "list"] + base + ["--json"] + filters)
                 return try JSONParser.parse(outcome.standardOutput).arrayValue?.count
             }
-            #expect(try count(["--reason", "http_4"]) == 3)
-            #expect(try count(["--reason", "max_age"]) == 0)
-            #expect(try count(["--status", "410"]) == 3)
-            #expect(try count(["--status", "500"]) == 0)
-            #expect(try count(["--since", "2024-05-01T00:00:02Z"]) == 0)
-            #expect(try count(["--until", "2024-05-01T00:00:02Z", "--subscription", "clicks"]) == 2)
-            #expect(try count(["--limit", "1"]) == 1)
-            #expect(try RelayBinary.run(["dead-letters", "list"] + base + ["--since", "yesterday"]).status == 64)
+            #expect(try await count(["--reason", "http_4"]) == 3)
+            #expect(try await count(["--reason", "max_age"]) == 0)
+            #expect(try await count(["--status", "410"]) == 3)
+            #expect(try await count(["--status", "500"]) == 0)
+            #expect(try await count(["--since", "2024-05-01T00:00:02Z"]) == 0)
+            #expect(try await count(["--until", "2024-05-01T00:00:02Z", "--subscription", "clicks"]) == 2)
+            #expect(try await count(["--limit", "1"]) == 1)
+            #expect(try await RelayBinary.run(["dead-letters", "list"] + base + ["--since", "yesterday"]).status == 64)
 
             // show: the event as received and the receiver's last answer.
             let id = try #require(array.first?.objectValue?["id"].flatMap { if case .number(let n) = $0 { Int(n.text) } else { nil } })
-            let show = try RelayBinary.run(["dead-letters", "show", "\(id)"] + base)
+            let show = try await RelayBinary.run(["dead-letters", "show", "\(id)"] + base)
             #expect(show.status == 0, "\(show.standardError)")
             #expect(show.standardOutput.contains("response       (4 bytes kept)\ngone"), "\(show.standardOutput)")
             #expect(show.standardOutput.contains("event as received:\n{}"))
-            let showJSON = try #require(try JSONParser.parse(RelayBinary.run(["dead-letters", "show", "\(id)", "--json"] + base).standardOutput).objectValue)
+            let showJSON = try #require(try await JSONParser.parse(RelayBinary.run(["dead-letters", "show", "\(id)", "--json"] + base).standardOutput).objectValue)
             #expect(showJSON["response"] == .string("gone"))
             #expect(showJSON["event"] == .object(JSONObject()))
-            #expect(try RelayBinary.run(["dead-letters", "show", "999"] + base).status == 64)
+            #expect(try await RelayBinary.run(["dead-letters", "show", "999"] + base).status == 64)
 
-            let dryRun = try RelayBinary.run(["dead-letters", "replay"] + base + ["--subscription", "clicks", "--dry-run"])
+            let dryRun = try await RelayBinary.run(["dead-letters", "replay"] + base + ["--subscription", "clicks", "--dry-run"])
             #expect(dryRun.standardOutput.contains("Would replay 2 dead letters"), "\(dryRun.standardOutput)")
             #expect(try await store.deadLetters().count == 3)
 
-            let replay = try RelayBinary.run(["dead-letters", "replay"] + base + ["--subscription", "clicks"])
+            let replay = try await RelayBinary.run(["dead-letters", "replay"] + base + ["--subscription", "clicks"])
             #expect(replay.status == 0)
             #expect(replay.standardOutput.contains("Replayed 2 dead letters."))
             #expect(try await store.deliveries(subscription: "clicks", due: t0.advanced(by: .seconds(3600 * 24 * 365 * 10)), limit: 10, strict: false, excluding: []).map(\.attempts) == [0, 0])
 
             // Purging everything must be meant.
-            let unfiltered = try RelayBinary.run(["dead-letters", "purge"] + base)
+            let unfiltered = try await RelayBinary.run(["dead-letters", "purge"] + base)
             #expect(unfiltered.status == 64)
             #expect(unfiltered.standardError.contains("add --all"), "\(unfiltered.standardError)")
             #expect(try await store.deadLetters().count == 1)
             // On a terminal (script(1) gives it one), the progress shows on standard error.
             let command = ([RelayBinary.path, "dead-letters", "purge", "--subscription", "idle"] + base).joined(separator: " ")
-            let onTerminal = try RelayBinary.run(["-qec", command, "/dev/null"], executable: "/usr/bin/script")
+            let onTerminal = try await RelayBinary.run(["-qec", command, "/dev/null"], executable: "/usr/bin/script")
             #expect(onTerminal.status == 0, "\(onTerminal.standardOutput)")
             #expect(onTerminal.standardOutput.contains("purged 1 of 1"), "\(onTerminal.standardOutput)")
             #expect(onTerminal.standardOutput.contains("Purged 1 dead letters."))
-            let purge = try RelayBinary.run(["dead-letters", "purge", "--all"] + base + ["--json"])
+            let purge = try await RelayBinary.run(["dead-letters", "purge", "--all"] + base + ["--json"])
             #expect(purge.standardOutput.trimmingCharacters(in: .whitespacesAndNewlines) == #"{"purged":0}"#)
             #expect(!purge.standardError.contains("purged 0 of"), "no progress without a terminal")
             #expect(try await store.deadLetters().isEmpty)
 
-            let unknown = try RelayBinary.run(["dead-letters", "list"] + base + ["--subscription", "nope"])
+            let unknown = try await RelayBinary.run(["dead-letters", "list"] + base + ["--subscription", "nope"])
             #expect(unknown.status == 64)
         }
     }

@@ -113,7 +113,7 @@ import Glibc
             let deadline = ContinuousClock.now + .seconds(60)
             var letters: [JSONValue] = []
             while ContinuousClock.now < deadline {
-                let list = try RelayBinary.run(["dead-letters", "list", "--config", setup.configFile.path, "--json"], environment: setup.environment, in: setup.directory)
+                let list = try await RelayBinary.run(["dead-letters", "list", "--config", setup.configFile.path, "--json"], environment: setup.environment, in: setup.directory)
                 letters = try JSONParser.parse(list.standardOutput).arrayValue ?? []
                 if letters.count == 42 { break }
                 try await Task.sleep(for: .milliseconds(200))
@@ -128,7 +128,7 @@ import Glibc
             #expect(bySubscription["gone"]?.count == 20 && bySubscription["moved"]?.count == 20)
             let goneIDs: [String] = bySubscription["gone"]?.compactMap { $0["eventID"]?.stringValue } ?? []
             #expect(Set(goneIDs).isSubset(of: Set(ids)))
-            let status = try RelayBinary.run(["status", "--config", setup.configFile.path], environment: setup.environment, in: setup.directory)
+            let status = try await RelayBinary.run(["status", "--config", setup.configFile.path], environment: setup.environment, in: setup.directory)
             #expect(status.standardOutput.contains("subscription gone: 20 pending"), "\(status.standardOutput)")
             #expect(status.standardOutput.contains("PAUSED since"))
             #expect(status.standardOutput.contains("paused after 20 consecutive dead letters (HTTP 410)"))

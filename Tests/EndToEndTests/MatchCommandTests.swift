@@ -20,14 +20,14 @@ import Testing
         #"{"eventID":"e4","timestamp":"2024-05-01T00:00:03Z","action":"purchase","properties":{"total":900,"test":true}}"#,
     ]
 
-    @Test func eachEventGetsAVerdictAndTheClauseThatDecided() throws {
-        try withTemporaryDirectory { directory in
+    @Test func eachEventGetsAVerdictAndTheClauseThatDecided() async throws {
+        try await withTemporaryDirectory { directory in
             let configFile = directory.appendingPathComponent("config.json")
             try Self.config.write(to: configFile, atomically: true, encoding: .utf8)
             // One event per line, with a line that is not JSON.
             let lines = directory.appendingPathComponent("events.jsonl")
             try (Self.events + ["not json"]).joined(separator: "\n").write(to: lines, atomically: true, encoding: .utf8)
-            let text = try RelayBinary.run(["match", "--config", configFile.path, "--subscription", "big", lines.path])
+            let text = try await RelayBinary.run(["match", "--config", configFile.path, "--subscription", "big", lines.path])
             #expect(text.status == 0, "\(text.standardError)")
             let rows = text.standardOutput.split(separator: "\n").map(String.init)
             #expect(rows.first?.hasPrefix("VERDICT") == true)
@@ -40,17 +40,17 @@ import Testing
             // A page body, as the API sends it, on standard input; JSON out.
             let page = directory.appendingPathComponent("page.json")
             try #"{"events": [\#(Self.events.joined(separator: ","))]}"#.write(to: page, atomically: true, encoding: .utf8)
-            let json = try RelayBinary.run(["match", "--config", configFile.path, "--subscription", "clicks", "--json", page.path])
+            let json = try await RelayBinary.run(["match", "--config", configFile.path, "--subscription", "clicks", "--json", page.path])
             let verdicts = try #require(try JSONParser.parse(json.standardOutput).arrayValue)
             #expect(verdicts.count == 4)
             #expect(verdicts.allSatisfy { $0.objectValue?["selected"] == .bool(false) })
             #expect(verdicts.first?.objectValue?["decidedBy"] == .string(#"include: the action "purchase" is not one of email_click"#))
 
-            #expect(try RelayBinary.run(["match", "--config", configFile.path, "--subscription", "nope", page.path]).status == 64)
+            #expect(try await RelayBinary.run(["match", "--config", configFile.path, "--subscription", "nope", page.path]).status == 64)
             let empty = directory.appendingPathComponent("empty.json")
             try "[]".write(to: empty, atomically: true, encoding: .utf8)
-            #expect(try RelayBinary.run(["match", "--config", configFile.path, "--subscription", "big", empty.path]).status == 65)
-            #expect(try RelayBinary.run(["match", "--config", configFile.path, "--subscription", "big", "/nonexistent"]).status == 66)
+            #expect(try await RelayBinary.run(["match", "--config", configFile.path, "--subscription", "big", empty.path]).status == 65)
+            #expect(try await RelayBinary.run(["match", "--config", configFile.path, "--subscription", "big", "/nonexistent"]).status == 66)
         }
     }
 }

@@ -61,7 +61,7 @@ import Glibc
             #expect(value(gauge, in: lines) == 30, "dead_letters lags deliveries_total: \(page)")
 
             // promtool: the exposition format and the naming rules (units, _total counters).
-            let check = try Self.promtool(["check", "metrics"], input: response.body)
+            let check = try await Self.promtool(["check", "metrics"], input: response.body)
             #expect(check.status == 0 && check.output.isEmpty, "promtool check metrics:\n\(check.output)\n\(page)")
 
             // Every metric has HELP and TYPE.
@@ -106,12 +106,12 @@ import Glibc
     }
 
     /// Runs promtool (Debian's `prometheus` package; `make test` installs it) with `input` on standard input.
-    static func promtool(_ arguments: [String], input: [UInt8] = [], in directory: URL? = nil) throws -> (status: Int32, output: String) {
+    static func promtool(_ arguments: [String], input: [UInt8] = [], in directory: URL? = nil) async throws -> (status: Int32, output: String) {
         guard let path = ["/usr/bin/promtool", "/usr/local/bin/promtool"].first(where: { FileManager.default.isExecutableFile(atPath: $0) }) else {
             Issue.record("promtool not found: install Debian's prometheus package (make test does)")
             return (-1, "")
         }
-        let outcome = try RelayBinary.run(arguments, environment: nil, in: directory, executable: path, input: input)
+        let outcome = try await RelayBinary.run(arguments, environment: nil, in: directory, executable: path, input: input)
         return (outcome.status, outcome.standardOutput + outcome.standardError)
     }
 }
@@ -119,13 +119,13 @@ import Glibc
 /// docs/alerts.yml, the rules an operator loads into Prometheus: valid, and each firing when it should (and only
 /// then) on the series in docs/alerts.test.yml.
 @Suite struct AlertRulesTests {
-    @Test func theShippedAlertRulesPassPromtoolAndTheirUnitTests() throws {
+    @Test func theShippedAlertRulesPassPromtoolAndTheirUnitTests() async throws {
         let docs = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
             .deletingLastPathComponent().appendingPathComponent("docs")
-        let check = try MetricsPageTests.promtool(["check", "rules", "alerts.yml"], in: docs)
+        let check = try await MetricsPageTests.promtool(["check", "rules", "alerts.yml"], in: docs)
         #expect(check.status == 0, "\(check.output)")
         #expect(check.output.contains("SUCCESS: 9 rules found"), "\(check.output)")
-        let test = try MetricsPageTests.promtool(["test", "rules", "alerts.test.yml"], in: docs)
+        let test = try await MetricsPageTests.promtool(["test", "rules", "alerts.test.yml"], in: docs)
         #expect(test.status == 0, "\(test.output)")
         // Every rule is exercised by the unit tests.
         let rules = try String(contentsOf: docs.appendingPathComponent("alerts.yml"), encoding: .utf8)

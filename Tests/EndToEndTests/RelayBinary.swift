@@ -19,8 +19,18 @@ enum RelayBinary {
     /// Runs the binary to completion with exactly `environment` (nothing inherited; nil inherits) and returns what
     /// it printed.
     /// `executable` runs another program instead (such as script(1) around the relay); `input` is its standard input.
+    ///
+    /// The wait happens on a thread of its own: tests run in parallel on Swift's cooperative pool, which has one
+    /// thread per core, and two children waited for on it (a 3 s `demo`, say) would stall every in-process server
+    /// reply made by a task in the meantime.
     static func run(
         _ arguments: [String], environment: [String: String]? = [:], in directory: URL? = nil, executable: String? = nil, input: [UInt8]? = nil
+    ) async throws -> Outcome {
+        try await offThePool { try runWaiting(arguments, environment: environment, in: directory, executable: executable, input: input) }
+    }
+
+    private static func runWaiting(
+        _ arguments: [String], environment: [String: String]?, in directory: URL?, executable: String?, input: [UInt8]?
     ) throws -> Outcome {
         let process = Process()
         process.executableURL = URL(fileURLWithPath: executable ?? path)
@@ -46,6 +56,13 @@ enum RelayBinary {
             status: process.terminationStatus,
             standardOutput: String(decoding: outData, as: UTF8.self),
             standardError: String(decoding: errData, as: UTF8.self))
+    }
+}
+
+/// Runs blocking `work` (waiting for a child process) on a new thread, leaving the cooperative pool free.
+func offThePool<T: Sendable>(_ work: @escaping @Sendable () throws -> T) async throws -> T {
+    try await withCheckedThrowingContinuation { continuation in
+        Thread.detachNewThread { continuation.resume(with: Result { try work() }) }
     }
 }
 

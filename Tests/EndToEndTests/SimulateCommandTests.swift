@@ -11,8 +11,8 @@ import Glibc
     @Test func aBusyPortNamesThePortAndTheOption() async throws {
         let occupant = try await WebhookReceiver.start()
         let port = occupant.port
-        let api = try RelayBinary.run(["simulate", "--api-port", "\(port)", "--sink-port", "0"])
-        let sink = try RelayBinary.run(["simulate", "--api-port", "0", "--sink-port", "\(port)"])
+        let api = try await RelayBinary.run(["simulate", "--api-port", "\(port)", "--sink-port", "0"])
+        let sink = try await RelayBinary.run(["simulate", "--api-port", "0", "--sink-port", "\(port)"])
         try await occupant.shutdown()
         #expect(api.status == 1)
         #expect(api.standardError.contains("port \(port) is in use: cannot listen for the Events API; choose another with --api-port"), "\(api.standardError)")

@@ -43,7 +43,7 @@ import Glibc
             #expect(await relay.waitForLog(containing: "subscription is no longer in the config", timeout: .seconds(10)))
             #expect(relay.log.contains("subscription=all") && relay.log.contains("queued=25") && relay.log.contains("dead_letters=5"), "\(relay.log)")
             let base = ["--config", setup.configFile.path]
-            let status = try RelayBinary.run(["status", "--json"] + base, environment: setup.environment, in: setup.directory)
+            let status = try await RelayBinary.run(["status", "--json"] + base, environment: setup.environment, in: setup.directory)
             #expect(status.status == 0, "\(status.standardError)")
             let orphans = try #require(try JSONParser.parse(status.standardOutput).objectValue?["orphans"]?.arrayValue)
             #expect(orphans.count == 1)
@@ -56,13 +56,13 @@ import Glibc
             #expect(stored.pending == 25 && stored.deadLetters == 5)
 
             // Its dead letters can be listed, but not replayed into a name nothing sends; a plain replay leaves them.
-            let list = try RelayBinary.run(["dead-letters", "list", "--subscription", "all", "--json"] + base, environment: setup.environment, in: setup.directory)
+            let list = try await RelayBinary.run(["dead-letters", "list", "--subscription", "all", "--json"] + base, environment: setup.environment, in: setup.directory)
             #expect(list.status == 0, "\(list.standardError)")
             #expect(try JSONParser.parse(list.standardOutput).arrayValue?.count == 5)
-            let refused = try RelayBinary.run(["dead-letters", "replay", "--subscription", "all"] + base, environment: setup.environment, in: setup.directory)
+            let refused = try await RelayBinary.run(["dead-letters", "replay", "--subscription", "all"] + base, environment: setup.environment, in: setup.directory)
             #expect(refused.status == 64)
             #expect(refused.standardError.contains("all is no longer in the config"))
-            let replayAll = try RelayBinary.run(["dead-letters", "replay", "--json"] + base, environment: setup.environment, in: setup.directory)
+            let replayAll = try await RelayBinary.run(["dead-letters", "replay", "--json"] + base, environment: setup.environment, in: setup.directory)
             #expect(replayAll.standardOutput.contains(#"{"replayed":0,"#), "\(replayAll.standardOutput)")
             #expect(try await store.status(sources: [], subscriptions: ["all"]).subscriptions[0].deadLetters == 5)
 
@@ -82,7 +82,7 @@ import Glibc
             #expect(await setup.receiver.waitUntil(timeout: .seconds(60)) { $0.successesByPath["/hooks/all", default: 0] >= 25 })
             let delivered = setup.receiver.record.requests(to: "/hooks/all").filter { $0.answeredStatus == 200 }.compactMap(\.webhookID)
             #expect(delivered.count == 25 && Set(delivered).count == 25)
-            let after = try RelayBinary.run(["status", "--json"] + base, environment: setup.environment, in: setup.directory)
+            let after = try await RelayBinary.run(["status", "--json"] + base, environment: setup.environment, in: setup.directory)
             #expect(try JSONParser.parse(after.standardOutput).objectValue?["orphans"]?.arrayValue?.isEmpty == true, "\(after.standardOutput)")
 
             relay.signal(SIGTERM)
@@ -110,7 +110,7 @@ import Glibc
             let until = Timestamp(millisecondsSinceEpoch: now - 200_000)
             let range = setup.api.log.allEvents.filter { $0.timestamp >= since.millisecondsSinceEpoch && $0.timestamp < until.millisecondsSinceEpoch }
             #expect(range.count > 50)
-            let replay = try RelayBinary.run(
+            let replay = try await RelayBinary.run(
                 ["replay", "--config", setup.configFile.path, "--subscription", "all", "--since", since.iso8601, "--until", until.iso8601, "--wait"],
                 environment: setup.environment, in: setup.directory)
             #expect(replay.status == 0, "\(replay.standardError)")
@@ -126,18 +126,18 @@ import Glibc
             setup.api.update { $0.faults.latency = .milliseconds(1_200) }
             let command = [RelayBinary.path, "replay", "--config", setup.configFile.path, "--subscription", "all", "--since", since.iso8601,
                            "--until", until.iso8601, "--wait"].joined(separator: " ")
-            let watched = try RelayBinary.run(["-qec", command, "/dev/null"], environment: setup.environment, in: setup.directory, executable: "/usr/bin/script")
+            let watched = try await RelayBinary.run(["-qec", command, "/dev/null"], environment: setup.environment, in: setup.directory, executable: "/usr/bin/script")
             setup.api.update { $0.faults.latency = .zero }
             #expect(watched.status == 0, "\(watched.standardOutput)")
             #expect(watched.standardOutput.contains("read to "), "\(watched.standardOutput)")
             #expect(watched.standardOutput.contains("events queued"))
 
             // A name the config does not have, and a range that ends before it starts, are refused.
-            let unknown = try RelayBinary.run(
+            let unknown = try await RelayBinary.run(
                 ["replay", "--config", setup.configFile.path, "--subscription", "nope", "--since", since.iso8601],
                 environment: setup.environment, in: setup.directory)
             #expect(unknown.status == 64)
-            let backwards = try RelayBinary.run(
+            let backwards = try await RelayBinary.run(
                 ["replay", "--config", setup.configFile.path, "--subscription", "all", "--since", until.iso8601, "--until", since.iso8601],
                 environment: setup.environment, in: setup.directory)
             #expect(backwards.status == 64)
@@ -248,7 +248,7 @@ import Glibc
             #expect(largestFile < bound + (6 << 20), "database, log and index \(largestFile) bytes")
             let cursor = try await store.subscriptionCursor("down")
             #expect(cursor?.state == .behind && cursor?.reason == .queueFull)
-            let status = try RelayBinary.run(["status", "--config", setup.configFile.path], environment: setup.environment, in: setup.directory)
+            let status = try await RelayBinary.run(["status", "--config", setup.configFile.path], environment: setup.environment, in: setup.directory)
             #expect(status.standardOutput.contains("subscription down: ") && status.standardOutput.contains("(queue full), reading on from"),
                     "\(status.standardOutput)")
 

@@ -26,7 +26,7 @@ import Glibc
             #expect(await setup.receiver.waitUntil { $0.successesByPath["/hooks/all", default: 0] >= 20 && $0.countsByPath["/hooks/bad", default: 0] >= 5 })
 
             // Through a pipe: one view, plain text, then exit.
-            let piped = try RelayBinary.run(["top", "--metrics", url, "--interval", "300ms"])
+            let piped = try await RelayBinary.run(["top", "--metrics", url, "--interval", "300ms"])
             #expect(piped.status == 0, "\(piped.standardError)")
             let lines = piped.standardOutput.split(separator: "\n").map(String.init)
             #expect(!piped.standardOutput.contains("\u{1B}["), "no escape codes in a pipe")
@@ -43,18 +43,18 @@ import Glibc
             // In a terminal: redrawn until Ctrl-C.
             let socket = "relay-top-\(UUID().uuidString.prefix(8))"
             let session = "top"
-            func tmux(_ arguments: [String]) throws -> RelayBinary.Outcome {
-                try RelayBinary.run(["-L", socket] + arguments, executable: "/usr/bin/tmux")
+            func tmux(_ arguments: [String]) async throws -> RelayBinary.Outcome {
+                try await RelayBinary.run(["-L", socket] + arguments, executable: "/usr/bin/tmux")
             }
             // posix_spawn and waitpid, not Process: the server this tmux forks outlives it, and Foundation's
             // Process neither reaped the client nor saw the end of its output.
             #expect(Self.spawnAndWait("/usr/bin/tmux", ["-L", socket, "new-session", "-d", "-s", session, "-x", "150", "-y", "30",
                                                        "\(RelayBinary.path) top --metrics \(url) --interval 200ms"]) == 0)
-            defer { _ = try? tmux(["kill-server"]) }
+            defer { _ = Self.spawnAndWait("/usr/bin/tmux", ["-L", socket, "kill-server"]) }
             var screens: [String] = []
             let deadline = ContinuousClock.now + .seconds(10)
             while ContinuousClock.now < deadline {
-                let screen = try tmux(["capture-pane", "-p", "-t", session]).standardOutput
+                let screen = try await tmux(["capture-pane", "-p", "-t", session]).standardOutput
                 if screen.contains("SUBSCRIPTION") && screen.contains("bad"), screens.last != screen { screens.append(screen) }
                 if screens.count >= 2 { break }
                 try await Task.sleep(for: .milliseconds(100))
@@ -63,14 +63,14 @@ import Glibc
             let screen = screens.last ?? ""
             #expect(screen.hasPrefix("intilery-relay top: \(url)"), "the view is drawn from the top of a cleared screen:\n\(screen)")
             #expect(screen.components(separatedBy: "SUBSCRIPTION").count == 2, "one view on the screen, not a scroll of them:\n\(screen)")
-            _ = try tmux(["send-keys", "-t", session, "C-c"])
+            _ = try await tmux(["send-keys", "-t", session, "C-c"])
             let noSession = ContinuousClock.now + .seconds(5)
-            while ContinuousClock.now < noSession, try tmux(["has-session", "-t", session]).status == 0 {
+            while ContinuousClock.now < noSession, try await tmux(["has-session", "-t", session]).status == 0 {
                 try await Task.sleep(for: .milliseconds(50))
             }
-            #expect(try tmux(["has-session", "-t", session]).status != 0, "Ctrl-C ends it")
+            #expect(try await tmux(["has-session", "-t", session]).status != 0, "Ctrl-C ends it")
 
-            let none = try RelayBinary.run(["top", "--metrics", "http://127.0.0.1:1/metrics", "--once"])
+            let none = try await RelayBinary.run(["top", "--metrics", "http://127.0.0.1:1/metrics", "--once"])
             #expect(none.status == 69)
             #expect(none.standardError.contains("is the relay running with metrics on?"), "\(none.standardError)")
             relay.signal(SIGTERM)
