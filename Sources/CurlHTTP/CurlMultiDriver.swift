@@ -18,6 +18,10 @@ final class CurlMultiDriver: @unchecked Sendable {
         var shutdownWaiters: [CheckedContinuation<Void, Never>] = []
         var shuttingDown = false
         var stopped = false
+        /// The driver is in (or about to enter) `curl_multi_poll` and nobody has woken it since: only then does a
+        /// hand-over need `curl_multi_wakeup`, a write to curl's socketpair that the driver must then read back.
+        /// While the driver is busy it drains the inbox before it polls again anyway.
+        var polling = false
     }
     private let inbox = Mutex(Inbox())
 
@@ -39,7 +43,7 @@ final class CurlMultiDriver: @unchecked Sendable {
         inbox.withLock { inbox -> Bool in
             guard !inbox.shuttingDown else { return false }
             inbox.added.append(transfer)
-            curl_multi_wakeup(multi)
+            wake(&inbox)
             return true
         }
     }
@@ -49,7 +53,7 @@ final class CurlMultiDriver: @unchecked Sendable {
         inbox.withLock { inbox in
             guard !inbox.stopped else { return }
             inbox.cancelled.append(transfer)
-            curl_multi_wakeup(multi)
+            wake(&inbox)
         }
     }
 
@@ -60,17 +64,26 @@ final class CurlMultiDriver: @unchecked Sendable {
                 if inbox.stopped { return true }
                 inbox.shuttingDown = true
                 inbox.shutdownWaiters.append(continuation)
-                curl_multi_wakeup(multi)
+                inbox.polling = true
+                wake(&inbox)
                 return false
             }
             if alreadyStopped { continuation.resume() }
         }
     }
 
+    /// Wakes the driver if it is polling; called under the inbox lock.
+    private func wake(_ inbox: inout Inbox) {
+        guard inbox.polling else { return }
+        inbox.polling = false
+        curl_multi_wakeup(multi)
+    }
+
     private func run() {
         var finished: [(CurlTransfer, Result<HTTPResponse, CurlHTTPError>)] = []
         while true {
             let (added, cancelled, shuttingDown) = inbox.withLock { inbox in
+                inbox.polling = false
                 defer {
                     inbox.added.removeAll(keepingCapacity: true)
                     inbox.cancelled.removeAll(keepingCapacity: true)
@@ -122,11 +135,8 @@ final class CurlMultiDriver: @unchecked Sendable {
             }
             // Resumed outside every lock, after curl is done with the handles.
             resume(&finished)
-            if running.isEmpty && !hasWork() {
-                curl_multi_poll(multi, nil, 0, 60_000, nil)
-            } else {
-                curl_multi_poll(multi, nil, 0, 1_000, nil)
-            }
+            guard willPoll() else { continue }
+            curl_multi_poll(multi, nil, 0, running.isEmpty ? 60_000 : 1_000, nil)
         }
         let (late, waiters) = inbox.withLock { inbox in
             // From here no wake-up reaches the handle (they happen under this lock, after checking this flag).
@@ -145,8 +155,13 @@ final class CurlMultiDriver: @unchecked Sendable {
         for waiter in waiters { waiter.resume() }
     }
 
-    private func hasWork() -> Bool {
-        inbox.withLock { !$0.added.isEmpty || !$0.cancelled.isEmpty || $0.shuttingDown }
+    /// Marks the driver as polling; false, leaving it unmarked, when work has arrived since the inbox was read.
+    private func willPoll() -> Bool {
+        inbox.withLock { inbox in
+            if !inbox.added.isEmpty || !inbox.cancelled.isEmpty || inbox.shuttingDown { return false }
+            inbox.polling = true
+            return true
+        }
     }
 
     private func resume(_ finished: inout [(CurlTransfer, Result<HTTPResponse, CurlHTTPError>)]) {
