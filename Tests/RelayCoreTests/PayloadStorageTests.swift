@@ -117,4 +117,25 @@ import Testing
         #expect(retried.map(\.payload) == [Array("{\"1\"}".utf8)])
         #expect(try await store.deliveries(subscription: "y", due: Self.at(8_000), limit: 10, strict: false, excluding: []).isEmpty)
     }
+
+    @Test func seenIDsFromBeforeTheUpgradeStillDedupe() async throws {
+        // Seen ids and a queued event as an older release stored them: keyed by id, not by time and id.
+        let directory = try await StateStoreTests.firstReleaseStore(with: """
+            INSERT INTO cursor VALUES ('s', 100000, 100000, 100000);
+            INSERT INTO seen VALUES ('s', 'e1', 1000), ('s', 'e2', 2000);
+            INSERT INTO outbox (subscription, event_id, event_time, action, time_value, payload, enqueued_at, next_attempt_at)
+                VALUES ('x', 'e2', 2000, 'click', '2000', x'7b2232227d', 5000, 5000);
+            """)
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let store = try StateStore.open(directory: directory.path)
+        let events = [("e1", 1_000), ("e2", 2_000), ("e3", 3_000)].map {
+            RoutedEvent(event: StateStoreTests.event($0.0, Int64($0.1)), subscriptions: ["x"])
+        }
+        let result = try await store.enqueue(source: "s", events: events, cursor: Self.at(100_000), now: Self.at(100_000))
+        #expect(result.duplicates == 2)
+        #expect(result.newEvents == 1)
+        #expect(try await store.queuedEventIDs(subscription: "x") == ["e2", "e3"])
+        #expect(try await Self.rawCount(store, "SELECT count(*) FROM seen") == 3)
+        #expect(try await store.queueCountProblems() == [])
+    }
 }

@@ -43,7 +43,7 @@ struct DeliveryRows {
                 INSERT OR IGNORE INTO event (source, event_id, event_time, action, time_value, payload, queued_at, pending)
                 VALUES (?, ?, ?, ?, ?, ?, ?, ?)
                 """)
-        findEvent = try FastStatement(db, sql: "SELECT id FROM event WHERE source = ? AND event_id = ?")
+        findEvent = try FastStatement(db, sql: "SELECT id FROM event WHERE source = ? AND event_time = ? AND event_id = ?")
         insertDelivery = try FastStatement(db, sql: "INSERT OR IGNORE INTO delivery (subscription, event_time, event) VALUES (?, ?, ?)")
         attemptedExists = try FastStatement(
             db, sql: "SELECT 1 FROM delivery_attempt WHERE subscription = ? AND event_time = ? AND event = ?")
@@ -90,7 +90,7 @@ struct DeliveryRows {
     mutating func queue(_ event: StoredEvent, source: String, for subscription: String, now: Int64) throws -> Int {
         let key = try key(of: subscription)
         let row: Int64
-        if let existing = try findEvent.query([.text(source), .text(event.id)], { $0.integer(0) }).first {
+        if let existing = try findEvent.query([.text(source), .integer(event.time), .text(event.id)], { $0.integer(0) }).first {
             row = existing
             guard try attemptedExists.query([.integer(key), .integer(event.time), .integer(row)], { _ in true }).isEmpty,
                 try insertDelivery.run(.integer(key), .integer(event.time), .integer(row)) == 1

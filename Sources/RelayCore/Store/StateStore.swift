@@ -358,6 +358,26 @@ public final class StateStore: Sendable {
                     DROP TABLE outbox;
                     """)
         }
+        migrator.registerMigration("v8: seen ids and stored events keyed by time first") { db in
+            // Event ids are random (UUIDs): keyed by id, each insert and delete lands on its own B-tree page, and every
+            // group commit wrote one WAL page per event and index. Keyed by (time, id) they land where the last ones
+            // did, since events arrive in time order. One event id has one time, so the dedupe is the same; the
+            // by-time index of seen ids is the key itself now.
+            try db.execute(
+                sql: """
+                    CREATE TABLE seen_v8 (
+                        source TEXT NOT NULL,
+                        event_time INTEGER NOT NULL,
+                        event_id TEXT NOT NULL,
+                        PRIMARY KEY (source, event_time, event_id)
+                    ) WITHOUT ROWID;
+                    INSERT INTO seen_v8 (source, event_time, event_id) SELECT source, event_time, event_id FROM seen;
+                    DROP TABLE seen;
+                    ALTER TABLE seen_v8 RENAME TO seen;
+                    DROP INDEX event_by_id;
+                    CREATE UNIQUE INDEX event_by_time_id ON event (source, event_time, event_id);
+                    """)
+        }
         return migrator
     }()
 }
