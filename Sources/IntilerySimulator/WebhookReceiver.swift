@@ -49,7 +49,11 @@ public final class WebhookReceiver: Sendable {
     }
 
     private let state = Mutex(State())
-    private let observer = Mutex<(@Sendable (ReceivedWebhook) -> Void)?>(nil)
+    /// In a struct, not bare: a closure that is the lock's value itself gains two thunks at each `withLock { $0 }`.
+    private struct Observer {
+        let call: @Sendable (ReceivedWebhook) -> Void
+    }
+    private let observer = Mutex<Observer?>(nil)
     private let time: SimulatorTime
     private let server: HTTPServer
 
@@ -144,7 +148,7 @@ public final class WebhookReceiver: Sendable {
 
     /// Calls `observer` with every request as it arrives (after it is recorded), for live views.
     public func observe(_ observer: @escaping @Sendable (ReceivedWebhook) -> Void) {
-        self.observer.withLock { $0 = observer }
+        self.observer.withLock { $0 = Observer(call: observer) }
     }
 
     /// A snapshot of what arrived.
@@ -227,7 +231,7 @@ public final class WebhookReceiver: Sendable {
         if let observer = observer.withLock({ $0 }) {
             var seen = received
             if seen.body.isEmpty { seen.body = request.body }
-            observer(seen)
+            observer.call(seen)
         }
         switch reply {
         case .status(let code, let headers, let body, let delay):

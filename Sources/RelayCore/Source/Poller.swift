@@ -35,7 +35,8 @@ public final class Poller<C: Clock>: Sendable where C.Duration == Duration, C: S
     /// What the poller saw, for status and health.
     public let health = SourceHealth()
     private let metrics: SourceMetrics
-    private let queuedHook = QueuedHook()
+    /// Called after a commit queued deliveries; set after the poller is built.
+    private let queuedHook = CallbackSlot<[String: [Delivery]]>()
     /// Where the live edge's current or last walk began: the settle edge never reads past it, since the live walk
     /// settles what it reads from there on when it reads it late enough (a backlog).
     private let liveWalkStart = Mutex<Timestamp?>(nil)
@@ -64,7 +65,7 @@ public final class Poller<C: Clock>: Sendable where C.Duration == Duration, C: S
         self.logger = logger
         walk = PageWalk(
             source: source, router: Router(subscriptions: subscriptions), store: store, client: client, time: time,
-            logger: logger, health: health, metrics: metrics, onQueued: { [queuedHook] in queuedHook.call($0) },
+            logger: logger, health: health, metrics: metrics, onQueued: { [queuedHook] in queuedHook($0) },
             progress: progress, queueLimits: { inForce.queueLimits })
     }
 
@@ -219,12 +220,4 @@ final class SubscriptionsInForce: Sendable {
     private static func index(_ subscriptions: [SubscriptionConfig]) -> [String: SubscriptionConfig] {
         Dictionary(subscriptions.map { ($0.name, $0) }, uniquingKeysWith: { first, _ in first })
     }
-}
-
-/// The hook a poller calls after a commit queued deliveries; set after the poller is built.
-private final class QueuedHook: Sendable {
-    private let hook = Mutex<(@Sendable ([String: [Delivery]]) -> Void)?>(nil)
-
-    func set(_ hook: @escaping @Sendable ([String: [Delivery]]) -> Void) { self.hook.withLock { $0 = hook } }
-    func call(_ queued: [String: [Delivery]]) { hook.withLock { $0 }?(queued) }
 }
