@@ -152,8 +152,12 @@ import Testing
             try await fixture.deliver([fixture.dispatcher(subscription)], until: Self.outboxEmpty("busy"))
             let times = fixture.receiver.record.requests(to: "/hooks/busy").map(\.receivedAt)
             #expect(times.count == 3)
-            #expect(times[1] - times[0] == 7_000)
-            #expect(times[2] - times[1] == 20_000)
+            // Never before what Retry-After asked (the backoff alone would have retried within a second or two).
+            // Not an exact figure: on the auto-advancing test clock, a one-second look for work that loses its race
+            // to a wake-up may still move time when its task runs. The schedule itself is checked exactly in
+            // deliveryPolicyFollowsTheSpecStepByStep.
+            #expect(times[1] - times[0] >= 7_000, "\(times)")
+            #expect(times[2] - times[1] >= 20_000, "\(times)")
         }
     }
 
