@@ -219,13 +219,10 @@ public final class Dispatcher<C: Clock>: Sendable where C.Duration == Duration, 
         let rows = try await store.deliveries(
             subscription: subscription.name, due: current, limit: planner.rowsToRead(for: count), strict: planner.strict,
             excluding: inFlight.unsettled)
-        var jobs: [Job] = []
-        for request in planner.plan(rows, inFlight: inFlight, now: current, wanted: count) {
-            // Stored before the first attempt, so that a retry or a restart sends these members, in this order, under this id.
-            if let batch = request.composedBatch { try await store.assignBatch(batch, to: request.deliveries) }
-            jobs.append(Job(deliveries: request.deliveries))
-        }
-        return jobs
+        let requests = planner.plan(rows, inFlight: inFlight, now: current, wanted: count)
+        // Stored before the first attempt, so that a retry or a restart sends these members, in this order, under this id.
+        try await store.assignBatches(requests.compactMap { request in request.composedBatch.map { ($0, request.deliveries) } })
+        return requests.map { Job(deliveries: $0.deliveries) }
     }
 
     /// Single-event jobs from the read-ahead slice (and rows handed over), refilled with one query when it runs

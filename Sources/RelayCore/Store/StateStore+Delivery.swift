@@ -193,8 +193,14 @@ extension StateStore {
     /// Fixes a batch's members and their order before its first attempt, so that retries and restarts send the
     /// same body under the same id: its rows move to `delivery_attempt`, due as they were.
     public func assignBatch(_ batchID: String, to deliveries: [Delivery]) async throws(StoreError) {
-        try await write("composing a batch") { db in
-            guard let key = try DeliveryRows.existingKey(of: deliveries.first?.subscription ?? "", db) else { return }
+        try await assignBatches([(batchID, deliveries)])
+    }
+
+    /// ``assignBatch(_:to:)`` for every batch a dispatcher composed at once, in one transaction: a draining
+    /// subscription composes one per free place, and a commit each would queue them all behind the writer.
+    public func assignBatches(_ batches: [(id: String, deliveries: [Delivery])]) async throws(StoreError) {
+        guard !batches.isEmpty else { return }
+        try await write("composing \(batches.count) batches") { db in
             let assign = try FastStatement(
                 db,
                 sql: """
@@ -208,14 +214,17 @@ extension StateStore {
                     INSERT INTO delivery_attempt (subscription, event_time, event, next_attempt_at, attempts, batch_id, batch_seq)
                     VALUES (?, ?, ?, ?, 0, ?, ?)
                     """)
-            for (position, delivery) in deliveries.enumerated() {
-                let (time, seq) = (delivery.eventTime.millisecondsSinceEpoch, Int64(position))
-                if try take.run(.integer(key), .integer(time), .integer(delivery.id)) == 1 {
-                    try move.run(
-                        .integer(key), .integer(time), .integer(delivery.id), .integer(delivery.nextAttemptAt.millisecondsSinceEpoch),
-                        .text(batchID), .integer(seq))
-                } else {
-                    try assign.run(.text(batchID), .integer(seq), .integer(key), .integer(time), .integer(delivery.id))
+            for (batchID, deliveries) in batches {
+                guard let key = try DeliveryRows.existingKey(of: deliveries.first?.subscription ?? "", db) else { continue }
+                for (position, delivery) in deliveries.enumerated() {
+                    let (time, seq) = (delivery.eventTime.millisecondsSinceEpoch, Int64(position))
+                    if try take.run(.integer(key), .integer(time), .integer(delivery.id)) == 1 {
+                        try move.run(
+                            .integer(key), .integer(time), .integer(delivery.id), .integer(delivery.nextAttemptAt.millisecondsSinceEpoch),
+                            .text(batchID), .integer(seq))
+                    } else {
+                        try assign.run(.text(batchID), .integer(seq), .integer(key), .integer(time), .integer(delivery.id))
+                    }
                 }
             }
         }
