@@ -102,12 +102,19 @@ extension StateStore {
         "SELECT \(deliveryColumns(attempted: attempted)) FROM \(attempted ? "delivery_attempt" : "delivery") d JOIN event e ON e.id = d.event \(rest)"
     }
 
+    /// A delivery's key, `(event_time, event)`, without its event.
+    private static func selectKeys(attempted: Bool, _ rest: String) -> String {
+        "SELECT d.event_time, d.event FROM \(attempted ? "delivery_attempt" : "delivery") d \(rest)"
+    }
+
     /// The reads on the delivery path, by name, with `?` for their arguments: one place for the code and for the
     /// test that checks each one uses an index at a million queued rows.
     public static let deliveryQueries: [String: String] = [
-        "queued": select(attempted: false, "WHERE d.subscription = ? ORDER BY d.event_time, d.event LIMIT ?"),
-        "due retries": select(attempted: true, "WHERE d.subscription = ? AND d.next_attempt_at <= ? ORDER BY d.next_attempt_at LIMIT ?"),
-        "attempted in time order": select(attempted: true, "WHERE d.subscription = ? ORDER BY d.event_time, d.event LIMIT ?"),
+        "queued": selectKeys(attempted: false, "WHERE d.subscription = ? ORDER BY d.event_time, d.event LIMIT ?"),
+        "due retries": selectKeys(attempted: true, "WHERE d.subscription = ? AND d.next_attempt_at <= ? ORDER BY d.next_attempt_at LIMIT ?"),
+        "attempted in time order": selectKeys(attempted: true, "WHERE d.subscription = ? ORDER BY d.event_time, d.event LIMIT ?"),
+        "queued by key": select(attempted: false, "WHERE d.subscription = ? AND d.event_time = ? AND d.event = ?"),
+        "attempted by key": select(attempted: true, "WHERE d.subscription = ? AND d.event_time = ? AND d.event = ?"),
         "batch": select(attempted: true, "WHERE d.subscription = ? AND d.batch_id = ? ORDER BY d.batch_seq"),
         "expired": """
             SELECT e.id, e.event_time FROM event e WHERE e.queued_at < ?
@@ -151,18 +158,28 @@ extension StateStore {
         guard let key = try DeliveryRows.existingKey(of: subscription, db) else { return [] }
         let wanted = Int64(limit + excluding.count)
         let read = { (row: FastRow) in Self.delivery(row, subscription: subscription) }
-        let queued = retriesOnly
-            ? [] : try FastStatement(db, sql: Self.deliveryQueries["queued"]!).query([.integer(key), .integer(wanted)], read)
+        // Keys first, then the rows the keys left after the ones in flight: a draining subscription has hundreds of
+        // rows in flight at the head of its queue, and reading each with its payload only to drop it was the largest
+        // cost of a read.
+        func readDue(_ query: String, _ arguments: [FastValue], attempted: Bool) throws -> [Delivery] {
+            let keys = try FastStatement(db, sql: Self.deliveryQueries[query]!)
+                .query(arguments + [.integer(wanted)]) { (time: $0.integer(0), event: $0.integer(1)) }
+            let byKey = try FastStatement(db, sql: Self.deliveryQueries[attempted ? "attempted by key" : "queued by key"]!)
+            var found: [Delivery] = []
+            for row in keys where !excluding.contains(row.event) {
+                found += try byKey.query([.integer(key), .integer(row.time), .integer(row.event)], read)
+                if found.count == limit { break }
+            }
+            return found
+        }
+        let queued = retriesOnly ? [] : try readDue("queued", [.integer(key)], attempted: false)
         var rows: [Delivery]
         if strict {
-            let attempted = try FastStatement(db, sql: Self.deliveryQueries["attempted in time order"]!)
-                .query([.integer(key), .integer(wanted)], read)
+            let attempted = try readDue("attempted in time order", [.integer(key)], attempted: true)
             rows = attempted.isEmpty ? queued : (attempted + queued).sorted { ($0.eventTime, $0.id) < ($1.eventTime, $1.id) }
         } else {
-            rows = try FastStatement(db, sql: Self.deliveryQueries["due retries"]!)
-                .query([.integer(key), .integer(now.millisecondsSinceEpoch), .integer(wanted)], read) + queued
+            rows = try readDue("due retries", [.integer(key), .integer(now.millisecondsSinceEpoch)], attempted: true) + queued
         }
-        if !excluding.isEmpty { rows.removeAll { excluding.contains($0.id) } }
         rows = Array(rows.prefix(limit))
         if strict, let joinedAt = try FastStatement(
             db, sql: "SELECT position FROM subscription_cursor WHERE subscription = ? AND state = 'joining'"
