@@ -57,8 +57,11 @@ deps:
 build: deps
 	$(SWIFT) build
 
+# Products only: a plain `swift build` would also compile targets the binaries do not link (RelayPostgres, with
+# BoringSSL under it), minutes of release compiling for nothing.
 release: deps stamp-commit
-	$(SWIFT) build $(RELEASE_FLAGS)
+	$(SWIFT) build $(RELEASE_FLAGS) --product intilery-relay
+	$(SWIFT) build $(RELEASE_FLAGS) --product relay-bench
 	$(SWIFT) build $(RELEASE_FLAGS) --product generate-manual
 	rm -rf $(RELEASE_SHARE) && mkdir -p $(RELEASE_SHARE)/man $(RELEASE_SHARE)/completions
 	$(RELEASE_DIR)/generate-manual $(RELEASE_DIR)/intilery-relay --multi-page \
