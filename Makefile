@@ -13,7 +13,7 @@ APT_PACKAGES := libcurl4-openssl-dev libsqlite3-dev pkg-config
 # And the tests alone: promtool (in Debian's prometheus package) checks the metrics page and the alert rules, and
 # `top` is tried in a real terminal under tmux. (On a machine run by systemd, the prometheus package also starts a
 # Prometheus server on :9090: `sudo systemctl disable --now prometheus` if it is not wanted.)
-TEST_APT_PACKAGES := prometheus tmux
+TEST_APT_PACKAGES := prometheus tmux postgresql
 
 # Placeholder secrets so that the example config validates without a real account.
 EXAMPLE_ENV := HOOK_AUTH='Bearer example' HOOK_SECRET=whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw \
@@ -87,7 +87,7 @@ test-deps: deps
 test: test-deps check-schema
 	$(SWIFT) build --build-tests
 	$(MAKE) --no-print-directory check-systemd
-	$(SWIFT) test
+	scripts/with-postgres $(SWIFT) test
 
 # The unit as `make install` would write it, pointed at this checkout's binary so that verify can check ExecStart.
 check-systemd: deps

@@ -18,6 +18,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-metrics", from: "2.13.0"),
         .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.1"),
         .package(url: "https://github.com/apple/swift-async-algorithms", from: "1.1.3"),
+        .package(url: "https://github.com/vapor/postgres-nio", from: "1.33.2"),
     ],
     targets: [
         .systemLibrary(
@@ -79,12 +80,19 @@ let package = Package(
             name: "relay-bench",
             dependencies: ["RelayCore", "RelayJSON", "CurlHTTP", "IntilerySimulator", .product(name: "Logging", package: "swift-log")]
         ),
+        // PostgreSQL as the shared state of several instances (issue 16): leases with fencing epochs so far; not
+        // linked into the daemon until the store runs on it.
+        .target(
+            name: "RelayPostgres",
+            dependencies: [.product(name: "PostgresNIO", package: "postgres-nio"), .product(name: "Logging", package: "swift-log")]
+        ),
         .testTarget(name: "CurlHTTPTests", dependencies: ["CurlHTTP", "HTTPServer"]),
         .testTarget(name: "IntilerySimulatorTests", dependencies: ["IntilerySimulator", "CurlHTTP", "RelayJSON"]),
         .testTarget(name: "RelayJSONTests", dependencies: ["RelayJSON"]),
         .testTarget(
             name: "RelayCoreTests",
             dependencies: ["RelayCore", "IntilerySimulator", "CurlHTTP", .product(name: "GRDB", package: "GRDB.swift")]),
+        .testTarget(name: "RelayPostgresTests", dependencies: ["RelayPostgres", .product(name: "PostgresNIO", package: "postgres-nio")]),
         .testTarget(name: "EndToEndTests", dependencies: ["intilery-relay", "RelayCore", "RelayJSON", "IntilerySimulator", "CurlHTTP"]),
     ],
     swiftLanguageModes: [.v6]

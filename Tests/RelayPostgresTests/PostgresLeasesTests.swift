@@ -1,0 +1,90 @@
+import Foundation
+import Logging
+import PostgresNIO
+import RelayPostgres
+import Testing
+
+/// A throwaway PostgreSQL cluster started by `scripts/with-postgres` (`make test` runs the suite inside one).
+enum TestDatabase {
+    static let socket = ProcessInfo.processInfo.environment["RELAY_TEST_POSTGRES_SOCKET"]
+    static var available: Bool { socket != nil }
+
+    /// A running client on the cluster, closed when `body` ends; each test works in a schema of its own.
+    static func withClient<T>(_ body: (PostgresClient, String) async throws -> T) async throws -> T {
+        let configuration = PostgresClient.Configuration(unixSocketPath: try #require(socket), username: "relay", password: nil, database: "postgres")
+        let client = PostgresClient(configuration: configuration, backgroundLogger: Logger(label: "test-postgres"))
+        return try await withThrowingTaskGroup(of: Void.self) { group in
+            group.addTask { await client.run() }
+            defer { group.cancelAll() }
+            let schema = "test_" + UUID().uuidString.prefix(8).lowercased()
+            return try await body(client, schema)
+        }
+    }
+
+    /// Ends every lease on `key` now, as the TTL passing would: expiry is the database's clock, not the test's.
+    static func expire(_ key: String, schema: String, _ client: PostgresClient) async throws {
+        try await client.query(
+            "UPDATE \(unescaped: schema).lease SET expires_at = now() - interval '1 second' WHERE key = \(key)")
+    }
+}
+
+@Suite(.enabled(if: TestDatabase.available, "needs RELAY_TEST_POSTGRES_SOCKET: run under scripts/with-postgres (make test does)"))
+struct PostgresLeasesTests {
+    let logger = Logger(label: "test")
+
+    @Test func instancesStartingTogetherMigrateOnce() async throws {
+        try await TestDatabase.withClient { client, schema in
+            let applied = try await withThrowingTaskGroup(of: [Int].self) { group in
+                for _ in 0..<6 { group.addTask { try await PostgresSchema.migrate(client, schema: schema, logger: logger) } }
+                return try await group.reduce(into: []) { $0 += $1 }
+            }
+            #expect(applied == Array(1...PostgresSchema.latestVersion), "each version applied by exactly one instance")
+            let rows = try await client.query("SELECT count(*) FROM \(unescaped: schema).migration")
+            for try await count in rows.decode(Int.self) { #expect(count == PostgresSchema.latestVersion) }
+        }
+    }
+
+    @Test func aSchemaFromANewerReleaseIsRefused() async throws {
+        try await TestDatabase.withClient { client, schema in
+            try await PostgresSchema.migrate(client, schema: schema, logger: logger)
+            try await client.query("INSERT INTO \(unescaped: schema).migration (version) VALUES (\(PostgresSchema.latestVersion + 1))")
+            await #expect(throws: PostgresSchema.NewerSchema.self) { try await PostgresSchema.migrate(client, schema: schema, logger: logger) }
+        }
+    }
+
+    @Test func oneHolderAtATimeAndATakeoverStepsTheEpoch() async throws {
+        try await TestDatabase.withClient { client, schema in
+            try await PostgresSchema.migrate(client, schema: schema, logger: logger)
+            let leases = PostgresLeases(client: client, schema: schema, logger: logger)
+            let first = try #require(try await leases.acquire("token-a", for: "relay-1", ttl: .seconds(30)))
+            #expect(first.epoch == 1)
+            #expect(try await leases.acquire("token-a", for: "relay-2", ttl: .seconds(30)) == nil, "held, so not taken")
+            #expect(try await leases.renew(first, ttl: .seconds(30)))
+            #expect(try await leases.acquire("token-b", for: "relay-2", ttl: .seconds(30))?.epoch == 1, "another key is free")
+
+            try await TestDatabase.expire("token-a", schema: schema, client)
+            let second = try #require(try await leases.acquire("token-a", for: "relay-2", ttl: .seconds(30)))
+            #expect(second.epoch == 2)
+            #expect(try await !leases.renew(first, ttl: .seconds(30)), "the former holder learns it has lost the key")
+
+            try await leases.release(second)
+            #expect(try await leases.acquire("token-a", for: "relay-3", ttl: .seconds(30))?.epoch == 3, "released: taken at once")
+        }
+    }
+
+    @Test func aFormerHolderCanNeverMoveTheCursorAndItNeverMovesBack() async throws {
+        try await TestDatabase.withClient { client, schema in
+            try await PostgresSchema.migrate(client, schema: schema, logger: logger)
+            let leases = PostgresLeases(client: client, schema: schema, logger: logger)
+            let old = try #require(try await leases.acquire("acme", for: "relay-1", ttl: .seconds(30)))
+            try await leases.advanceCursor(of: "acme", to: 100, by: old)
+
+            try await TestDatabase.expire("acme", schema: schema, client)
+            let new = try #require(try await leases.acquire("acme", for: "relay-2", ttl: .seconds(30)))
+            try await leases.advanceCursor(of: "acme", to: 200, by: new)
+            await #expect(throws: LeaseLost(key: "acme", epoch: old.epoch)) { try await leases.advanceCursor(of: "acme", to: 300, by: old) }
+            try await leases.advanceCursor(of: "acme", to: 150, by: new)
+            #expect(try await leases.cursor(of: "acme") == 200)
+        }
+    }
+}
