@@ -190,7 +190,7 @@ import Glibc
         let process = Process()
         process.executableURL = URL(fileURLWithPath: "/bin/sh")
         process.arguments = ["-c", command]
-        try? process.run()
+        try? launch(process)
         process.waitUntilExit()
         return process.terminationStatus
     }

@@ -43,7 +43,7 @@ enum RelayBinary {
         process.standardOutput = out
         process.standardError = err
         if input != nil { process.standardInput = stdin }
-        try process.run()
+        try launch(process)
         if let input {
             stdin.fileHandleForWriting.write(Data(input))
             try stdin.fileHandleForWriting.close()
@@ -58,6 +58,15 @@ enum RelayBinary {
             standardError: String(decoding: errData, as: UTF8.self))
     }
 }
+
+/// Starts `process`, one launch at a time in this test process: Foundation's `Process.run()` lists the open
+/// descriptors to close them in the child, and launches racing on other threads crashed it (a memcpy past its
+/// buffer, in CI).
+func launch(_ process: Process) throws {
+    try processLaunch.withLock { try process.run() }
+}
+
+private let processLaunch = NSLock()
 
 /// Runs blocking `work` (waiting for a child process) on a new thread, leaving the cooperative pool free.
 func offThePool<T: Sendable>(_ work: @escaping @Sendable () throws -> T) async throws -> T {
