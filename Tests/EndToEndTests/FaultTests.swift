@@ -187,11 +187,10 @@ import Glibc
     }
 
     static func shell(_ command: String) -> Int32 {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: "/bin/sh")
-        process.arguments = ["-c", command]
-        try? launch(process)
-        process.waitUntilExit()
-        return process.terminationStatus
+        let devNull = open("/dev/null", O_WRONLY | O_CLOEXEC)
+        defer { close(devNull) }
+        guard let child = try? ChildProcess("/bin/sh", ["-c", command], environment: nil, directory: nil, stdin: nil, stdout: devNull, stderr: devNull)
+        else { return -1 }
+        return child.wait()
     }
 }

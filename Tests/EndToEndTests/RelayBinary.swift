@@ -1,4 +1,7 @@
 import Foundation
+#if canImport(Glibc)
+import Glibc
+#endif
 import Testing
 
 /// The real `intilery-relay` executable, as built beside the test bundle, run as a child process.
@@ -32,41 +35,61 @@ enum RelayBinary {
     private static func runWaiting(
         _ arguments: [String], environment: [String: String]?, in directory: URL?, executable: String?, input: [UInt8]?
     ) throws -> Outcome {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: executable ?? path)
-        process.arguments = arguments
-        if let environment { process.environment = environment }
-        if let directory { process.currentDirectoryURL = directory }
-        let out = Pipe()
-        let err = Pipe()
-        let stdin = Pipe()
-        process.standardOutput = out
-        process.standardError = err
-        if input != nil { process.standardInput = stdin }
-        try launch(process)
-        if let input {
-            stdin.fileHandleForWriting.write(Data(input))
-            try stdin.fileHandleForWriting.close()
+        let out = try closeOnExecPipe()
+        let err = try closeOnExecPipe()
+        let stdin = try input.map { _ in try closeOnExecPipe() }
+        let child: ChildProcess
+        do {
+            child = try ChildProcess(
+                executable ?? path, arguments, environment: environment, directory: directory?.path, stdin: stdin?.read,
+                stdout: out.write, stderr: err.write)
+        } catch {
+            for descriptor in [out.read, out.write, err.read, err.write, stdin?.read, stdin?.write].compactMap({ $0 }) { close(descriptor) }
+            throw error
         }
-        // Read before waiting, so that a chatty child cannot fill a pipe and stall.
-        let outData = out.fileHandleForReading.readDataToEndOfFile()
-        let errData = err.fileHandleForReading.readDataToEndOfFile()
-        process.waitUntilExit()
+        close(out.write)
+        close(err.write)
+        if let stdin, let input {
+            close(stdin.read)
+            input.withUnsafeBytes { bytes in
+                var offset = 0
+                while offset < bytes.count {
+                    let written = write(stdin.write, bytes.baseAddress! + offset, bytes.count - offset)
+                    if written <= 0 { break }
+                    offset += written
+                }
+            }
+            close(stdin.write)
+        }
+        // Both read to their end together, so that a chatty child cannot fill one pipe and stall.
+        let (outData, errData) = readBoth(out.read, err.read)
         return Outcome(
-            status: process.terminationStatus,
+            status: child.wait(),
             standardOutput: String(decoding: outData, as: UTF8.self),
             standardError: String(decoding: errData, as: UTF8.self))
     }
-}
 
-/// Starts `process`, one launch at a time in this test process: Foundation's `Process.run()` lists the open
-/// descriptors to close them in the child, and launches racing on other threads crashed it (a memcpy past its
-/// buffer, in CI).
-func launch(_ process: Process) throws {
-    try processLaunch.withLock { try process.run() }
+    /// Reads two descriptors to their ends, then closes them.
+    private static func readBoth(_ first: Int32, _ second: Int32) -> ([UInt8], [UInt8]) {
+        var data: [[UInt8]] = [[], []]
+        var open = [first, second]
+        var buffer = [UInt8](repeating: 0, count: 65_536)
+        while open.contains(where: { $0 >= 0 }) {
+            var fds = open.map { pollfd(fd: $0, events: Int16(POLLIN), revents: 0) }
+            guard Glibc.poll(&fds, nfds_t(fds.count), -1) >= 0 || errno == EINTR else { break }
+            for index in fds.indices where open[index] >= 0 && fds[index].revents != 0 {
+                let count = buffer.withUnsafeMutableBytes { read(open[index], $0.baseAddress, $0.count) }
+                if count > 0 {
+                    data[index] += buffer[0..<count]
+                } else if count == 0 || errno != EINTR {
+                    close(open[index])
+                    open[index] = -1
+                }
+            }
+        }
+        return (data[0], data[1])
+    }
 }
-
-private let processLaunch = NSLock()
 
 /// Runs blocking `work` (waiting for a child process) on a new thread, leaving the cooperative pool free.
 func offThePool<T: Sendable>(_ work: @escaping @Sendable () throws -> T) async throws -> T {

@@ -6,45 +6,42 @@ import Glibc
 
 /// `intilery-relay run` as a child process, its standard error kept in a file.
 final class RelayProcess: Sendable {
-    let process: Process
+    let process: ChildProcess
     let logFile: URL
 
     /// `journal`: tell the relay its standard error is the journal (JOURNAL_STREAM names the log file).
     init(arguments: [String], environment: [String: String], directory: URL, journal: Bool = false) throws {
-        process = Process()
-        process.executableURL = URL(fileURLWithPath: RelayBinary.path)
-        process.arguments = arguments
-        process.environment = environment
-        process.currentDirectoryURL = directory
         logFile = directory.appendingPathComponent("relay-\(UUID().uuidString).log")
         _ = FileManager.default.createFile(atPath: logFile.path, contents: nil)
         let handle = try FileHandle(forWritingTo: logFile)
-        process.standardError = handle
-        process.standardOutput = handle
+        defer { try? handle.close() }
+        var environment = environment
         if journal {
             var status = stat()
             guard fstat(handle.fileDescriptor, &status) == 0 else { throw CocoaError(.fileReadUnknown) }
-            process.environment = environment.merging(["JOURNAL_STREAM": "\(status.st_dev):\(status.st_ino)"]) { $1 }
+            environment["JOURNAL_STREAM"] = "\(status.st_dev):\(status.st_ino)"
         }
-        try launch(process)
+        process = try ChildProcess(
+            RelayBinary.path, arguments, environment: environment, directory: directory.path, stdin: nil,
+            stdout: handle.fileDescriptor, stderr: handle.fileDescriptor)
     }
 
     var log: String { (try? String(contentsOf: logFile, encoding: .utf8)) ?? "" }
 
-    func signal(_ signal: Int32) { kill(process.processIdentifier, signal) }
+    func signal(_ signal: Int32) { kill(process.pid, signal) }
 
     /// Waits for the exit, up to `timeout` of real time; nil if it is still running then (and it is killed).
     func waitForExit(timeout: Duration) async -> Int32? {
         let deadline = ContinuousClock.now + timeout
         while process.isRunning {
             if ContinuousClock.now > deadline {
-                kill(process.processIdentifier, SIGKILL)
-                process.waitUntilExit()
+                kill(process.pid, SIGKILL)
+                _ = process.wait()
                 return nil
             }
             try? await Task.sleep(for: .milliseconds(20))
         }
-        return process.terminationStatus
+        return process.status
     }
 
     /// Waits until the log holds `text`, up to `timeout` of real time; false if it never came or the process ended.
