@@ -187,10 +187,6 @@ import Glibc
     }
 
     static func shell(_ command: String) -> Int32 {
-        let devNull = open("/dev/null", O_WRONLY | O_CLOEXEC)
-        defer { close(devNull) }
-        guard let child = try? ChildProcess("/bin/sh", ["-c", command], environment: nil, directory: nil, stdin: nil, stdout: devNull, stderr: devNull)
-        else { return -1 }
-        return child.wait()
+        ChildProcess.runQuietly("/bin/sh", ["-c", command])
     }
 }

@@ -42,6 +42,16 @@ final class ChildProcess: Sendable {
         self.pid = pid
     }
 
+    /// Runs `path` with its standard streams on /dev/null and waits; its exit status, or -1 if it could not start.
+    static func runQuietly(_ path: String, _ arguments: [String]) -> Int32 {
+        let devNull = open("/dev/null", O_RDWR | O_CLOEXEC)
+        defer { close(devNull) }
+        guard let child = try? ChildProcess(
+            path, arguments, environment: nil, directory: nil, stdin: devNull, stdout: devNull, stderr: devNull)
+        else { return -1 }
+        return child.wait()
+    }
+
     /// The exit status (the signal's number if a signal ended it), or nil while it runs.
     var status: Int32? {
         exitStatus.withLock { known in
