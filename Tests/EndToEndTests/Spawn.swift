@@ -4,9 +4,9 @@ import Synchronization
 import Glibc
 #endif
 
-/// Child processes for the tests, started with posix_spawn. Foundation's `Process.run()` lists every open
-/// descriptor to close it in the child; with the 1,400-odd a parallel test run holds, that listing crashed the test
-/// process twice in CI (SIGSEGV in a memcpy). Here glibc closes them in the child (`closefrom`).
+/// Child processes for the tests, started with posix_spawn. Foundation's `Process.run()` adds a close action for
+/// every descriptor number up to the highest open one; with the 1,400-odd a parallel test run holds, that path
+/// crashed the test process twice in CI (SIGSEGV in a memcpy). Here glibc closes them in the child (`closefrom`).
 final class ChildProcess: Sendable {
     let pid: pid_t
     private let exitStatus = Mutex<Int32?>(nil)
@@ -67,12 +67,15 @@ final class ChildProcess: Sendable {
 
     /// Blocks until it exits; its status.
     func wait() -> Int32 {
-        if let known = exitStatus.withLock({ $0 }) { return known }
         var raw: Int32 = 0
-        while waitpid(pid, &raw, 0) < 0 && errno == EINTR {}
-        let status = Self.decode(raw)
-        exitStatus.withLock { $0 = status }
-        return status
+        while waitpid(pid, &raw, 0) < 0 {
+            // ECHILD: `status` reaped it meanwhile, and kept what it found.
+            guard errno == EINTR else { return exitStatus.withLock { $0 } ?? -1 }
+        }
+        return exitStatus.withLock { known in
+            known = known ?? Self.decode(raw)
+            return known!
+        }
     }
 
     private static func decode(_ raw: Int32) -> Int32 {
