@@ -51,7 +51,7 @@ import Testing
 
         // A batch composed and retried, a single retried then delivered, one dead-lettered.
         var rows = try await store.deliveries(subscription: "x", due: Self.at(3_000), limit: 20, strict: false, excluding: [])
-        try await store.assignBatch("batch-1", to: Array(rows[0..<5]))
+        try await store.assignBatches([("batch-1", Array(rows[0..<5]))])
         try await store.record([
             DeliveryOutcome(deliveries: Array(rows[0..<5]), decision: .retry(at: Self.at(9_000)), attemptedAt: Self.at(3_100), status: 500),
             DeliveryOutcome(deliveries: [rows[5]], decision: .retry(at: Self.at(4_000)), attemptedAt: Self.at(3_100), status: 502),

@@ -207,14 +207,10 @@ extension StateStore {
             .first?.nextAttemptAt
     }
 
-    /// Fixes a batch's members and their order before its first attempt, so that retries and restarts send the
-    /// same body under the same id: its rows move to `delivery_attempt`, due as they were.
-    public func assignBatch(_ batchID: String, to deliveries: [Delivery]) async throws(StoreError) {
-        try await assignBatches([(batchID, deliveries)])
-    }
-
-    /// ``assignBatch(_:to:)`` for every batch a dispatcher composed at once, in one transaction: a draining
-    /// subscription composes one per free place, and a commit each would queue them all behind the writer.
+    /// Fixes the members and their order of each batch a dispatcher composed, before its first attempt, so that
+    /// retries and restarts send the same body under the same id: their rows move to `delivery_attempt`, due as they
+    /// were. One transaction for them all: a draining subscription composes one per free place, and a commit each
+    /// would queue them all behind the writer.
     public func assignBatches(_ batches: [(id: String, deliveries: [Delivery])]) async throws(StoreError) {
         guard !batches.isEmpty else { return }
         try await write("composing \(batches.count) batches") { db in
