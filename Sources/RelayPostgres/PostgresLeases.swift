@@ -46,7 +46,7 @@ public struct PostgresLeases: Sendable {
         let rows = try await client.query(
             """
             INSERT INTO \(unescaped: schema).lease AS l (key, holder, epoch, expires_at)
-            VALUES (\(key), \(holder), 1, now() + \(ttl.milliseconds) * interval '1 millisecond')
+            VALUES (\(key), \(holder), 1, now() + \(ttl / .milliseconds(1)) * interval '1 millisecond')
             ON CONFLICT (key) DO UPDATE
                 SET holder = excluded.holder, epoch = l.epoch + 1, expires_at = excluded.expires_at
                 WHERE l.expires_at < now()
@@ -61,7 +61,7 @@ public struct PostgresLeases: Sendable {
     public func renew(_ lease: Lease, ttl: Duration) async throws -> Bool {
         let rows = try await client.query(
             """
-            UPDATE \(unescaped: schema).lease SET expires_at = now() + \(ttl.milliseconds) * interval '1 millisecond'
+            UPDATE \(unescaped: schema).lease SET expires_at = now() + \(ttl / .milliseconds(1)) * interval '1 millisecond'
             WHERE key = \(lease.key) AND holder = \(lease.holder) AND epoch = \(lease.epoch) AND expires_at > now()
             RETURNING epoch
             """, logger: logger)
@@ -116,13 +116,5 @@ public struct PostgresLeases: Sendable {
             "SELECT position FROM \(unescaped: schema).cursor WHERE source = \(source)", logger: logger)
         for try await position in rows.decode(Int64.self) { return position }
         return nil
-    }
-}
-
-extension Duration {
-    /// Whole milliseconds, rounded down.
-    var milliseconds: Int64 {
-        let (seconds, attoseconds) = components
-        return seconds * 1_000 + attoseconds / 1_000_000_000_000_000
     }
 }

@@ -59,7 +59,7 @@ public enum PostgresSchema {
             for try await version in rows.decode(Int.self) { current = version }
             guard current <= latestVersion else { throw NewerSchema(schema: schema, version: current, known: latestVersion) }
             var applied: [Int] = []
-            for version in (current + 1)...max(current + 1, latestVersion) where version <= latestVersion {
+            for version in (current + 1)..<(latestVersion + 1) {
                 for statement in versions[version - 1] {
                     try await connection.query(
                         PostgresQuery(unsafeSQL: statement.replacingOccurrences(of: "{schema}", with: schema)), logger: logger)
