@@ -54,7 +54,7 @@ deps:
 	@$(PYTHON) -c 'import jsonschema' 2>/dev/null || $(PYTHON) -m pip install --quiet jsonschema \
 	  || { echo "Run: $(PYTHON) -m pip install jsonschema" >&2; exit 1; }
 
-build: deps
+build: deps stamp-commit
 	$(SWIFT) build
 
 # Products only: a plain `swift build` would also compile targets the binaries do not link (RelayPostgres, with
@@ -84,7 +84,7 @@ stamp-commit:
 test-deps: deps
 	$(call apt_install,$(TEST_APT_PACKAGES))
 
-test: test-deps check-schema
+test: test-deps check-schema stamp-commit
 	$(SWIFT) build --build-tests
 	$(MAKE) --no-print-directory check-systemd
 	scripts/with-postgres $(SWIFT) test

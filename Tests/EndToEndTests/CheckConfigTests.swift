@@ -329,6 +329,19 @@ import Testing
         }
     }
 
+    /// The commit `make stamp-commit` writes for this checkout: HEAD's short id, "-modified" when tracked files differ.
+    static func expectedCommit() async throws -> String {
+        let repository = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .deletingLastPathComponent()
+        let git = ["git", "-c", "safe.directory=\(repository.path)", "-C", repository.path]
+        let head = try await RelayBinary.run(git + ["rev-parse", "--short=12", "HEAD"], environment: nil, executable: "/usr/bin/env")
+        guard head.status == 0 else { return "unknown" }
+        let changes = try await RelayBinary.run(
+            git + ["status", "--porcelain", "--untracked-files=no"], environment: nil, executable: "/usr/bin/env")
+        let commit = head.standardOutput.trimmingCharacters(in: .whitespacesAndNewlines)
+        return changes.standardOutput.isEmpty ? commit : commit + "-modified"
+    }
+
     @Test func usageErrorsExit64AndUnfinishedCommandsSaySo() async throws {
         let usage = try await RelayBinary.run(["run"])
         #expect(usage.status == 64)
@@ -342,6 +355,8 @@ import Testing
         let lines = verbose.standardOutput.split(separator: "\n").map(String.init)
         #expect(lines.count == 5, "\(verbose.standardOutput)")
         #expect(lines.first == "intilery-relay " + version.standardOutput.trimmingCharacters(in: .whitespacesAndNewlines))
+        let commit = try await Self.expectedCommit()
+        #expect(lines.count > 1 && lines[1] == "commit \(commit)", "built without `make stamp-commit`?")
         for (index, prefix) in ["commit ", "Swift 6.", "libcurl 7.", "SQLite 3."].enumerated() where lines.count == 5 {
             #expect(lines[index + 1].hasPrefix(prefix) || (prefix == "libcurl 7." && lines[index + 1].hasPrefix("libcurl 8.")), "\(lines[index + 1])")
         }
