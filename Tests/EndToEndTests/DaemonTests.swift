@@ -55,10 +55,16 @@ import Glibc
             } catch {
                 try await api.shutdown()
                 try await receiver.shutdown()
+                _ = StartedConfigs.take(directory: directory)
                 throw error
             }
             try await api.shutdown()
             try await receiver.shutdown()
+            // Every config the relay was started with: the JSON Schema must give check-config's verdict on it.
+            let started = Dictionary(grouping: StartedConfigs.take(directory: directory), by: \.environment)
+            for (environment, configs) in started {
+                try await CheckConfigTests.expectTheSchemaAgrees(configs.map(\.copy.path), environment: environment, in: directory)
+            }
         }
     }
 

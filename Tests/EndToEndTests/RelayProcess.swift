@@ -21,6 +21,7 @@ final class RelayProcess: Sendable {
             guard fstat(handle.fileDescriptor, &status) == 0 else { throw CocoaError(.fileReadUnknown) }
             environment["JOURNAL_STREAM"] = "\(status.st_dev):\(status.st_ino)"
         }
+        StartedConfigs.keep(arguments: arguments, environment: environment, directory: directory)
         process = try ChildProcess(
             RelayBinary.path, arguments, environment: environment, directory: directory.path, stdin: nil,
             stdout: handle.fileDescriptor, stderr: handle.fileDescriptor)
