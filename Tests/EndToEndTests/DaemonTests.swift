@@ -413,32 +413,51 @@ import Glibc
         }
     }
 
+    /// A catch hook's path is a secret too: given as a secret (env and file forms), it reaches no log, no state
+    /// command's output and not the state store, while its requests still go to it.
     @Test func logsCarryNoSecrets() async throws {
         try await Self.withSetup { setup in
             setup.api.log.addBacklog(count: 50, from: 0, to: 1000)
+            let urlFile = setup.directory.appendingPathComponent("hook-url")
+            try setup.receiver.url("/hooks/catch/FILEPATH").write(to: urlFile, atomically: true, encoding: .utf8)
             let config = #"""
                 {"stateDirectory": "./state", "metrics": {"listen": "off"}, "shutdownGrace": "1s",
                  "sources": [{"name": "acme", "baseURL": "\#(setup.api.baseURL)", "clientId": "acme", "accountId": "acme", "brandId": "ACME",
                               "authToken": {"env": "INTILERY_TOKEN"}, "startFrom": "earliest"}],
-                 "subscriptions": [{"name": "s", "webhook": {"url": "\#(setup.receiver.url("/hooks/catch/SECRETPATH"))",
-                    "headers": {"X-Api-Key": "HEADERSECRET-42"}, "secret": "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"}}]}
+                 "subscriptions": [{"name": "s", "webhook": {"url": {"env": "HOOK_URL"},
+                                    "headers": {"X-Api-Key": "HEADERSECRET-42"}, "secret": "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"}},
+                                   {"name": "f", "webhook": {"url": {"file": "\#(urlFile.path)"}}}]}
                 """#
             try config.write(to: setup.configFile, atomically: true, encoding: .utf8)
             setup.receiver.script("/hooks/catch/SECRETPATH", [.status(500)], then: .ok)
+            setup.receiver.script("/hooks/catch/FILEPATH", [.status(400)], then: .ok)
+            var environment = setup.environment
+            environment["HOOK_URL"] = setup.receiver.url("/hooks/catch/SECRETPATH")
             let relay = try RelayProcess(
-                arguments: ["run", "--config", setup.configFile.path, "--log-level", "trace"], environment: setup.environment,
+                arguments: ["run", "--config", setup.configFile.path, "--log-level", "trace"], environment: environment,
                 directory: setup.directory)
-            #expect(await setup.receiver.waitUntil { $0.successesByPath["/hooks/catch/SECRETPATH", default: 0] >= 50 })
+            #expect(await setup.receiver.waitUntil { record in
+                record.successesByPath["/hooks/catch/SECRETPATH", default: 0] >= 50 && record.successesByPath["/hooks/catch/FILEPATH", default: 0] >= 49
+            })
             relay.signal(SIGTERM)
             #expect(await relay.waitForExit(timeout: .seconds(10)) == 0)
             let log = relay.log
             #expect(!log.isEmpty)
-            for secret in [setup.api.account.authToken, "HEADERSECRET-42", "MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", "SECRETPATH"] {
-                #expect(!log.contains(secret), "\(secret) leaked into the log")
+            var outputs = ["the log": log]
+            for command in [["status"], ["status", "--json"], ["dead-letters", "list"], ["dead-letters", "show", "1"], ["check-config"]] {
+                let outcome = try await RelayBinary.run(command + ["--config", setup.configFile.path], environment: environment, in: setup.directory)
+                #expect(outcome.status == 0, "\(command): \(outcome.standardError)")
+                outputs[command.joined(separator: " ")] = outcome.standardOutput + outcome.standardError
+            }
+            #expect(outputs["dead-letters list"]?.contains("f") == true, "the 400 made a dead letter to list")
+            for (name, output) in outputs {
+                for secret in [setup.api.account.authToken, "HEADERSECRET-42", "MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", "SECRETPATH", "FILEPATH"] {
+                    #expect(!output.contains(secret), "\(secret) leaked into \(name)")
+                }
             }
             let stateFile = setup.directory.appendingPathComponent("state/relay.sqlite")
             let bytes = try Data(contentsOf: stateFile) + ((try? Data(contentsOf: URL(fileURLWithPath: stateFile.path + "-wal"))) ?? Data())
-            for secret in [setup.api.account.authToken, "HEADERSECRET-42", "MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"] {
+            for secret in [setup.api.account.authToken, "HEADERSECRET-42", "MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", "SECRETPATH", "FILEPATH"] {
                 #expect(bytes.range(of: Data(secret.utf8)) == nil, "\(secret) is in the state store")
             }
         }
