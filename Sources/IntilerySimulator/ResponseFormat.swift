@@ -1,4 +1,4 @@
-/// Which of the body shapes SPEC.md accepts the fake API answers with, so the relay is tested on each.
+/// Which of the body shapes the relay accepts (docs/configuration.md, `response`) the fake API answers with, so the relay is tested on each.
 public enum ResponseShape: String, Sendable, CaseIterable {
     /// A top-level array of events.
     case array
@@ -17,7 +17,7 @@ public enum ResponseShape: String, Sendable, CaseIterable {
     case custom
 }
 
-/// Which field names carry the id, time and action, covering SPEC.md's fallbacks.
+/// Which field names carry the id, time and action, covering the relay's fallbacks.
 public enum FieldNaming: String, Sendable, CaseIterable {
     /// `eventID`, `timestamp` (ISO-8601, ms, `Z`), `action` (plus Segment's `type` and `event`).
     case canonical

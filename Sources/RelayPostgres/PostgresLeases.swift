@@ -24,8 +24,8 @@ public struct LeaseLost: Error, Equatable, CustomStringConvertible {
     public var description: String { "the lease on \(key) (epoch \(epoch)) is no longer held" }
 }
 
-/// Leases with fencing epochs in one schema of a PostgreSQL database, shared by every relay instance (POSTGRES.md's
-/// lease protocol). Expiry is decided only by the database's clock, so instances whose clocks disagree still agree
+/// Leases with fencing epochs in one schema of a PostgreSQL database, shared by every relay instance: a row
+/// per key, whose epoch steps at every change of holder. Expiry is decided only by the database's clock, so instances whose clocks disagree still agree
 /// on who holds a key.
 public struct PostgresLeases: Sendable {
     private let client: PostgresClient

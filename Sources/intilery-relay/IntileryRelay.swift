@@ -12,7 +12,7 @@ struct IntileryRelay: AsyncParsableCommand {
     )
 }
 
-/// sysexits(3) codes that SPEC.md promises.
+/// sysexits(3) codes that docs/operations.md promises.
 enum ExitStatus {
     static let configError = ExitCode(78)
     static let noSuchState = ExitCode(66)

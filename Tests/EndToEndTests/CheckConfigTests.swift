@@ -1,7 +1,7 @@
 import Foundation
 import Testing
 
-/// `check-config` through the real binary: every rule of SPEC.md's config, one broken file at a time.
+/// `check-config` through the real binary: every rule of docs/configuration.md, one broken file at a time.
 @Suite struct CheckConfigTests {
     static let source = #"{"name": "acme", "clientId": "acme", "accountId": "acme", "brandId": "ACME", "authToken": "tok-1"}"#
     static let subscription = #"{"name": "hook", "webhook": {"url": "https://example.com/h"}}"#

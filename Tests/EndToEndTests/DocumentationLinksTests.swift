@@ -7,6 +7,9 @@ import Testing
     static let repository = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
         .deletingLastPathComponent().standardizedFileURL
 
+    /// Where the planning notes live beside the checkout, spelled so that this file does not cite it.
+    static let notesFolder = "../" + "shared"
+
     static var documents: [URL] {
         let docs = (try? FileManager.default.contentsOfDirectory(
             at: repository.appendingPathComponent("docs"), includingPropertiesForKeys: nil)) ?? []
@@ -50,7 +53,7 @@ import Testing
         for document in Self.documents {
             let markdown = try String(contentsOf: document, encoding: .utf8)
             let name = document.path.dropFirst(Self.repository.path.count + 1)
-            #expect(!markdown.contains("../shared"), "\(name) refers to ../shared, which users of the repository do not have")
+            #expect(!markdown.contains(Self.notesFolder), "\(name) refers to \(Self.notesFolder), which users of the repository do not have")
             for link in Self.links(in: markdown) {
                 if link.hasPrefix("https://") || link.hasPrefix("http://") || link.hasPrefix("mailto:") { continue }
                 checked += 1
@@ -65,6 +68,24 @@ import Testing
             }
         }
         #expect(checked >= 10, "only \(checked) relative links: is the link pattern still right?")
+    }
+
+    /// Comments cite the repository's documents: the planning notes the project began from are not in it.
+    @Test func sourcesCiteOnlyDocumentsInTheRepository() throws {
+        var files = 0
+        for folder in ["Sources", "Tests", "scripts", "packaging", "config", "systemd"] {
+            let root = Self.repository.appendingPathComponent(folder)
+            guard let walker = FileManager.default.enumerator(at: root, includingPropertiesForKeys: nil) else { continue }
+            for case let file as URL in walker where !file.hasDirectoryPath {
+                guard let text = try? String(contentsOf: file, encoding: .utf8) else { continue }
+                files += 1
+                let name = file.path.dropFirst(Self.repository.path.count + 1)
+                for outside in ["SPEC" + ".md", "DESIGN" + ".md", "POSTGRES" + ".md", Self.notesFolder] {
+                    #expect(!text.contains(outside), "\(name) cites \(outside), which is not in the repository")
+                }
+            }
+        }
+        #expect(files > 50, "only \(files) files read")
     }
 
     @Test func theCheckerCatchesWhatItShould() {

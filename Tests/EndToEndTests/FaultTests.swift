@@ -7,7 +7,7 @@ import Testing
 import Glibc
 #endif
 
-/// The guarantees of SPEC.md under faults, with the real binary as a child process.
+/// The guarantees of docs/architecture.md (Invariants) under faults, with the real binary as a child process.
 @Suite(.serialized, .timeLimit(.minutes(5))) struct FaultTests {
     static var isRoot: Bool { getuid() == 0 }
 

@@ -2,7 +2,7 @@ import IntilerySimulator
 import RelayCore
 import Testing
 
-/// No page from the API may trap the relay (SPEC.md: "No input from the API crashes the relay"). Random and mutated
+/// No page from the API may trap the relay (docs/architecture.md, Invariants: "No input traps"). Random and mutated
 /// bodies go through the page decoder; random times through the timestamp parser and formatter. Seeded, so that a
 /// failure repeats.
 @Suite struct DecoderFuzzTests {

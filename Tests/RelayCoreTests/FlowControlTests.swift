@@ -2,7 +2,7 @@ import IntilerySimulator
 import RelayCore
 import Testing
 
-/// A 429 or 503 is flow control, not an outage (SPEC.md, `webhook.retry`).
+/// A 429 or 503 is flow control, not an outage (docs/configuration.md, `webhook.retry`).
 @Suite struct FlowControlTests {
     @Test func aThrottlingReceiverGetsEverythingSoonAndNeverOpensTheBreaker() async throws {
         try await withDelivery { fixture in

@@ -2,7 +2,7 @@ import IntilerySimulator
 import RelayCore
 import Testing
 
-/// The two edges (SPEC.md, "Polling"): what a steady stream costs, late events, a cursor that never runs ahead of
+/// The two edges (docs/architecture.md, "How polling works"): what a steady stream costs, late events, a cursor that never runs ahead of
 /// the API, times that cannot be placed, and lookback changes. All on the test clock against the fake API.
 @Suite struct PollingEdgesTests {
     static let all = IngestFixture.subscription("all")

@@ -2,7 +2,7 @@ import IntilerySimulator
 import RelayCore
 import Testing
 
-/// Each subscription keeps its own place (SPEC.md, "Subscription cursors"): a new one backfills from `startFrom`
+/// Each subscription keeps its own place (docs/architecture.md, "Subscription cursors"): a new one backfills from `startFrom`
 /// and joins the shared poll; a full queue falls behind and catches up once drained. Every event reaches each
 /// subscription once, with live and late events arriving throughout. On the test clock against the fake API.
 @Suite struct SubscriptionCursorTests {

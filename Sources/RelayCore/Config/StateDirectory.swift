@@ -1,6 +1,6 @@
 import RelayJSON
 
-/// Where the state lives, by SPEC.md's order: `--state-dir`, else `stateDirectory` in the config, else
+/// Where the state lives, in the order docs/configuration.md gives: `--state-dir`, else `stateDirectory` in the config, else
 /// `$STATE_DIRECTORY` (set by systemd's `StateDirectory=`), else `./state`.
 public enum StateDirectory {
     /// The directory to use.

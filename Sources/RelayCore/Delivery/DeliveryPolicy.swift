@@ -1,6 +1,6 @@
 import CurlHTTP
 
-/// SPEC.md's retry rules as a pure function: what to do after one attempt.
+/// The retry rules of docs/configuration.md (Webhooks) as a pure function: what to do after one attempt.
 public struct DeliveryPolicy: Sendable {
     /// The subscription's retry settings.
     public var retry: RetryPolicy

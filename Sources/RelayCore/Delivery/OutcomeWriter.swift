@@ -2,7 +2,7 @@ import Logging
 import Synchronization
 
 /// Commits delivery outcomes in groups: whatever arrived while the previous transaction ran goes in the next one,
-/// so there is never one fsync per event, and an outcome waits at most one commit (far under SPEC.md's 100 ms).
+/// so there is never one fsync per event, and an outcome waits at most one commit (far under the 100 ms docs/architecture.md promises).
 public final class OutcomeWriter: Sendable {
     private struct Pending {
         var outcomes: [DeliveryOutcome] = []

@@ -3,7 +3,7 @@ import CurlHTTP
 import Foundation
 import RelayJSON
 
-/// Builds webhook requests exactly as SPEC.md says: body, `webhook-id`, `webhook-timestamp`, `webhook-signature`
+/// Builds webhook requests exactly as docs/configuration.md says ("Requests the relay sends"): body, `webhook-id`, `webhook-timestamp`, `webhook-signature`
 /// (Standard Webhooks v1), `user-agent`, content type, and the subscription's own headers.
 public struct WebhookRequestBuilder: Sendable {
     private let subscription: SubscriptionConfig

@@ -1,7 +1,7 @@
 import RelayJSON
 
 extension EventFilter {
-    /// Whether an event passes, by SPEC.md's rules: an absent or null field matches nothing but `exists: false`;
+    /// Whether an event passes, by docs/configuration.md's rules (Filters): an absent or null field matches nothing but `exists: false`;
     /// numbers compare by value and never equal booleans or strings; ordering compares numbers numerically and
     /// strings lexicographically, and mixed types never match.
     public func matches(_ event: JSONValue) -> Bool {

@@ -1,6 +1,6 @@
 import RelayJSON
 
-/// Turns an Events API response body into events, accepting every shape SPEC.md lists (or the configured
+/// Turns an Events API response body into events, accepting every shape docs/configuration.md lists under `response` (or the configured
 /// overrides) and keeping each event's bytes exactly as received.
 public struct EventPageDecoder: Sendable {
     /// Why an event was skipped; each kind is logged once.

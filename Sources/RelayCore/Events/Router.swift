@@ -23,7 +23,7 @@ public struct Router: Sendable {
         return matched
     }
 
-    /// What to ask the API to filter, per SPEC.md: `include=A` when every subscription includes exactly `["A"]`;
+    /// What to ask the API to filter, per docs/configuration.md (Subscriptions): `include=A` when every subscription includes exactly `["A"]`;
     /// else `exclude=` the actions that no subscription can match, when that set is known and not empty.
     public static func serverSideFilter(for subscriptions: [SubscriptionConfig]) -> (include: String?, exclude: [String]) {
         guard !subscriptions.isEmpty else { return (nil, []) }

@@ -1,7 +1,7 @@
 import Logging
 
 /// The catch-up edge: each subscription that is behind reads the API on its own, from its own position, and joins
-/// the shared poll once it has reached it (SPEC.md, "Subscription cursors").
+/// the shared poll once it has reached it (docs/architecture.md, "Subscription cursors").
 ///
 /// Behind, a subscription gets from the shared poll only late events before its position; its own read covers
 /// `[position, seen-id horizon)`, a range the poll has read for good and whose ids it no longer keeps. There it

@@ -1,7 +1,7 @@
 import Logging
 import Synchronization
 
-/// Polls one source with two edges and queues what each subscription wants (SPEC.md, "Polling").
+/// Polls one source with two edges and queues what each subscription wants (docs/architecture.md, "How polling works").
 ///
 /// - The **live edge** reads forward from the live cursor every `pollInterval`, for latency.
 /// - The **settle edge** reads each time range once more, bounded by `start` and `end`, once it is `lookback` old,

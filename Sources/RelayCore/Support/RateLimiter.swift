@@ -52,7 +52,7 @@ public final class APIRateLimiters<C: Clock>: Sendable where C.Duration == Durat
     }
 }
 
-/// Exponential backoff with full jitter between a floor and a ceiling, as SPEC.md words it for webhooks: the
+/// Exponential backoff with full jitter between a floor and a ceiling, as docs/configuration.md words it for webhooks: the
 /// n-th retry waits a random time in [initial, min(maximum, initial × 2^(n−1))].
 public struct Backoff: Sendable, Equatable {
     /// The shortest wait.
