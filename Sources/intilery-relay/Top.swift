@@ -8,8 +8,8 @@ struct Top: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Watch a running relay: each source and subscription, refreshed every second.",
         discussion: """
-            Reads the daemon's /metrics (metrics.listen in the config, or --metrics). Sources: cursor lag, API \
-            requests and 429s per second. Subscriptions: events delivered per second, requests in flight, queued \
+            Reads the daemon's /metrics (metrics.listen in the config, or --metrics). Sources: where the live cursor \
+            stands (UTC) and its lag, API requests and 429s per second. Subscriptions: events delivered per second, requests in flight, queued \
             events, the oldest one's age, dead letters, the circuit breaker and whether it is paused. On a terminal \
             it redraws every --interval until Ctrl-C; otherwise (a pipe, a file) it prints one view, measured over \
             one interval, and exits.
@@ -109,14 +109,15 @@ struct Top: AsyncParsableCommand {
         var lines = ["intilery-relay top: \(url), every \(format(seconds))s", ""]
         let sources = Set(now.labelValues("intilery_relay_api_responses_total", "source") + now.labelValues("intilery_relay_poll_interval_seconds", "source")).sorted()
         lines += Table.render(
-            header: ["SOURCE", "LAG", "API REQ/S", "429/S", "ERRORS/S"],
+            header: ["SOURCE", "CURSOR", "LAG", "API REQ/S", "429/S", "ERRORS/S"],
             rows: sources.map { source in
                 let responses = "intilery_relay_api_responses_total"
                 let all = delta(responses, ["source": source])
                 let ok = delta(responses, ["source": source, "status": "200"])
                 let limited = delta(responses, ["source": source, "status": "429"])
                 return [
-                    source, now.value("intilery_relay_cursor_lag_seconds", ["source": source]).map { duration($0) } ?? "never polled",
+                    source, now.value("intilery_relay_cursor_timestamp_seconds", ["source": source]).map { utc($0) } ?? "never polled",
+                    now.value("intilery_relay_cursor_lag_seconds", ["source": source]).map { duration($0) } ?? "-",
                     perSecond(all), perSecond(limited), perSecond(max(0, all - ok - limited)),
                 ]
             })
@@ -141,6 +142,14 @@ struct Top: AsyncParsableCommand {
 
     static func format(_ value: Double) -> String {
         value >= 100 || value == value.rounded() ? String(Int(value.rounded())) : String(format: "%.1f", value)
+    }
+
+    /// 2026-11-29T10:31:02Z: UTC, as the log and the API write times, to the second, as a glance reads them.
+    static func utc(_ secondsSinceEpoch: Double) -> String {
+        let placeable = Double(Timestamp.placeable.lowerBound / 1000)...Double(Timestamp.placeable.upperBound / 1000)
+        guard placeable.contains(secondsSinceEpoch) else { return "-" }
+        let iso8601 = Timestamp(millisecondsSinceEpoch: Int64(secondsSinceEpoch.rounded(.down)) * 1000).iso8601
+        return iso8601.prefix { $0 != "." } + "Z"
     }
 
     /// 0.4s, 42s, 7m3s, 2h5m.

@@ -17,6 +17,7 @@ public enum MetricsPage {
         "intilery_relay_last_successful_poll_timestamp_seconds": "When the Events API last answered the source with a page that could be read (unix seconds).",
         "intilery_relay_scrape_store_read_failures_total": "Scrapes whose read of the queue gauges from the state store failed or took over 2 s; the gauges then keep their last values.",
         "intilery_relay_cursor_lag_seconds": "How far the source's cursor is behind now, after its last successful live poll; absent until the first.",
+        "intilery_relay_cursor_timestamp_seconds": "Where the source's live cursor stands (unix seconds), after its last successful live poll; absent until the first.",
         "intilery_relay_deliveries_total": "Events handed to a webhook, by outcome: delivered, retry or dead_letter.",
         "intilery_relay_delivery_seconds": "Webhook request durations.",
         "intilery_relay_circuit_open": "1 while the subscription's webhook circuit breaker is open.",

@@ -16,7 +16,10 @@ struct SourceMetrics: Sendable {
 
     /// Removes a source's gauges once it has left the config; its counters stay, as counters do.
     static func remove(source: String) {
-        for label in ["intilery_relay_poll_interval_seconds", "intilery_relay_cursor_lag_seconds", "intilery_relay_last_successful_poll_timestamp_seconds"] {
+        for label in [
+            "intilery_relay_poll_interval_seconds", "intilery_relay_cursor_lag_seconds", "intilery_relay_cursor_timestamp_seconds",
+            "intilery_relay_last_successful_poll_timestamp_seconds",
+        ] {
             Gauge(label: label, dimensions: [("source", source)]).destroy()
         }
     }
@@ -33,10 +36,13 @@ struct SourceMetrics: Sendable {
         Gauge(label: "intilery_relay_poll_interval_seconds", dimensions: [("source", name)]).record(Double(interval / .milliseconds(1)) / 1000)
     }
 
-    /// The cursor's lag after a successful live poll. Made at the first one, not before: a gauge at 0 for a source
-    /// that never polled would read as "current".
-    func cursorLag(seconds: Double) {
-        Gauge(label: "intilery_relay_cursor_lag_seconds", dimensions: [("source", name)]).record(seconds)
+    /// The live cursor, and how far it is behind the API's now, after a successful live poll. Made at the first
+    /// one, not before: a lag at 0 for a source that never polled would read as "current", a cursor at 0 as 1970.
+    func liveCursor(_ cursor: Timestamp, apiNow: Timestamp) {
+        Gauge(label: "intilery_relay_cursor_timestamp_seconds", dimensions: [("source", name)])
+            .record(Double(cursor.millisecondsSinceEpoch) / 1000)
+        Gauge(label: "intilery_relay_cursor_lag_seconds", dimensions: [("source", name)])
+            .record(Double(cursor.duration(to: apiNow) / .milliseconds(1)) / 1000)
     }
 
     /// Events skipped because their id or time could not be read or placed, by reason.

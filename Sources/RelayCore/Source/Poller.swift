@@ -165,7 +165,7 @@ public final class Poller<C: Clock>: Sendable where C.Duration == Duration, C: S
             $0.settled = updated.settled
             $0.lastCaughtUpAt = last.apiNow
         }
-        metrics.cursorLag(seconds: Double(updated.live.duration(to: last.apiNow) / .milliseconds(1)) / 1000)
+        metrics.liveCursor(updated.live, apiNow: last.apiNow)
         return updated.live
     }
 
