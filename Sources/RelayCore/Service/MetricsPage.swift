@@ -6,7 +6,8 @@ import Glibc
 /// The `/metrics` page as Prometheus users expect it: the registry's metrics with a `# HELP` line each, the
 /// relay's build, and the standard `process_*` metrics read from `/proc` when scraped.
 public enum MetricsPage {
-    /// What each of the relay's metrics means; a metric without an entry here fails the metrics test.
+    /// What each of the relay's metrics means. A metric without an entry would get no HELP line: MetricsHelpTests
+    /// fails for any `"intilery_relay_…"` name in Sources/ that has none.
     static let help: [String: String] = [
         "intilery_relay_events_received_total": "Events read from the Events API, duplicates included.",
         "intilery_relay_events_queued_total": "Events queued for at least one subscription.",
