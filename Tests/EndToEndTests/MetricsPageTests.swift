@@ -17,13 +17,20 @@ import Glibc
             let source = DaemonTests.sourceJSON(setup.api, lookback: "5s")
             let broken = source.replacingOccurrences(of: #""name": "acme""#, with: #""name": "broken""#)
                 .replacingOccurrences(of: #""authToken": {"env": "INTILERY_TOKEN"}"#, with: #""authToken": "wrong-token""#)
-            try #"""
+            // "refused" sends to a port nothing listens on: requests that end without an HTTP answer.
+            let acmeSubscriptions = #"""
+                {"name": "bad", "source": "acme", "webhook": {"url": "\#(setup.receiver.url("/hooks/bad"))", "pauseAfter": 0}},
+                {"name": "refused", "source": "acme", "webhook": {"url": "http://127.0.0.1:1/hooks/refused"}},
+                """#
+            func config(withAcme: Bool) -> String {
+                #"""
                 {"stateDirectory": "./state", "metrics": {"listen": "127.0.0.1:0"}, "shutdownGrace": "2s",
-                 "sources": [\#(source), \#(broken)],
-                 "subscriptions": [
-                   {"name": "bad", "source": "acme", "webhook": {"url": "\#(setup.receiver.url("/hooks/bad"))", "pauseAfter": 0}},
+                 "sources": [\#(withAcme ? "\(source), " : "")\#(broken)],
+                 "subscriptions": [\#(withAcme ? acmeSubscriptions : "")
                    {"name": "other", "source": "broken", "webhook": {"url": "\#(setup.receiver.url("/hooks/other"))"}}]}
-                """#.write(to: setup.configFile, atomically: true, encoding: .utf8)
+                """#
+            }
+            try config(withAcme: true).write(to: setup.configFile, atomically: true, encoding: .utf8)
             let relay = try RelayProcess(
                 arguments: ["run", "--config", setup.configFile.path, "--log-format", "json", "--log-level", "trace"],
                 environment: setup.environment, directory: setup.directory, journal: true)
@@ -53,7 +60,6 @@ import Glibc
                 try await Task.sleep(for: .milliseconds(50))
                 response = try await scrape()
             }
-            await client.shutdown()
             #expect(response.status == 200)
             let page = String(decoding: response.body, as: UTF8.self)
             let lines = page.split(separator: "\n").map(String.init)
@@ -75,9 +81,27 @@ import Glibc
             #expect(lines.contains { $0.hasPrefix(#"intilery_relay_build_info{version="0.1.0",commit=""#) && $0.hasSuffix("} 1") })
 
             func value(_ prefix: String) -> Double? { value(prefix, in: lines) }
-            // A source that never polled successfully has no lag, rather than a lag of 0.
+            // A source that never polled successfully has no lag and no cursor, rather than 0 for either.
             #expect(value(#"intilery_relay_cursor_lag_seconds{source="acme"}"#) != nil)
             #expect(!page.contains(#"intilery_relay_cursor_lag_seconds{source="broken"}"#), "\(page)")
+            let cursor = try #require(value(#"intilery_relay_cursor_timestamp_seconds{source="acme"}"#), "\(page)")
+            #expect(abs(cursor - Date().timeIntervalSince1970) < 60, "the live cursor is near now: \(cursor)")
+            #expect(!page.contains(#"intilery_relay_cursor_timestamp_seconds{source="broken"}"#), "\(page)")
+            #expect(await relay.waitForLog(containing: #""error":"connection_refused""#, timeout: .seconds(10)), "\(relay.log)")
+
+            // A source removed at a reload takes its cursor gauges with it: frozen, they would feed alerts for ever.
+            try config(withAcme: false).write(to: setup.configFile, atomically: true, encoding: .utf8)
+            relay.signal(SIGHUP)
+            #expect(await relay.waitForLog(containing: #""msg":"reloaded""#, timeout: .seconds(10)), "\(relay.log)")
+            let gauges = [#"intilery_relay_cursor_timestamp_seconds{source="acme"}"#, #"intilery_relay_cursor_lag_seconds{source="acme"}"#]
+            var afterReload = String(decoding: try await scrape().body, as: UTF8.self)
+            let gone = ContinuousClock.now + .seconds(10)
+            while gauges.contains(where: afterReload.contains), ContinuousClock.now < gone {
+                try await Task.sleep(for: .milliseconds(100))
+                afterReload = String(decoding: try await scrape().body, as: UTF8.self)
+            }
+            await client.shutdown()
+            #expect(!gauges.contains(where: afterReload.contains), "\(afterReload)")
             relay.signal(SIGTERM)
             #expect(await relay.waitForExit(timeout: .seconds(10)) == 0)
 
@@ -99,8 +123,18 @@ import Glibc
             // --log-level debug shows each page read, trace each request, with numbers.
             let pageRead = try #require(records.first { $0["msg"] as? String == "page read" })
             #expect(pageRead["events"] is Int && pageRead["took_s"] is NSNumber, "\(pageRead)")
+            // status is the HTTP status as a number; a request with no answer has an error instead.
             let request = try #require(records.first { $0["msg"] as? String == "request done" && $0["subscription"] as? String == "bad" })
-            #expect(request["status"] as? String == "400" && request["outcome"] as? String == "dead_letter" && request["attempt"] as? Int == 1, "\(request)")
+            #expect(request["status"] as? Int == 400 && request["outcome"] as? String == "dead_letter" && request["attempt"] as? Int == 1, "\(request)")
+            #expect(request["error"] == nil, "\(request)")
+            let unanswered = try #require(records.first { $0["msg"] as? String == "request done" && $0["subscription"] as? String == "refused" })
+            #expect(unanswered["error"] as? String == "connection_refused" && unanswered["status"] == nil, "\(unanswered)")
+            // Durations are numbers of seconds, never Swift's "30.0 seconds".
+            let unhealthy = try #require(records.first {
+                ($0["msg"] as? String)?.hasPrefix("source unhealthy") == true && $0["source"] as? String == "broken"
+            })
+            #expect((unhealthy["retry_in_s"] as? NSNumber).map { $0.doubleValue > 0 } == true, "\(unhealthy)")
+            #expect(!logLines.contains { $0.contains(#"seconds""#) }, "\(relay.log)")
             #expect(logLines.contains { $0.hasPrefix("<7>") && $0.contains(#""msg":"request done""#) })
         }
     }

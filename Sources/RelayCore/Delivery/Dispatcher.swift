@@ -428,11 +428,12 @@ public final class Dispatcher<C: Clock>: Sendable where C.Duration == Duration, 
         metrics.record(decision, events: job.deliveries.count)
         let error = transportError.map(\.shortDescription) ?? status.flatMap { (200..<300).contains($0) ? nil : "http_\($0)" }
         logger.trace(
-            "request done", metadata: [
+            "request done",
+            metadata: [
                 "events": .stringConvertible(job.deliveries.count), "first_event": "\(job.deliveries[0].eventID)",
-                "status": "\(status.map(String.init) ?? error ?? "-")", "attempt": .stringConvertible(attempts),
-                "took_s": .stringConvertible(LogSeconds(ContinuousClock.now - started)), "outcome": "\(decision.logName)",
-            ])
+                "attempt": .stringConvertible(attempts), "took_s": .stringConvertible(LogSeconds(ContinuousClock.now - started)),
+                "outcome": "\(decision.logName)",
+            ].merging(Self.answerFields(status: status, transportError: transportError)) { kept, _ in kept })
         if case .deadLetter(let reason) = decision {
             logger.warning(
                 "dead-lettered", metadata: ["events": .stringConvertible(job.deliveries.count), "first_event": "\(job.deliveries[0].eventID)",
@@ -451,6 +452,13 @@ public final class Dispatcher<C: Clock>: Sendable where C.Duration == Duration, 
             wakeup.signal()
         }
         return step
+    }
+
+    /// How a request ended, for its log line: `status`, a number a log query can compare, when the receiver
+    /// answered; else `error`, the transport failure. One field mixing both would be a string for every line.
+    private static func answerFields(status: Int?, transportError: CurlHTTPError?) -> Logger.Metadata {
+        if let status { return ["status": .stringConvertible(status)] }
+        return transportError.map { ["error": "\($0.shortDescription)"] } ?? [:]
     }
 
     /// Waits for the webhook's rate limit, its flow control and its circuit breaker, and takes an in-flight place
