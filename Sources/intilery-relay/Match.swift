@@ -3,7 +3,8 @@ import Foundation
 import RelayCore
 import RelayJSON
 
-/// Tries a subscription's `include`, `exclude` and `where` on events from a file, before deploying them.
+/// Tries a subscription's `include`, `exclude` and `where` on events from a file or standard input, before deploying
+/// them.
 struct Match: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Show which events a subscription selects, and which clause decided.",

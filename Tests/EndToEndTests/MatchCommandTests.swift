@@ -37,7 +37,7 @@ import Testing
             #expect(rows.contains { $0.contains("e4") && $0.contains("where: not (properties.test eq true (the event has true))") })
             #expect(rows.last == "big selects 1 of 4 events; 1 unreadable (not JSON, or no id or time).")
 
-            // A page body, as the API sends it, on standard input; JSON out.
+            // A page body, as the API sends it, from a file; JSON out.
             let page = directory.appendingPathComponent("page.json")
             try #"{"events": [\#(Self.events.joined(separator: ","))]}"#.write(to: page, atomically: true, encoding: .utf8)
             let json = try await RelayBinary.run(["match", "--config", configFile.path, "--subscription", "clicks", "--json", page.path])
@@ -51,6 +51,60 @@ import Testing
             try "[]".write(to: empty, atomically: true, encoding: .utf8)
             #expect(try await RelayBinary.run(["match", "--config", configFile.path, "--subscription", "big", empty.path]).status == 65)
             #expect(try await RelayBinary.run(["match", "--config", configFile.path, "--subscription", "big", "/nonexistent"]).status == 66)
+        }
+    }
+
+    @Test func readsStandardInputWithADashOrNoFileNamed() async throws {
+        try await withTemporaryDirectory { directory in
+            let configFile = directory.appendingPathComponent("config.json")
+            try Self.config.write(to: configFile, atomically: true, encoding: .utf8)
+            let base = ["match", "--config", configFile.path, "--subscription", "big"]
+
+            // One event per line, on standard input named "-".
+            let lines = try await RelayBinary.run(base + ["-"], input: Array(Self.events.joined(separator: "\n").utf8))
+            #expect(lines.status == 0, "\(lines.standardError)")
+            #expect(lines.standardOutput.split(separator: "\n").last == "big selects 1 of 4 events.", "\(lines.standardOutput)")
+
+            // A bare JSON array over several lines (no line of it an event by itself), with no file named.
+            let array = try await RelayBinary.run(base + ["--json"], input: Array("[\n\(Self.events.joined(separator: ",\n"))\n]".utf8))
+            #expect(array.status == 0, "\(array.standardError)")
+            let verdicts = try #require(try JSONParser.parse(array.standardOutput).arrayValue, "\(array.standardOutput)")
+            #expect(verdicts.map { $0.objectValue?["id"]?.stringValue } == ["e1", "e2", "e3", "e4"])
+            #expect(verdicts.map { $0.objectValue?["selected"] } == [.bool(true), .bool(false), .bool(false), .bool(false)])
+
+            let nothing = try await RelayBinary.run(base, input: [])
+            #expect(nothing.status == 65)
+            #expect(nothing.standardError.contains("no event in standard input"), "\(nothing.standardError)")
+        }
+    }
+
+    /// A source whose pages need `response` overrides: match reads events where the relay would.
+    @Test func readsEventsWhereTheSourcesResponseOverridesSay() async throws {
+        try await withTemporaryDirectory { directory in
+            let configFile = directory.appendingPathComponent("config.json")
+            try #"""
+                {"sources": [{"name": "custom", "clientId": "acme", "accountId": "acme", "brandId": "ACME", "authToken": {"env": "NOT_NEEDED"},
+                              "response": {"eventsPath": "/payload/list", "idField": "meta.ref", "timestampField": "occurred", "actionField": "kind"}}],
+                 "subscriptions": [{"name": "orders", "include": ["purchase"], "webhook": {"url": "https://e.com/o"}}]}
+                """#.write(to: configFile, atomically: true, encoding: .utf8)
+            let events = [
+                #"{"meta": {"ref": "c1"}, "occurred": "2024-05-01T00:00:00Z", "kind": "purchase"}"#,
+                #"{"meta": {"ref": "c2"}, "occurred": 1714521601000, "kind": "refund"}"#,
+            ]
+            func verdicts(_ input: String) async throws -> [JSONValue] {
+                let outcome = try await RelayBinary.run(
+                    ["match", "--config", configFile.path, "--subscription", "orders", "--json"], input: Array(input.utf8))
+                #expect(outcome.status == 0, "\(outcome.standardError)")
+                return try JSONParser.parse(outcome.standardOutput).arrayValue ?? []
+            }
+            // A page at eventsPath, which no default shape would find; and one event per line, read with the
+            // overridden fields.
+            for input in [#"{"payload": {"list": [\#(events.joined(separator: ","))]}}"#, events.joined(separator: "\n")] {
+                let found = try await verdicts(input)
+                #expect(found.map { $0.objectValue?["id"]?.stringValue } == ["c1", "c2"], "\(input)")
+                #expect(found.map { $0.objectValue?["action"]?.stringValue } == ["purchase", "refund"], "\(input)")
+                #expect(found.map { $0.objectValue?["selected"] } == [.bool(true), .bool(false)], "\(input)")
+            }
         }
     }
 }
