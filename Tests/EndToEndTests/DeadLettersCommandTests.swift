@@ -80,6 +80,7 @@ import Testing
             let replay = try await RelayBinary.run(["dead-letters", "replay"] + base + ["--subscription", "clicks"])
             #expect(replay.status == 0)
             #expect(replay.standardOutput.contains("Replayed 2 dead letters."))
+            #expect(!replay.standardError.contains("replayed 2 of"), "no progress without a terminal")
             #expect(try await store.deliveries(subscription: "clicks", due: t0.advanced(by: .seconds(3600 * 24 * 365 * 10)), limit: 10, strict: false, excluding: []).map(\.attempts) == [0, 0])
 
             // Purging everything must be meant.
@@ -101,5 +102,83 @@ import Testing
             let unknown = try await RelayBinary.run(["dead-letters", "list"] + base + ["--subscription", "nope"])
             #expect(unknown.status == 64)
         }
+    }
+
+    @Test func showGivesTheReasonTheAttemptsAndTheirTimes() async throws {
+        try await withTemporaryDirectory { directory in
+            let (store, base) = try await Self.deadLetteredAtTheSecondAttempt(1, in: directory)
+            let id = try #require(try await store.deadLetters().first?.id)
+
+            let text = try await RelayBinary.run(["dead-letters", "show", "\(id)"] + base)
+            #expect(text.status == 0, "\(text.standardError)")
+            let lines = text.standardOutput.split(separator: "\n").map(String.init)
+            for line in [
+                "subscription   clicks", "event          e0", "event time     2024-05-01T00:00:00.000Z", "reason         http_410",
+                "status         410", "attempts       2", "first attempt  2024-05-01T00:00:01.000Z",
+                "last attempt   2024-05-01T00:00:05.000Z", "dead-lettered  2024-05-01T00:00:05.000Z",
+            ] {
+                #expect(lines.contains(line), "\(line) in:\n\(text.standardOutput)")
+            }
+
+            let json = try await RelayBinary.run(["dead-letters", "show", "\(id)", "--json"] + base)
+            #expect(json.status == 0, "\(json.standardError)")
+            let object = try #require(try JSONParser.parse(json.standardOutput).objectValue, "\(json.standardOutput)")
+            #expect(object["eventID"] == .string("e0"))
+            #expect(object["reason"] == .string("http_410"))
+            #expect(object["status"] == .number(JSONNumber(410)))
+            #expect(object["attempts"] == .number(JSONNumber(2)))
+            #expect(object["eventTime"] == .string("2024-05-01T00:00:00.000Z"))
+            #expect(object["firstAttemptAt"] == .string("2024-05-01T00:00:01.000Z"))
+            #expect(object["lastAttemptAt"] == .string("2024-05-01T00:00:05.000Z"))
+            #expect(object["deadAt"] == .string("2024-05-01T00:00:05.000Z"))
+        }
+    }
+
+    @Test func replayShowsProgressOnATerminal() async throws {
+        try await withTemporaryDirectory { directory in
+            let (store, base) = try await Self.deadLetteredAtTheSecondAttempt(3, in: directory)
+            // script(1) gives it a terminal; the progress shows on standard error, which script copies with the rest.
+            let command = ([RelayBinary.path, "dead-letters", "replay", "--subscription", "clicks"] + base).joined(separator: " ")
+            let onTerminal = try await RelayBinary.run(["-qec", command, "/dev/null"], executable: "/usr/bin/script")
+            #expect(onTerminal.status == 0, "\(onTerminal.standardOutput)")
+            #expect(onTerminal.standardOutput.contains("replayed 3 of 3"), "\(onTerminal.standardOutput)")
+            #expect(onTerminal.standardOutput.contains("Replayed 3 dead letters."), "\(onTerminal.standardOutput)")
+            #expect(try await store.deadLetters().isEmpty)
+            let queued = try await store.deliveries(
+                subscription: "clicks", due: Timestamp(millisecondsSinceEpoch: Int64(Date().timeIntervalSince1970 * 1000) + 60_000),
+                limit: 10, strict: false, excluding: [])
+            #expect(queued.map(\.eventID).sorted() == ["e0", "e1", "e2"])
+        }
+    }
+
+    /// A state in `directory` (with StatusCommandTests' config) holding `count` dead letters of "clicks", each
+    /// dead at its second attempt: a 503 at 00:00:01, retried, then a 410 at 00:00:05. The store, and the
+    /// options that name it.
+    static func deadLetteredAtTheSecondAttempt(_ count: Int, in directory: URL) async throws -> (StateStore, [String]) {
+        let configFile = directory.appendingPathComponent("config.json")
+        try StatusCommandTests.config.write(to: configFile, atomically: true, encoding: .utf8)
+        let state = directory.appendingPathComponent("state").path
+        let store = try StateStore.open(directory: state)
+        let t0 = Timestamp(millisecondsSinceEpoch: 1_714_521_600_000)
+        let events = (0..<count).map { n in
+            RoutedEvent(
+                event: Event(id: "e\(n)", time: t0.advanced(by: .milliseconds(Int64(n))), action: "a", timeValue: .string("t"), fields: JSONObject(), raw: Array("{}".utf8)),
+                subscriptions: ["clicks"])
+        }
+        _ = try await store.enqueue(source: "acme", events: events, cursor: t0, now: t0)
+        let first = try await store.deliveries(subscription: "clicks", due: t0, limit: 10, strict: false, excluding: [])
+        try await store.record([
+            DeliveryOutcome(
+                deliveries: first, decision: .retry(at: t0.advanced(by: .seconds(2))), attemptedAt: t0.advanced(by: .seconds(1)),
+                status: 503, error: "http_503"),
+        ])
+        let second = try await store.deliveries(subscription: "clicks", due: t0.advanced(by: .seconds(2)), limit: 10, strict: false, excluding: [])
+        try await store.record([
+            DeliveryOutcome(
+                deliveries: second, decision: .deadLetter(reason: "http_410"), attemptedAt: t0.advanced(by: .seconds(5)),
+                status: 410, error: "http_410", responseSnippet: Array("gone".utf8)),
+        ])
+        #expect(try await store.deadLetters().count == count)
+        return (store, ["--config", configFile.path, "--state-dir", state])
     }
 }
