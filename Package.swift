@@ -84,7 +84,7 @@ let package = Package(
         // linked into the daemon until the store runs on it.
         .target(
             name: "RelayPostgres",
-            dependencies: [.product(name: "PostgresNIO", package: "postgres-nio"), .product(name: "Logging", package: "swift-log")]
+            dependencies: ["RelayCore", .product(name: "PostgresNIO", package: "postgres-nio"), .product(name: "Logging", package: "swift-log")]
         ),
         .testTarget(name: "CurlHTTPTests", dependencies: ["CurlHTTP", "HTTPServer"]),
         .testTarget(name: "IntilerySimulatorTests", dependencies: ["IntilerySimulator", "CurlHTTP", "RelayJSON"]),
@@ -92,7 +92,7 @@ let package = Package(
         .testTarget(
             name: "RelayCoreTests",
             dependencies: ["RelayCore", "IntilerySimulator", "CurlHTTP", .product(name: "GRDB", package: "GRDB.swift")]),
-        .testTarget(name: "RelayPostgresTests", dependencies: ["RelayPostgres", .product(name: "PostgresNIO", package: "postgres-nio")]),
+        .testTarget(name: "RelayPostgresTests", dependencies: ["RelayPostgres", "RelayCore", "RelayJSON", .product(name: "PostgresNIO", package: "postgres-nio")]),
         .testTarget(name: "EndToEndTests", dependencies: ["intilery-relay", "RelayCore", "RelayJSON", "IntilerySimulator", "CurlHTTP"]),
     ],
     swiftLanguageModes: [.v6]

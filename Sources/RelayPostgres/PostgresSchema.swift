@@ -24,7 +24,76 @@ public enum PostgresSchema {
                 updated_at timestamptz NOT NULL
             )
             """,
-        ]
+        ],
+        [
+            // Each event's bytes once; a delivery row per (subscription, event). `unit` is the row a claim takes a
+            // request by: the row itself, or its batch's first member. A claim hides a unit until `visible_at`.
+            """
+            CREATE TABLE {schema}.event (
+                id bigserial PRIMARY KEY,
+                source text NOT NULL,
+                event_id text NOT NULL,
+                event_time bigint NOT NULL,
+                action text NOT NULL,
+                time_value text NOT NULL,
+                payload bytea NOT NULL,
+                queued_at bigint NOT NULL,
+                pending integer NOT NULL,
+                UNIQUE (source, event_time, event_id)
+            )
+            """,
+            """
+            CREATE TABLE {schema}.delivery (
+                subscription text NOT NULL,
+                event bigint NOT NULL,
+                event_time bigint NOT NULL,
+                unit bigint NOT NULL,
+                visible_at timestamptz NOT NULL DEFAULT now(),
+                attempts integer NOT NULL DEFAULT 0,
+                first_attempt_at bigint,
+                last_attempt_at bigint,
+                last_status integer,
+                last_error text,
+                batch_id text,
+                batch_seq integer,
+                claim_token bigint,
+                claimed_by text,
+                PRIMARY KEY (subscription, event)
+            ) WITH (fillfactor = 80)
+            """,
+            "CREATE INDEX delivery_due ON {schema}.delivery (subscription, visible_at, event_time, event) WHERE event = unit",
+            "CREATE INDEX delivery_line ON {schema}.delivery (subscription, event_time, event)",
+            "CREATE INDEX delivery_unit ON {schema}.delivery (subscription, unit)",
+            "CREATE INDEX delivery_claim ON {schema}.delivery (subscription, claim_token) WHERE claim_token IS NOT NULL",
+            "CREATE SEQUENCE {schema}.claim_token",
+            // Strict subscriptions: one request out at a time across every instance, under a claim of its own.
+            """
+            CREATE TABLE {schema}.strict_gate (
+                subscription text PRIMARY KEY,
+                claim_token bigint,
+                claim_expires_at timestamptz
+            )
+            """,
+            """
+            CREATE TABLE {schema}.dead_letter (
+                id bigserial PRIMARY KEY,
+                subscription text NOT NULL,
+                event_id text NOT NULL,
+                event_time bigint NOT NULL,
+                action text NOT NULL,
+                time_value text NOT NULL,
+                payload bytea NOT NULL,
+                reason text NOT NULL,
+                last_status integer,
+                response bytea NOT NULL,
+                attempts integer NOT NULL,
+                first_attempt_at bigint NOT NULL,
+                last_attempt_at bigint NOT NULL,
+                dead_at bigint NOT NULL
+            )
+            """,
+            "CREATE INDEX dead_letter_by_age ON {schema}.dead_letter (dead_at)",
+        ],
     ]
 
     /// The newest version this release knows.

@@ -1,0 +1,332 @@
+import Logging
+import NIOCore
+import PostgresNIO
+import RelayCore
+
+/// What one claim gave an instance to send: one request's deliveries (one event, or a batch in its body order),
+/// under a token that its outcome must carry.
+public struct ClaimedRequest: Sendable, Equatable {
+    /// Names this claim: an outcome applies only while the rows still carry it.
+    public let token: Int64
+    public let deliveries: [Delivery]
+}
+
+/// An outcome for a claimed request.
+public struct ClaimedOutcome: Sendable {
+    public let token: Int64
+    public let outcome: DeliveryOutcome
+
+    public init(token: Int64, outcome: DeliveryOutcome) {
+        self.token = token
+        self.outcome = outcome
+    }
+}
+
+/// The deliveries queue in PostgreSQL, shared by every instance. An instance claims due rows for its free slots
+/// only, and a claim hides them for a visibility timeout: an instance that dies or stalls past it loses them to
+/// whoever claims next, without a rescuer. Each claim has a token, and an outcome applies only while its rows
+/// still carry that token, so a late outcome from a former claimant changes nothing (it is counted as stale).
+/// Every time that decides visibility is the database's `now()`.
+public struct PostgresDeliveries: Sendable {
+    private let client: PostgresClient
+    private let schema: String
+    private let logger: Logger
+
+    /// The queue in `schema` (a lowercase SQL identifier, checked by ``PostgresSchema/isValidName(_:)``).
+    public init(client: PostgresClient, schema: String, logger: Logger) {
+        precondition(PostgresSchema.isValidName(schema), "schema names are checked when the config is read")
+        self.client = client
+        self.schema = schema
+        self.logger = logger
+    }
+
+    /// Stores `events` of `source` and queues each for every one of `subscriptions`, on `connection` (inside the
+    /// poller's fenced page transaction); an event already stored is left as it is. Returns the events stored.
+    @discardableResult
+    public func queue(
+        _ events: [Event], source: String, for subscriptions: [String], now: Timestamp, on connection: PostgresConnection
+    ) async throws -> Int {
+        guard !events.isEmpty, !subscriptions.isEmpty else { return 0 }
+        let rows = try await connection.query(
+            """
+            INSERT INTO \(unescaped: schema).event (source, event_id, event_time, action, time_value, payload, queued_at, pending)
+            SELECT \(source), e.id, e.time, e.action, e.time_value, e.payload, \(now.millisecondsSinceEpoch), \(subscriptions.count)
+            FROM unnest(\(events.map(\.id)), \(events.map(\.time.millisecondsSinceEpoch)), \(events.map(\.action)),
+                        \(events.map(\.timeValue.description)), \(events.map { ByteBuffer(bytes: $0.raw) }))
+                AS e(id, time, action, time_value, payload)
+            ON CONFLICT (source, event_time, event_id) DO NOTHING
+            RETURNING id, event_time
+            """, logger: logger)
+        var stored: [(id: Int64, time: Int64)] = []
+        for try await (id, time) in rows.decode((Int64, Int64).self) { stored.append((id, time)) }
+        guard !stored.isEmpty else { return 0 }
+        try await connection.query(
+            """
+            INSERT INTO \(unescaped: schema).delivery (subscription, event, event_time, unit)
+            SELECT s, e.id, e.time, e.id FROM unnest(\(subscriptions)) AS s CROSS JOIN unnest(\(stored.map(\.id)), \(stored.map(\.time))) AS e(id, time)
+            """, logger: logger)
+        return stored.count
+    }
+
+    /// ``queue(_:source:for:now:on:)`` in a transaction of its own.
+    @discardableResult
+    public func queue(_ events: [Event], source: String, for subscriptions: [String], now: Timestamp) async throws -> Int {
+        try await client.transaction(logger: logger) { connection in
+            try await queue(events, source: source, for: subscriptions, now: now, on: connection)
+        }
+    }
+
+    /// Claims up to `requests` requests' worth of due rows of `subscription` for `instance`, hidden from every other
+    /// claim for `visibility`: existing batches whole, loose rows composed into new batches of `batchSize` (their
+    /// members and id fixed from here on). Rows another claim is taking at this moment are skipped, not waited for.
+    public func claim(
+        _ subscription: String, requests: Int, batchSize: Int, by instance: String, visibility: Duration
+    ) async throws -> [ClaimedRequest] {
+        guard requests > 0 else { return [] }
+        return try await client.transaction(logger: logger) { connection in
+            let due = try await connection.query(
+                """
+                SELECT event, event_time, batch_id IS NOT NULL FROM \(unescaped: schema).delivery
+                WHERE subscription = \(subscription) AND event = unit AND visible_at <= now()
+                ORDER BY visible_at, event_time, event
+                LIMIT \(requests * batchSize)
+                FOR NO KEY UPDATE SKIP LOCKED
+                """, logger: logger)
+            var units: [Int64] = []
+            var composing: [(event: Int64, time: Int64)] = []
+            var composed: [[(event: Int64, time: Int64)]] = []
+            for try await (event, time, batched) in due.decode((Int64, Int64, Bool).self) {
+                guard units.count + composed.count < requests else { break }
+                if batched || batchSize == 1 {
+                    units.append(event)
+                    continue
+                }
+                composing.append((event, time))
+                if composing.count == batchSize {
+                    composed.append(composing)
+                    composing = []
+                }
+            }
+            if !composing.isEmpty, units.count + composed.count < requests { composed.append(composing) }
+            for members in composed {
+                units.append(try await compose(members, subscription: subscription, on: connection))
+            }
+            guard !units.isEmpty else { return [] }
+            // A token per request, so that each outcome answers for its own rows only.
+            let rows = try await connection.query(
+                """
+                UPDATE \(unescaped: schema).delivery d
+                SET claim_token = t.token, claimed_by = \(instance), visible_at = now() + \(milliseconds(visibility)) * interval '1 millisecond'
+                FROM (SELECT unit, nextval('\(unescaped: schema).claim_token') AS token FROM unnest(\(units)) AS unit) t
+                WHERE d.subscription = \(subscription) AND d.unit = t.unit
+                RETURNING t.token
+                """, logger: logger)
+            var tokens: Set<Int64> = []
+            for try await token in rows.decode(Int64.self) { tokens.insert(token) }
+            return try await claimed(subscription, tokens: Array(tokens), on: connection)
+        }
+    }
+
+    /// Claims the head of `subscription`'s line for strict order: at most one request of the subscription is out
+    /// across every instance (the gate row, claimed with the same token and timeout), and only the head, when it
+    /// is due. A loose head is composed into a batch with the loose, due rows right behind it.
+    public func claimHead(
+        _ subscription: String, batchSize: Int, by instance: String, visibility: Duration
+    ) async throws -> ClaimedRequest? {
+        try await client.transaction(logger: logger) { connection in
+            let token = try await nextToken(connection)
+            let gate = try await connection.query(
+                """
+                INSERT INTO \(unescaped: schema).strict_gate AS g (subscription, claim_token, claim_expires_at)
+                VALUES (\(subscription), \(token), now() + \(milliseconds(visibility)) * interval '1 millisecond')
+                ON CONFLICT (subscription) DO UPDATE SET claim_token = excluded.claim_token, claim_expires_at = excluded.claim_expires_at
+                    WHERE g.claim_token IS NULL OR g.claim_expires_at <= now()
+                RETURNING claim_token
+                """, logger: logger)
+            var opened = false
+            for try await _ in gate.decode(Int64.self) { opened = true }
+            guard opened else { return nil }
+            let line = try await connection.query(
+                """
+                SELECT event, event_time, batch_id IS NOT NULL, unit, visible_at <= now() FROM \(unescaped: schema).delivery
+                WHERE subscription = \(subscription)
+                ORDER BY event_time, event
+                LIMIT \(batchSize)
+                FOR NO KEY UPDATE
+                """, logger: logger)
+            var rows: [(event: Int64, time: Int64, batched: Bool, unit: Int64, due: Bool)] = []
+            for try await row in line.decode((Int64, Int64, Bool, Int64, Bool).self) { rows.append(row) }
+            guard let head = rows.first, head.due else {
+                // Nothing due at the head: the gate opens again for the next look.
+                try await releaseGate(subscription, token: token, on: connection)
+                return nil
+            }
+            let unit: Int64
+            if head.batched || batchSize == 1 {
+                unit = head.unit
+            } else {
+                let members = rows.prefix { !$0.batched && $0.due }.map { (event: $0.event, time: $0.time) }
+                unit = try await compose(Array(members), subscription: subscription, on: connection)
+            }
+            try await connection.query(
+                """
+                UPDATE \(unescaped: schema).delivery
+                SET claim_token = \(token), claimed_by = \(instance), visible_at = now() + \(milliseconds(visibility)) * interval '1 millisecond'
+                WHERE subscription = \(subscription) AND unit = \(unit)
+                """, logger: logger)
+            return try await claimed(subscription, tokens: [token], on: connection).first
+        }
+    }
+
+    /// Applies outcomes in one transaction: delivered rows leave the queue (an event's row with its last
+    /// delivery), retried ones are hidden until their retry time, given-up ones move to the dead letters. An
+    /// outcome whose rows no longer carry its token (its claim timed out, and another instance claimed them) is
+    /// not applied. Returns how many outcomes were applied and how many were stale.
+    public func record(_ outcomes: [ClaimedOutcome], now: Timestamp) async throws -> (applied: Int, stale: Int) {
+        guard !outcomes.isEmpty else { return (0, 0) }
+        return try await client.transaction(logger: logger) { connection in
+            var applied = 0
+            for claimed in outcomes {
+                let outcome = claimed.outcome
+                let subscription = outcome.deliveries[0].subscription
+                let at = outcome.attemptedAt.millisecondsSinceEpoch
+                let taken: Int
+                switch outcome.decision {
+                case .delivered:
+                    taken = try await remove(subscription, token: claimed.token, on: connection)
+                case .retry(let next):
+                    let rows = try await connection.query(
+                        """
+                        UPDATE \(unescaped: schema).delivery
+                        SET attempts = attempts + 1, first_attempt_at = coalesce(first_attempt_at, \(at)), last_attempt_at = \(at),
+                            last_status = \(outcome.status), last_error = \(outcome.error),
+                            visible_at = now() + \(max(0, next.millisecondsSinceEpoch - now.millisecondsSinceEpoch)) * interval '1 millisecond',
+                            claim_token = NULL, claimed_by = NULL
+                        WHERE subscription = \(subscription) AND claim_token = \(claimed.token)
+                        RETURNING event
+                        """, logger: logger)
+                    taken = try await count(rows)
+                case .deadLetter(let reason):
+                    try await connection.query(
+                        """
+                        INSERT INTO \(unescaped: schema).dead_letter (subscription, event_id, event_time, action, time_value, payload,
+                            reason, last_status, response, attempts, first_attempt_at, last_attempt_at, dead_at)
+                        SELECT d.subscription, e.event_id, e.event_time, e.action, e.time_value, e.payload, \(reason), \(outcome.status),
+                            \(ByteBuffer(bytes: outcome.responseSnippet.prefix(1024))), d.attempts + 1, coalesce(d.first_attempt_at, \(at)), \(at), \(at)
+                        FROM \(unescaped: schema).delivery d JOIN \(unescaped: schema).event e ON e.id = d.event
+                        WHERE d.subscription = \(subscription) AND d.claim_token = \(claimed.token)
+                        """, logger: logger)
+                    taken = try await remove(subscription, token: claimed.token, on: connection)
+                }
+                try await releaseGate(subscription, token: claimed.token, on: connection)
+                if taken > 0 { applied += 1 }
+            }
+            return (applied, outcomes.count - applied)
+        }
+    }
+
+    /// Puts claimed requests that were never sent (a stop came first) back in the queue, due at once.
+    public func release(_ tokens: [Int64], subscription: String) async throws {
+        guard !tokens.isEmpty else { return }
+        try await client.transaction(logger: logger) { connection in
+            try await connection.query(
+                """
+                UPDATE \(unescaped: schema).delivery SET claim_token = NULL, claimed_by = NULL, visible_at = now()
+                WHERE subscription = \(subscription) AND claim_token = ANY(\(tokens))
+                """, logger: logger)
+            for token in tokens { try await releaseGate(subscription, token: token, on: connection) }
+        }
+    }
+
+    private func nextToken(_ connection: PostgresConnection) async throws -> Int64 {
+        let rows = try await connection.query("SELECT nextval('\(unescaped: schema).claim_token')", logger: logger)
+        for try await token in rows.decode(Int64.self) { return token }
+        preconditionFailure("nextval returns a row")
+    }
+
+    /// Makes `members` (loose rows, locked by this transaction) a batch: event-time order, an id made from its
+    /// event ids, its first member the unit every later claim takes it by. Returns that unit.
+    private func compose(_ members: [(event: Int64, time: Int64)], subscription: String, on connection: PostgresConnection) async throws -> Int64 {
+        let ordered = members.sorted { ($0.time, $0.event) < ($1.time, $1.event) }
+        let unit = ordered[0].event
+        let ids = try await connection.query(
+            """
+            SELECT e.event_id FROM unnest(\(ordered.map(\.event))) WITH ORDINALITY AS m(event, seq)
+            JOIN \(unescaped: schema).event e ON e.id = m.event ORDER BY m.seq
+            """, logger: logger)
+        var eventIDs: [String] = []
+        for try await id in ids.decode(String.self) { eventIDs.append(id) }
+        let batchID = WebhookRequestBuilder.webhookID(subscription: subscription, eventIDs: eventIDs, batched: true)
+        try await connection.query(
+            """
+            UPDATE \(unescaped: schema).delivery d SET batch_id = \(batchID), batch_seq = m.seq - 1, unit = \(unit)
+            FROM unnest(\(ordered.map(\.event))) WITH ORDINALITY AS m(event, seq)
+            WHERE d.subscription = \(subscription) AND d.event = m.event
+            """, logger: logger)
+        return unit
+    }
+
+    /// The rows claimed under `tokens`, as requests: each one's deliveries in body order.
+    private func claimed(_ subscription: String, tokens: [Int64], on connection: PostgresConnection) async throws -> [ClaimedRequest] {
+        let rows = try await connection.query(
+            """
+            SELECT d.event, e.event_id, d.event_time, e.action, e.time_value, e.payload, d.attempts, d.first_attempt_at,
+                d.batch_id, d.batch_seq, d.claim_token, e.queued_at
+            FROM \(unescaped: schema).delivery d JOIN \(unescaped: schema).event e ON e.id = d.event
+            WHERE d.subscription = \(subscription) AND d.claim_token = ANY(\(tokens))
+            ORDER BY d.claim_token, d.batch_seq NULLS FIRST, d.event_time, d.event
+            """, logger: logger)
+        var requests: [ClaimedRequest] = []
+        for try await (event, eventID, time, action, timeValue, payload, attempts, firstAttempt, batchID, batchSeq, token, queuedAt)
+            in rows.decode((Int64, String, Int64, String, String, ByteBuffer, Int, Int64?, String?, Int?, Int64, Int64).self)
+        {
+            let delivery = Delivery(
+                id: event, subscription: subscription, eventID: eventID, eventTime: Timestamp(millisecondsSinceEpoch: time), action: action,
+                timeValue: timeValue, payload: Array(buffer: payload), attempts: attempts,
+                firstAttemptAt: firstAttempt.map(Timestamp.init(millisecondsSinceEpoch:)), batchID: batchID, batchPosition: batchSeq,
+                nextAttemptAt: Timestamp(millisecondsSinceEpoch: 0), queuedAt: Timestamp(millisecondsSinceEpoch: queuedAt))
+            if let last = requests.last, last.token == token {
+                requests[requests.count - 1] = ClaimedRequest(token: token, deliveries: last.deliveries + [delivery])
+            } else {
+                requests.append(ClaimedRequest(token: token, deliveries: [delivery]))
+            }
+        }
+        return requests
+    }
+
+    /// Deletes the rows claimed under `token` and releases their events (an event's row goes with its last
+    /// delivery); the number of rows deleted.
+    private func remove(_ subscription: String, token: Int64, on connection: PostgresConnection) async throws -> Int {
+        let rows = try await connection.query(
+            """
+            WITH gone AS (
+                DELETE FROM \(unescaped: schema).delivery WHERE subscription = \(subscription) AND claim_token = \(token) RETURNING event
+            )
+            UPDATE \(unescaped: schema).event e SET pending = e.pending - 1 FROM gone WHERE e.id = gone.event RETURNING e.id, e.pending
+            """, logger: logger)
+        var released = 0
+        var unneeded: [Int64] = []
+        for try await (event, pending) in rows.decode((Int64, Int).self) {
+            released += 1
+            if pending <= 0 { unneeded.append(event) }
+        }
+        if !unneeded.isEmpty {
+            try await connection.query("DELETE FROM \(unescaped: schema).event WHERE id = ANY(\(unneeded))", logger: logger)
+        }
+        return released
+    }
+
+    private func releaseGate(_ subscription: String, token: Int64, on connection: PostgresConnection) async throws {
+        try await connection.query(
+            "UPDATE \(unescaped: schema).strict_gate SET claim_token = NULL WHERE subscription = \(subscription) AND claim_token = \(token)",
+            logger: logger)
+    }
+
+    private func count(_ rows: PostgresRowSequence) async throws -> Int {
+        var count = 0
+        for try await _ in rows { count += 1 }
+        return count
+    }
+
+    private func milliseconds(_ duration: Duration) -> Int64 { Int64(duration / .milliseconds(1)) }
+}
