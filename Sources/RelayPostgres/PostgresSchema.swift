@@ -94,6 +94,26 @@ public enum PostgresSchema {
             """,
             "CREATE INDEX dead_letter_by_age ON {schema}.dead_letter (dead_at)",
         ],
+        [
+            // A webhook's rate limit and circuit breaker, one row each for every instance to share.
+            """
+            CREATE TABLE {schema}.webhook_limit (
+                key text PRIMARY KEY,
+                tokens double precision NOT NULL,
+                refreshed_at timestamptz NOT NULL
+            )
+            """,
+            """
+            CREATE TABLE {schema}.webhook_breaker (
+                key text PRIMARY KEY,
+                state text NOT NULL CHECK (state IN ('closed', 'open', 'probing')),
+                failures integer NOT NULL,
+                interval_ms bigint NOT NULL,
+                open_until timestamptz,
+                probe_until timestamptz
+            )
+            """,
+        ],
     ]
 
     /// The newest version this release knows.

@@ -1,0 +1,143 @@
+import Logging
+import PostgresNIO
+
+/// A webhook's rate limit and circuit breaker, shared by every instance through PostgreSQL: a `rateLimit` holds
+/// for all instances together, not for each, and a webhook that fails opens its breaker for all of them. The
+/// same rules as the in-process `TokenBucket` and `CircuitBreaker`; every time is the database's.
+public struct PostgresWebhookGuards: Sendable {
+    /// What a sender may do now, as ``CircuitBreaker/Permission`` says it, with the wait as a duration (the
+    /// database's clock, not the instance's, decides when the breaker opens and closes).
+    public enum Permission: Sendable, Equatable {
+        case send
+        /// Send this one request as the probe, for every instance; report its outcome.
+        case probe
+        case wait(Duration)
+    }
+
+    /// A breaker's change between open and closed, for the log.
+    public enum Change: Sendable, Equatable {
+        case opened(for: Duration)
+        case closed
+    }
+
+    /// When the breaker opens, and for how long.
+    public struct BreakerRule: Sendable {
+        public var threshold: Int
+        public var initialInterval: Duration
+        public var maximumInterval: Duration
+        /// How long a probe may take before another instance may probe instead (its instance may have died).
+        public var probeTimeout: Duration
+
+        public init(threshold: Int = 5, initialInterval: Duration = .seconds(5), maximumInterval: Duration = .seconds(300), probeTimeout: Duration) {
+            self.threshold = threshold
+            self.initialInterval = initialInterval
+            self.maximumInterval = maximumInterval
+            self.probeTimeout = probeTimeout
+        }
+    }
+
+    private let client: PostgresClient
+    private let schema: String
+    private let logger: Logger
+
+    /// The guards in `schema` (a lowercase SQL identifier, checked by ``PostgresSchema/isValidName(_:)``).
+    public init(client: PostgresClient, schema: String, logger: Logger) {
+        precondition(PostgresSchema.isValidName(schema), "schema names are checked when the config is read")
+        self.client = client
+        self.schema = schema
+        self.logger = logger
+    }
+
+    /// Takes `count` tokens from `key`'s bucket (`rate` a second, up to `burst`), going into debt if need be, and
+    /// returns how long to wait before sending: a token bucket that every instance draws from.
+    public func reserve(_ key: String, count: Int = 1, rate: Double, burst: Int) async throws -> Duration {
+        precondition(rate > 0 && burst > 0 && count > 0)
+        let rows = try await client.query(
+            """
+            INSERT INTO \(unescaped: schema).webhook_limit AS l (key, tokens, refreshed_at) VALUES (\(key), \(Double(burst - count)), now())
+            ON CONFLICT (key) DO UPDATE SET
+                tokens = least(\(Double(burst)), l.tokens + \(rate) * extract(epoch FROM now() - l.refreshed_at)::float8) - \(Double(count)),
+                refreshed_at = now()
+            RETURNING tokens
+            """, logger: logger)
+        for try await tokens in rows.decode(Double.self) {
+            return tokens >= 0 ? .zero : .milliseconds(Int64((-tokens / rate * 1000).rounded(.up)))
+        }
+        return .zero
+    }
+
+    /// Whether a request to `key` may go now. Once the open interval has passed, exactly one caller, of any
+    /// instance, gets ``Permission/probe``; if its probe takes longer than the rule's `probeTimeout`, another may.
+    public func permission(_ key: String, rule: BreakerRule) async throws -> Permission {
+        let probe = try await client.query(
+            """
+            UPDATE \(unescaped: schema).webhook_breaker
+            SET state = 'probing', probe_until = now() + \(milliseconds(rule.probeTimeout)) * interval '1 millisecond'
+            WHERE key = \(key) AND ((state = 'open' AND open_until <= now()) OR (state = 'probing' AND probe_until <= now()))
+            RETURNING key
+            """, logger: logger)
+        for try await _ in probe.decode(String.self) { return .probe }
+        let rows = try await client.query(
+            """
+            SELECT state, greatest(0, extract(epoch FROM open_until - now()) * 1000)::bigint
+            FROM \(unescaped: schema).webhook_breaker WHERE key = \(key)
+            """, logger: logger)
+        for try await (state, openFor) in rows.decode((String, Int64?).self) {
+            switch state {
+            case "open": return .wait(.milliseconds(max(1, openFor ?? 0)))
+            case "probing": return .wait(.milliseconds(100))
+            default: return .send
+            }
+        }
+        return .send
+    }
+
+    /// Records a request's outcome on `key`'s breaker; returns the change between open and closed, if any.
+    @discardableResult
+    public func record(_ key: String, success: Bool, rule: BreakerRule) async throws -> Change? {
+        try await client.transaction(logger: logger) { connection in
+            try await connection.query(
+                """
+                INSERT INTO \(unescaped: schema).webhook_breaker (key, state, failures, interval_ms)
+                VALUES (\(key), 'closed', 0, \(milliseconds(rule.initialInterval))) ON CONFLICT (key) DO NOTHING
+                """, logger: logger)
+            let rows = try await connection.query(
+                "SELECT state, failures, interval_ms FROM \(unescaped: schema).webhook_breaker WHERE key = \(key) FOR UPDATE",
+                logger: logger)
+            var current: (state: String, failures: Int, interval: Int64) = ("closed", 0, milliseconds(rule.initialInterval))
+            for try await row in rows.decode((String, Int, Int64).self) { current = row }
+            var next = current
+            var change: Change?
+            switch (current.state, success) {
+            case ("closed", true):
+                next.failures = 0
+            case ("closed", false):
+                next.failures += 1
+                if next.failures >= rule.threshold {
+                    next = ("open", next.failures, milliseconds(rule.initialInterval))
+                    change = .opened(for: rule.initialInterval)
+                }
+            case (_, true):
+                next = ("closed", 0, current.interval)
+                change = .closed
+            case ("probing", false):
+                next = ("open", current.failures, min(current.interval * 2, milliseconds(rule.maximumInterval)))
+                change = .opened(for: .milliseconds(next.interval))
+            default:
+                // A failure while open is a request sent before the breaker opened: no news.
+                return nil
+            }
+            try await connection.query(
+                """
+                UPDATE \(unescaped: schema).webhook_breaker SET state = \(next.state), failures = \(next.failures), interval_ms = \(next.interval),
+                    open_until = CASE WHEN \(change != nil && next.state == "open") THEN now() + \(next.interval) * interval '1 millisecond'
+                                      WHEN \(next.state) = 'closed' THEN NULL ELSE open_until END,
+                    probe_until = NULL
+                WHERE key = \(key)
+                """, logger: logger)
+            return change
+        }
+    }
+
+    private func milliseconds(_ duration: Duration) -> Int64 { Int64(duration / .milliseconds(1)) }
+}
