@@ -114,6 +114,19 @@ public enum PostgresSchema {
             )
             """,
         ],
+        [
+            // The ids a read may still return, keyed by time first as in SQLite; and the settle mark beside the
+            // live cursor.
+            """
+            CREATE TABLE {schema}.seen (
+                source text NOT NULL,
+                event_time bigint NOT NULL,
+                event_id text NOT NULL,
+                PRIMARY KEY (source, event_time, event_id)
+            )
+            """,
+            "ALTER TABLE {schema}.cursor ADD COLUMN settled bigint",
+        ],
     ]
 
     /// The newest version this release knows.
