@@ -1,0 +1,87 @@
+import Logging
+import PostgresNIO
+
+/// What `status` and `top` show of a PostgreSQL store shared by several instances: who holds each source's
+/// lease, and what each instance has out.
+public struct PostgresStatus: Sendable {
+    /// A lease as it stands now.
+    public struct Holder: Sendable, Equatable {
+        public let key: String
+        public let holder: String
+        public let epoch: Int64
+        /// How long the lease runs on unrenewed; nil once it has expired (nobody polls until it is taken).
+        public let expiresIn: Duration?
+    }
+
+    /// Deliveries claimed by one instance for one subscription, their claims not yet timed out.
+    public struct InFlight: Sendable, Equatable {
+        public let instance: String
+        public let subscription: String
+        public let requests: Int
+        public let deliveries: Int
+
+        public init(instance: String, subscription: String, requests: Int, deliveries: Int) {
+            self.instance = instance
+            self.subscription = subscription
+            self.requests = requests
+            self.deliveries = deliveries
+        }
+    }
+
+    private let client: PostgresClient
+    private let schema: String
+    private let logger: Logger
+
+    /// The status of `schema` (a lowercase SQL identifier, checked by ``PostgresSchema/isValidName(_:)``).
+    public init(client: PostgresClient, schema: String, logger: Logger) {
+        precondition(PostgresSchema.isValidName(schema), "schema names are checked when the config is read")
+        self.client = client
+        self.schema = schema
+        self.logger = logger
+    }
+
+    /// Every lease, by key.
+    public func holders() async throws -> [Holder] {
+        let rows = try await client.query(
+            """
+            SELECT key, holder, epoch, CASE WHEN expires_at > now() THEN (extract(epoch FROM expires_at - now()) * 1000)::bigint END
+            FROM \(unescaped: schema).lease ORDER BY key
+            """, logger: logger)
+        var holders: [Holder] = []
+        for try await (key, holder, epoch, remaining) in rows.decode((String, String, Int64, Int64?).self) {
+            holders.append(Holder(key: key, holder: holder, epoch: epoch, expiresIn: remaining.map { .milliseconds($0) }))
+        }
+        return holders
+    }
+
+    /// What each instance has out, by instance and subscription.
+    public func inFlight() async throws -> [InFlight] {
+        let rows = try await client.query(
+            """
+            SELECT claimed_by, subscription, count(DISTINCT claim_token)::int8, count(*)::int8 FROM \(unescaped: schema).delivery
+            WHERE claim_token IS NOT NULL AND visible_at > now()
+            GROUP BY claimed_by, subscription ORDER BY claimed_by, subscription
+            """, logger: logger)
+        var out: [InFlight] = []
+        for try await (instance, subscription, requests, deliveries) in rows.decode((String, String, Int64, Int64).self) {
+            out.append(InFlight(instance: instance, subscription: subscription, requests: Int(requests), deliveries: Int(deliveries)))
+        }
+        return out
+    }
+
+    /// Queued deliveries per subscription, claimed or not.
+    public func queueDepths() async throws -> [String: Int] {
+        try await counts("SELECT subscription, count(*)::int8 FROM \(unescaped: schema).delivery GROUP BY subscription")
+    }
+
+    /// Dead letters per subscription.
+    public func deadLetterCounts() async throws -> [String: Int] {
+        try await counts("SELECT subscription, count(*)::int8 FROM \(unescaped: schema).dead_letter GROUP BY subscription")
+    }
+
+    private func counts(_ query: PostgresQuery) async throws -> [String: Int] {
+        var counts: [String: Int] = [:]
+        for try await (name, count) in try await client.query(query, logger: logger).decode((String, Int64).self) { counts[name] = Int(count) }
+        return counts
+    }
+}

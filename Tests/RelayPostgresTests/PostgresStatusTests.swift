@@ -1,0 +1,44 @@
+import Logging
+import PostgresNIO
+import RelayCore
+import RelayPostgres
+import Testing
+
+/// What `status` reads of a shared store, against a real PostgreSQL.
+@Suite(.enabled(if: TestDatabase.available, "needs RELAY_TEST_POSTGRES_SOCKET: run under scripts/with-postgres (make test does)"))
+struct PostgresStatusTests {
+    let logger = Logger(label: "test")
+
+    @Test func showsWhoHoldsEachSourceAndWhatEachInstanceHasOut() async throws {
+        try await TestDatabase.withClient { client, schema in
+            try await PostgresSchema.migrate(client, schema: schema, logger: logger)
+            let status = PostgresStatus(client: client, schema: schema, logger: logger)
+            let leases = PostgresLeases(client: client, schema: schema, logger: logger)
+            let queue = PostgresDeliveries(client: client, schema: schema, logger: logger)
+            _ = try #require(try await leases.acquire("acme-token", for: "relay-1", ttl: .seconds(30)))
+            _ = try #require(try await leases.acquire("other-token", for: "relay-2", ttl: .seconds(30)))
+            try await TestDatabase.expire("other-token", schema: schema, client)
+            let holders = try await status.holders()
+            #expect(holders.map(\.key) == ["acme-token", "other-token"])
+            #expect(holders[0].holder == "relay-1" && holders[0].epoch == 1)
+            #expect(holders[0].expiresIn.map { $0 > .seconds(25) && $0 <= .seconds(30) } == true)
+            #expect(holders[1].expiresIn == nil, "expired: nobody polls it until it is taken")
+
+            try await queue.queue(PostgresDeliveriesTests.events(10), source: "acme", for: ["hook", "batched"], now: PostgresDeliveriesTests.now)
+            _ = try await queue.claim("hook", requests: 3, batchSize: 1, by: "relay-1", visibility: .seconds(30))
+            _ = try await queue.claim("hook", requests: 2, batchSize: 1, by: "relay-2", visibility: .seconds(30))
+            _ = try await queue.claim("batched", requests: 1, batchSize: 4, by: "relay-2", visibility: .seconds(30))
+            #expect(
+                try await status.inFlight() == [
+                    .init(instance: "relay-1", subscription: "hook", requests: 3, deliveries: 3),
+                    .init(instance: "relay-2", subscription: "batched", requests: 1, deliveries: 4),
+                    .init(instance: "relay-2", subscription: "hook", requests: 2, deliveries: 2),
+                ])
+            // Timed-out claims are out no longer: their rows are anyone's.
+            try await PostgresDeliveriesTests.timeOut("batched", schema: schema, client)
+            #expect(try await status.inFlight().map(\.subscription) == ["hook", "hook"])
+            #expect(try await status.queueDepths() == ["hook": 10, "batched": 10])
+            #expect(try await status.deadLetterCounts() == [:])
+        }
+    }
+}
