@@ -50,6 +50,8 @@ public final class Dispatcher<C: Clock>: Sendable where C.Duration == Duration, 
         var nextToken = 0
         /// Waiting for the started requests to end.
         var drainWaiters: [CheckedContinuation<Void, Never>] = []
+        /// The run was cancelled: started requests are being aborted, and none may start after them.
+        var cancelling = false
     }
 
     /// Requests being sent now (what `/metrics` reports as `requests_in_flight` when scraped).
@@ -182,7 +184,11 @@ public final class Dispatcher<C: Clock>: Sendable where C.Duration == Duration, 
                 if done { continuation.resume() }
             }
         } onCancel: {
-            for request in state.withLock({ Array($0.started.values) }) { request.cancel() }
+            let started = state.withLock { state in
+                state.cancelling = true
+                return Array(state.started.values)
+            }
+            for request in started { request.cancel() }
         }
     }
 
@@ -337,19 +343,45 @@ public final class Dispatcher<C: Clock>: Sendable where C.Duration == Duration, 
             finishStarted(token: nil, step: step)
             return true
         }
-        let token = state.withLock { state -> Int in
+        let (token, cancelling) = state.withLock { state -> (Int, Bool) in
             state.nextToken += 1
             state.started[state.nextToken] = prepared
-            return state.nextToken
+            return (state.nextToken, state.cancelling)
         }
+        defer { if cancelling { prepared.cancel() } }
         prepared.start { [self] result in
             flow.leave()
-            finishStarted(token: token, step: conclude(job, result, attemptedAt: current, started: started))
+            let step = conclude(job, result, attemptedAt: current, started: started)
+            // The freed place goes to the next row in hand, from here: waking the loop for it would cost two
+            // thread hand-overs per event. Started before this one is finished, so that a stop's drain never
+            // sees an empty moment between them.
+            let chained = step.isNone && startNextInHand(stop: stop)
+            finishStarted(token: token, step: step, wakeLoop: !chained)
         }
         return true
     }
 
-    private func finishStarted(token: Int?, step: PauseStep) {
+    /// Starts the next row read ahead (or handed over), when the loop would have started it at once anyway:
+    /// single events, not strict, nothing paused or stopping, no retry read due. False when it started none.
+    private func startNextInHand(stop: StopSignal) -> Bool {
+        guard planner.batchSize == 1, !planner.strict, limiter == nil, !stop.isFired else { return false }
+        let current = now()
+        let next = state.withLock { state -> Delivery? in
+            guard state.pause == nil, !state.cancelling, current < state.nextStoreRead, !state.readAhead.isEmpty else { return nil }
+            state.sending += 1
+            return state.readAhead.removeFirst()
+        }
+        guard let next else { return false }
+        if startNow(Job(deliveries: [next]), stop: stop) { return true }
+        // It has to wait (flow control, the breaker): the loop sends it, with a task.
+        state.withLock { state in
+            state.sending -= 1
+            state.readAhead.insert(next, at: 0)
+        }
+        return false
+    }
+
+    private func finishStarted(token: Int?, step: PauseStep, wakeLoop: Bool = true) {
         let waiters = state.withLock { state -> [CheckedContinuation<Void, Never>] in
             state.sending -= 1
             if let token { state.started[token] = nil }
@@ -358,7 +390,7 @@ public final class Dispatcher<C: Clock>: Sendable where C.Duration == Duration, 
             return state.drainWaiters
         }
         if case .none = step {} else { Task { await self.apply(step) } }
-        wakeup.signal()
+        if wakeLoop { wakeup.signal() }
         for waiter in waiters { waiter.resume() }
     }
 
@@ -682,4 +714,8 @@ private enum PauseStep {
     case none
     case pause(SubscriptionPause)
     case resume
+
+    var isNone: Bool {
+        if case .none = self { true } else { false }
+    }
 }
