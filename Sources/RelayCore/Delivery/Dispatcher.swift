@@ -477,11 +477,14 @@ public final class Dispatcher<C: Clock>: Sendable where C.Duration == Duration, 
         let ids = job.ids
         if subscription.webhook.ordering == .strict, decision != .delivered { state.withLock { $0.failedHead = ids } }
         writer.submit(outcome) { [self] in
-            state.withLock {
-                $0.unsettled.subtract(ids)
-                if $0.failedHead == ids { $0.failedHead = nil }
+            let slotsFull = state.withLock { state -> Bool in
+                state.unsettled.subtract(ids)
+                if state.failedHead == ids { state.failedHead = nil }
+                return state.sending >= planner.slots
             }
-            wakeup.signal()
+            // With every place taken the loop has nothing to start: the next request to end without a successor
+            // wakes it. Waking it for each committed outcome cost a loop turn per event.
+            if !slotsFull || planner.strict { wakeup.signal() }
         }
         return step
     }
