@@ -92,10 +92,12 @@ public struct PostgresDeliveries: Sendable {
                 LIMIT \(requests * batchSize)
                 FOR NO KEY UPDATE SKIP LOCKED
                 """, logger: logger)
+            var rows: [(event: Int64, time: Int64, batched: Bool)] = []
+            for try await row in due.decode((Int64, Int64, Bool).self) { rows.append(row) }
             var units: [Int64] = []
             var composing: [(event: Int64, time: Int64)] = []
             var composed: [[(event: Int64, time: Int64)]] = []
-            for try await (event, time, batched) in due.decode((Int64, Int64, Bool).self) {
+            for (event, time, batched) in rows {
                 guard units.count + composed.count < requests else { break }
                 if batched || batchSize == 1 {
                     units.append(event)
@@ -113,7 +115,7 @@ public struct PostgresDeliveries: Sendable {
             }
             guard !units.isEmpty else { return [] }
             // A token per request, so that each outcome answers for its own rows only.
-            let rows = try await connection.query(
+            let claimedRows = try await connection.query(
                 """
                 UPDATE \(unescaped: schema).delivery d
                 SET claim_token = t.token, claimed_by = \(instance), visible_at = now() + \(milliseconds(visibility)) * interval '1 millisecond'
@@ -122,7 +124,7 @@ public struct PostgresDeliveries: Sendable {
                 RETURNING t.token
                 """, logger: logger)
             var tokens: Set<Int64> = []
-            for try await token in rows.decode(Int64.self) { tokens.insert(token) }
+            for try await token in claimedRows.decode(Int64.self) { tokens.insert(token) }
             return try await claimed(subscription, tokens: Array(tokens), on: connection)
         }
     }
