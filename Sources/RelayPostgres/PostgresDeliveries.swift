@@ -27,17 +27,12 @@ public struct ClaimedOutcome: Sendable {
 /// whoever claims next, without a rescuer. Each claim has a token, and an outcome applies only while its rows
 /// still carry that token, so a late outcome from a former claimant changes nothing (it is counted as stale).
 /// Every time that decides visibility is the database's `now()`.
-public struct PostgresDeliveries: Sendable {
-    private let client: PostgresClient
-    private let schema: String
-    private let logger: Logger
+public struct PostgresDeliveries: Sendable, PostgresPart {
+    let database: RelayDatabase
 
-    /// The queue in `schema` (a lowercase SQL identifier, checked by ``PostgresSchema/isValidName(_:)``).
-    public init(client: PostgresClient, schema: String, logger: Logger) {
-        precondition(PostgresSchema.isValidName(schema), "schema names are checked when the config is read")
-        self.client = client
-        self.schema = schema
-        self.logger = logger
+    /// The queue in `database`.
+    public init(_ database: RelayDatabase) {
+        self.database = database
     }
 
     /// Stores `events` of `source` and queues each for every one of `subscriptions`, on `connection` (inside the

@@ -6,21 +6,15 @@ import RelayCore
 /// id, queued for the subscriptions they match, and the source's marks moved, in one transaction fenced by the
 /// lease. A former holder (paused, partitioned) commits nothing: it can neither queue a page twice nor move a
 /// mark, which only ever moves forward.
-public struct PostgresIngest: Sendable {
+public struct PostgresIngest: Sendable, PostgresPart {
     private let leases: PostgresLeases
     private let deliveries: PostgresDeliveries
-    private let client: PostgresClient
-    private let schema: String
-    private let logger: Logger
+    let database: RelayDatabase
 
-    /// Ingest into `schema` (a lowercase SQL identifier, checked by ``PostgresSchema/isValidName(_:)``).
-    public init(client: PostgresClient, schema: String, logger: Logger) {
-        precondition(PostgresSchema.isValidName(schema), "schema names are checked when the config is read")
-        self.client = client
-        self.schema = schema
-        self.logger = logger
-        leases = PostgresLeases(client: client, schema: schema, logger: logger)
-        deliveries = PostgresDeliveries(client: client, schema: schema, logger: logger)
+    public init(_ database: RelayDatabase) {
+        self.database = database
+        leases = PostgresLeases(database)
+        deliveries = PostgresDeliveries(database)
     }
 
     /// Commits one page of `source` under `lease`: events not seen before are queued for their subscriptions (an

@@ -27,17 +27,12 @@ public struct LeaseLost: Error, Equatable, CustomStringConvertible {
 /// Leases with fencing epochs in one schema of a PostgreSQL database, shared by every relay instance: a row
 /// per key, whose epoch steps at every change of holder. Expiry is decided only by the database's clock, so instances whose clocks disagree still agree
 /// on who holds a key.
-public struct PostgresLeases: Sendable {
-    private let client: PostgresClient
-    private let schema: String
-    private let logger: Logger
+public struct PostgresLeases: Sendable, PostgresPart {
+    let database: RelayDatabase
 
-    /// Leases in `schema` (a lowercase SQL identifier, checked by ``PostgresSchema/isValidName(_:)``).
-    public init(client: PostgresClient, schema: String, logger: Logger) {
-        precondition(PostgresSchema.isValidName(schema), "schema names are checked when the config is read")
-        self.client = client
-        self.schema = schema
-        self.logger = logger
+    /// Leases in `database`.
+    public init(_ database: RelayDatabase) {
+        self.database = database
     }
 
     /// Takes `key` for `holder` for `ttl`, if nobody holds it or its holder let it expire; nil while it is held. A

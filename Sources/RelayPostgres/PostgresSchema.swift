@@ -144,9 +144,9 @@ public enum PostgresSchema {
     /// Brings `schema` to the latest version; returns the versions this call applied (none when another instance
     /// did it first). Refuses a schema written by a newer release, before changing anything.
     @discardableResult
-    public static func migrate(_ client: PostgresClient, schema: String, logger: Logger) async throws -> [Int] {
-        precondition(isValidName(schema), "schema names are checked when the config is read")
-        return try await client.transaction(logger: logger) { connection in
+    public static func migrate(_ database: RelayDatabase) async throws -> [Int] {
+        let (schema, logger) = (database.schema, database.logger)
+        return try await database.client.transaction(logger: logger) { connection in
             // One lock for every instance migrating this schema: hashtext of its name, in the relay's own space.
             try await connection.query("SELECT pg_advisory_xact_lock(7419, hashtext(\(schema)))", logger: logger)
             try await connection.query("CREATE SCHEMA IF NOT EXISTS \(unescaped: schema)", logger: logger)

@@ -3,7 +3,7 @@ import PostgresNIO
 
 /// What `status` and `top` show of a PostgreSQL store shared by several instances: who holds each source's
 /// lease, and what each instance has out.
-public struct PostgresStatus: Sendable {
+public struct PostgresStatus: Sendable, PostgresPart {
     /// A lease as it stands now.
     public struct Holder: Sendable, Equatable {
         public let key: String
@@ -28,16 +28,11 @@ public struct PostgresStatus: Sendable {
         }
     }
 
-    private let client: PostgresClient
-    private let schema: String
-    private let logger: Logger
+    let database: RelayDatabase
 
-    /// The status of `schema` (a lowercase SQL identifier, checked by ``PostgresSchema/isValidName(_:)``).
-    public init(client: PostgresClient, schema: String, logger: Logger) {
-        precondition(PostgresSchema.isValidName(schema), "schema names are checked when the config is read")
-        self.client = client
-        self.schema = schema
-        self.logger = logger
+    /// The status of `database`.
+    public init(_ database: RelayDatabase) {
+        self.database = database
     }
 
     /// Every lease, by key.

@@ -4,7 +4,7 @@ import PostgresNIO
 /// A webhook's rate limit and circuit breaker, shared by every instance through PostgreSQL: a `rateLimit` holds
 /// for all instances together, not for each, and a webhook that fails opens its breaker for all of them. The
 /// same rules as the in-process `TokenBucket` and `CircuitBreaker`; every time is the database's.
-public struct PostgresWebhookGuards: Sendable {
+public struct PostgresWebhookGuards: Sendable, PostgresPart {
     /// What a sender may do now, as ``CircuitBreaker/Permission`` says it, with the wait as a duration (the
     /// database's clock, not the instance's, decides when the breaker opens and closes).
     public enum Permission: Sendable, Equatable {
@@ -36,16 +36,11 @@ public struct PostgresWebhookGuards: Sendable {
         }
     }
 
-    private let client: PostgresClient
-    private let schema: String
-    private let logger: Logger
+    let database: RelayDatabase
 
-    /// The guards in `schema` (a lowercase SQL identifier, checked by ``PostgresSchema/isValidName(_:)``).
-    public init(client: PostgresClient, schema: String, logger: Logger) {
-        precondition(PostgresSchema.isValidName(schema), "schema names are checked when the config is read")
-        self.client = client
-        self.schema = schema
-        self.logger = logger
+    /// The guards in `database`.
+    public init(_ database: RelayDatabase) {
+        self.database = database
     }
 
     /// Takes `count` tokens from `key`'s bucket (`rate` a second, up to `burst`), going into debt if need be, and

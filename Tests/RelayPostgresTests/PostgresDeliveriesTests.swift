@@ -9,7 +9,6 @@ import Testing
 /// Claims on the shared queue, as several instances make them, against a real PostgreSQL.
 @Suite(.enabled(if: TestDatabase.available, "needs RELAY_TEST_POSTGRES_SOCKET: run under scripts/with-postgres (make test does)"))
 struct PostgresDeliveriesTests {
-    let logger = Logger(label: "test")
     static let now = Timestamp(millisecondsSinceEpoch: 1_714_521_600_000)
 
     /// `count` events a millisecond apart, ids `e0`, `e1`... in time order.
@@ -24,8 +23,8 @@ struct PostgresDeliveriesTests {
 
     func withQueue(_ body: (PostgresDeliveries, PostgresClient, String) async throws -> Void) async throws {
         try await TestDatabase.withClient { client, schema in
-            try await PostgresSchema.migrate(client, schema: schema, logger: logger)
-            try await body(PostgresDeliveries(client: client, schema: schema, logger: logger), client, schema)
+            try await PostgresSchema.migrate(TestDatabase.database(client, schema))
+            try await body(PostgresDeliveries(TestDatabase.database(client, schema)), client, schema)
         }
     }
 

@@ -7,14 +7,13 @@ import Testing
 /// Pages committed under a source's lease, against a real PostgreSQL.
 @Suite(.enabled(if: TestDatabase.available, "needs RELAY_TEST_POSTGRES_SOCKET: run under scripts/with-postgres (make test does)"))
 struct PostgresIngestTests {
-    let logger = Logger(label: "test")
     static let now = PostgresDeliveriesTests.now
 
     func withIngest(_ body: (PostgresIngest, PostgresLeases, PostgresClient, String) async throws -> Void) async throws {
         try await TestDatabase.withClient { client, schema in
-            try await PostgresSchema.migrate(client, schema: schema, logger: logger)
+            try await PostgresSchema.migrate(TestDatabase.database(client, schema))
             try await body(
-                PostgresIngest(client: client, schema: schema, logger: logger), PostgresLeases(client: client, schema: schema, logger: logger),
+                PostgresIngest(TestDatabase.database(client, schema)), PostgresLeases(TestDatabase.database(client, schema)),
                 client, schema)
         }
     }
@@ -50,7 +49,7 @@ struct PostgresIngestTests {
                 by: lease, now: Self.now)
             #expect(try await ingest.marks(of: "acme")?.settled == Self.at(-1_000))
 
-            let deliveries = PostgresDeliveries(client: client, schema: schema, logger: logger)
+            let deliveries = PostgresDeliveries(TestDatabase.database(client, schema))
             let forA = try await deliveries.claim("a", requests: 10, batchSize: 1, by: "relay-1", visibility: .seconds(30))
             let forB = try await deliveries.claim("b", requests: 10, batchSize: 1, by: "relay-1", visibility: .seconds(30))
             #expect(forA.map { $0.deliveries[0].eventID } == ["e0", "e1"])

@@ -21,6 +21,11 @@ enum TestDatabase {
         }
     }
 
+    /// The parts of the store work in `schema` of the test cluster.
+    static func database(_ client: PostgresClient, _ schema: String) -> RelayDatabase {
+        RelayDatabase(client: client, schema: schema, logger: Logger(label: "test"))
+    }
+
     /// Ends every lease on `key` now, as the TTL passing would: expiry is the database's clock, not the test's.
     static func expire(_ key: String, schema: String, _ client: PostgresClient) async throws {
         try await client.query(
@@ -30,12 +35,11 @@ enum TestDatabase {
 
 @Suite(.enabled(if: TestDatabase.available, "needs RELAY_TEST_POSTGRES_SOCKET: run under scripts/with-postgres (make test does)"))
 struct PostgresLeasesTests {
-    let logger = Logger(label: "test")
 
     @Test func instancesStartingTogetherMigrateOnce() async throws {
         try await TestDatabase.withClient { client, schema in
             let applied = try await withThrowingTaskGroup(of: [Int].self) { group in
-                for _ in 0..<6 { group.addTask { try await PostgresSchema.migrate(client, schema: schema, logger: logger) } }
+                for _ in 0..<6 { group.addTask { try await PostgresSchema.migrate(TestDatabase.database(client, schema)) } }
                 return try await group.reduce(into: []) { $0 += $1 }
             }
             #expect(applied == Array(1...PostgresSchema.latestVersion), "each version applied by exactly one instance")
@@ -46,16 +50,16 @@ struct PostgresLeasesTests {
 
     @Test func aSchemaFromANewerReleaseIsRefused() async throws {
         try await TestDatabase.withClient { client, schema in
-            try await PostgresSchema.migrate(client, schema: schema, logger: logger)
+            try await PostgresSchema.migrate(TestDatabase.database(client, schema))
             try await client.query("INSERT INTO \(unescaped: schema).migration (version) VALUES (\(PostgresSchema.latestVersion + 1))")
-            await #expect(throws: PostgresSchema.NewerSchema.self) { try await PostgresSchema.migrate(client, schema: schema, logger: logger) }
+            await #expect(throws: PostgresSchema.NewerSchema.self) { try await PostgresSchema.migrate(TestDatabase.database(client, schema)) }
         }
     }
 
     @Test func oneHolderAtATimeAndATakeoverStepsTheEpoch() async throws {
         try await TestDatabase.withClient { client, schema in
-            try await PostgresSchema.migrate(client, schema: schema, logger: logger)
-            let leases = PostgresLeases(client: client, schema: schema, logger: logger)
+            try await PostgresSchema.migrate(TestDatabase.database(client, schema))
+            let leases = PostgresLeases(TestDatabase.database(client, schema))
             let first = try #require(try await leases.acquire("token-a", for: "relay-1", ttl: .seconds(30)))
             #expect(first.epoch == 1)
             #expect(try await leases.acquire("token-a", for: "relay-2", ttl: .seconds(30)) == nil, "held, so not taken")
@@ -74,8 +78,8 @@ struct PostgresLeasesTests {
 
     @Test func aFormerHolderCanNeverMoveTheCursorAndItNeverMovesBack() async throws {
         try await TestDatabase.withClient { client, schema in
-            try await PostgresSchema.migrate(client, schema: schema, logger: logger)
-            let leases = PostgresLeases(client: client, schema: schema, logger: logger)
+            try await PostgresSchema.migrate(TestDatabase.database(client, schema))
+            let leases = PostgresLeases(TestDatabase.database(client, schema))
             let old = try #require(try await leases.acquire("acme", for: "relay-1", ttl: .seconds(30)))
             try await leases.advanceCursor(of: "acme", to: 100, by: old)
 

@@ -7,14 +7,13 @@ import Testing
 /// What `status` reads of a shared store, against a real PostgreSQL.
 @Suite(.enabled(if: TestDatabase.available, "needs RELAY_TEST_POSTGRES_SOCKET: run under scripts/with-postgres (make test does)"))
 struct PostgresStatusTests {
-    let logger = Logger(label: "test")
 
     @Test func showsWhoHoldsEachSourceAndWhatEachInstanceHasOut() async throws {
         try await TestDatabase.withClient { client, schema in
-            try await PostgresSchema.migrate(client, schema: schema, logger: logger)
-            let status = PostgresStatus(client: client, schema: schema, logger: logger)
-            let leases = PostgresLeases(client: client, schema: schema, logger: logger)
-            let queue = PostgresDeliveries(client: client, schema: schema, logger: logger)
+            try await PostgresSchema.migrate(TestDatabase.database(client, schema))
+            let status = PostgresStatus(TestDatabase.database(client, schema))
+            let leases = PostgresLeases(TestDatabase.database(client, schema))
+            let queue = PostgresDeliveries(TestDatabase.database(client, schema))
             _ = try #require(try await leases.acquire("acme-token", for: "relay-1", ttl: .seconds(30)))
             _ = try #require(try await leases.acquire("other-token", for: "relay-2", ttl: .seconds(30)))
             try await TestDatabase.expire("other-token", schema: schema, client)

@@ -7,13 +7,12 @@ import Testing
 /// ``PostgresWebhookGuards`` on the same schema, as separate processes would be.
 @Suite(.enabled(if: TestDatabase.available, "needs RELAY_TEST_POSTGRES_SOCKET: run under scripts/with-postgres (make test does)"))
 struct PostgresWebhookGuardsTests {
-    let logger = Logger(label: "test")
     let rule = PostgresWebhookGuards.BreakerRule(threshold: 3, initialInterval: .seconds(5), maximumInterval: .seconds(12), probeTimeout: .seconds(30))
 
     func withInstances(_ body: ([PostgresWebhookGuards], PostgresClient, String) async throws -> Void) async throws {
         try await TestDatabase.withClient { client, schema in
-            try await PostgresSchema.migrate(client, schema: schema, logger: logger)
-            let instances = (0..<3).map { _ in PostgresWebhookGuards(client: client, schema: schema, logger: logger) }
+            try await PostgresSchema.migrate(TestDatabase.database(client, schema))
+            let instances = (0..<3).map { _ in PostgresWebhookGuards(TestDatabase.database(client, schema)) }
             try await body(instances, client, schema)
         }
     }
