@@ -53,13 +53,13 @@ struct PostgresDeliveriesTests {
         try await withQueue { queue, client, schema in
             #expect(try await queue.queue(Self.events(10), source: "acme", for: ["a", "b"], now: Self.now) == 10)
             #expect(try await queue.queue(Self.events(3), source: "acme", for: ["a", "b"], now: Self.now) == 0, "stored already")
-            let first = try await queue.claim("a", requests: 3, batchSize: 1, by: "relay-1", visibility: .seconds(30))
+            let first = try await queue.claim("a", requests: 3, batchSize: 1, by: "relay-1", visibility: .seconds(300))
             #expect(first.map { $0.deliveries.map(\.eventID) } == [["e0"], ["e1"], ["e2"]])
             #expect(first.allSatisfy { $0.deliveries[0].payload == Array(#"{"eventID":"\#($0.deliveries[0].eventID)","n":\#($0.deliveries[0].eventID.dropFirst())}"#.utf8) })
-            let rest = try await queue.claim("a", requests: 100, batchSize: 1, by: "relay-2", visibility: .seconds(30))
+            let rest = try await queue.claim("a", requests: 100, batchSize: 1, by: "relay-2", visibility: .seconds(300))
             #expect(rest.flatMap { $0.deliveries.map(\.eventID) } == (3..<10).map { "e\($0)" })
-            #expect(try await queue.claim("a", requests: 100, batchSize: 1, by: "relay-1", visibility: .seconds(30)).isEmpty, "all claimed")
-            #expect(try await queue.claim("b", requests: 100, batchSize: 1, by: "relay-1", visibility: .seconds(30)).count == 10, "b has its own rows")
+            #expect(try await queue.claim("a", requests: 100, batchSize: 1, by: "relay-1", visibility: .seconds(300)).isEmpty, "all claimed")
+            #expect(try await queue.claim("b", requests: 100, batchSize: 1, by: "relay-1", visibility: .seconds(300)).count == 10, "b has its own rows")
 
             // Delivered for a: the event rows stay, b still needs them.
             #expect(try await queue.record((first + rest).map { Self.outcome($0, .delivered) }, now: Self.now) == (applied: 10, stale: 0))
@@ -78,7 +78,7 @@ struct PostgresDeliveriesTests {
                         var sent: [[String]] = []
                         while true {
                             let claimed = try await queue.claim(
-                                "hook", requests: 5, batchSize: batchSize, by: "relay-\(instance)", visibility: .seconds(30))
+                                "hook", requests: 5, batchSize: batchSize, by: "relay-\(instance)", visibility: .seconds(300))
                             if claimed.isEmpty { return sent }
                             sent += claimed.map { $0.deliveries.map(\.eventID) }
                             let result = try await queue.record(claimed.map { Self.outcome($0, .delivered) }, now: Self.now)
@@ -100,9 +100,9 @@ struct PostgresDeliveriesTests {
     @Test func aTimedOutClaimGoesToTheNextClaimantAndTheFormerOnesOutcomeIsStale() async throws {
         try await withQueue { queue, client, schema in
             try await queue.queue(Self.events(2), source: "acme", for: ["hook"], now: Self.now)
-            let stalled = try #require(try await queue.claim("hook", requests: 1, batchSize: 1, by: "relay-1", visibility: .seconds(30)).first)
+            let stalled = try #require(try await queue.claim("hook", requests: 1, batchSize: 1, by: "relay-1", visibility: .seconds(300)).first)
             try await Self.timeOut("hook", schema: schema, client)
-            let takeover = try await queue.claim("hook", requests: 2, batchSize: 1, by: "relay-2", visibility: .seconds(30))
+            let takeover = try await queue.claim("hook", requests: 2, batchSize: 1, by: "relay-2", visibility: .seconds(300))
             #expect(takeover.map { $0.deliveries[0].eventID } == ["e0", "e1"], "the timed-out row is due again, in its place")
             #expect(takeover[0].token != stalled.token)
 
@@ -117,7 +117,7 @@ struct PostgresDeliveriesTests {
     @Test func aBatchIsComposedOnceAndClaimedWholeAfterARetryOrATimeout() async throws {
         try await withQueue { queue, client, schema in
             try await queue.queue(Self.events(12), source: "acme", for: ["hook"], now: Self.now)
-            let first = try await queue.claim("hook", requests: 10, batchSize: 5, by: "relay-1", visibility: .seconds(30))
+            let first = try await queue.claim("hook", requests: 10, batchSize: 5, by: "relay-1", visibility: .seconds(300))
             #expect(first.map { $0.deliveries.map(\.eventID) } == [(0..<5), (5..<10), (10..<12)].map { $0.map { "e\($0)" } })
             for request in first {
                 let ids = request.deliveries.map(\.eventID)
@@ -128,7 +128,7 @@ struct PostgresDeliveriesTests {
             #expect(try await queue.record([Self.outcome(first[0], .retry(at: Self.now), status: 503)], now: Self.now) == (applied: 1, stale: 0))
             try await Self.timeOut("hook", schema: schema, client)
             try await queue.queue(Self.events(3, from: 12), source: "acme", for: ["hook"], now: Self.now)
-            let again = try await queue.claim("hook", requests: 10, batchSize: 5, by: "relay-2", visibility: .seconds(30))
+            let again = try await queue.claim("hook", requests: 10, batchSize: 5, by: "relay-2", visibility: .seconds(300))
             #expect(Array(again.prefix(3).map { $0.deliveries.map(\.eventID) }) == first.map { $0.deliveries.map(\.eventID) })
             #expect(Array(again.prefix(3).map { $0.deliveries.compactMap(\.batchID) }) == first.map { $0.deliveries.compactMap(\.batchID) })
             #expect(again[0].deliveries.allSatisfy { $0.attempts == 1 && $0.firstAttemptAt == Self.now })
@@ -139,27 +139,27 @@ struct PostgresDeliveriesTests {
     @Test func strictOrderHoldsAcrossInstances() async throws {
         try await withQueue { queue, client, schema in
             try await queue.queue(Self.events(3), source: "acme", for: ["ordered"], now: Self.now)
-            let head = try #require(try await queue.claimHead("ordered", batchSize: 1, by: "relay-1", visibility: .seconds(30)))
+            let head = try #require(try await queue.claimHead("ordered", batchSize: 1, by: "relay-1", visibility: .seconds(300)))
             #expect(head.deliveries.map(\.eventID) == ["e0"])
-            #expect(try await queue.claimHead("ordered", batchSize: 1, by: "relay-2", visibility: .seconds(30)) == nil, "one request out at a time")
+            #expect(try await queue.claimHead("ordered", batchSize: 1, by: "relay-2", visibility: .seconds(300)) == nil, "one request out at a time")
 
             // The head fails, with its retry a minute off: nothing behind it may go meanwhile.
             let retryAt = Timestamp(millisecondsSinceEpoch: Self.now.millisecondsSinceEpoch + 60_000)
             _ = try await queue.record([Self.outcome(head, .retry(at: retryAt), status: 500)], now: Self.now)
-            #expect(try await queue.claimHead("ordered", batchSize: 1, by: "relay-2", visibility: .seconds(30)) == nil)
+            #expect(try await queue.claimHead("ordered", batchSize: 1, by: "relay-2", visibility: .seconds(300)) == nil)
             try await Self.timeOut("ordered", schema: schema, client)
-            let retried = try #require(try await queue.claimHead("ordered", batchSize: 1, by: "relay-2", visibility: .seconds(30)))
+            let retried = try #require(try await queue.claimHead("ordered", batchSize: 1, by: "relay-2", visibility: .seconds(300)))
             #expect(retried.deliveries.map(\.eventID) == ["e0"])
             #expect(retried.deliveries[0].attempts == 1)
 
             // relay-2 stalls past the timeout: relay-3 takes the head over, and relay-2's late success is stale.
             try await Self.timeOut("ordered", schema: schema, client)
-            let takeover = try #require(try await queue.claimHead("ordered", batchSize: 1, by: "relay-3", visibility: .seconds(30)))
+            let takeover = try #require(try await queue.claimHead("ordered", batchSize: 1, by: "relay-3", visibility: .seconds(300)))
             #expect(takeover.deliveries.map(\.eventID) == ["e0"])
             #expect(try await queue.record([Self.outcome(retried, .delivered)], now: Self.now) == (applied: 0, stale: 1))
-            #expect(try await queue.claimHead("ordered", batchSize: 1, by: "relay-1", visibility: .seconds(30)) == nil, "the gate is relay-3's")
+            #expect(try await queue.claimHead("ordered", batchSize: 1, by: "relay-1", visibility: .seconds(300)) == nil, "the gate is relay-3's")
             _ = try await queue.record([Self.outcome(takeover, .delivered)], now: Self.now)
-            let next = try #require(try await queue.claimHead("ordered", batchSize: 1, by: "relay-1", visibility: .seconds(30)))
+            let next = try #require(try await queue.claimHead("ordered", batchSize: 1, by: "relay-1", visibility: .seconds(300)))
             #expect(next.deliveries.map(\.eventID) == ["e1"])
         }
     }
@@ -167,10 +167,10 @@ struct PostgresDeliveriesTests {
     @Test func aStrictHeadIsBatchedWithTheRowsRightBehindIt() async throws {
         try await withQueue { queue, _, _ in
             try await queue.queue(Self.events(7), source: "acme", for: ["ordered"], now: Self.now)
-            let batch = try #require(try await queue.claimHead("ordered", batchSize: 3, by: "relay-1", visibility: .seconds(30)))
+            let batch = try #require(try await queue.claimHead("ordered", batchSize: 3, by: "relay-1", visibility: .seconds(300)))
             #expect(batch.deliveries.map(\.eventID) == ["e0", "e1", "e2"])
             _ = try await queue.record([Self.outcome(batch, .delivered)], now: Self.now)
-            let next = try #require(try await queue.claimHead("ordered", batchSize: 3, by: "relay-2", visibility: .seconds(30)))
+            let next = try #require(try await queue.claimHead("ordered", batchSize: 3, by: "relay-2", visibility: .seconds(300)))
             #expect(next.deliveries.map(\.eventID) == ["e3", "e4", "e5"])
         }
     }
@@ -178,9 +178,9 @@ struct PostgresDeliveriesTests {
     @Test func aDeadLetterKeepsTheEventTheReasonAndTheAttempts() async throws {
         try await withQueue { queue, client, schema in
             try await queue.queue(Self.events(1), source: "acme", for: ["hook"], now: Self.now)
-            let first = try #require(try await queue.claim("hook", requests: 1, batchSize: 1, by: "relay-1", visibility: .seconds(30)).first)
+            let first = try #require(try await queue.claim("hook", requests: 1, batchSize: 1, by: "relay-1", visibility: .seconds(300)).first)
             _ = try await queue.record([Self.outcome(first, .retry(at: Self.now), status: 503)], now: Self.now)
-            let second = try #require(try await queue.claim("hook", requests: 1, batchSize: 1, by: "relay-2", visibility: .seconds(30)).first)
+            let second = try #require(try await queue.claim("hook", requests: 1, batchSize: 1, by: "relay-2", visibility: .seconds(300)).first)
             var outcome = DeliveryOutcome(deliveries: second.deliveries, decision: .deadLetter(reason: "http_410"), attemptedAt: Self.now, status: 410)
             outcome.responseSnippet = Array("gone".utf8)
             #expect(try await queue.record([ClaimedOutcome(token: second.token, outcome: outcome)], now: Self.now) == (applied: 1, stale: 0))

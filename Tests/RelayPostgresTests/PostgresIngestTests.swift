@@ -28,7 +28,7 @@ struct PostgresIngestTests {
 
     @Test func aPageIsQueuedOnceAndTheMarksOnlyMoveForward() async throws {
         try await withIngest { ingest, leases, client, schema in
-            let lease = try #require(try await leases.acquire("token", for: "relay-1", ttl: .seconds(30)))
+            let lease = try #require(try await leases.acquire("token", for: "relay-1", ttl: .seconds(300)))
             let first = try await ingest.enqueue(
                 source: "acme", events: Self.page(), advance: MarkAdvance(live: Self.at(0), settled: Self.at(-5_000)), by: lease, now: Self.now)
             #expect(first.newEvents == 4 && first.duplicates == 0 && first.queued == 4)
@@ -50,8 +50,8 @@ struct PostgresIngestTests {
             #expect(try await ingest.marks(of: "acme")?.settled == Self.at(-1_000))
 
             let deliveries = PostgresDeliveries(TestDatabase.database(client, schema))
-            let forA = try await deliveries.claim("a", requests: 10, batchSize: 1, by: "relay-1", visibility: .seconds(30))
-            let forB = try await deliveries.claim("b", requests: 10, batchSize: 1, by: "relay-1", visibility: .seconds(30))
+            let forA = try await deliveries.claim("a", requests: 10, batchSize: 1, by: "relay-1", visibility: .seconds(300))
+            let forB = try await deliveries.claim("b", requests: 10, batchSize: 1, by: "relay-1", visibility: .seconds(300))
             #expect(forA.map { $0.deliveries[0].eventID } == ["e0", "e1"])
             #expect(forB.map { $0.deliveries[0].eventID } == ["e1", "e3"])
             #expect(try await PostgresDeliveriesTests.rowCount("event", schema: schema, client) == 3, "e2 is only remembered as seen")
@@ -61,11 +61,11 @@ struct PostgresIngestTests {
 
     @Test func aFormerHolderCommitsNothing() async throws {
         try await withIngest { ingest, leases, client, schema in
-            let paused = try #require(try await leases.acquire("token", for: "relay-1", ttl: .seconds(30)))
+            let paused = try #require(try await leases.acquire("token", for: "relay-1", ttl: .seconds(300)))
             _ = try await ingest.enqueue(source: "acme", events: [], advance: MarkAdvance(live: Self.at(0)), by: paused, now: Self.now)
             // relay-1 stalls past its lease; relay-2 takes the source over and reads the same page.
             try await TestDatabase.expire("token", schema: schema, client)
-            let holder = try #require(try await leases.acquire("token", for: "relay-2", ttl: .seconds(30)))
+            let holder = try #require(try await leases.acquire("token", for: "relay-2", ttl: .seconds(300)))
             await #expect(throws: LeaseLost(key: "token", epoch: paused.epoch)) {
                 try await ingest.enqueue(source: "acme", events: Self.page(), advance: MarkAdvance(live: Self.at(500)), by: paused, now: Self.now)
             }

@@ -60,19 +60,19 @@ struct PostgresLeasesTests {
         try await TestDatabase.withClient { client, schema in
             try await PostgresSchema.migrate(TestDatabase.database(client, schema))
             let leases = PostgresLeases(TestDatabase.database(client, schema))
-            let first = try #require(try await leases.acquire("token-a", for: "relay-1", ttl: .seconds(30)))
+            let first = try #require(try await leases.acquire("token-a", for: "relay-1", ttl: .seconds(300)))
             #expect(first.epoch == 1)
-            #expect(try await leases.acquire("token-a", for: "relay-2", ttl: .seconds(30)) == nil, "held, so not taken")
-            #expect(try await leases.renew(first, ttl: .seconds(30)))
-            #expect(try await leases.acquire("token-b", for: "relay-2", ttl: .seconds(30))?.epoch == 1, "another key is free")
+            #expect(try await leases.acquire("token-a", for: "relay-2", ttl: .seconds(300)) == nil, "held, so not taken")
+            #expect(try await leases.renew(first, ttl: .seconds(300)))
+            #expect(try await leases.acquire("token-b", for: "relay-2", ttl: .seconds(300))?.epoch == 1, "another key is free")
 
             try await TestDatabase.expire("token-a", schema: schema, client)
-            let second = try #require(try await leases.acquire("token-a", for: "relay-2", ttl: .seconds(30)))
+            let second = try #require(try await leases.acquire("token-a", for: "relay-2", ttl: .seconds(300)))
             #expect(second.epoch == 2)
-            #expect(try await !leases.renew(first, ttl: .seconds(30)), "the former holder learns it has lost the key")
+            #expect(try await !leases.renew(first, ttl: .seconds(300)), "the former holder learns it has lost the key")
 
             try await leases.release(second)
-            #expect(try await leases.acquire("token-a", for: "relay-3", ttl: .seconds(30))?.epoch == 3, "released: taken at once")
+            #expect(try await leases.acquire("token-a", for: "relay-3", ttl: .seconds(300))?.epoch == 3, "released: taken at once")
         }
     }
 
@@ -80,11 +80,11 @@ struct PostgresLeasesTests {
         try await TestDatabase.withClient { client, schema in
             try await PostgresSchema.migrate(TestDatabase.database(client, schema))
             let leases = PostgresLeases(TestDatabase.database(client, schema))
-            let old = try #require(try await leases.acquire("acme", for: "relay-1", ttl: .seconds(30)))
+            let old = try #require(try await leases.acquire("acme", for: "relay-1", ttl: .seconds(300)))
             try await leases.advanceCursor(of: "acme", to: 100, by: old)
 
             try await TestDatabase.expire("acme", schema: schema, client)
-            let new = try #require(try await leases.acquire("acme", for: "relay-2", ttl: .seconds(30)))
+            let new = try #require(try await leases.acquire("acme", for: "relay-2", ttl: .seconds(300)))
             try await leases.advanceCursor(of: "acme", to: 200, by: new)
             await #expect(throws: LeaseLost(key: "acme", epoch: old.epoch)) { try await leases.advanceCursor(of: "acme", to: 300, by: old) }
             try await leases.advanceCursor(of: "acme", to: 150, by: new)
