@@ -13,7 +13,7 @@ APT_PACKAGES := libcurl4-openssl-dev libsqlite3-dev pkg-config
 # And the tests alone: promtool (in Debian's prometheus package) checks the metrics page and the alert rules, and
 # `top` is tried in a real terminal under tmux. (On a machine run by systemd, the prometheus package also starts a
 # Prometheus server on :9090: `sudo systemctl disable --now prometheus` if it is not wanted.)
-TEST_APT_PACKAGES := prometheus tmux postgresql
+TEST_APT_PACKAGES := prometheus tmux postgresql curl iproute2
 
 # Placeholder secrets so that the example config validates without a real account.
 EXAMPLE_ENV := HOOK_AUTH='Bearer example' HOOK_SECRET=whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw \
