@@ -94,4 +94,49 @@ import Testing
             #expect(try await fixture.store.queueCountProblems() == [])
         }
     }
+
+    /// A finished request starts the next row in hand from the HTTP client's thread. A stop or a cancel in the
+    /// middle of that must still leave nothing running after the run returns, and a second run sends the rest:
+    /// each event once after a stop, at most one request per place again after a cancel.
+    @Test(arguments: [false, true])
+    func aStopOrCancelMidChainLeavesNoRequestBehind(cancelling: Bool) async throws {
+        try await withDelivery { fixture in
+            let subscription = fixture.subscription("c") { $0.concurrency = 8 }
+            fixture.receiver.script("/hooks/c", [], then: .status(200, after: .milliseconds(2)))
+            let ids = try await fixture.enqueue(3_000, for: ["c"])
+            let first = fixture.dispatcher(subscription)
+            let stop = StopSignal()
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                group.addTask { try await fixture.writer.run() }
+                let run = Task { try await first.run(stop: stop) }
+                #expect(await fixture.receiver.waitUntil { $0.requests(to: "/hooks/c").count >= 300 })
+                let seenAtSignal = fixture.receiver.record.requests(to: "/hooks/c").count
+                if cancelling { run.cancel() } else { stop.fire() }
+                _ = await run.result
+                #expect(first.requestsInFlight == 0)
+                let seenAtReturn = fixture.receiver.record.requests(to: "/hooks/c").count
+                #expect(seenAtReturn - seenAtSignal <= 8, "only requests in flight at the signal may arrive after it")
+                try await fixture.writer.flush()
+                let late = fixture.receiver.record.requests(to: "/hooks/c").count - seenAtReturn
+                // A stop lets requests end, so none arrives later. A cancel aborts them, and bytes already on their
+                // way may still arrive: one per place at most, never a new stream of them.
+                #expect(cancelling ? late <= 8 : late == 0, "\(late) requests arrived after the run returned")
+                group.cancelAll()
+            }
+            try await fixture.writer.flush()
+            let sentFirst = Set(fixture.eventIDs(sentTo: "c"))
+            #expect(sentFirst.count < ids.count, "the stop came after everything was sent: it tests nothing")
+
+            try await fixture.deliver([fixture.dispatcher(subscription)]) { try await $0.queueDepth("c") == 0 }
+            let all = fixture.eventIDs(sentTo: "c")
+            #expect(Set(all) == Set(ids))
+            // A cancel aborts requests mid-way (their rows stay queued and are sent again); a stop lets them end.
+            if cancelling {
+                #expect(all.count - ids.count <= 8, "at most one request per place is sent again")
+            } else {
+                #expect(all.count == ids.count, "each event once")
+            }
+            #expect(try await fixture.store.queueCountProblems() == [])
+        }
+    }
 }
