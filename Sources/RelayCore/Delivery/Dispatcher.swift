@@ -389,7 +389,7 @@ public final class Dispatcher<C: Clock>: Sendable where C.Duration == Duration, 
             defer { state.drainWaiters = [] }
             return state.drainWaiters
         }
-        if case .none = step {} else { Task { await self.apply(step) } }
+        if !step.isNone { Task { await self.apply(step) } }
         if wakeLoop { wakeup.signal() }
         for waiter in waiters { waiter.resume() }
     }
