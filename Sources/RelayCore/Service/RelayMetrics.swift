@@ -41,8 +41,11 @@ struct SourceMetrics: Sendable {
     func liveCursor(_ cursor: Timestamp, apiNow: Timestamp) {
         Gauge(label: "intilery_relay_cursor_timestamp_seconds", dimensions: [("source", name)])
             .record(Double(cursor.millisecondsSinceEpoch) / 1000)
+        // Never below 0: the API's now is an estimate (its Date header, refined by the relay's clock within the
+        // same second), so a later, coarser one can fall just before a cursor moved by an earlier, finer one. The
+        // cursor itself never passes the API's now.
         Gauge(label: "intilery_relay_cursor_lag_seconds", dimensions: [("source", name)])
-            .record(Double(cursor.duration(to: apiNow) / .milliseconds(1)) / 1000)
+            .record(max(0, Double(cursor.duration(to: apiNow) / .milliseconds(1)) / 1000))
     }
 
     /// Events skipped because their id or time could not be read or placed, by reason.
