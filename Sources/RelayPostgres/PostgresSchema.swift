@@ -127,6 +127,10 @@ public enum PostgresSchema {
             """,
             "ALTER TABLE {schema}.cursor ADD COLUMN settled bigint",
         ],
+        [
+            // A replay stores the event again under its source.
+            "ALTER TABLE {schema}.dead_letter ADD COLUMN source text NOT NULL DEFAULT ''",
+        ],
     ]
 
     /// The newest version this release knows.

@@ -86,6 +86,24 @@ public struct DeadLetter: Sendable, Equatable {
     public var responseSnippet: [UInt8]
     /// The event as received (filled by ``StateStore/deadLetter(id:)`` only).
     public var payload: [UInt8] = []
+
+    public init(
+        id: Int64, subscription: String, eventID: String, eventTime: Timestamp, reason: String, status: Int?, attempts: Int,
+        firstAttemptAt: Timestamp?, lastAttemptAt: Timestamp?, deadAt: Timestamp, responseSnippet: [UInt8], payload: [UInt8] = []
+    ) {
+        self.id = id
+        self.subscription = subscription
+        self.eventID = eventID
+        self.eventTime = eventTime
+        self.reason = reason
+        self.status = status
+        self.attempts = attempts
+        self.firstAttemptAt = firstAttemptAt
+        self.lastAttemptAt = lastAttemptAt
+        self.deadAt = deadAt
+        self.responseSnippet = responseSnippet
+        self.payload = payload
+    }
 }
 
 extension StateStore {

@@ -1,0 +1,139 @@
+import NIOCore
+import PostgresNIO
+import RelayCore
+
+/// Dead letters in PostgreSQL, for `dead-letters` run from any instance: listed and shown with the same filters
+/// as in SQLite, replayed into the shared queue, purged.
+public struct PostgresDeadLetters: Sendable, PostgresPart {
+    let database: RelayDatabase
+
+    public init(_ database: RelayDatabase) {
+        self.database = database
+    }
+
+    /// The dead letters `filter` selects, oldest first, without their events' bytes.
+    public func list(_ filter: DeadLetterFilter) async throws -> [DeadLetter] {
+        var (clause, bindings) = try Self.whereClause(filter)
+        let limit = try Self.limitClause(filter, &bindings)
+        return try await letters(
+            PostgresQuery(
+                unsafeSQL: "SELECT \(Self.columns), ''::bytea FROM \(schema).dead_letter \(clause) ORDER BY dead_at, id\(limit)",
+                binds: bindings))
+    }
+
+    /// One dead letter with its event's bytes, or nil.
+    public func deadLetter(id: Int64) async throws -> DeadLetter? {
+        try await letters("SELECT \(unescaped: Self.columns), payload FROM \(unescaped: schema).dead_letter WHERE id = \(id)").first
+    }
+
+    /// Puts the dead letters `filter` selects back in the queue, due at once with fresh attempts; returns how many
+    /// it took and how many deliveries it queued (fewer when an event is queued for its subscription already).
+    public func replay(_ filter: DeadLetterFilter, now: Timestamp) async throws -> (taken: Int, queued: Int) {
+        var (clause, bindings) = try Self.whereClause(filter)
+        let limit = try Self.limitClause(filter, &bindings)
+        return try await client.transaction(logger: logger) { connection in
+            let rows = try await connection.query(
+                PostgresQuery(
+                    unsafeSQL: """
+                        SELECT id, subscription, source, event_id, event_time, action, time_value, payload FROM \(schema).dead_letter
+                        \(clause) ORDER BY dead_at, id\(limit) FOR UPDATE
+                        """, binds: bindings), logger: logger)
+            var letters: [(id: Int64, subscription: String, source: String, eventID: String, time: Int64, action: String, timeValue: String, payload: ByteBuffer)] = []
+            for try await letter in rows.decode((Int64, String, String, String, Int64, String, String, ByteBuffer).self) { letters.append(letter) }
+            var queued = 0
+            for letter in letters {
+                // The event's row, stored again unless another subscription still holds it.
+                let stored = try await connection.query(
+                    """
+                    INSERT INTO \(unescaped: schema).event AS e (source, event_id, event_time, action, time_value, payload, queued_at, pending)
+                    VALUES (\(letter.source), \(letter.eventID), \(letter.time), \(letter.action), \(letter.timeValue), \(letter.payload),
+                            \(now.millisecondsSinceEpoch), 0)
+                    ON CONFLICT (source, event_time, event_id) DO UPDATE SET queued_at = greatest(e.queued_at, excluded.queued_at)
+                    RETURNING id, pending
+                    """, logger: logger)
+                var row: (event: Int64, pending: Int)?
+                for try await stored in stored.decode((Int64, Int).self) { row = stored }
+                guard let (event, pending) = row else { continue }
+                let delivery = try await connection.query(
+                    """
+                    INSERT INTO \(unescaped: schema).delivery (subscription, event, event_time, unit)
+                    VALUES (\(letter.subscription), \(event), \(letter.time), \(event)) ON CONFLICT DO NOTHING RETURNING event
+                    """, logger: logger)
+                var added = false
+                for try await _ in delivery.decode(Int64.self) { added = true }
+                if added {
+                    queued += 1
+                    try await connection.query(
+                        "UPDATE \(unescaped: schema).event SET pending = pending + 1 WHERE id = \(event)", logger: logger)
+                } else if pending == 0 {
+                    // Stored just now for a delivery that was queued already: no row without a delivery stays.
+                    try await connection.query("DELETE FROM \(unescaped: schema).event WHERE id = \(event)", logger: logger)
+                }
+            }
+            try await connection.query("DELETE FROM \(unescaped: schema).dead_letter WHERE id = ANY(\(letters.map(\.id)))", logger: logger)
+            return (letters.count, queued)
+        }
+    }
+
+    /// Deletes the dead letters `filter` selects; returns how many.
+    @discardableResult
+    public func purge(_ filter: DeadLetterFilter) async throws -> Int {
+        var (clause, bindings) = try Self.whereClause(filter)
+        let limit = try Self.limitClause(filter, &bindings)
+        let rows = try await client.query(
+            PostgresQuery(
+                unsafeSQL: """
+                    DELETE FROM \(schema).dead_letter WHERE id IN (SELECT id FROM \(schema).dead_letter \(clause) ORDER BY dead_at, id\(limit))
+                    RETURNING id
+                    """, binds: bindings), logger: logger)
+        var count = 0
+        for try await _ in rows { count += 1 }
+        return count
+    }
+
+    private static let columns =
+        "id, subscription, event_id, event_time, reason, last_status, attempts, first_attempt_at, last_attempt_at, dead_at, response"
+
+    private func letters(_ query: PostgresQuery) async throws -> [DeadLetter] {
+        var letters: [DeadLetter] = []
+        let rows = try await client.query(query, logger: logger)
+        for try await (id, subscription, eventID, time, reason, status, attempts, first, last, deadAt, response, payload)
+            in rows.decode((Int64, String, String, Int64, String, Int?, Int, Int64, Int64, Int64, ByteBuffer, ByteBuffer).self)
+        {
+            letters.append(
+                DeadLetter(
+                    id: id, subscription: subscription, eventID: eventID, eventTime: Timestamp(millisecondsSinceEpoch: time), reason: reason,
+                    status: status, attempts: attempts, firstAttemptAt: Timestamp(millisecondsSinceEpoch: first),
+                    lastAttemptAt: Timestamp(millisecondsSinceEpoch: last), deadAt: Timestamp(millisecondsSinceEpoch: deadAt),
+                    responseSnippet: Array(buffer: response), payload: Array(buffer: payload)))
+        }
+        return letters
+    }
+
+    /// `WHERE ...` for `filter`, with its values bound: the conditions ``DeadLetterFilter`` names, as SQLite's store
+    /// applies them.
+    private static func whereClause(_ filter: DeadLetterFilter) throws -> (String, PostgresBindings) {
+        var conditions: [String] = []
+        var bindings = PostgresBindings()
+        func bind(_ value: some PostgresThrowingDynamicTypeEncodable) throws -> String {
+            try bindings.append(value)
+            return "$\(bindings.count)"
+        }
+        if let subscription = filter.subscription { conditions.append("subscription = \(try bind(subscription))") }
+        if let subscriptions = filter.subscriptions { conditions.append("subscription = ANY(\(try bind(subscriptions)))") }
+        // left(), not LIKE: a reason may hold % or _. PostgreSQL counts code points, as unicodeScalars does.
+        if let prefix = filter.reasonPrefix {
+            conditions.append("left(reason, \(try bind(Int32(prefix.unicodeScalars.count)))) = \(try bind(prefix))")
+        }
+        if let status = filter.status { conditions.append("last_status = \(try bind(status))") }
+        if let since = filter.since { conditions.append("dead_at >= \(try bind(since.millisecondsSinceEpoch))") }
+        if let until = filter.until { conditions.append("dead_at < \(try bind(until.millisecondsSinceEpoch))") }
+        return (conditions.isEmpty ? "" : "WHERE " + conditions.joined(separator: " AND "), bindings)
+    }
+
+    private static func limitClause(_ filter: DeadLetterFilter, _ bindings: inout PostgresBindings) throws -> String {
+        guard let limit = filter.limit else { return "" }
+        try bindings.append(limit)
+        return " LIMIT $\(bindings.count)"
+    }
+}
