@@ -35,40 +35,63 @@ public struct PostgresDeliveries: Sendable, PostgresPart {
         self.database = database
     }
 
-    /// Stores `events` of `source` and queues each for every one of `subscriptions`, on `connection` (inside the
-    /// poller's fenced page transaction); an event already stored is left as it is. Returns the events stored.
+    /// Stores the events of `source` that some subscription wants, and queues each for its subscriptions, on
+    /// `connection` (inside the poller's fenced page transaction); an event already stored is left as it is.
+    /// Row ids follow the order given, which breaks ties of one millisecond in strict order. Returns the events
+    /// stored and the deliveries queued.
     @discardableResult
     public func queue(
-        _ events: [Event], source: String, for subscriptions: [String], now: Timestamp, on connection: PostgresConnection
-    ) async throws -> Int {
-        guard !events.isEmpty, !subscriptions.isEmpty else { return 0 }
+        _ routed: [RoutedEvent], source: String, now: Timestamp, on connection: PostgresConnection
+    ) async throws -> (stored: Int, queued: Int) {
+        let wanted = routed.filter { !$0.subscriptions.isEmpty }
+        guard !wanted.isEmpty else { return (0, 0) }
+        let events = wanted.map(\.event)
         let rows = try await connection.query(
             """
             INSERT INTO \(unescaped: schema).event (source, event_id, event_time, action, time_value, payload, queued_at, pending)
-            SELECT \(source), e.id, e.time, e.action, e.time_value, e.payload, \(now.millisecondsSinceEpoch), \(subscriptions.count)
+            SELECT \(source), e.id, e.time, e.action, e.time_value, e.payload, \(now.millisecondsSinceEpoch), e.pending
             FROM unnest(\(events.map(\.id)), \(events.map(\.time.millisecondsSinceEpoch)), \(events.map(\.action)),
-                        \(events.map(\.timeValue.description)), \(events.map { ByteBuffer(bytes: $0.raw) }))
-                AS e(id, time, action, time_value, payload)
+                        \(events.map(\.timeValue.description)), \(events.map { ByteBuffer(bytes: $0.raw) }),
+                        \(wanted.map { $0.subscriptions.count }))
+                WITH ORDINALITY AS e(id, time, action, time_value, payload, pending, position)
+            ORDER BY e.position
             ON CONFLICT (source, event_time, event_id) DO NOTHING
-            RETURNING id, event_time
+            RETURNING id, event_id, event_time
             """, logger: logger)
-        var stored: [(id: Int64, time: Int64)] = []
-        for try await (id, time) in rows.decode((Int64, Int64).self) { stored.append((id, time)) }
-        guard !stored.isEmpty else { return 0 }
+        var stored: [EventKey: Int64] = [:]
+        for try await (row, id, time) in rows.decode((Int64, String, Int64).self) { stored[EventKey(id: id, time: time)] = row }
+        var subscriptions: [String] = []
+        var rowIDs: [Int64] = []
+        var times: [Int64] = []
+        for entry in wanted {
+            guard let row = stored[EventKey(id: entry.event.id, time: entry.event.time.millisecondsSinceEpoch)] else { continue }
+            for subscription in entry.subscriptions {
+                subscriptions.append(subscription)
+                rowIDs.append(row)
+                times.append(entry.event.time.millisecondsSinceEpoch)
+            }
+        }
+        guard !rowIDs.isEmpty else { return (0, 0) }
         try await connection.query(
             """
             INSERT INTO \(unescaped: schema).delivery (subscription, event, event_time, unit)
-            SELECT s, e.id, e.time, e.id FROM unnest(\(subscriptions)) AS s CROSS JOIN unnest(\(stored.map(\.id)), \(stored.map(\.time))) AS e(id, time)
+            SELECT d.subscription, d.event, d.time, d.event FROM unnest(\(subscriptions), \(rowIDs), \(times)) AS d(subscription, event, time)
             """, logger: logger)
-        return stored.count
+        return (stored.count, rowIDs.count)
     }
 
-    /// ``queue(_:source:for:now:on:)`` in a transaction of its own.
+    /// Stores `events` and queues each for every one of `subscriptions`, in a transaction of its own; returns the
+    /// events stored.
     @discardableResult
     public func queue(_ events: [Event], source: String, for subscriptions: [String], now: Timestamp) async throws -> Int {
         try await client.transaction(logger: logger) { connection in
-            try await queue(events, source: source, for: subscriptions, now: now, on: connection)
+            try await queue(events.map { RoutedEvent(event: $0, subscriptions: subscriptions) }, source: source, now: now, on: connection).stored
         }
+    }
+
+    private struct EventKey: Hashable {
+        let id: String
+        let time: Int64
     }
 
     /// Claims up to `requests` requests' worth of due rows of `subscription` for `instance`, hidden from every other
@@ -182,11 +205,29 @@ public struct PostgresDeliveries: Sendable, PostgresPart {
     public func record(_ outcomes: [ClaimedOutcome], now: Timestamp) async throws -> (applied: Int, stale: Int) {
         guard !outcomes.isEmpty else { return (0, 0) }
         return try await client.transaction(logger: logger) { connection in
+            // Locks in one order for every transaction that takes them, so that instances never wait on each other
+            // in a circle: strict gates (a strict claim takes its gate before its rows), then event rows by id (an
+            // event delivered to several subscriptions is released by each), then each request's rows, its first
+            // row before the others (a claim locks that one first).
+            for gate in Set(outcomes.map { SubscriptionToken($0.outcome.deliveries[0].subscription, $0.token) }).sorted() {
+                try await releaseGate(gate.subscription, token: gate.token, on: connection)
+            }
+            let events = Set(outcomes.flatMap { $0.outcome.deliveries.map(\.id) }).sorted()
+            try await connection.query(
+                "SELECT id FROM \(unescaped: schema).event WHERE id = ANY(\(events)) ORDER BY id FOR NO KEY UPDATE", logger: logger)
             var applied = 0
             for claimed in outcomes {
                 let outcome = claimed.outcome
                 let subscription = outcome.deliveries[0].subscription
                 let at = outcome.attemptedAt.millisecondsSinceEpoch
+                // Held from here to the commit: a claim cannot take them over between the steps below. None left
+                // under this token means the claim timed out and another instance has them: a stale outcome.
+                let held = try await connection.query(
+                    """
+                    SELECT event FROM \(unescaped: schema).delivery WHERE subscription = \(subscription) AND claim_token = \(claimed.token)
+                    ORDER BY event = unit DESC, event FOR NO KEY UPDATE
+                    """, logger: logger)
+                guard try await count(held) > 0 else { continue }
                 let taken: Int
                 switch outcome.decision {
                 case .delivered:
@@ -215,7 +256,6 @@ public struct PostgresDeliveries: Sendable, PostgresPart {
                         """, logger: logger)
                     taken = try await remove(subscription, token: claimed.token, on: connection)
                 }
-                try await releaseGate(subscription, token: claimed.token, on: connection)
                 if taken > 0 { applied += 1 }
             }
             return (applied, outcomes.count - applied)
@@ -311,6 +351,16 @@ public struct PostgresDeliveries: Sendable, PostgresPart {
             try await connection.query("DELETE FROM \(unescaped: schema).event WHERE id = ANY(\(unneeded))", logger: logger)
         }
         return released
+    }
+
+    private struct SubscriptionToken: Hashable, Comparable {
+        let subscription: String
+        let token: Int64
+        init(_ subscription: String, _ token: Int64) {
+            self.subscription = subscription
+            self.token = token
+        }
+        static func < (a: Self, b: Self) -> Bool { (a.subscription, a.token) < (b.subscription, b.token) }
     }
 
     private func releaseGate(_ subscription: String, token: Int64, on connection: PostgresConnection) async throws {

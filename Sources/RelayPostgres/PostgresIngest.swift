@@ -26,7 +26,7 @@ public struct PostgresIngest: Sendable, PostgresPart {
         try await leases.fenced(by: lease) { connection in
             var result = EnqueueResult()
             if !events.isEmpty {
-                let fresh = try await connection.query(
+                let unseen = try await connection.query(
                     """
                     INSERT INTO \(unescaped: schema).seen (source, event_time, event_id)
                     SELECT \(source), t, id FROM unnest(\(events.map(\.event.time.millisecondsSinceEpoch)), \(events.map(\.event.id))) AS e(t, id)
@@ -34,20 +34,12 @@ public struct PostgresIngest: Sendable, PostgresPart {
                     RETURNING event_id, event_time
                     """, logger: logger)
                 var new: Set<SeenKey> = []
-                for try await (id, time) in fresh.decode((String, Int64).self) { new.insert(SeenKey(id: id, time: time)) }
+                for try await (id, time) in unseen.decode((String, Int64).self) { new.insert(SeenKey(id: id, time: time)) }
                 result.newEvents = new.count
                 result.duplicates = events.count - new.count
-                // One statement per set of subscriptions: pages mostly have one or two.
-                var bySubscriptions: [[String]: [Event]] = [:]
-                for routed in events where !routed.subscriptions.isEmpty
-                    && new.remove(SeenKey(id: routed.event.id, time: routed.event.time.millisecondsSinceEpoch)) != nil
-                {
-                    bySubscriptions[routed.subscriptions, default: []].append(routed.event)
-                }
-                for (subscriptions, events) in bySubscriptions {
-                    let stored = try await deliveries.queue(events, source: source, for: subscriptions, now: now, on: connection)
-                    result.queued += stored * subscriptions.count
-                }
+                // Each new event once, in the page's order (a page may hold one id twice).
+                let fresh = events.filter { new.remove(SeenKey(id: $0.event.id, time: $0.event.time.millisecondsSinceEpoch)) != nil }
+                result.queued = try await deliveries.queue(fresh, source: source, now: now, on: connection).queued
             }
             try await connection.query(
                 """

@@ -68,29 +68,41 @@ struct PostgresDeliveriesTests {
         }
     }
 
+    /// Four instances claim and record for two subscriptions of the same events at once, in orders that cross
+    /// (each event's row is released by both): every event goes to each subscription once, and no instance
+    /// waits on another in a circle (PostgreSQL would abort one with a deadlock).
     @Test(arguments: [1, 4])
     func instancesClaimingTogetherNeverShareARowAndDrainEverything(batchSize: Int) async throws {
         try await withQueue { queue, client, schema in
-            try await queue.queue(Self.events(400), source: "acme", for: ["hook"], now: Self.now)
+            try await queue.queue(Self.events(400), source: "acme", for: ["hook", "other"], now: Self.now)
             let sent = try await withThrowingTaskGroup(of: [[String]].self) { group in
                 for instance in 0..<4 {
                     group.addTask {
                         var sent: [[String]] = []
-                        while true {
+                        var emptyInARow = 0
+                        for turn in 0... {
+                            let subscription = (instance + turn) % 2 == 0 ? "hook" : "other"
                             let claimed = try await queue.claim(
-                                "hook", requests: 5, batchSize: batchSize, by: "relay-\(instance)", visibility: .seconds(300))
-                            if claimed.isEmpty { return sent }
-                            sent += claimed.map { $0.deliveries.map(\.eventID) }
-                            let result = try await queue.record(claimed.map { Self.outcome($0, .delivered) }, now: Self.now)
+                                subscription, requests: 5, batchSize: batchSize, by: "relay-\(instance)", visibility: .seconds(300))
+                            if claimed.isEmpty {
+                                emptyInARow += 1
+                                if emptyInARow == 2 { return sent }
+                                continue
+                            }
+                            emptyInARow = 0
+                            sent += claimed.map { $0.deliveries.map { "\(subscription):\($0.eventID)" } }
+                            // Recorded in an order of its own: the other instances' orders cross it.
+                            let result = try await queue.record(claimed.shuffled().map { Self.outcome($0, .delivered) }, now: Self.now)
                             #expect(result == (applied: claimed.count, stale: 0))
                         }
+                        return sent
                     }
                 }
                 return try await group.reduce(into: []) { $0 += $1 }
             }
             let events = sent.flatMap { $0 }
-            #expect(events.count == 400, "each event sent once")
-            #expect(Set(events) == Set((0..<400).map { "e\($0)" }))
+            #expect(events.count == 800, "each event sent once to each subscription")
+            #expect(Set(events) == Set((0..<400).flatMap { ["hook:e\($0)", "other:e\($0)"] }))
             #expect(sent.allSatisfy { $0.count <= batchSize })
             #expect(try await Self.rowCount("delivery", schema: schema, client) == 0)
             #expect(try await Self.rowCount("event", schema: schema, client) == 0, "each event's row went with its last delivery")
@@ -161,6 +173,37 @@ struct PostgresDeliveriesTests {
             _ = try await queue.record([Self.outcome(takeover, .delivered)], now: Self.now)
             let next = try #require(try await queue.claimHead("ordered", batchSize: 1, by: "relay-1", visibility: .seconds(300)))
             #expect(next.deliveries.map(\.eventID) == ["e1"])
+        }
+    }
+
+    /// A late event that becomes the head while a request is out waits for it: the gate holds it back, not the
+    /// head's schedule.
+    @Test func theGateHoldsBackALateEventThatBecomesTheHead() async throws {
+        try await withQueue { queue, _, _ in
+            try await queue.queue(Self.events(1), source: "acme", for: ["ordered"], now: Self.now)
+            let out = try #require(try await queue.claimHead("ordered", batchSize: 1, by: "relay-1", visibility: .seconds(300)))
+            try await queue.queue(Self.events(1, from: -1), source: "acme", for: ["ordered"], now: Self.now)
+            #expect(try await queue.claimHead("ordered", batchSize: 1, by: "relay-2", visibility: .seconds(300)) == nil)
+            _ = try await queue.record([Self.outcome(out, .delivered)], now: Self.now)
+            let late = try #require(try await queue.claimHead("ordered", batchSize: 1, by: "relay-2", visibility: .seconds(300)))
+            #expect(late.deliveries.map(\.eventID) == ["e-1"])
+        }
+    }
+
+    /// Events of one millisecond keep the page's order, whatever subscriptions each goes to.
+    @Test func eventsOfOneMillisecondKeepThePagesOrder() async throws {
+        try await withQueue { queue, client, schema in
+            let time = Self.now
+            let events = ["a", "b", "c", "d"].map {
+                Event(id: $0, time: time, action: "click", timeValue: .string(time.iso8601), fields: JSONObject(), raw: Array("{}".utf8))
+            }
+            let routed = zip(events, [["x"], ["x", "y"], ["x"], ["y", "x"]]).map { RoutedEvent(event: $0, subscriptions: $1) }
+            try await client.withConnection { connection in
+                _ = try await queue.queue(routed, source: "acme", now: Self.now, on: connection)
+            }
+            let line = try #require(try await queue.claimHead("x", batchSize: 4, by: "relay-1", visibility: .seconds(300)))
+            #expect(line.deliveries.map(\.eventID) == ["a", "b", "c", "d"])
+            _ = schema
         }
     }
 
