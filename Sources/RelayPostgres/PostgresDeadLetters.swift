@@ -59,9 +59,7 @@ public struct PostgresDeadLetters: Sendable, PostgresPart {
                     INSERT INTO \(unescaped: schema).delivery (subscription, event, event_time, unit)
                     VALUES (\(letter.subscription), \(event), \(letter.time), \(event)) ON CONFLICT DO NOTHING RETURNING event
                     """, logger: logger)
-                var added = false
-                for try await _ in delivery.decode(Int64.self) { added = true }
-                if added {
+                if try await count(delivery) > 0 {
                     queued += 1
                     try await connection.query(
                         "UPDATE \(unescaped: schema).event SET pending = pending + 1 WHERE id = \(event)", logger: logger)
@@ -86,9 +84,7 @@ public struct PostgresDeadLetters: Sendable, PostgresPart {
                     DELETE FROM \(schema).dead_letter WHERE id IN (SELECT id FROM \(schema).dead_letter \(clause) ORDER BY dead_at, id\(limit))
                     RETURNING id
                     """, binds: bindings), logger: logger)
-        var count = 0
-        for try await _ in rows { count += 1 }
-        return count
+        return try await count(rows)
     }
 
     private static let columns =

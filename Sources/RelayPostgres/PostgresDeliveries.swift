@@ -163,9 +163,7 @@ public struct PostgresDeliveries: Sendable, PostgresPart {
                     WHERE g.claim_token IS NULL OR g.claim_expires_at <= now()
                 RETURNING claim_token
                 """, logger: logger)
-            var opened = false
-            for try await _ in gate.decode(Int64.self) { opened = true }
-            guard opened else { return nil }
+            guard try await count(gate) > 0 else { return nil }
             let line = try await connection.query(
                 """
                 SELECT event, event_time, batch_id IS NOT NULL, unit, visible_at <= now() FROM \(unescaped: schema).delivery
@@ -368,12 +366,4 @@ public struct PostgresDeliveries: Sendable, PostgresPart {
             "UPDATE \(unescaped: schema).strict_gate SET claim_token = NULL WHERE subscription = \(subscription) AND claim_token = \(token)",
             logger: logger)
     }
-
-    private func count(_ rows: PostgresRowSequence) async throws -> Int {
-        var count = 0
-        for try await _ in rows { count += 1 }
-        return count
-    }
-
-    private func milliseconds(_ duration: Duration) -> Int64 { Int64(duration / .milliseconds(1)) }
 }

@@ -74,9 +74,7 @@ public struct PostgresIngest: Sendable, PostgresPart {
             DELETE FROM \(unescaped: schema).seen WHERE source = \(source) AND event_time < \(before.millisecondsSinceEpoch)
             RETURNING event_time
             """, logger: logger)
-        var count = 0
-        for try await _ in rows { count += 1 }
-        return count
+        return try await count(rows)
     }
 
     private struct SeenKey: Hashable {

@@ -134,5 +134,4 @@ public struct PostgresWebhookGuards: Sendable, PostgresPart {
         }
     }
 
-    private func milliseconds(_ duration: Duration) -> Int64 { Int64(duration / .milliseconds(1)) }
 }

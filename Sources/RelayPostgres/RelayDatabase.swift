@@ -26,4 +26,14 @@ extension PostgresPart {
     var client: PostgresClient { database.client }
     var schema: String { database.schema }
     var logger: Logger { database.logger }
+
+    /// The rows a statement returned (read to the end).
+    func count(_ rows: PostgresRowSequence) async throws -> Int {
+        var count = 0
+        for try await _ in rows { count += 1 }
+        return count
+    }
+
+    /// A duration as the whole milliseconds statements multiply `interval '1 millisecond'` by.
+    func milliseconds(_ duration: Duration) -> Int64 { Int64(duration / .milliseconds(1)) }
 }
