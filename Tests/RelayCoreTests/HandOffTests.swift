@@ -100,7 +100,8 @@ import Testing
     /// each event once after a stop, at most one request per place again after a cancel.
     @Test(arguments: [false, true])
     func aStopOrCancelMidChainLeavesNoRequestBehind(cancelling: Bool) async throws {
-        try await withDelivery { fixture in
+        // The clock stands still, so that no due retry read ends a chain: only the signal may.
+        try await withDelivery(autoAdvance: false) { fixture in
             let subscription = fixture.subscription("c") { $0.concurrency = 8 }
             fixture.receiver.script("/hooks/c", [], then: .status(200, after: .milliseconds(2)))
             let ids = try await fixture.enqueue(3_000, for: ["c"])
@@ -108,10 +109,16 @@ import Testing
             let stop = StopSignal()
             try await withThrowingTaskGroup(of: Void.self) { group in
                 group.addTask { try await fixture.writer.run() }
-                let run = Task { try await first.run(stop: stop) }
+                let loopThread = BlockableExecutor()
+                let run = Task(executorPreference: loopThread) { try await first.run(stop: stop) }
                 #expect(await fixture.receiver.waitUntil { $0.requests(to: "/hooks/c").count >= 300 })
-                let seenAtSignal = fixture.receiver.record.requests(to: "/hooks/c").count
+                // A busy machine may not run the dispatcher's loop for a while after the signal. Holding its thread
+                // for 100 ms from before the signal makes that certain: the HTTP client's thread, which chains the
+                // next row without the loop, must see the signal by itself.
+                loopThread.block(for: 0.1)
                 if cancelling { run.cancel() } else { stop.fire() }
+                // Read after the signal: what arrived between a read and the signal would count against it.
+                let seenAtSignal = fixture.receiver.record.requests(to: "/hooks/c").count
                 _ = await run.result
                 #expect(first.requestsInFlight == 0)
                 let seenAtReturn = fixture.receiver.record.requests(to: "/hooks/c").count
@@ -138,5 +145,20 @@ import Testing
             }
             #expect(try await fixture.store.queueCountProblems() == [])
         }
+    }
+}
+
+/// Runs its tasks on one thread that a test can hold, as a loaded machine would not schedule them.
+final class BlockableExecutor: TaskExecutor, @unchecked Sendable {
+    private let queue = DispatchQueue(label: "blockable-executor")
+
+    func enqueue(_ job: consuming ExecutorJob) {
+        let job = UnownedJob(job)
+        queue.async { job.runSynchronously(on: self.asUnownedTaskExecutor()) }
+    }
+
+    /// Returns at once; the tasks queued from now on wait until `seconds` have passed.
+    func block(for seconds: TimeInterval) {
+        queue.async { Thread.sleep(forTimeInterval: seconds) }
     }
 }

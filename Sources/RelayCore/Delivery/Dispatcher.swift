@@ -142,6 +142,17 @@ public final class Dispatcher<C: Clock>: Sendable where C.Duration == Duration, 
     /// flight finish and submit their outcomes; cancelling cuts them short, leaving their rows queued as they were.
     /// Throws only for the state store.
     public func run(stop: StopSignal = StopSignal()) async throws {
+        // A cancel is seen at once by the HTTP client's thread, which starts the next row in hand without the loop:
+        // waiting for the loop to notice it would let that chain go on for as long as the loop takes to be
+        // scheduled.
+        try await withTaskCancellationHandler {
+            try await deliver(stop: stop)
+        } onCancel: {
+            abortStarted()
+        }
+    }
+
+    private func deliver(stop: StopSignal) async throws {
         try await loadPause()
         try await withThrowingDiscardingTaskGroup { group in
             while !Task.isCancelled && !stop.isFired {
@@ -171,25 +182,25 @@ public final class Dispatcher<C: Clock>: Sendable where C.Duration == Duration, 
         }
     }
 
-    /// Waits for the requests started with a completion to end; cancelling the task aborts them (their rows stay
-    /// queued as they were).
+    /// Waits for the requests started with a completion to end (a cancel of ``run(stop:)`` has aborted them).
     private func drainStarted() async {
-        await withTaskCancellationHandler {
-            await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
-                let done = state.withLock { state -> Bool in
-                    guard !state.started.isEmpty else { return true }
-                    state.drainWaiters.append(continuation)
-                    return false
-                }
-                if done { continuation.resume() }
+        await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+            let done = state.withLock { state -> Bool in
+                guard !state.started.isEmpty else { return true }
+                state.drainWaiters.append(continuation)
+                return false
             }
-        } onCancel: {
-            let started = state.withLock { state in
-                state.cancelling = true
-                return Array(state.started.values)
-            }
-            for request in started { request.cancel() }
+            if done { continuation.resume() }
         }
+    }
+
+    /// Aborts the requests started with a completion and every one started after this (their rows stay queued).
+    private func abortStarted() {
+        let started = state.withLock { state in
+            state.cancelling = true
+            return Array(state.started.values)
+        }
+        for request in started { request.cancel() }
     }
 
     // MARK: - Choosing work
