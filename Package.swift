@@ -96,7 +96,12 @@ let package = Package(
         .testTarget(
             name: "RelayCoreTests",
             dependencies: ["RelayCore", "IntilerySimulator", "CurlHTTP", .product(name: "GRDB", package: "GRDB.swift")]),
-        .testTarget(name: "RelayPostgresTests", dependencies: ["RelayPostgres", "RelayCore", "RelayJSON", .product(name: "PostgresNIO", package: "postgres-nio")]),
+        .testTarget(
+            name: "RelayPostgresTests",
+            dependencies: [
+                "RelayPostgres", "RelayCore", "RelayJSON", "IntilerySimulator", "CurlHTTP",
+                .product(name: "PostgresNIO", package: "postgres-nio"),
+            ]),
         .testTarget(name: "EndToEndTests", dependencies: ["intilery-relay", "RelayCore", "RelayJSON", "IntilerySimulator", "CurlHTTP"]),
     ],
     swiftLanguageModes: [.v6]

@@ -56,14 +56,79 @@ public struct PostgresIngest: Sendable, PostgresPart {
         }
     }
 
-    /// A source's live cursor and settle mark, or nil before its first commit.
-    public func marks(of source: String) async throws -> (live: Timestamp, settled: Timestamp?)? {
-        let rows = try await client.query(
-            "SELECT position, settled FROM \(unescaped: schema).cursor WHERE source = \(source)", logger: logger)
-        for try await (live, settled) in rows.decode((Int64, Int64?).self) {
-            return (Timestamp(millisecondsSinceEpoch: live), settled.map(Timestamp.init(millisecondsSinceEpoch:)))
+    /// A source's marks, or nil before its first start. As in SQLite, a missing settle mark is the live cursor and a
+    /// missing seen-id horizon the settle mark.
+    public func marks(of source: String) async throws -> SourceMarks? {
+        try await Self.marks(of: source, schema: schema, logger: logger) { try await client.query($0, logger: $1) }
+    }
+
+    private static func marks(
+        of source: String, schema: String, logger: Logger, _ query: (PostgresQuery, Logger) async throws -> PostgresRowSequence
+    ) async throws -> SourceMarks? {
+        let rows = try await query("SELECT position, settled, seen_horizon FROM \(unescaped: schema).cursor WHERE source = \(source)", logger)
+        for try await (live, settled, horizon) in rows.decode((Int64, Int64?, Int64?).self) {
+            let settledMark = settled ?? live
+            return SourceMarks(
+                live: Timestamp(millisecondsSinceEpoch: live), settled: Timestamp(millisecondsSinceEpoch: settledMark),
+                seenHorizon: Timestamp(millisecondsSinceEpoch: horizon ?? settledMark))
         }
         return nil
+    }
+
+    /// Sets a source's first marks at `position` under `lease`, unless it has some; returns the marks in force. A
+    /// cursor stored without a settle mark gets one `lookback` behind it, as SQLite's does.
+    public func initializeMarks(of source: String, at position: Timestamp, lookback: Duration, by lease: Lease) async throws -> SourceMarks {
+        try await leases.fenced(by: lease) { connection in
+            let first = position.millisecondsSinceEpoch
+            try await connection.query(
+                """
+                INSERT INTO \(unescaped: schema).cursor (source, position, settled, seen_horizon, epoch, updated_at)
+                VALUES (\(source), \(first), \(first), \(first - 1), \(lease.epoch), now())
+                ON CONFLICT (source) DO NOTHING
+                """, logger: logger)
+            try await connection.query(
+                """
+                UPDATE \(unescaped: schema).cursor SET settled = position - \(milliseconds(lookback))
+                WHERE source = \(source) AND settled IS NULL
+                """, logger: logger)
+            try await connection.query(
+                "UPDATE \(unescaped: schema).cursor SET seen_horizon = settled - 1 WHERE source = \(source) AND seen_horizon IS NULL",
+                logger: logger)
+            return try await Self.marks(of: source, schema: schema, logger: logger) { try await connection.query($0, logger: $1) }!
+        }
+    }
+
+    /// Moves the settle mark of `source` up to `position` under `lease`: never past the live cursor, never back.
+    public func advanceSettled(source: String, to position: Timestamp, by lease: Lease) async throws {
+        try await leases.fenced(by: lease) { connection in
+            try await connection.query(
+                """
+                UPDATE \(unescaped: schema).cursor SET settled = greatest(settled, least(position, \(position.millisecondsSinceEpoch)))
+                WHERE source = \(source)
+                """, logger: logger)
+        }
+    }
+
+    /// Forgets the seen ids of `source` no read can return again, a second before its lower mark, and moves the
+    /// seen-id horizon there (never back); how many.
+    @discardableResult
+    public func pruneSeen(source: String, by lease: Lease) async throws -> Int {
+        try await leases.fenced(by: lease) { connection in
+            try await connection.query(
+                """
+                UPDATE \(unescaped: schema).cursor
+                SET seen_horizon = greatest(coalesce(seen_horizon, least(position, coalesce(settled, position)) - 1000),
+                    least(position, coalesce(settled, position)) - 1000)
+                WHERE source = \(source)
+                """, logger: logger)
+            let rows = try await connection.query(
+                """
+                DELETE FROM \(unescaped: schema).seen
+                WHERE source = \(source) AND event_time < (SELECT seen_horizon FROM \(unescaped: schema).cursor WHERE source = \(source))
+                RETURNING event_time
+                """, logger: logger)
+            return try await count(rows)
+        }
     }
 
     /// Forgets the seen ids of `source` older than `before`, which no read can return again; how many.
@@ -75,6 +140,14 @@ public struct PostgresIngest: Sendable, PostgresPart {
             RETURNING event_time
             """, logger: logger)
         return try await count(rows)
+    }
+
+    /// How many deliveries are queued for `subscription`, claimed or not.
+    public func queueDepth(_ subscription: String) async throws -> Int {
+        let rows = try await client.query(
+            "SELECT count(*)::int8 FROM \(unescaped: schema).delivery WHERE subscription = \(subscription)", logger: logger)
+        for try await depth in rows.decode(Int64.self) { return Int(depth) }
+        return 0
     }
 
     private struct SeenKey: Hashable {

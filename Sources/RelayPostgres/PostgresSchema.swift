@@ -131,6 +131,10 @@ public enum PostgresSchema {
             // A replay stores the event again under its source.
             "ALTER TABLE {schema}.dead_letter ADD COLUMN source text NOT NULL DEFAULT ''",
         ],
+        [
+            // Seen ids are kept from here on, as in SQLite: reads never start before it.
+            "ALTER TABLE {schema}.cursor ADD COLUMN seen_horizon bigint",
+        ],
     ]
 
     /// The newest version this release knows.

@@ -40,7 +40,7 @@ typealias WalkCommit = @Sendable (_ events: [Event], _ page: WalkPage) async thr
 struct PageWalk<C: Clock>: Sendable where C.Duration == Duration, C: Sendable {
     let source: SourceConfig
     let router: Router
-    let store: StateStore
+    let store: any SourceStore
     let client: EventsAPIClient<C>
     let time: RelayTime<C>
     var now: @Sendable () -> Timestamp { time.now }

@@ -21,20 +21,21 @@ extension Poller {
     /// whether any read.
     @discardableResult
     public func catchUp() async throws -> Bool {
+        guard let store = subscriptionCursors else { return false }
         var read = false
         for cursor in try await store.subscriptionsNotCurrent(source: source.name) {
             guard let subscription = subscriptions[cursor.subscription] else { continue }
-            read = try await catchUp(subscription, from: cursor) || read
+            read = try await catchUp(subscription, from: cursor, in: store) || read
         }
         for request in try await store.pendingReplays(of: subscriptions.names) {
             guard let subscription = subscriptions[request.subscription] else { continue }
-            read = try await replay(request, for: subscription) || read
+            read = try await replay(request, for: subscription, in: store) || read
         }
         return read
     }
 
     /// Reads a replay's range on from its position and queues what matches, under the original `webhook-id`s.
-    private func replay(_ request: ReplayRequest, for subscription: SubscriptionConfig) async throws -> Bool {
+    private func replay(_ request: ReplayRequest, for subscription: SubscriptionConfig, in store: StateStore) async throws -> Bool {
         let limit = subscription.webhook.maxQueued
         // A replay that filled the queue waits, like a catch-up, until it has drained below half.
         let depth = try await store.queueDepth(subscription.name)
@@ -63,7 +64,7 @@ extension Poller {
         return true
     }
 
-    private func catchUp(_ subscription: SubscriptionConfig, from cursor: SubscriptionCursor) async throws -> Bool {
+    private func catchUp(_ subscription: SubscriptionConfig, from cursor: SubscriptionCursor, in store: StateStore) async throws -> Bool {
         guard var position = cursor.position else { return false }
         let name = subscription.name
         let router = Router(subscriptions: [subscription])

@@ -26,7 +26,10 @@ public final class Poller<C: Clock>: Sendable where C.Duration == Duration, C: S
     public static var recentEnough: Duration { .milliseconds(100) }
 
     let source: SourceConfig
-    let store: StateStore
+    let store: any SourceStore
+    /// Where subscription cursors and replays are kept, for the catch-up edge: SQLite's store only, so far. Without
+    /// it every subscription of the source is fed by the shared poll.
+    let subscriptionCursors: StateStore?
     let time: RelayTime<C>
     private var clock: C { time.clock }
     var now: @Sendable () -> Timestamp { time.now }
@@ -49,7 +52,7 @@ public final class Poller<C: Clock>: Sendable where C.Duration == Duration, C: S
 
     /// A poller for `source` feeding `subscriptions` (those of this source).
     public init(
-        source: SourceConfig, subscriptions: [SubscriptionConfig], store: StateStore, client: EventsAPIClient<C>,
+        source: SourceConfig, subscriptions: [SubscriptionConfig], store: any SourceStore, client: EventsAPIClient<C>,
         time: RelayTime<C>, logger: Logger, progress: ProgressMonitor? = nil
     ) {
         self.source = source
@@ -57,6 +60,7 @@ public final class Poller<C: Clock>: Sendable where C.Duration == Duration, C: S
         metrics.pollInterval(source.pollInterval)
         self.metrics = metrics
         self.store = store
+        subscriptionCursors = store as? StateStore
         self.time = time
         let inForce = SubscriptionsInForce(subscriptions)
         self.subscriptions = inForce
