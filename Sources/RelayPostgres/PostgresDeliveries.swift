@@ -3,31 +3,12 @@ import NIOCore
 import PostgresNIO
 import RelayCore
 
-/// What one claim gave an instance to send: one request's deliveries (one event, or a batch in its body order),
-/// under a token that its outcome must carry.
-public struct ClaimedRequest: Sendable, Equatable {
-    /// Names this claim: an outcome applies only while the rows still carry it.
-    public let token: Int64
-    public let deliveries: [Delivery]
-}
-
-/// An outcome for a claimed request.
-public struct ClaimedOutcome: Sendable {
-    public let token: Int64
-    public let outcome: DeliveryOutcome
-
-    public init(token: Int64, outcome: DeliveryOutcome) {
-        self.token = token
-        self.outcome = outcome
-    }
-}
-
 /// The deliveries queue in PostgreSQL, shared by every instance. An instance claims due rows for its free slots
 /// only, and a claim hides them for a visibility timeout: an instance that dies or stalls past it loses them to
 /// whoever claims next, without a rescuer. Each claim has a token, and an outcome applies only while its rows
 /// still carry that token, so a late outcome from a former claimant changes nothing (it is counted as stale).
 /// Every time that decides visibility is the database's `now()`.
-public struct PostgresDeliveries: Sendable, PostgresPart {
+public struct PostgresDeliveries: ClaimQueue, PostgresPart {
     let database: RelayDatabase
 
     /// The queue in `database`.

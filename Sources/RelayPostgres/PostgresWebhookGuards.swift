@@ -1,40 +1,14 @@
 import Logging
 import PostgresNIO
+import RelayCore
 
 /// A webhook's rate limit and circuit breaker, shared by every instance through PostgreSQL: a `rateLimit` holds
 /// for all instances together, not for each, and a webhook that fails opens its breaker for all of them. The
 /// same rules as the in-process `TokenBucket` and `CircuitBreaker`; every time is the database's.
-public struct PostgresWebhookGuards: Sendable, PostgresPart {
-    /// What a sender may do now, as ``CircuitBreaker/Permission`` says it, with the wait as a duration (the
-    /// database's clock, not the instance's, decides when the breaker opens and closes).
-    public enum Permission: Sendable, Equatable {
-        case send
-        /// Send this one request as the probe, for every instance; report its outcome.
-        case probe
-        case wait(Duration)
-    }
-
-    /// A breaker's change between open and closed, for the log.
-    public enum Change: Sendable, Equatable {
-        case opened(for: Duration)
-        case closed
-    }
-
-    /// When the breaker opens, and for how long.
-    public struct BreakerRule: Sendable {
-        public var threshold: Int
-        public var initialInterval: Duration
-        public var maximumInterval: Duration
-        /// How long a probe may take before another instance may probe instead (its instance may have died).
-        public var probeTimeout: Duration
-
-        public init(threshold: Int = 5, initialInterval: Duration = .seconds(5), maximumInterval: Duration = .seconds(300), probeTimeout: Duration) {
-            self.threshold = threshold
-            self.initialInterval = initialInterval
-            self.maximumInterval = maximumInterval
-            self.probeTimeout = probeTimeout
-        }
-    }
+public struct PostgresWebhookGuards: SharedWebhookGuards, PostgresPart {
+    public typealias Permission = SharedPermission
+    public typealias Change = SharedBreakerChange
+    public typealias BreakerRule = SharedBreakerRule
 
     let database: RelayDatabase
 

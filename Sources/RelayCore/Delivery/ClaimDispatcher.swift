@@ -1,0 +1,226 @@
+import CurlHTTP
+import Logging
+import Synchronization
+
+/// Delivers one subscription's events from a queue that several instances share (docs/several-instances.md): it
+/// claims due rows for its free slots only, sends each claim, and records the outcome under the claim's token, so
+/// that an outcome arriving after its claim timed out (the rows went to another instance) changes nothing. The
+/// webhook's rate limit and circuit breaker are shared too: they hold for all instances together.
+///
+/// The retry rules are the single-instance ``Dispatcher``'s (``DeliveryPolicy``). It does not (yet) pause a
+/// subscription after `pauseAfter` failures, nor narrow its concurrency on a 429 without `Retry-After`; a 429's
+/// `Retry-After` still sets when its rows are next due.
+public final class ClaimDispatcher<C: Clock>: Sendable where C.Duration == Duration, C: Sendable {
+    /// Signalled when this instance's poller queued rows for the subscription, or a request ended: the loop
+    /// claims again at once instead of at its next idle check.
+    public let wakeup = WakeupSignal()
+
+    private let subscription: SubscriptionConfig
+    private let queue: any ClaimQueue
+    private let guards: any SharedWebhookGuards
+    private let http: CurlHTTPClient
+    private let instance: String
+    private let time: RelayTime<C>
+    private let logger: Logger
+    private let builder: WebhookRequestBuilder
+    private let policy: DeliveryPolicy
+    private let metrics: SubscriptionMetrics
+    private let inFlight = Mutex(0)
+    /// The shared rate limit's and breaker's key: the webhook, as its fingerprint names it.
+    private let guardKey: String
+    private let breakerRule: SharedBreakerRule
+    /// How long a claim hides its rows from other instances: longer than a request may take, with room for the
+    /// shared rate limit's wait before it.
+    public let visibility: Duration
+    /// How often an idle loop looks for rows that others queued or put back, or whose retry came due.
+    private let idleCheck: Duration
+
+    /// A dispatcher for `subscription` on `queue`, claiming as `instance`; `visibility` is the webhook's timeout
+    /// and a minute unless given.
+    public init(
+        subscription: SubscriptionConfig, queue: any ClaimQueue, guards: any SharedWebhookGuards, http: CurlHTTPClient,
+        instance: String, time: RelayTime<C>, logger: Logger, visibility: Duration? = nil, idleCheck: Duration = .milliseconds(250)
+    ) {
+        self.subscription = subscription
+        self.queue = queue
+        self.guards = guards
+        self.http = http
+        self.instance = instance
+        self.time = time
+        var logger = logger
+        logger[metadataKey: "subscription"] = "\(subscription.name)"
+        self.logger = logger
+        builder = WebhookRequestBuilder(subscription: subscription)
+        policy = DeliveryPolicy(retry: subscription.webhook.retry)
+        metrics = SubscriptionMetrics(subscription: subscription.name)
+        guardKey = "webhook/" + WebhookRequestBuilder.fingerprint(of: subscription.webhook)
+        breakerRule = SharedBreakerRule(probeTimeout: subscription.webhook.timeout + .seconds(5))
+        self.visibility = visibility ?? subscription.webhook.timeout + .seconds(60)
+        self.idleCheck = idleCheck
+    }
+
+    /// Requests of this instance being sent (or waiting for the rate limit) now.
+    public var requestsInFlight: Int { inFlight.withLock { $0 } }
+
+    private var strict: Bool { subscription.webhook.ordering == .strict }
+    private var slots: Int { strict ? 1 : max(subscription.webhook.concurrency, 1) }
+
+    /// Delivers until `stop` fires (the requests out finish and record their outcomes) or the task is cancelled
+    /// (they are cut short; their claims time out and their rows go to the next claimant). The store going away
+    /// is logged and retried, never thrown.
+    public func run(stop: StopSignal = StopSignal()) async {
+        await withDiscardingTaskGroup { group in
+            var failures = 0
+            while !Task.isCancelled && !stop.isFired {
+                do {
+                    let claims = try await claimForFreeSlots()
+                    failures = 0
+                    if !claims.isEmpty {
+                        for claim in claims {
+                            group.addTask {
+                                await self.deliver(claim)
+                                self.inFlight.withLock { $0 -= 1 }
+                                self.wakeup.signal()
+                            }
+                        }
+                        continue
+                    }
+                } catch is BreakerWait {
+                    // Fall through to the wait: the breaker said when to look again.
+                } catch {
+                    failures += 1
+                    logger.warning("could not claim deliveries; retrying", metadata: ["error": "\(error)", "failures": "\(failures)"])
+                    await idle(for: min(.seconds(1) * (1 << min(failures, 5)), .seconds(30)), stop: stop)
+                    continue
+                }
+                await idle(for: idleCheck, stop: stop)
+            }
+        }
+    }
+
+    /// The breaker is open for every instance: nothing is claimed until it lets a request (or a probe) go.
+    private struct BreakerWait: Error {}
+
+    private func claimForFreeSlots() async throws -> [ClaimedRequest] {
+        let free = slots - inFlight.withLock { $0 }
+        guard free > 0 else { return [] }
+        let wanted: Int
+        switch try await guards.permission(guardKey, rule: breakerRule) {
+        case .send: wanted = free
+        case .probe: wanted = 1
+        case .wait: throw BreakerWait()
+        }
+        let batchSize = max(subscription.webhook.batchSize, 1)
+        let claims: [ClaimedRequest]
+        if strict {
+            claims = try await queue.claimHead(subscription.name, batchSize: batchSize, by: instance, visibility: visibility).map { [$0] } ?? []
+        } else {
+            claims = try await queue.claim(subscription.name, requests: wanted, batchSize: batchSize, by: instance, visibility: visibility)
+        }
+        inFlight.withLock { $0 += claims.count }
+        return claims
+    }
+
+    private func idle(for duration: Duration, stop: StopSignal) async {
+        await withTaskGroup(of: Void.self) { group in
+            group.addTask { await self.wakeup.wait() }
+            group.addTask { [time] in try? await time.sleep(for: duration) }
+            group.addTask { await stop.wait() }
+            _ = await group.next()
+            group.cancelAll()
+        }
+    }
+
+    /// Sends one claim and records its outcome. A failure to record leaves the claim to time out: its rows are
+    /// sent again by whoever claims them next (at least once).
+    private func deliver(_ claim: ClaimedRequest) async {
+        do {
+            if let limit = subscription.webhook.rateLimit {
+                let wait = try await guards.reserve(guardKey, count: 1, rate: limit.perSecond, burst: limit.burst)
+                if wait > .zero { try await time.sleep(for: wait) }
+            }
+        } catch {
+            // Cancelled while waiting for the rate limit, or the store went away: the claim was never sent.
+            try? await queue.release([claim.token], subscription: subscription.name)
+            return
+        }
+        let attemptedAt = time.now()
+        let started = ContinuousClock.now
+        let result: Result<HTTPResponse, CurlHTTPError>
+        do {
+            result = .success(try await http.execute(builder.request(for: claim.deliveries, now: attemptedAt)))
+        } catch {
+            if error.code == .cancelled || error.code == .shutDown {
+                try? await queue.release([claim.token], subscription: subscription.name)
+                return
+            }
+            result = .failure(error)
+        }
+        let outcome = await conclude(claim, result, attemptedAt: attemptedAt, started: started)
+        do {
+            let (_, stale) = try await queue.record([ClaimedOutcome(token: claim.token, outcome: outcome)], now: time.now())
+            if stale > 0 {
+                logger.notice("outcome came after the claim timed out: another instance has the rows", metadata: ["first_event": "\(claim.deliveries[0].eventID)"])
+            }
+        } catch {
+            logger.warning(
+                "could not record an outcome; the rows are sent again once the claim times out",
+                metadata: ["error": "\(error)", "first_event": "\(claim.deliveries[0].eventID)"])
+        }
+    }
+
+    private func conclude(
+        _ claim: ClaimedRequest, _ result: Result<HTTPResponse, CurlHTTPError>, attemptedAt: Timestamp, started: ContinuousClock.Instant
+    ) async -> DeliveryOutcome {
+        var status: Int?
+        var transportError: CurlHTTPError?
+        var retryAfter: Duration?
+        var snippet: [UInt8] = []
+        switch result {
+        case .success(let response):
+            status = response.status
+            if !(200..<300).contains(response.status) { snippet = Array(response.body.prefix(1024)) }
+            retryAfter = RetryAfter.parse(response.headers["retry-after"], now: time.now())
+        case .failure(let error):
+            transportError = error
+        }
+        let deliveries = claim.deliveries
+        let attempts = (deliveries.map(\.attempts).max() ?? 0) + 1
+        var random = SystemRandomNumberGenerator()
+        let decision = policy.decide(
+            status: status, transportError: transportError, retryAfter: retryAfter, attempts: attempts,
+            queuedAt: deliveries.map(\.queuedAt).min() ?? attemptedAt, now: time.now(), random: &random)
+        metrics.latency.recordNanoseconds(Int64((ContinuousClock.now - started) / .nanoseconds(1)))
+        metrics.record(decision, events: deliveries.count)
+        if case .deadLetter(let reason) = decision {
+            logger.warning(
+                "dead-lettered", metadata: ["events": "\(deliveries.count)", "first_event": "\(deliveries[0].eventID)", "reason": "\(reason)",
+                                            "attempts": "\(attempts)"])
+        }
+        await recordBreaker(status: status, transportError: transportError, retryAfter: retryAfter)
+        let error = transportError.map(\.shortDescription) ?? status.flatMap { (200..<300).contains($0) ? nil : "http_\($0)" }
+        return DeliveryOutcome(
+            deliveries: deliveries, decision: decision, attemptedAt: attemptedAt, status: status, error: error, responseSnippet: snippet)
+    }
+
+    /// As the single-instance dispatcher counts them: a 429, or a 503 with `Retry-After`, is flow control; only
+    /// trouble with the endpoint itself (no answer, 408, 5xx) counts as a failure.
+    private func recordBreaker(status: Int?, transportError: CurlHTTPError?, retryAfter: Duration?) async {
+        if status == 429 || (status == 503 && retryAfter != nil) { return }
+        let endpointFailed = transportError?.isTransient == true || status.map { $0 >= 500 || $0 == 408 } == true
+        do {
+            switch try await guards.record(guardKey, success: !endpointFailed, rule: breakerRule) {
+            case .opened(let interval)?:
+                metrics.circuit.record(1)
+                logger.notice("circuit open for every instance: pausing deliveries", metadata: ["probe_in_s": "\(LogSeconds(interval))"])
+            case .closed?:
+                metrics.circuit.record(0)
+                logger.notice("circuit closed: endpoint answering again")
+            case nil:
+                break
+            }
+        } catch {
+            logger.warning("could not record the outcome on the shared circuit breaker", metadata: ["error": "\(error)"])
+        }
+    }
+}

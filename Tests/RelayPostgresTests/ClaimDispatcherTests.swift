@@ -1,0 +1,199 @@
+import CurlHTTP
+import Foundation
+import IntilerySimulator
+import Logging
+import PostgresNIO
+import RelayCore
+import RelayJSON
+import RelayPostgres
+import Testing
+
+/// Several instances' dispatchers on one PostgreSQL queue, sending to a real receiver over loopback.
+@Suite(.enabled(if: TestDatabase.available, "needs RELAY_TEST_POSTGRES_SOCKET: run under scripts/with-postgres (make test does)"))
+struct ClaimDispatcherTests {
+    /// A receiver, an HTTP client and a migrated schema, each test's own.
+    struct Fixture {
+        let receiver: WebhookReceiver
+        let http: CurlHTTPClient
+        let database: RelayDatabase
+        let client: PostgresClient
+        var deliveries: PostgresDeliveries { PostgresDeliveries(database) }
+
+        func subscription(_ name: String, _ configure: (inout WebhookConfig) -> Void = { _ in }) -> SubscriptionConfig {
+            var webhook = WebhookConfig(url: receiver.url("/hooks/\(name)"))
+            webhook.timeout = .seconds(5)
+            webhook.retry.initialBackoff = .milliseconds(10)
+            webhook.retry.maxBackoff = .milliseconds(20)
+            configure(&webhook)
+            return SubscriptionConfig(name: name, source: "acme", webhook: webhook)
+        }
+
+        func dispatcher(_ subscription: SubscriptionConfig, instance: String, visibility: Duration? = nil) -> ClaimDispatcher<ContinuousClock> {
+            var logger = Logger(label: "test")
+            logger.logLevel = .critical
+            return ClaimDispatcher(
+                subscription: subscription, queue: deliveries, guards: PostgresWebhookGuards(database), http: http, instance: instance,
+                time: .system, logger: logger, visibility: visibility, idleCheck: .milliseconds(20))
+        }
+
+        /// Queues `count` events for `subscriptions`; their ids.
+        @discardableResult
+        func queue(_ count: Int, for subscriptions: [String]) async throws -> [String] {
+            let events = PostgresDeliveriesTests.events(count)
+            // Queued now, by the wall clock the dispatchers read: `maxAge` counts from here.
+            _ = try await deliveries.queue(events, source: "acme", for: subscriptions, now: RelayTime.system.now())
+            return events.map(\.id)
+        }
+
+        func eventIDs(sentTo name: String) -> [String] {
+            receiver.record.requests(to: "/hooks/\(name)").flatMap { request -> [String] in
+                guard let body = try? JSONParser.parse(request.body) else { return [] }
+                if let id = body.objectValue?["eventID"]?.stringValue { return [id] }
+                return body.arrayValue?.compactMap { $0.objectValue?["eventID"]?.stringValue } ?? []
+            }
+        }
+
+        func depth(_ subscription: String) async throws -> Int {
+            try await PostgresStatus(database).queueDepths()[subscription] ?? 0
+        }
+
+        /// Runs `dispatchers` until `subscription`'s queue is empty (or a minute passes), then stops them.
+        func drain(_ subscription: String, with dispatchers: [ClaimDispatcher<ContinuousClock>]) async throws {
+            let stop = StopSignal()
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                for dispatcher in dispatchers { group.addTask { await dispatcher.run(stop: stop) } }
+                let deadline = ContinuousClock.now + .seconds(60)
+                while try await depth(subscription) > 0, ContinuousClock.now < deadline {
+                    try await Task.sleep(for: .milliseconds(20))
+                }
+                stop.fire()
+                try await group.waitForAll()
+            }
+        }
+    }
+
+    func withFixture(_ body: (Fixture) async throws -> Void) async throws {
+        let receiver = try await WebhookReceiver.start()
+        let http = CurlHTTPClient()
+        let result: Result<Void, any Error>
+        do {
+            try await TestDatabase.withClient { client, schema in
+                let database = TestDatabase.database(client, schema)
+                try await PostgresSchema.migrate(database)
+                try await body(Fixture(receiver: receiver, http: http, database: database, client: client))
+            }
+            result = .success(())
+        } catch {
+            result = .failure(error)
+        }
+        await http.shutdown()
+        try await receiver.shutdown()
+        try result.get()
+    }
+
+    @Test(arguments: [1, 5])
+    func threeInstancesSendEachEventOnce(batchSize: Int) async throws {
+        try await withFixture { fixture in
+            let subscription = fixture.subscription("all") {
+                $0.batchSize = batchSize
+                $0.concurrency = 4
+            }
+            let ids = try await fixture.queue(600, for: ["all"])
+            try await fixture.drain("all", with: (1...3).map { fixture.dispatcher(subscription, instance: "relay-\($0)") })
+            let sent = fixture.eventIDs(sentTo: "all")
+            #expect(sent.count == ids.count, "each event once")
+            #expect(Set(sent) == Set(ids))
+        }
+    }
+
+    @Test func failuresAreRetriedUntilDelivered() async throws {
+        try await withFixture { fixture in
+            let subscription = fixture.subscription("mixed") { $0.retry.maxAttempts = 3 }
+            // Two 500s, then 200, for each of two events: within three attempts, and four failures in all, one
+            // short of what opens the breaker.
+            fixture.receiver.scriptEachID("/hooks/mixed", [.status(500), .status(500)], then: .ok)
+            let ids = try await fixture.queue(2, for: ["mixed"])
+            try await fixture.drain("mixed", with: [fixture.dispatcher(subscription, instance: "relay-1")])
+            let sent = fixture.eventIDs(sentTo: "mixed")
+            #expect(sent.count == 3 * ids.count, "two failures and a success each")
+            #expect(try await PostgresDeadLetters(fixture.database).list(DeadLetterFilter()).isEmpty)
+        }
+    }
+
+    @Test func aFinalAnswerIsADeadLetterWithItsReasonAndResponse() async throws {
+        try await withFixture { fixture in
+            let subscription = fixture.subscription("bad")
+            fixture.receiver.script("/hooks/bad", [], then: .status(400, body: "no such list"))
+            try await fixture.queue(3, for: ["bad"])
+            try await fixture.drain("bad", with: [fixture.dispatcher(subscription, instance: "relay-1")])
+            let letters = try await PostgresDeadLetters(fixture.database).list(DeadLetterFilter())
+            #expect(letters.count == 3)
+            #expect(letters.allSatisfy { $0.reason == "http_400" && $0.status == 400 && $0.attempts == 1 })
+            #expect(fixture.eventIDs(sentTo: "bad").count == 3, "a final answer is not retried")
+        }
+    }
+
+    /// An instance that dies mid-request leaves its claims; they go to another instance once their visibility
+    /// timeout passes, and nothing is lost.
+    @Test func claimsOfAStoppedInstanceGoToAnotherAfterTheirTimeout() async throws {
+        try await withFixture { fixture in
+            let subscription = fixture.subscription("slow") { $0.concurrency = 4 }
+            // The first four requests never get an answer: relay-1 is cut off with them out.
+            fixture.receiver.script("/hooks/slow", Array(repeating: .neverAnswer, count: 4), then: .ok)
+            let ids = try await fixture.queue(20, for: ["slow"])
+            let doomed = fixture.dispatcher(subscription, instance: "relay-1", visibility: .seconds(1))
+            let run = Task { await doomed.run() }
+            #expect(await fixture.receiver.waitUntil { $0.requests(to: "/hooks/slow").count >= 4 })
+            run.cancel()
+            await run.value
+            let held = try await PostgresStatus(fixture.database).inFlight().filter { $0.instance == "relay-1" }.map(\.requests).reduce(0, +)
+            #expect(held == 4, "relay-1's claims outlive it")
+            try await fixture.drain("slow", with: [fixture.dispatcher(subscription, instance: "relay-2")])
+            let sent = fixture.eventIDs(sentTo: "slow")
+            #expect(Set(sent) == Set(ids), "nothing lost")
+            #expect(sent.count == ids.count + 4, "only the four cut off went twice")
+        }
+    }
+
+    /// A webhook's `rateLimit` holds for every instance together: three instances at 20 a second send no faster
+    /// than one would.
+    @Test func aRateLimitHoldsForEveryInstanceTogether() async throws {
+        try await withFixture { fixture in
+            let subscription = fixture.subscription("limited") {
+                $0.rateLimit = RateLimit(perSecond: 20, burst: 5)
+                $0.concurrency = 8
+            }
+            try await fixture.queue(45, for: ["limited"])
+            try await fixture.drain("limited", with: (1...3).map { fixture.dispatcher(subscription, instance: "relay-\($0)") })
+            let times = fixture.receiver.record.requests(to: "/hooks/limited").map(\.receivedAt).sorted()
+            #expect(times.count == 45)
+            // 5 at once, then 20 a second: the last no sooner than 2 s after the first.
+            let span = (times.last ?? 0) - (times.first ?? 0)
+            #expect(span >= 1_900, "45 requests took \(span) ms at 20/s with a burst of 5 across three instances")
+        }
+    }
+}
+
+extension ClaimDispatcherTests {
+    /// Failures seen by several instances open one breaker for all of them: while it is open, none sends.
+    @Test func failuresOnSeveralInstancesOpenOneBreakerForAll() async throws {
+        try await withFixture { fixture in
+            let subscription = fixture.subscription("down") { $0.concurrency = 2 }
+            fixture.receiver.script("/hooks/down", [], then: .status(500))
+            try await fixture.queue(200, for: ["down"])
+            let stop = StopSignal()
+            let dispatchers = (1...3).map { fixture.dispatcher(subscription, instance: "relay-\($0)") }
+            let runs = dispatchers.map { dispatcher in Task { await dispatcher.run(stop: stop) } }
+            // Five failures open it (the default threshold), for five seconds at first.
+            #expect(await fixture.receiver.waitUntil { $0.requests(to: "/hooks/down").count >= 5 })
+            try await Task.sleep(for: .seconds(1))
+            stop.fire()
+            for run in runs { await run.value }
+            let sent = fixture.receiver.record.requests(to: "/hooks/down").count
+            // Five, and at most the six requests already out when the fifth failed; with a breaker per instance
+            // (or none) the retries, 10-20 ms apart, would have sent hundreds in that second.
+            #expect(sent <= 5 + 6, "\(sent) requests reached a webhook whose breaker was open for every instance")
+            #expect(try await fixture.depth("down") == 200, "nothing lost")
+        }
+    }
+}
