@@ -67,6 +67,8 @@ let package = Package(
             name: "intilery-relay",
             dependencies: [
                 "RelayCore",
+                "RelayPostgres",
+                .product(name: "PostgresNIO", package: "postgres-nio"),
                 "RelayJSON",
                 "IntilerySimulator",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
@@ -81,13 +83,13 @@ let package = Package(
             name: "relay-bench",
             dependencies: ["RelayCore", "RelayJSON", "CurlHTTP", "IntilerySimulator", .product(name: "Logging", package: "swift-log")]
         ),
-        // PostgreSQL as the shared state of several instances (issue 16): leases with fencing epochs so far; not
-        // linked into the daemon until the store runs on it.
+        // PostgreSQL as the state that several instances share (`store: {"postgres": ...}`).
         .target(
             name: "RelayPostgres",
             dependencies: [
-                "RelayCore", .product(name: "PostgresNIO", package: "postgres-nio"), .product(name: "NIOSSL", package: "swift-nio-ssl"),
-                .product(name: "Logging", package: "swift-log"),
+                "RelayCore", "CurlHTTP", .product(name: "PostgresNIO", package: "postgres-nio"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"), .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ]
         ),
         .testTarget(name: "CurlHTTPTests", dependencies: ["CurlHTTP", "HTTPServer"]),
@@ -102,7 +104,12 @@ let package = Package(
                 "RelayPostgres", "RelayCore", "RelayJSON", "IntilerySimulator", "CurlHTTP",
                 .product(name: "PostgresNIO", package: "postgres-nio"),
             ]),
-        .testTarget(name: "EndToEndTests", dependencies: ["intilery-relay", "RelayCore", "RelayJSON", "IntilerySimulator", "CurlHTTP"]),
+        .testTarget(
+            name: "EndToEndTests",
+            dependencies: [
+                "intilery-relay", "RelayCore", "RelayJSON", "IntilerySimulator", "CurlHTTP", "RelayPostgres",
+                .product(name: "PostgresNIO", package: "postgres-nio"),
+            ]),
     ],
     swiftLanguageModes: [.v6]
 )

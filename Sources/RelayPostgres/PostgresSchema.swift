@@ -1,6 +1,7 @@
 import Foundation
 import Logging
 import PostgresNIO
+import RelayCore
 
 /// The relay's tables in one schema of a PostgreSQL database, versioned: every instance migrates at start, under a
 /// transaction-scoped advisory lock, so that instances starting together migrate once and none sees half a version.
@@ -141,13 +142,7 @@ public enum PostgresSchema {
     public static var latestVersion: Int { versions.count }
 
     /// Whether `name` can name the schema: a lowercase SQL identifier, used unquoted in statements.
-    public static func isValidName(_ name: String) -> Bool {
-        guard let first = name.utf8.first, (1...63).contains(name.utf8.count) else { return false }
-        let lower = UInt8(ascii: "a")...UInt8(ascii: "z")
-        let digits = UInt8(ascii: "0")...UInt8(ascii: "9")
-        return (lower.contains(first) || first == UInt8(ascii: "_"))
-            && name.utf8.allSatisfy { lower.contains($0) || digits.contains($0) || $0 == UInt8(ascii: "_") }
-    }
+    public static func isValidName(_ name: String) -> Bool { PostgresStoreConfig.isValidSchemaName(name) }
 
     /// Brings `schema` to the latest version; returns the versions this call applied (none when another instance
     /// did it first). Refuses a schema written by a newer release, before changing anything.

@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import RelayCore
+import RelayPostgres
 
 struct CheckConfig: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -30,8 +31,17 @@ struct CheckConfig: ParsableCommand {
         do {
             let config = try ConfigLoader.load(
                 file: file, environment: ConfigEnvironment(variables: ProcessInfo.processInfo.environment))
+            if case .postgres(let postgres) = config.store {
+                // The URL's parts (host, port, sslmode, timeouts) as the relay will connect with them.
+                do {
+                    _ = try PostgresURL(postgres.url.exposedValue)
+                } catch {
+                    printToStandardError("\(file): store.postgres.url: \(error)")
+                    throw ExitStatus.configError
+                }
+            }
             print(config.summary(file: file))
-        } catch {
+        } catch let error as ConfigError {
             for line in error.lines { printToStandardError(line) }
             throw ExitStatus.configError
         }

@@ -2,8 +2,10 @@ import ArgumentParser
 import Foundation
 import Logging
 import Metrics
+import PostgresNIO
 import Prometheus
 import RelayCore
+import RelayPostgres
 import ServiceLifecycle
 
 struct Run: AsyncParsableCommand {
@@ -48,6 +50,12 @@ struct Run: AsyncParsableCommand {
             for line in error.lines { printToStandardError(line) }
             throw ExitStatus.configError
         }
+        let registry = PrometheusCollectorRegistry()
+        if case .postgres(let postgres) = config.store {
+            MetricsSystem.bootstrap(PrometheusMetricsFactory(registry: registry))
+            try await runOnPostgres(postgres, config: config, registry: registry, environment: environment, logger: logger)
+            return
+        }
         let directory = StateDirectory.resolve(flag: store.stateDirectory, config: config, environment: environment)
         let lock: StateDirectoryLock
         do {
@@ -60,7 +68,6 @@ struct Run: AsyncParsableCommand {
             throw ExitStatus.ioError
         }
 
-        let registry = PrometheusCollectorRegistry()
         MetricsSystem.bootstrap(PrometheusMetricsFactory(registry: registry))
         let daemon: RelayDaemon
         do {
@@ -86,6 +93,48 @@ struct Run: AsyncParsableCommand {
         } catch let error as StoreError {
             logger.critical("state store failed; nothing was lost, fix it and restart", metadata: ["error": "\(error)"])
             throw ExitStatus.ioError
+        } catch {
+            logger.critical("stopped on an error", metadata: ["error": "\(error)"])
+            throw ExitStatus.failure
+        }
+    }
+
+    /// Runs as one of several instances sharing `postgres` (no state directory, no lock: the database arbitrates).
+    /// A reload is not applied on PostgreSQL yet: SIGHUP is logged, and a restart applies a new config.
+    private func runOnPostgres(
+        _ postgres: PostgresStoreConfig, config: RelayConfig, registry: PrometheusCollectorRegistry, environment: [String: String], logger: Logger
+    ) async throws {
+        let url: PostgresURL
+        do {
+            url = try PostgresURL(postgres.url.exposedValue)
+        } catch {
+            printToStandardError("intilery-relay: \(store.config): store.postgres.url: \(error)")
+            throw ExitStatus.configError
+        }
+        signal(SIGHUP, SIG_IGN)
+        let client = PostgresClient(configuration: url.configuration, backgroundLogger: logger)
+        let database = RelayDatabase(client: client, schema: postgres.schema, logger: logger)
+        let relay = PostgresRelay(
+            config: config, database: database, instance: PostgresRelay.defaultInstance, logger: logger,
+            notifier: SystemdNotifier(environment: environment))
+        logger.info("using PostgreSQL", metadata: ["database": "\(url)", "schema": "\(postgres.schema)"])
+        var services: [ServiceGroupConfiguration.ServiceConfiguration] = [.init(service: client)]
+        if let listen = config.metrics.listen {
+            do {
+                let endpoint = try await MetricsEndpoint.start(
+                    listen: listen, render: { MetricsPage.render(registry: registry.emitToBuffer()) }, isReady: { relay.isReady() },
+                    logger: logger)
+                services.append(.init(service: endpoint))
+            } catch {
+                logger.critical("cannot start", metadata: ["error": "\(error)"])
+                throw ExitStatus.failure
+            }
+        }
+        services.append(.init(service: relay, successTerminationBehavior: .gracefullyShutdownGroup))
+        var groupConfiguration = ServiceGroupConfiguration(services: services, gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)
+        groupConfiguration.maximumGracefulShutdownDuration = .seconds(600 + 5)
+        do {
+            try await ServiceGroup(configuration: groupConfiguration).run()
         } catch {
             logger.critical("stopped on an error", metadata: ["error": "\(error)"])
             throw ExitStatus.failure

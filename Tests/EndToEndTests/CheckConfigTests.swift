@@ -114,6 +114,13 @@ import Testing
         (config(extra: #""metrics": {"listen": ":http"}"#), #"metrics.listen: must be "host:port""#),
         (config(subscriptions: #"[{"name": "hook", "webhook": {"url": {"env": "RELAY_TEST_UNSET"}}}]"#),
          "subscriptions[0].webhook.url: environment variable RELAY_TEST_UNSET is not set"),
+        (config(extra: #""store": {"postgres": {"schema": "relay"}}"#), "store.postgres.url: is required"),
+        (config(extra: #""store": {"postgres": {"url": "postgres://db/relay", "schema": "Relay-2"}}"#),
+         "store.postgres.schema: must be a lowercase SQL identifier"),
+        (config(extra: #""store": {"sqlite": {}, "postgres": {"url": "postgres://db/relay"}}"#), "store: must name one store"),
+        (config(extra: #""store": {"postgres": {"url": "mysql://db/relay"}}"#), "store.postgres.url: must be a postgres:// or postgresql:// URL"),
+        (config(extra: #""store": {"postgres": {"url": "postgres://relay@db/relay?sslmode=sometimes"}}"#),
+         "store.postgres.url: has sslmode sometimes, not one of"),
     ]
 
     /// Valid configs beyond config/example.json, each for a form an operator may write.
@@ -126,11 +133,17 @@ import Testing
         config(subscriptions: #"[{"name": "hook", "include": ["a"], "exclude": ["b"], "webhook": {"url": "https://e.com/"}}]"#),
         config(subscriptions: #"[{"name": "hook", "webhook": {"url": {"env": "RELAY_TEST_HOOK_URL"}, "timeout": "1h"}}]"#),
         config(subscriptions: webhookWith(#""secret": "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", "retry": {"maxAge": "365d", "initialBackoff": "1ms", "maxBackoff": "7d"}"#)),
+        config(extra: #""store": {"sqlite": {}}"#),
+        config(extra: #""store": {"postgres": {"url": "postgres://relay:pw@db.example.com:5433/relay?sslmode=verify-full", "schema": "relay_two"}}"#),
+        config(extra: #""store": {"postgres": {"url": {"env": "RELAY_TEST_POSTGRES_URL"}}}"#),
     ]
 
     /// The environment the verdict tests run check-config with: what the valid configs refer to, and nothing that
     /// the invalid ones must find unset.
-    static let verdictEnvironment = ["RELAY_TEST_HOOK_URL": "https://hooks.example.com/hooks/catch/123/secret-path/"]
+    static let verdictEnvironment = [
+        "RELAY_TEST_HOOK_URL": "https://hooks.example.com/hooks/catch/123/secret-path/",
+        "RELAY_TEST_POSTGRES_URL": "postgresql://relay@/relay?host=/run/postgresql",
+    ]
 
     /// Rules that look at more than one value, or at the machine: a JSON Schema cannot state them, so for these
     /// (and only these) the schema passes what check-config rejects.
@@ -138,6 +151,8 @@ import Testing
         "environment variable", "cannot read /", "needs $CREDENTIALS_DIRECTORY", "duplicate source name",
         "duplicate subscription name", "names no source", "is required when there is more than one source",
         "must equal the rateLimit of source", "must not be less than initialBackoff", "which include also names",
+        // A URL may be a secret read from the environment or a file: only the relay sees its scheme and parts.
+        "store.postgres.url: must be a postgres", "store.postgres.url: has ", "store.postgres.url: names ",
     ]
 
     @Test func invalidConfigsAreEachRejectedWithExit78AndTheirPath() async throws {

@@ -3,7 +3,7 @@ import RelayJSON
 /// Reads and validates a config file, reporting every problem at once.
 public enum ConfigLoader {
     static let topLevelKeys = [
-        "$schema", "stateDirectory", "shutdownGrace", "metrics", "sources", "subscriptions", "deadLetters",
+        "$schema", "stateDirectory", "store", "shutdownGrace", "metrics", "sources", "subscriptions", "deadLetters",
         "orphanRetention",
     ]
 
@@ -46,6 +46,9 @@ extension ConfigReader {
         if let grace = duration(fields, "shutdownGrace", at: root, in: .zero...(.seconds(600))) {
             config.shutdownGrace = grace
         }
+        if let store = fields["store"], let parsed = self.store(store, at: root.key("store")) {
+            config.store = parsed
+        }
         if let metrics = fields["metrics"], let listen = metricsListen(metrics, at: root.key("metrics")) {
             config.metrics.listen = listen.address
         }
@@ -70,6 +73,34 @@ extension ConfigReader {
                 sourceNames: sourcesValid ? config.sources.map(\.name) : nil, sourceCount: sourceCount)
         }
         return config
+    }
+
+    /// `{"sqlite": {}}` or `{"postgres": {"url": SECRET, "schema": NAME}}`.
+    private mutating func store(_ value: JSONValue, at path: ConfigPath) -> StoreConfig? {
+        guard let fields = object(value, at: path, allowed: ["sqlite", "postgres"]) else { return nil }
+        guard fields.keys.count == 1 else {
+            problem(path, "must name one store: {\"sqlite\": {}} or {\"postgres\": {\"url\": ...}}")
+            return nil
+        }
+        if let sqlite = fields["sqlite"] {
+            _ = object(sqlite, at: path.key("sqlite"), allowed: [])
+            return .sqlite
+        }
+        let postgresPath = path.key("postgres")
+        guard let postgres = fields["postgres"], let section = object(postgres, at: postgresPath, allowed: ["url", "schema"]) else { return nil }
+        let url = secret(section, "url", at: postgresPath, required: true)
+        var config = url.map { PostgresStoreConfig(url: $0) }
+        if let schema = string(section, "schema", at: postgresPath) {
+            if PostgresStoreConfig.isValidSchemaName(schema) {
+                config?.schema = schema
+            } else {
+                problem(postgresPath.key("schema"), "must be a lowercase SQL identifier: a-z, 0-9 and _, not starting with a digit, at most 63 bytes")
+            }
+        }
+        if let url = config?.url, !(url.exposedValue.hasPrefix("postgres://") || url.exposedValue.hasPrefix("postgresql://")) {
+            problem(postgresPath.key("url"), "must be a postgres:// or postgresql:// URL")
+        }
+        return config.map(StoreConfig.postgres)
     }
 
     private mutating func metricsListen(_ value: JSONValue, at path: ConfigPath) -> (address: ListenAddress?, Void)? {

@@ -9,6 +9,8 @@ public struct RelayConfig: Sendable, Equatable {
     public var shutdownGrace: Duration = .seconds(10)
     /// The metrics endpoint.
     public var metrics = MetricsConfig()
+    /// Where state is kept. Default: SQLite in the state directory.
+    public var store: StoreConfig = .sqlite
     /// The Events API accounts polled, at least one.
     public var sources: [SourceConfig] = []
     /// Where matching events go, at least one.
@@ -25,6 +27,37 @@ public struct RelayConfig: Sendable, Equatable {
     /// The subscriptions fed by one source.
     public func subscriptions(of source: SourceConfig) -> [SubscriptionConfig] {
         subscriptions.filter { $0.source == source.name }
+    }
+}
+
+/// Where the relay keeps its state.
+public enum StoreConfig: Sendable, Equatable {
+    /// A SQLite file in the state directory: one instance.
+    case sqlite
+    /// A PostgreSQL database that several instances share (docs/several-instances.md).
+    case postgres(PostgresStoreConfig)
+}
+
+/// A PostgreSQL database as the relay's store.
+public struct PostgresStoreConfig: Sendable, Equatable {
+    /// A libpq connection URL (`postgres://user:password@host:port/database?sslmode=...`), a secret in any form.
+    public var url: Secret
+    /// The schema the relay's tables live in, created if missing: a lowercase SQL identifier. Default
+    /// `intilery_relay`.
+    public var schema: String = "intilery_relay"
+
+    public init(url: Secret, schema: String = "intilery_relay") {
+        self.url = url
+        self.schema = schema
+    }
+
+    /// Whether `name` can name the schema: a lowercase SQL identifier of at most 63 bytes, used unquoted.
+    public static func isValidSchemaName(_ name: String) -> Bool {
+        guard let first = name.utf8.first, (1...63).contains(name.utf8.count) else { return false }
+        let lower = UInt8(ascii: "a")...UInt8(ascii: "z")
+        let digits = UInt8(ascii: "0")...UInt8(ascii: "9")
+        return (lower.contains(first) || first == UInt8(ascii: "_"))
+            && name.utf8.allSatisfy { lower.contains($0) || digits.contains($0) || $0 == UInt8(ascii: "_") }
     }
 }
 

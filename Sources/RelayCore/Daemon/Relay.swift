@@ -203,7 +203,7 @@ public final class Relay: Service, Sendable {
 
 extension RelayConfig {
     /// "1 source, 3 subscriptions": systemd's STATUS and the start-up line.
-    var summary: String {
+    public var summary: String {
         "\(sources.count) source\(sources.count == 1 ? "" : "s"), \(subscriptions.count) subscription\(subscriptions.count == 1 ? "" : "s")"
     }
 }

@@ -35,8 +35,8 @@ public final class ClaimDispatcher<C: Clock>: Sendable where C.Duration == Durat
     /// How often an idle loop looks for rows that others queued or put back, or whose retry came due.
     private let idleCheck: Duration
 
-    /// A dispatcher for `subscription` on `queue`, claiming as `instance`; `visibility` is the webhook's timeout
-    /// and a minute unless given.
+    /// A dispatcher for `subscription` on `queue`, claiming as `instance`; `visibility` is twice the webhook's
+    /// timeout and 10 s unless given.
     public init(
         subscription: SubscriptionConfig, queue: any ClaimQueue, guards: any SharedWebhookGuards, http: CurlHTTPClient,
         instance: String, time: RelayTime<C>, logger: Logger, visibility: Duration? = nil, idleCheck: Duration = .milliseconds(250)
@@ -55,9 +55,12 @@ public final class ClaimDispatcher<C: Clock>: Sendable where C.Duration == Durat
         metrics = SubscriptionMetrics(subscription: subscription.name)
         guardKey = "webhook/" + WebhookRequestBuilder.fingerprint(of: subscription.webhook)
         breakerRule = SharedBreakerRule(probeTimeout: subscription.webhook.timeout + .seconds(5))
-        self.visibility = visibility ?? subscription.webhook.timeout + .seconds(60)
+        self.visibility = visibility ?? subscription.webhook.timeout * 2 + .seconds(10)
         self.idleCheck = idleCheck
     }
+
+    /// The subscription delivered.
+    public var subscriptionName: String { subscription.name }
 
     /// Requests of this instance being sent (or waiting for the rate limit) now.
     public var requestsInFlight: Int { inFlight.withLock { $0 } }

@@ -1,0 +1,195 @@
+import CurlHTTP
+import Foundation
+import Logging
+import PostgresNIO
+import RelayCore
+import ServiceLifecycle
+import Synchronization
+
+/// The relay on PostgreSQL, one of several instances sharing a schema (docs/several-instances.md): each source is
+/// polled by the instance that holds its lease, and every instance delivers every subscription by claims. A
+/// database that goes away makes it wait and retry (logged, `/readyz` 503); it never exits for it.
+public final class PostgresRelay: Service, Sendable {
+    private let config: RelayConfig
+    private let database: RelayDatabase
+    private let instance: String
+    private let logger: Logger
+    private let notifier: SystemdNotifier
+    private let time = RelayTime.system
+    private let stop = StopSignal()
+    /// When the database last answered, by the monotonic clock; nil before the schema was migrated.
+    private let lastAnswer = Mutex<ContinuousClock.Instant?>(nil)
+
+    /// A relay for `config` in `database`, as `instance` (unique among the instances: host and pid).
+    public init(config: RelayConfig, database: RelayDatabase, instance: String, logger: Logger, notifier: SystemdNotifier) {
+        self.config = config
+        self.database = database
+        self.instance = instance
+        var logger = logger
+        logger[metadataKey: "instance"] = "\(instance)"
+        self.logger = logger
+        self.notifier = notifier
+    }
+
+    /// This host and process, as leases and claims name the instance.
+    public static var defaultInstance: String { "\(ProcessInfo.processInfo.hostName)/\(ProcessInfo.processInfo.processIdentifier)" }
+
+    /// How long a source's lease lasts unrenewed: a poll interval and a quarter (at least a second). It is renewed
+    /// every third of that, and the instances that do not hold it try for it every quarter, so that a dead
+    /// holder's source is polled again by another instance within about one and a half poll intervals.
+    public static func leaseTTL(for source: SourceConfig) -> Duration { max(source.pollInterval * 1.25, .seconds(1)) }
+
+    /// Ready once the schema is migrated and while the database answered within the last 30 s.
+    public func isReady() -> Bool {
+        guard let last = lastAnswer.withLock({ $0 }) else { return false }
+        return last.duration(to: .now) < .seconds(30)
+    }
+
+    private func answered() { lastAnswer.withLock { $0 = .now } }
+
+    public func run() async throws {
+        let http = CurlHTTPClient(configuration: .init(userAgent: "intilery-relay/\(RelayVersion.current)"))
+        await withGracefulShutdownHandler {
+            await withTaskGroup(of: Void.self) { group in
+                guard await migrate() else { return }
+                let dispatchers = config.subscriptions.map { subscription in
+                    ClaimDispatcher(
+                        subscription: subscription, queue: PostgresDeliveries(database), guards: PostgresWebhookGuards(database), http: http,
+                        instance: instance, time: time, logger: logger)
+                }
+                let wake: @Sendable ([String: [Delivery]]) -> Void = { queued in
+                    for dispatcher in dispatchers where queued[dispatcher.subscriptionName] != nil { dispatcher.wakeup.signal() }
+                }
+                let (delivering, delivered) = (StopSignal(), StopSignal())
+                group.addTask {
+                    await withTaskGroup(of: Void.self) { deliveries in
+                        for dispatcher in dispatchers { deliveries.addTask { await dispatcher.run(stop: delivering) } }
+                    }
+                    delivered.fire()
+                }
+                let limiters = APIRateLimiters(clock: time.clock)
+                for source in config.sources {
+                    group.addTask { await self.pollWhileHoldingTheLease(source, http: http, limiters: limiters, onQueued: wake) }
+                }
+                logger.info(
+                    "started on PostgreSQL", metadata: ["version": "\(RelayVersion.current)", "schema": "\(database.schema)",
+                                                         "sources": "\(config.sources.count)", "subscriptions": "\(config.subscriptions.count)"])
+                notifier.ready(status: config.summary)
+                await stop.wait()
+                logger.info("stopping: polling stopped, letting deliveries in flight finish", metadata: ["grace_s": "\(LogSeconds(config.shutdownGrace))"])
+                notifier.stopping(within: config.shutdownGrace + SystemdNotifier.stopMargin)
+                delivering.fire()
+                // Deliveries in flight get the grace; what is cut short then is claimed again by another instance.
+                await withTaskGroup(of: Void.self) { grace in
+                    grace.addTask { await delivered.wait() }
+                    grace.addTask { [time, config] in try? await time.sleep(for: config.shutdownGrace) }
+                    _ = await grace.next()
+                    grace.cancelAll()
+                }
+                group.cancelAll()
+            }
+        } onGracefulShutdown: { [stop] in
+            stop.fire()
+        }
+        await http.shutdown()
+        logger.info("stopped")
+    }
+
+    /// Brings the schema to this release's version, retrying while the database is away; false when stopped first.
+    private func migrate() async -> Bool {
+        var failures = 0
+        while !stop.isFired {
+            do {
+                let applied = try await PostgresSchema.migrate(database)
+                if !applied.isEmpty { logger.notice("migrated the PostgreSQL schema", metadata: ["versions": "\(applied)"]) }
+                answered()
+                return true
+            } catch let error as PostgresSchema.NewerSchema {
+                logger.critical("\(error)")
+                failures += 1
+            } catch {
+                failures += 1
+                logger.warning("cannot reach PostgreSQL; retrying", metadata: ["error": "\(String(reflecting: error))", "failures": "\(failures)"])
+            }
+            await pause(for: Self.backoff(failures))
+        }
+        return false
+    }
+
+    private static func backoff(_ failures: Int) -> Duration { min(.milliseconds(500) * (1 << min(failures, 6)), .seconds(30)) }
+
+    /// Waits for `duration`, or less if the relay is stopping.
+    private func pause(for duration: Duration) async {
+        await withTaskGroup(of: Void.self) { group in
+            group.addTask { [time] in try? await time.sleep(for: duration) }
+            group.addTask { [stop] in await stop.wait() }
+            _ = await group.next()
+            group.cancelAll()
+        }
+    }
+
+    /// Polls `source` whenever this instance holds its lease, and tries to take the lease whenever nobody does.
+    private func pollWhileHoldingTheLease(
+        _ source: SourceConfig, http: CurlHTTPClient, limiters: APIRateLimiters<ContinuousClock>,
+        onQueued: @escaping @Sendable ([String: [Delivery]]) -> Void
+    ) async {
+        let leases = PostgresLeases(database)
+        let store = PostgresSourceStore(database)
+        let key = PostgresSourceStore.leaseKey(of: source.name)
+        let ttl = Self.leaseTTL(for: source)
+        let subscriptions = config.subscriptions(of: source)
+        var logger = logger
+        logger[metadataKey: "source"] = "\(source.name)"
+        var failures = 0
+        while !stop.isFired {
+            let lease: Lease
+            do {
+                guard let taken = try await leases.acquire(key, for: instance, ttl: ttl) else {
+                    answered()
+                    await pause(for: ttl / 4)
+                    continue
+                }
+                lease = taken
+                answered()
+            } catch {
+                failures += 1
+                logger.warning("cannot reach PostgreSQL for the source's lease; retrying", metadata: ["error": "\(String(reflecting: error))"])
+                await pause(for: Self.backoff(failures))
+                continue
+            }
+            logger.notice("took the source's lease: polling it", metadata: ["epoch": "\(lease.epoch)"])
+            store.hold(lease, for: source.name)
+            let client = EventsAPIClient(source: source, subscriptions: subscriptions, http: http, limiter: limiters.limiter(for: source), now: time.now)
+            let poller = Poller(source: source, subscriptions: subscriptions, store: store, client: client, time: time, logger: logger)
+            poller.onQueued(onQueued)
+            do {
+                try await withThrowingTaskGroup(of: Void.self) { group in
+                    group.addTask { try await poller.run() }
+                    group.addTask { [time, stop] in
+                        while !stop.isFired {
+                            try await time.sleep(for: ttl / 3)
+                            guard try await leases.renew(lease, ttl: ttl) else { throw LeaseLost(key: key, epoch: lease.epoch) }
+                            self.answered()
+                        }
+                    }
+                    group.addTask { [stop] in await stop.wait() }
+                    _ = try await group.next()
+                    group.cancelAll()
+                }
+                failures = 0
+            } catch let error as LeaseLost {
+                logger.notice("lost the source's lease: another instance polls it now", metadata: ["epoch": "\(error.epoch)"])
+            } catch {
+                failures += 1
+                logger.warning("polling stopped on a store error; taking the lease again", metadata: ["error": "\(String(reflecting: error))"])
+            }
+            store.hold(nil, for: source.name)
+            if stop.isFired {
+                // Given up at once, so that another instance polls at its next try rather than after the TTL.
+                try? await leases.release(lease)
+            } else if failures > 0 {
+                await pause(for: Self.backoff(failures))
+            }
+        }
+    }
+}
