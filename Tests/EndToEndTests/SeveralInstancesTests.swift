@@ -253,3 +253,77 @@ extension SeveralInstancesTests {
         }
     }
 }
+
+extension SeveralInstancesTests {
+    /// Runs `pg_ctl` on the test cluster as its owner (`postgres` when the tests run as root).
+    static func pgctl(_ arguments: [String]) async throws -> Int32? {
+        let environment = ProcessInfo.processInfo.environment
+        let bin = try #require(environment["RELAY_TEST_POSTGRES_BIN"])
+        let data = try #require(environment["RELAY_TEST_POSTGRES_DATA"])
+        let runAs = (environment["RELAY_TEST_POSTGRES_AS"] ?? "").split(separator: " ").map(String.init)
+        let command = runAs + ["\(bin)/pg_ctl", "-D", data] + arguments
+        let discard = try #require(FileHandle(forWritingAtPath: "/dev/null"))
+        defer { try? discard.close() }
+        let process = try ChildProcess(
+            command[0].hasPrefix("/") ? command[0] : "/usr/bin/env", command[0].hasPrefix("/") ? Array(command.dropFirst()) : command,
+            environment: environment, directory: "/", stdin: nil, stdout: discard.fileDescriptor, stderr: discard.fileDescriptor)
+        while process.isRunning { try await Task.sleep(for: .milliseconds(20)) }
+        return process.status
+    }
+
+    /// PostgreSQL stopped at once (`pg_ctl -m immediate`, as a crash would) mid-drain and started again 3 s later:
+    /// every instance carries on by itself, and every event arrives.
+    @Test func aDatabaseRestartMidDrainIsRiddenOut() async throws {
+        try await DaemonTests.withSetup { setup in
+            setup.receiver.script("/hooks/all", [], then: .status(200, after: .milliseconds(5)))
+            try await Self.withThreeInstances(setup) { relays, schema in
+                #expect(await setup.receiver.waitUntil(timeout: .seconds(60)) { $0.countsByPath["/hooks/all", default: 0] >= 500 })
+                #expect(try await Self.pgctl(["-m", "immediate", "stop"]) == 0)
+                let during = setup.receiver.record.countsByPath["/hooks/all", default: 0]
+                try await Task.sleep(for: .seconds(3))
+                #expect(try await Self.pgctl(["-l", ProcessInfo.processInfo.environment["RELAY_TEST_POSTGRES_DATA"]! + "/../restart.log", "-w", "start"]) == 0)
+                #expect(relays.allSatisfy { $0.process.isRunning }, "no instance exited while the database was away")
+                #expect(relays.contains { $0.log.contains("cannot reach PostgreSQL") || $0.log.contains("could not claim deliveries") }, "the outage was logged")
+                let repeats = try await Self.expectEverythingDelivered(setup, schema: schema)
+                let after = setup.receiver.record.countsByPath["/hooks/all", default: 0]
+                print("several instances, PostgreSQL restarted mid-drain: \(during) delivered before, \(after - during) after, \(repeats) repeated")
+                #expect(relays.allSatisfy { $0.process.isRunning })
+            }
+        }
+    }
+}
+
+extension SeveralInstancesTests {
+    /// The receiver stalls (never answers) for 3 s and an instance with requests out is killed meanwhile: its
+    /// claims go to the others once their visibility timeout (2 × 5 s + 10 s) passes, and every event arrives.
+    @Test func aDelivererKilledWhileTheReceiverStallsLosesNothing() async throws {
+        try await DaemonTests.withSetup { setup in
+            setup.receiver.script("/hooks/all", [], then: .status(200, after: .milliseconds(5)))
+            try await Self.withThreeInstances(setup, backlog: 1_000) { relays, schema in
+                #expect(await setup.receiver.waitUntil(timeout: .seconds(60)) { $0.countsByPath["/hooks/all", default: 0] >= 200 })
+                setup.receiver.outage("/hooks/all", until: Int64(Date().timeIntervalSince1970 * 1000) + 3_000, reply: .neverAnswer)
+                let inFlight = try await TestPostgres.withDatabase(schema: schema) { database in
+                    // Every instance's places fill with requests that get no answer.
+                    let deadline = ContinuousClock.now + .seconds(10)
+                    var held: [PostgresStatus.InFlight] = []
+                    while ContinuousClock.now < deadline {
+                        held = try await PostgresStatus(database).inFlight()
+                        if held.count == 3, held.allSatisfy({ $0.requests == 4 }) { break }
+                        try await Task.sleep(for: .milliseconds(50))
+                    }
+                    return held
+                }
+                // The instances name themselves host/pid: the victim is the first relay process.
+                let victim = relays[0]
+                let claims = inFlight.first { $0.instance.hasSuffix("/\(victim.process.pid)") }?.requests ?? 0
+                #expect(claims > 0, "the killed instance had claims out: \(inFlight)")
+                victim.signal(SIGKILL)
+                let repeats = try await Self.expectEverythingDelivered(setup, schema: schema)
+                print("several instances, a deliverer killed while the receiver stalled: \(claims) claims taken over, \(repeats) repeated")
+                // Each request that got no answer goes once more: the survivors' after their timeout, the victim's
+                // after their claims expired.
+                #expect(repeats <= 3 * 4, "\(repeats) repeated deliveries")
+            }
+        }
+    }
+}
