@@ -81,7 +81,10 @@ let package = Package(
         ),
         .executableTarget(
             name: "relay-bench",
-            dependencies: ["RelayCore", "RelayJSON", "CurlHTTP", "IntilerySimulator", .product(name: "Logging", package: "swift-log")]
+            dependencies: [
+                "RelayCore", "RelayJSON", "CurlHTTP", "IntilerySimulator", "RelayPostgres", .product(name: "Logging", package: "swift-log"),
+                .product(name: "PostgresNIO", package: "postgres-nio"),
+            ]
         ),
         // PostgreSQL as the state that several instances share (`store: {"postgres": ...}`).
         .target(

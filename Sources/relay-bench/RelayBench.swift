@@ -20,6 +20,11 @@ struct RelayBench {
             print(EndToEndBenchmark.describe(drain))
             return
         }
+        if arguments.first == "postgres" {
+            // relay-bench postgres: several instances on the cluster RELAY_TEST_POSTGRES_SOCKET names (scripts/with-postgres).
+            try await PostgresBenchmark(relayBinary: binary).run()
+            return
+        }
         if arguments.first == "live" {
             // relay-bench live RATE [--api-limited] [--latency]
             let rate = arguments.dropFirst().first.flatMap { Double($0) } ?? 100

@@ -26,6 +26,14 @@ public final class ClaimDispatcher<C: Clock>: Sendable where C.Duration == Durat
     private let policy: DeliveryPolicy
     private let metrics: SubscriptionMetrics
     private let inFlight = Mutex(0)
+    /// Outcomes waiting for the recorder, and the signal that one came in.
+    private let pendingOutcomes = Mutex<[ClaimedOutcome]>([])
+    private let outcomeReady = WakeupSignal()
+    /// Whether this instance saw the endpoint fail since it last told the shared breaker of a success: only then
+    /// is a success worth a write (a closed breaker with no failures stays as it is).
+    private let failureSinceSuccess = Mutex(true)
+    /// Set while this instance's request is the shared breaker's probe: its outcome is always written.
+    private let probing = Mutex(false)
     /// The shared rate limit's and breaker's key: the webhook, as its fingerprint names it.
     private let guardKey: String
     private let breakerRule: SharedBreakerRule
@@ -72,6 +80,15 @@ public final class ClaimDispatcher<C: Clock>: Sendable where C.Duration == Durat
     /// (they are cut short; their claims time out and their rows go to the next claimant). The store going away
     /// is logged and retried, never thrown.
     public func run(stop: StopSignal = StopSignal()) async {
+        let sent = StopSignal()
+        await withTaskGroup(of: Void.self) { recorder in
+            recorder.addTask { await self.recordOutcomes(until: sent) }
+            await deliver(stop: stop)
+            sent.fire()
+        }
+    }
+
+    private func deliver(stop: StopSignal) async {
         await withDiscardingTaskGroup { group in
             var failures = 0
             while !Task.isCancelled && !stop.isFired {
@@ -110,7 +127,9 @@ public final class ClaimDispatcher<C: Clock>: Sendable where C.Duration == Durat
         let wanted: Int
         switch try await guards.permission(guardKey, rule: breakerRule) {
         case .send: wanted = free
-        case .probe: wanted = 1
+        case .probe:
+            wanted = 1
+            probing.withLock { $0 = true }
         case .wait: throw BreakerWait()
         }
         let batchSize = max(subscription.webhook.batchSize, 1)
@@ -160,15 +179,40 @@ public final class ClaimDispatcher<C: Clock>: Sendable where C.Duration == Durat
             result = .failure(error)
         }
         let outcome = await conclude(claim, result, attemptedAt: attemptedAt, started: started)
-        do {
-            let (_, stale) = try await queue.record([ClaimedOutcome(token: claim.token, outcome: outcome)], now: time.now())
-            if stale > 0 {
-                logger.notice("outcome came after the claim timed out: another instance has the rows", metadata: ["first_event": "\(claim.deliveries[0].eventID)"])
+        // Its place is free from here: the rows stay claimed under the token until the outcome is recorded.
+        pendingOutcomes.withLock { $0.append(ClaimedOutcome(token: claim.token, outcome: outcome)) }
+        outcomeReady.signal()
+    }
+
+    /// Records the outcomes that requests submit, as many as have come in per transaction (one round of the
+    /// database for a burst of answers, not one for each), until `sent` fires and none is left.
+    private func recordOutcomes(until sent: StopSignal) async {
+        while true {
+            let batch = pendingOutcomes.withLock { pending -> [ClaimedOutcome] in
+                defer { pending = [] }
+                return pending
             }
-        } catch {
-            logger.warning(
-                "could not record an outcome; the rows are sent again once the claim times out",
-                metadata: ["error": "\(error)", "first_event": "\(claim.deliveries[0].eventID)"])
+            if batch.isEmpty {
+                if sent.isFired { return }
+                await withTaskGroup(of: Void.self) { group in
+                    group.addTask { await self.outcomeReady.wait() }
+                    group.addTask { await sent.wait() }
+                    _ = await group.next()
+                    group.cancelAll()
+                }
+                continue
+            }
+            do {
+                let (_, stale) = try await queue.record(batch, now: time.now())
+                if stale > 0 {
+                    logger.notice("outcomes came after their claims timed out: another instance has the rows", metadata: ["stale": "\(stale)"])
+                }
+            } catch {
+                // Not retried: a claim that outlives its visibility goes to the next claimant, who sends it again.
+                logger.warning(
+                    "could not record outcomes; their events are sent again once the claims time out",
+                    metadata: ["error": "\(error)", "outcomes": "\(batch.count)"])
+            }
         }
     }
 
@@ -211,6 +255,16 @@ public final class ClaimDispatcher<C: Clock>: Sendable where C.Duration == Durat
     private func recordBreaker(status: Int?, transportError: CurlHTTPError?, retryAfter: Duration?) async {
         if status == 429 || (status == 503 && retryAfter != nil) { return }
         let endpointFailed = transportError?.isTransient == true || status.map { $0 >= 500 || $0 == 408 } == true
+        let worthWriting = failureSinceSuccess.withLock { sawFailure in
+            defer { sawFailure = endpointFailed }
+            return endpointFailed || sawFailure
+        }
+        // A success after successes changes nothing in a closed breaker: no write per request for it.
+        let probe = probing.withLock { probe in
+            defer { probe = false }
+            return probe
+        }
+        guard worthWriting || probe else { return }
         do {
             switch try await guards.record(guardKey, success: !endpointFailed, rule: breakerRule) {
             case .opened(let interval)?:
