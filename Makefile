@@ -113,9 +113,9 @@ demo: release
 	.build/release/intilery-relay demo --duration $(DEMO_DURATION)
 
 bench-deps: deps
-	@command -v wrk >/dev/null || { \
-	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null; \
-	  else echo "Run: sudo apt-get install -y wrk" >&2; exit 1; fi; }
+	@command -v wrk >/dev/null && ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk postgresql >/dev/null; \
+	  else echo "Run: sudo apt-get install -y wrk postgresql" >&2; exit 1; fi; }
 
 # Not part of `make test`: speed is measured here, on a release build, never in timed unit tests.
 bench: release bench-deps
@@ -129,6 +129,8 @@ bench: release bench-deps
 	.build/release/relay-bench strict 100000
 	@echo "== Catch-up (a subscription 1,000,000 events behind, another one current with live traffic)"
 	.build/release/relay-bench catchup 1000000
+	@echo "== Several instances on PostgreSQL (a throwaway cluster): scale-out, beside SQLite, failover"
+	scripts/with-postgres .build/release/relay-bench postgres
 	.build/release/relay-bench e2e
 
 # Installs what `make release` built; builds nothing, so that `sudo make install` runs no compiler, apt-get or pip.
