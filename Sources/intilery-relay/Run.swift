@@ -112,7 +112,11 @@ struct Run: AsyncParsableCommand {
             throw ExitStatus.configError
         }
         signal(SIGHUP, SIG_IGN)
-        let client = PostgresClient(configuration: url.configuration, backgroundLogger: logger)
+        // The pool's own lines (each failed connection attempt) would flood an outage; the relay logs it once per
+        // retry with what it means.
+        var poolLogger = logger
+        poolLogger.logLevel = .warning
+        let client = PostgresClient(configuration: url.configuration, backgroundLogger: poolLogger)
         let database = RelayDatabase(client: client, schema: postgres.schema, logger: logger)
         let relay = PostgresRelay(
             config: config, database: database, instance: PostgresRelay.defaultInstance, logger: logger,

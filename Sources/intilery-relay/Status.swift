@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import RelayCore
 import RelayJSON
+import RelayPostgres
 
 struct Status: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
@@ -17,6 +18,15 @@ struct Status: AsyncParsableCommand {
     func run() async throws {
         let (config, directory) = try store.loadForStateCommand()
         let now = Timestamp(millisecondsSinceEpoch: Int64(Date().timeIntervalSince1970 * 1000))
+        if case .postgres(let postgres) = config.store {
+            let report = try await withPostgresState(postgres) { try await PostgresStatusReport.read($0, config: config) }
+            if json {
+                printLine(report.json(now: now).description)
+            } else {
+                for line in report.text(now: now) { printLine(line) }
+            }
+            return
+        }
         let stateStore = try openExistingState(directory)
         let status: StoreStatus
         let orphans: [Orphan]

@@ -83,6 +83,18 @@ struct SeveralInstancesTests {
             }
             let failover = ContinuousClock.now - killed
             #expect(successor != nil, "another instance took the source over")
+            // `status` reads the shared state: who polls the source now, and the queue.
+            if let successor {
+                let status = try await RelayBinary.run(["status", "--config", setup.configFile.path], environment: environment)
+                #expect(status.status == 0, "\(status.standardError)")
+                let sourceLine = status.standardOutput.split(separator: "\n").first { $0.hasPrefix("source acme: cursor ") } ?? ""
+                #expect(sourceLine.contains("; polled by ") && sourceLine.contains("/\(successor.process.pid) (epoch "), "\(status.standardOutput)")
+                #expect(status.standardOutput.contains("subscription all: "), "\(status.standardOutput)")
+                let json = try await RelayBinary.run(["status", "--config", setup.configFile.path, "--json"], environment: environment)
+                let parsed = try JSONParser.parse(Array(json.standardOutput.utf8))
+                #expect(parsed.objectValue?["store"]?.stringValue == "postgres")
+                #expect(parsed.objectValue?["sources"]?.arrayValue?.first?.objectValue?["polledBy"]?.objectValue?["epoch"] != nil)
+            }
             #expect(failover <= .seconds(2) + .milliseconds(300), "took \(failover), over two poll intervals (1s each)")
 
             // Events made after the kill arrive only if the successor polls.
@@ -211,7 +223,7 @@ extension SeveralInstancesTests {
                     return samples
                 }
                 #expect(await holder.waitForLog(containing: "lost the source's lease", timeout: .seconds(10)), "the thawed one learns it lost")
-                #expect(samples.count > 40)
+                #expect(samples.count >= 20, "sampled often enough to see a step back")
                 #expect(zip(samples, samples.dropFirst()).allSatisfy { $0 <= $1 }, "the cursor never moved back: \(samples)")
                 let repeats = try await Self.expectEverythingDelivered(setup, schema: schema)
                 print("several instances, SIGSTOP of the lease holder for twice its lease: \(repeats) repeated")
@@ -287,6 +299,8 @@ extension SeveralInstancesTests {
                 let repeats = try await Self.expectEverythingDelivered(setup, schema: schema)
                 let after = setup.receiver.record.countsByPath["/hooks/all", default: 0]
                 print("several instances, PostgreSQL restarted mid-drain: \(during) delivered before, \(after - during) after, \(repeats) repeated")
+                // What was out when it stopped (4 places in each instance) goes again, and no more.
+                #expect(repeats <= 3 * 4, "\(repeats) repeated deliveries")
                 #expect(relays.allSatisfy { $0.process.isRunning })
             }
         }

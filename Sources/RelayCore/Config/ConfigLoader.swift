@@ -88,7 +88,12 @@ extension ConfigReader {
         }
         let postgresPath = path.key("postgres")
         guard let postgres = fields["postgres"], let section = object(postgres, at: postgresPath, allowed: ["url", "schema"]) else { return nil }
+        // Every command that reads the state needs the database, so its URL is resolved even for those that
+        // leave the other secrets alone.
+        let resolvesSecrets = environment.resolvesSecrets
+        environment.resolvesSecrets = true
         let url = secret(section, "url", at: postgresPath, required: true)
+        environment.resolvesSecrets = resolvesSecrets
         var config = url.map { PostgresStoreConfig(url: $0) }
         if let schema = string(section, "schema", at: postgresPath) {
             if PostgresStoreConfig.isValidSchemaName(schema) {

@@ -4,7 +4,7 @@ import RelayJSON
 /// Walks a parsed config, collecting every problem instead of stopping at the first, and builds the typed
 /// values of what is valid. Each section has its own extension (`ConfigReader+Sources.swift`, ...).
 struct ConfigReader {
-    let environment: ConfigEnvironment
+    var environment: ConfigEnvironment
     private(set) var problems: [ConfigProblem] = []
 
     init(environment: ConfigEnvironment) { self.environment = environment }

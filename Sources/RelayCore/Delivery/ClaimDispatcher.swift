@@ -98,9 +98,12 @@ public final class ClaimDispatcher<C: Clock>: Sendable where C.Duration == Durat
                     if !claims.isEmpty {
                         for claim in claims {
                             group.addTask {
-                                await self.deliver(claim)
-                                self.inFlight.withLock { $0 -= 1 }
-                                self.wakeup.signal()
+                                // A place is free again once its outcome is recorded (the recorder frees it), so
+                                // that what a kill can leave unrecorded stays within `concurrency`.
+                                if await !self.deliver(claim) {
+                                    self.inFlight.withLock { $0 -= 1 }
+                                    self.wakeup.signal()
+                                }
                             }
                         }
                         continue
@@ -153,9 +156,8 @@ public final class ClaimDispatcher<C: Clock>: Sendable where C.Duration == Durat
         }
     }
 
-    /// Sends one claim and records its outcome. A failure to record leaves the claim to time out: its rows are
-    /// sent again by whoever claims them next (at least once).
-    private func deliver(_ claim: ClaimedRequest) async {
+    /// Sends one claim and hands its outcome to the recorder; false when it sent nothing (the claim is released).
+    private func deliver(_ claim: ClaimedRequest) async -> Bool {
         do {
             if let limit = subscription.webhook.rateLimit {
                 let wait = try await guards.reserve(guardKey, count: 1, rate: limit.perSecond, burst: limit.burst)
@@ -164,7 +166,7 @@ public final class ClaimDispatcher<C: Clock>: Sendable where C.Duration == Durat
         } catch {
             // Cancelled while waiting for the rate limit, or the store went away: the claim was never sent.
             try? await queue.release([claim.token], subscription: subscription.name)
-            return
+            return false
         }
         let attemptedAt = time.now()
         let started = ContinuousClock.now
@@ -174,18 +176,19 @@ public final class ClaimDispatcher<C: Clock>: Sendable where C.Duration == Durat
         } catch {
             if error.code == .cancelled || error.code == .shutDown {
                 try? await queue.release([claim.token], subscription: subscription.name)
-                return
+                return false
             }
             result = .failure(error)
         }
         let outcome = await conclude(claim, result, attemptedAt: attemptedAt, started: started)
-        // Its place is free from here: the rows stay claimed under the token until the outcome is recorded.
         pendingOutcomes.withLock { $0.append(ClaimedOutcome(token: claim.token, outcome: outcome)) }
         outcomeReady.signal()
+        return true
     }
 
     /// Records the outcomes that requests submit, as many as have come in per transaction (one round of the
-    /// database for a burst of answers, not one for each), until `sent` fires and none is left.
+    /// database for a burst of answers, not one for each), until `sent` fires and none is left. A failure to record
+    /// leaves the claims to time out: their rows are sent again by whoever claims them next (at least once).
     private func recordOutcomes(until sent: StopSignal) async {
         while true {
             let batch = pendingOutcomes.withLock { pending -> [ClaimedOutcome] in
@@ -201,6 +204,10 @@ public final class ClaimDispatcher<C: Clock>: Sendable where C.Duration == Durat
                     group.cancelAll()
                 }
                 continue
+            }
+            defer {
+                inFlight.withLock { $0 -= batch.count }
+                wakeup.signal()
             }
             do {
                 let (_, stale) = try await queue.record(batch, now: time.now())
