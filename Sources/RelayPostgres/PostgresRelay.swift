@@ -39,6 +39,10 @@ public final class PostgresRelay: Service, Sendable {
     /// holder's source is polled again by another instance within about one and a half poll intervals.
     public static func leaseTTL(for source: SourceConfig) -> Duration { max(source.pollInterval * 1.25, .seconds(1)) }
 
+    /// How long any call to the database may take, waiting for a connection included: more than the default
+    /// `statement_timeout` (30 s), so that the server's limit speaks first when it applies.
+    public static let queryDeadline: Duration = .seconds(45)
+
     /// Ready once the schema is migrated and while the database answered within the last 30 s.
     public func isReady() -> Bool {
         guard let last = lastAnswer.withLock({ $0 }) else { return false }
@@ -54,7 +58,8 @@ public final class PostgresRelay: Service, Sendable {
                 guard await migrate() else { return }
                 let dispatchers = config.subscriptions.map { subscription in
                     ClaimDispatcher(
-                        subscription: subscription, queue: PostgresDeliveries(database), guards: PostgresWebhookGuards(database), http: http,
+                        subscription: subscription, queue: DeadlineClaimQueue(PostgresDeliveries(database), limit: Self.queryDeadline),
+                        guards: DeadlineWebhookGuards(PostgresWebhookGuards(database), limit: Self.queryDeadline), http: http,
                         instance: instance, time: time, logger: logger)
                 }
                 let wake: @Sendable ([String: [Delivery]]) -> Void = { queued in
@@ -100,7 +105,9 @@ public final class PostgresRelay: Service, Sendable {
         var failures = 0
         while !stop.isFired {
             do {
-                let applied = try await PostgresSchema.migrate(database)
+                let applied = try await withQueryDeadline(Self.queryDeadline, "migrating the schema") { [database] in
+                    try await PostgresSchema.migrate(database)
+                }
                 if !applied.isEmpty { logger.notice("migrated the PostgreSQL schema", metadata: ["versions": "\(applied)"]) }
                 answered()
                 return true
@@ -134,7 +141,7 @@ public final class PostgresRelay: Service, Sendable {
         onQueued: @escaping @Sendable ([String: [Delivery]]) -> Void
     ) async {
         let leases = PostgresLeases(database)
-        let store = PostgresSourceStore(database)
+        let store = PostgresSourceStore(database, limit: Self.queryDeadline)
         let key = PostgresSourceStore.leaseKey(of: source.name)
         let ttl = Self.leaseTTL(for: source)
         let subscriptions = config.subscriptions(of: source)
@@ -144,7 +151,10 @@ public final class PostgresRelay: Service, Sendable {
         while !stop.isFired {
             let lease: Lease
             do {
-                guard let taken = try await leases.acquire(key, for: instance, ttl: ttl) else {
+                let taken = try await withQueryDeadline(ttl, "taking the lease of \(source.name)") { [instance] in
+                    try await leases.acquire(key, for: instance, ttl: ttl)
+                }
+                guard let taken else {
                     answered()
                     await pause(for: ttl / 4)
                     continue
@@ -168,7 +178,9 @@ public final class PostgresRelay: Service, Sendable {
                     group.addTask { [time, stop] in
                         while !stop.isFired {
                             try await time.sleep(for: ttl / 3)
-                            guard try await leases.renew(lease, ttl: ttl) else { throw LeaseLost(key: key, epoch: lease.epoch) }
+                            // A renewal slower than the lease itself is no renewal.
+                            let renewed = try await withQueryDeadline(ttl, "renewing the lease of \(source.name)") { try await leases.renew(lease, ttl: ttl) }
+                            guard renewed else { throw LeaseLost(key: key, epoch: lease.epoch) }
                             self.answered()
                         }
                     }
@@ -186,7 +198,7 @@ public final class PostgresRelay: Service, Sendable {
             store.hold(nil, for: source.name)
             if stop.isFired {
                 // Given up at once, so that another instance polls at its next try rather than after the TTL.
-                try? await leases.release(lease)
+                _ = try? await withQueryDeadline(ttl, "giving up the lease of \(source.name)") { try await leases.release(lease) }
             } else if failures > 0 {
                 await pause(for: Self.backoff(failures))
             }

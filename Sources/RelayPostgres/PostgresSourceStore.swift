@@ -9,10 +9,13 @@ import RelayCore
 public final class PostgresSourceStore: SourceStore {
     private let ingest: PostgresIngest
     private let held = Mutex<[String: Lease]>([:])
+    /// The deadline of every call (``withQueryDeadline(_:_:_:)``).
+    private let limit: Duration
 
-    /// The state of the sources in `database`.
-    public init(_ database: RelayDatabase) {
+    /// The state of the sources in `database`; each call gives up after `limit`.
+    public init(_ database: RelayDatabase, limit: Duration = .seconds(45)) {
         ingest = PostgresIngest(database)
+        self.limit = limit
     }
 
     /// The lease key of a source.
@@ -29,31 +32,41 @@ public final class PostgresSourceStore: SourceStore {
     }
 
     public func marks(of source: String) async throws -> SourceMarks? {
-        try await ingest.marks(of: source)
+        try await withQueryDeadline(limit, "reading the marks of \(source)") { [ingest] in try await ingest.marks(of: source) }
     }
 
     public func initializeMarks(of source: String, at position: Timestamp, lookback: Duration, now: Timestamp) async throws -> SourceMarks {
-        try await ingest.initializeMarks(of: source, at: position, lookback: lookback, by: lease(of: source))
+        let lease = try lease(of: source)
+        return try await withQueryDeadline(limit, "setting the first marks of \(source)") { [ingest] in
+            try await ingest.initializeMarks(of: source, at: position, lookback: lookback, by: lease)
+        }
     }
 
     public func enqueue(
         source: String, events: [RoutedEvent], advance: MarkAdvance, skipped: [EventPageDecoder.SkipReason: Int],
         queueLimits: [String: Int], now: Timestamp
     ) async throws -> EnqueueResult {
-        try await ingest.enqueue(source: source, events: events, advance: advance, by: lease(of: source), now: now)
+        let lease = try lease(of: source)
+        return try await withQueryDeadline(limit, "queueing \(events.count) events of \(source)") { [ingest] in
+            try await ingest.enqueue(source: source, events: events, advance: advance, by: lease, now: now)
+        }
     }
 
     public func advanceSettled(source: String, to position: Timestamp) async throws {
-        try await ingest.advanceSettled(source: source, to: position, by: lease(of: source))
+        let lease = try lease(of: source)
+        try await withQueryDeadline(limit, "moving the settle mark of \(source)") { [ingest] in
+            try await ingest.advanceSettled(source: source, to: position, by: lease)
+        }
     }
 
     @discardableResult
     public func pruneSeen(source: String) async throws -> Int {
-        try await ingest.pruneSeen(source: source, by: lease(of: source))
+        let lease = try lease(of: source)
+        return try await withQueryDeadline(limit, "pruning the seen ids of \(source)") { [ingest] in try await ingest.pruneSeen(source: source, by: lease) }
     }
 
     public func queueDepth(_ subscription: String) async throws -> Int {
-        try await ingest.queueDepth(subscription)
+        try await withQueryDeadline(limit, "counting the queue of \(subscription)") { [ingest] in try await ingest.queueDepth(subscription) }
     }
 }
 

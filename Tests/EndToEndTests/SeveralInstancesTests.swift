@@ -15,7 +15,7 @@ enum TestPostgres {
     static let socket = ProcessInfo.processInfo.environment["RELAY_TEST_POSTGRES_SOCKET"]
 
     /// The relay's tables in `schema` of the cluster, for the test to read, while `body` runs.
-    static func withDatabase<T>(schema: String, _ body: (RelayDatabase) async throws -> T) async throws -> T {
+    static func withDatabase<T>(schema: String, socket: String? = socket, _ body: (RelayDatabase) async throws -> T) async throws -> T {
         let configuration = PostgresClient.Configuration(unixSocketPath: try #require(socket), username: "relay", password: nil, database: "postgres")
         let client = PostgresClient(configuration: configuration, backgroundLogger: Logger(label: "test-postgres"))
         return try await withThrowingTaskGroup(of: Void.self) { group in
@@ -34,8 +34,10 @@ enum TestPostgres {
 struct SeveralInstancesTests {
     /// The config of every instance (one source polled every `pollInterval`, one subscription, `schema` of the test
     /// cluster, its URL read from `RELAY_POSTGRES_URL`) and that URL.
-    static func config(_ setup: DaemonTests.Setup, schema: String, pollInterval: String) throws -> (config: String, url: String) {
-        let socket = URL(fileURLWithPath: try #require(TestPostgres.socket))
+    static func config(
+        _ setup: DaemonTests.Setup, schema: String, pollInterval: String, socket: String? = TestPostgres.socket
+    ) throws -> (config: String, url: String) {
+        let socket = URL(fileURLWithPath: try #require(socket))
         let port = socket.pathExtension
         let url = "postgres://relay@/postgres?host=\(socket.deletingLastPathComponent().path)&port=\(port)"
         let source = DaemonTests.sourceJSON(setup.api, lookback: "5s")
@@ -132,13 +134,13 @@ extension SeveralInstancesTests {
     /// the ids expected once the live stream is stopped.
     static func withThreeInstances(
         _ setup: DaemonTests.Setup, backlog: Int = 3_000, subscription: String = #"{"name": "all", "webhook": {"url": "URL", "timeout": "5s"}}"#,
-        _ body: ([RelayProcess], String) async throws -> Void
+        socket: String? = TestPostgres.socket, _ body: ([RelayProcess], String) async throws -> Void
     ) async throws {
         let now = Int64(Date().timeIntervalSince1970 * 1000)
         setup.api.log.addBacklog(count: backlog, from: now - 3_600_000, to: now)
         setup.api.log.startLiveTraffic(perSecond: 50)
         let schema = "e2e_" + UUID().uuidString.prefix(8).lowercased()
-        var (config, url) = try Self.config(setup, schema: schema, pollInterval: "1s")
+        var (config, url) = try Self.config(setup, schema: schema, pollInterval: "1s", socket: socket)
         config = config.replacingOccurrences(
             of: #"{"name": "all", "webhook": {"url": "\#(setup.receiver.url("/hooks/all"))", "timeout": "5s"}}"#,
             with: subscription.replacingOccurrences(of: "URL", with: setup.receiver.url("/hooks/all")))
@@ -172,12 +174,14 @@ extension SeveralInstancesTests {
     /// Waits until the source's cursor has passed every event the API holds (its live stream stopped) and the
     /// shared queue is empty, then expects each of them to have arrived; how many arrived more than once.
     @discardableResult
-    static func expectEverythingDelivered(_ setup: DaemonTests.Setup, schema: String) async throws -> Int {
+    static func expectEverythingDelivered(
+        _ setup: DaemonTests.Setup, schema: String, socket: String? = TestPostgres.socket
+    ) async throws -> Int {
         setup.api.log.stopLiveTraffic()
         let events = setup.api.log.allEvents
         let expected = Set(events.map(\.eventID))
         let newest = events.map(\.timestamp).max() ?? 0
-        let done = try await TestPostgres.withDatabase(schema: schema) { database in
+        let done = try await TestPostgres.withDatabase(schema: schema, socket: socket) { database in
             let deadline = ContinuousClock.now + .seconds(120)
             while ContinuousClock.now < deadline {
                 let cursor = try await PostgresLeases(database).cursor(of: "acme") ?? 0
@@ -267,11 +271,10 @@ extension SeveralInstancesTests {
 }
 
 extension SeveralInstancesTests {
-    /// Runs `pg_ctl` on the test cluster as its owner (`postgres` when the tests run as root).
-    static func pgctl(_ arguments: [String]) async throws -> Int32? {
+    /// Runs `pg_ctl` on the cluster in `data` as its owner (`postgres` when the tests run as root).
+    static func pgctl(_ arguments: [String], data: String) async throws -> Int32? {
         let environment = ProcessInfo.processInfo.environment
         let bin = try #require(environment["RELAY_TEST_POSTGRES_BIN"])
-        let data = try #require(environment["RELAY_TEST_POSTGRES_DATA"])
         let runAs = (environment["RELAY_TEST_POSTGRES_AS"] ?? "").split(separator: " ").map(String.init)
         let command = runAs + ["\(bin)/pg_ctl", "-D", data] + arguments
         let discard = try #require(FileHandle(forWritingAtPath: "/dev/null"))
@@ -284,25 +287,36 @@ extension SeveralInstancesTests {
     }
 
     /// PostgreSQL stopped at once (`pg_ctl -m immediate`, as a crash would) mid-drain and started again 3 s later:
-    /// every instance carries on by itself, and every event arrives.
+    /// every instance carries on by itself, and every event arrives. On a cluster of its own.
     @Test func aDatabaseRestartMidDrainIsRiddenOut() async throws {
         try await DaemonTests.withSetup { setup in
+            let cluster = try await PrivateCluster(in: setup.directory)
             setup.receiver.script("/hooks/all", [], then: .status(200, after: .milliseconds(5)))
-            try await Self.withThreeInstances(setup) { relays, schema in
-                #expect(await setup.receiver.waitUntil(timeout: .seconds(60)) { $0.countsByPath["/hooks/all", default: 0] >= 500 })
-                #expect(try await Self.pgctl(["-m", "immediate", "stop"]) == 0)
-                let during = setup.receiver.record.countsByPath["/hooks/all", default: 0]
-                try await Task.sleep(for: .seconds(3))
-                #expect(try await Self.pgctl(["-l", ProcessInfo.processInfo.environment["RELAY_TEST_POSTGRES_DATA"]! + "/../restart.log", "-w", "start"]) == 0)
-                #expect(relays.allSatisfy { $0.process.isRunning }, "no instance exited while the database was away")
-                #expect(relays.contains { $0.log.contains("cannot reach PostgreSQL") || $0.log.contains("could not claim deliveries") }, "the outage was logged")
-                let repeats = try await Self.expectEverythingDelivered(setup, schema: schema)
-                let after = setup.receiver.record.countsByPath["/hooks/all", default: 0]
-                print("several instances, PostgreSQL restarted mid-drain: \(during) delivered before, \(after - during) after, \(repeats) repeated")
-                // What was out when it stopped (4 places in each instance) goes again, and no more.
-                #expect(repeats <= 3 * 4, "\(repeats) repeated deliveries")
-                #expect(relays.allSatisfy { $0.process.isRunning })
+            do {
+                try await restart(cluster, setup)
+            } catch {
+                await cluster.stop()
+                throw error
             }
+            await cluster.stop()
+        }
+    }
+
+    private func restart(_ cluster: PrivateCluster, _ setup: DaemonTests.Setup) async throws {
+        try await Self.withThreeInstances(setup, socket: cluster.socket) { relays, schema in
+            #expect(await setup.receiver.waitUntil(timeout: .seconds(60)) { $0.countsByPath["/hooks/all", default: 0] >= 500 })
+            #expect(try await Self.pgctl(["-m", "immediate", "stop"], data: cluster.data) == 0)
+            let during = setup.receiver.record.countsByPath["/hooks/all", default: 0]
+            try await Task.sleep(for: .seconds(3))
+            #expect(try await Self.pgctl(["-l", cluster.data + "/../restart.log", "-w", "start"], data: cluster.data) == 0)
+            #expect(relays.allSatisfy { $0.process.isRunning }, "no instance exited while the database was away")
+            #expect(relays.contains { $0.log.contains("cannot reach PostgreSQL") || $0.log.contains("could not claim deliveries") }, "the outage was logged")
+            let repeats = try await Self.expectEverythingDelivered(setup, schema: schema, socket: cluster.socket)
+            let after = setup.receiver.record.countsByPath["/hooks/all", default: 0]
+            print("several instances, PostgreSQL restarted mid-drain: \(during) delivered before, \(after - during) after, \(repeats) repeated")
+            // What was out when it stopped (4 places in each instance) goes again, and no more.
+            #expect(repeats <= 3 * 4, "\(repeats) repeated deliveries")
+            #expect(relays.allSatisfy { $0.process.isRunning })
         }
     }
 }
@@ -339,5 +353,42 @@ extension SeveralInstancesTests {
                 #expect(repeats <= 3 * 4, "\(repeats) repeated deliveries")
             }
         }
+    }
+}
+
+/// A cluster of its own, for a test that restarts it: the tests running beside it keep theirs. Started with
+/// `scripts/with-postgres`, which removes it when its standard input closes.
+final class PrivateCluster {
+    let process: ChildProcess
+    let input: Int32
+    let socket: String
+    var data: String { URL(fileURLWithPath: socket).deletingLastPathComponent().appendingPathComponent("data").path }
+
+    init(in directory: URL) async throws {
+        let repository = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+        let log = directory.appendingPathComponent("private-cluster.log")
+        _ = FileManager.default.createFile(atPath: log.path, contents: nil)
+        let handle = try FileHandle(forWritingTo: log)
+        defer { try? handle.close() }
+        let pipe = try closeOnExecPipe()
+        process = try ChildProcess(
+            repository.appendingPathComponent("scripts/with-postgres").path, ["sh", "-c", "cat >/dev/null"], environment: nil,
+            directory: directory.path, stdin: pipe.read, stdout: handle.fileDescriptor, stderr: handle.fileDescriptor)
+        close(pipe.read)
+        input = pipe.write
+        let deadline = ContinuousClock.now + .seconds(60)
+        var found: String?
+        while found == nil, ContinuousClock.now < deadline, process.isRunning {
+            let text = (try? String(contentsOf: log, encoding: .utf8)) ?? ""
+            found = text.split(separator: "\n").first { $0.hasPrefix("with-postgres: ") }?.split(separator: " ").last.map(String.init)
+            try await Task.sleep(for: .milliseconds(50))
+        }
+        socket = try #require(found, "the private cluster did not start: \((try? String(contentsOf: log, encoding: .utf8)) ?? "")")
+    }
+
+    /// Closes its input: the script stops the server and removes its directory.
+    func stop() async {
+        close(input)
+        while process.isRunning { try? await Task.sleep(for: .milliseconds(20)) }
     }
 }

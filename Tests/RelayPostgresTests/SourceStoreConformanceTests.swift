@@ -38,6 +38,27 @@ func withSourceStore<T>(_ kind: StoreKind, _ body: (any SourceStore) async throw
     }
 }
 
+/// The simulated Events API with a backlog of `backlog` events over the hour before the last two minutes, and an
+/// HTTP client, both stopped when `body` ends.
+func withSimulatedAPI(backlog: Int, _ body: (FakeEventsAPI, CurlHTTPClient, _ now: Int64) async throws -> Void) async throws {
+    var settings = FakeEventsAPI.Settings()
+    settings.rateLimit = nil
+    let api = try await FakeEventsAPI.start(settings: settings)
+    let http = CurlHTTPClient()
+    let now = Int64(Date().timeIntervalSince1970 * 1000)
+    api.log.addBacklog(count: backlog, from: now - 3_600_000, to: now - 120_000)
+    let result: Result<Void, any Error>
+    do {
+        try await body(api, http, now)
+        result = .success(())
+    } catch {
+        result = .failure(error)
+    }
+    await http.shutdown()
+    try await api.shutdown()
+    try result.get()
+}
+
 /// Every store a poller writes to keeps the same promises: a page commits whole, an event is queued once however
 /// often it is read, marks never move back, and seen ids are kept exactly as long as a read may return them.
 @Suite struct SourceStoreConformanceTests {
@@ -139,14 +160,7 @@ func withSourceStore<T>(_ kind: StoreKind, _ body: (any SourceStore) async throw
     /// cursor caught up, and a second poll adding nothing.
     @Test(arguments: StoreKind.available)
     func aPollerQueuesABacklogOnceOnEveryStore(_ kind: StoreKind) async throws {
-        var settings = FakeEventsAPI.Settings()
-        settings.rateLimit = nil
-        let api = try await FakeEventsAPI.start(settings: settings)
-        let http = CurlHTTPClient()
-        let now = Int64(Date().timeIntervalSince1970 * 1000)
-        api.log.addBacklog(count: 2_500, from: now - 3_600_000, to: now - 120_000)
-        let result: Result<Void, any Error>
-        do {
+        try await withSimulatedAPI(backlog: 2_500) { api, http, now in
             try await withSourceStore(kind) { store in
                 let poller = Self.poller(api: api, http: http, store: store)
                 let cursor = try await poller.pollLive()
@@ -157,13 +171,7 @@ func withSourceStore<T>(_ kind: StoreKind, _ body: (any SourceStore) async throw
                 try await poller.pollLive()
                 #expect(try await store.queueDepth("all") == 2_500)
             }
-            result = .success(())
-        } catch {
-            result = .failure(error)
         }
-        await http.shutdown()
-        try await api.shutdown()
-        try result.get()
     }
 
     static func poller(api: FakeEventsAPI, http: CurlHTTPClient, store: any SourceStore) -> Poller<ContinuousClock> {
@@ -188,14 +196,7 @@ func withSourceStore<T>(_ kind: StoreKind, _ body: (any SourceStore) async throw
 @Suite(.enabled(if: TestDatabase.available, "needs RELAY_TEST_POSTGRES_SOCKET: run under scripts/with-postgres (make test does)"))
 struct PostgresPollerLeaseTests {
     @Test func aPollerWhoseLeaseWasTakenOverCommitsNothingAndTheNewHolderQueuesEachEventOnce() async throws {
-        var settings = FakeEventsAPI.Settings()
-        settings.rateLimit = nil
-        let api = try await FakeEventsAPI.start(settings: settings)
-        let http = CurlHTTPClient()
-        let now = Int64(Date().timeIntervalSince1970 * 1000)
-        api.log.addBacklog(count: 500, from: now - 3_600_000, to: now - 120_000)
-        let result: Result<Void, any Error>
-        do {
+        try await withSimulatedAPI(backlog: 500) { api, http, _ in
             try await TestDatabase.withClient { client, schema in
                 let database = TestDatabase.database(client, schema)
                 try await PostgresSchema.migrate(database)
@@ -219,12 +220,6 @@ struct PostgresPollerLeaseTests {
                 await #expect(throws: SourceNotHeld(source: "acme")) { try await stalledPoller.pollLive() }
                 #expect(try await holder.marks(of: "acme")?.live == cursor)
             }
-            result = .success(())
-        } catch {
-            result = .failure(error)
         }
-        await http.shutdown()
-        try await api.shutdown()
-        try result.get()
     }
 }

@@ -226,23 +226,12 @@ public final class ClaimDispatcher<C: Clock>: Sendable where C.Duration == Durat
     private func conclude(
         _ claim: ClaimedRequest, _ result: Result<HTTPResponse, CurlHTTPError>, attemptedAt: Timestamp, started: ContinuousClock.Instant
     ) async -> DeliveryOutcome {
-        var status: Int?
-        var transportError: CurlHTTPError?
-        var retryAfter: Duration?
-        var snippet: [UInt8] = []
-        switch result {
-        case .success(let response):
-            status = response.status
-            if !(200..<300).contains(response.status) { snippet = Array(response.body.prefix(1024)) }
-            retryAfter = RetryAfter.parse(response.headers["retry-after"], now: time.now())
-        case .failure(let error):
-            transportError = error
-        }
+        let answer = WebhookAnswer(result, now: time.now())
         let deliveries = claim.deliveries
         let attempts = (deliveries.map(\.attempts).max() ?? 0) + 1
         var random = SystemRandomNumberGenerator()
         let decision = policy.decide(
-            status: status, transportError: transportError, retryAfter: retryAfter, attempts: attempts,
+            status: answer.status, transportError: answer.transportError, retryAfter: answer.retryAfter, attempts: attempts,
             queuedAt: deliveries.map(\.queuedAt).min() ?? attemptedAt, now: time.now(), random: &random)
         metrics.latency.recordNanoseconds(Int64((ContinuousClock.now - started) / .nanoseconds(1)))
         metrics.record(decision, events: deliveries.count)
@@ -251,17 +240,17 @@ public final class ClaimDispatcher<C: Clock>: Sendable where C.Duration == Durat
                 "dead-lettered", metadata: ["events": "\(deliveries.count)", "first_event": "\(deliveries[0].eventID)", "reason": "\(reason)",
                                             "attempts": "\(attempts)"])
         }
-        await recordBreaker(status: status, transportError: transportError, retryAfter: retryAfter)
-        let error = transportError.map(\.shortDescription) ?? status.flatMap { (200..<300).contains($0) ? nil : "http_\($0)" }
+        await recordBreaker(answer)
         return DeliveryOutcome(
-            deliveries: deliveries, decision: decision, attemptedAt: attemptedAt, status: status, error: error, responseSnippet: snippet)
+            deliveries: deliveries, decision: decision, attemptedAt: attemptedAt, status: answer.status, error: answer.errorText,
+            responseSnippet: answer.snippet)
     }
 
-    /// As the single-instance dispatcher counts them: a 429, or a 503 with `Retry-After`, is flow control; only
-    /// trouble with the endpoint itself (no answer, 408, 5xx) counts as a failure.
-    private func recordBreaker(status: Int?, transportError: CurlHTTPError?, retryAfter: Duration?) async {
-        if status == 429 || (status == 503 && retryAfter != nil) { return }
-        let endpointFailed = transportError?.isTransient == true || status.map { $0 >= 500 || $0 == 408 } == true
+    /// As the single-instance dispatcher counts them: flow control is not counted, and only trouble with the
+    /// endpoint itself is a failure.
+    private func recordBreaker(_ answer: WebhookAnswer) async {
+        guard !answer.isFlowControl, answer.status != nil || answer.transportError != nil else { return }
+        let endpointFailed = answer.endpointFailed
         let worthWriting = failureSinceSuccess.withLock { sawFailure in
             defer { sawFailure = endpointFailed }
             return endpointFailed || sawFailure

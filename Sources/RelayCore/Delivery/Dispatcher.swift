@@ -440,24 +440,13 @@ public final class Dispatcher<C: Clock>: Sendable where C.Duration == Duration, 
     private func conclude(
         _ job: Job, _ result: Result<HTTPResponse, CurlHTTPError>, attemptedAt: Timestamp, started: ContinuousClock.Instant
     ) -> PauseStep {
-        var status: Int?
-        var transportError: CurlHTTPError?
-        var retryAfter: Duration?
-        var snippet: [UInt8] = []
-        switch result {
-        case .success(let response):
-            status = response.status
-            // Kept only with a failure (a dead letter's response); a 2xx body is never stored.
-            if !(200..<300).contains(response.status) { snippet = Array(response.body.prefix(1024)) }
-            retryAfter = RetryAfter.parse(response.headers["retry-after"], now: now())
-        case .failure(let error):
-            if error.code == .cancelled || error.code == .shutDown {
-                // Cut short by shutdown: not an attempt; the rows stay queued as they were.
-                state.withLock { $0.unsettled.subtract(job.ids) }
-                return .none
-            }
-            transportError = error
+        if case .failure(let error) = result, error.code == .cancelled || error.code == .shutDown {
+            // Cut short by shutdown: not an attempt; the rows stay queued as they were.
+            state.withLock { $0.unsettled.subtract(job.ids) }
+            return .none
         }
+        let answer = WebhookAnswer(result, now: now())
+        let (status, transportError, retryAfter, snippet) = (answer.status, answer.transportError, answer.retryAfter, answer.snippet)
         let attempts = (job.deliveries.map(\.attempts).max() ?? 0) + 1
         let queuedAt = job.deliveries.map(\.queuedAt).min() ?? attemptedAt
         var random = SystemRandomNumberGenerator()
@@ -466,10 +455,10 @@ public final class Dispatcher<C: Clock>: Sendable where C.Duration == Duration, 
                 status: status, transportError: transportError, retryAfter: retryAfter, attempts: attempts,
                 queuedAt: queuedAt, now: now(), random: &random),
             events: job.deliveries.count)
-        recordEndpoint(status: status, transportError: transportError, retryAfter: retryAfter)
+        recordEndpoint(answer)
         metrics.latency.recordNanoseconds(Int64((ContinuousClock.now - started) / .nanoseconds(1)))
         metrics.record(decision, events: job.deliveries.count)
-        let error = transportError.map(\.shortDescription) ?? status.flatMap { (200..<300).contains($0) ? nil : "http_\($0)" }
+        let error = answer.errorText
         logger.trace(
             "request done",
             metadata: [
@@ -690,25 +679,19 @@ public final class Dispatcher<C: Clock>: Sendable where C.Duration == Duration, 
         wakeup.signal()
     }
 
-    /// What the response says about the endpoint. A 429, or a 503 with `Retry-After`, is flow control and never
-    /// counts for the breaker; connection errors, timeouts, 408 and other 5xx (a 503 without `Retry-After`
-    /// included: a load balancer whose backend is down) do; any other answer shows the endpoint is up.
-    private func recordEndpoint(status: Int?, transportError: CurlHTTPError?, retryAfter: Duration?) {
-        if status == 429 || (status == 503 && retryAfter != nil) {
-            flow.throttled(retryAfter: retryAfter.map { now().advanced(by: min($0, .seconds(3600))) })
-            if retryAfter == nil {
+    /// What the answer says about the endpoint: flow control narrows the flow and is never counted by the breaker;
+    /// anything else is (``WebhookAnswer/endpointFailed``).
+    private func recordEndpoint(_ answer: WebhookAnswer) {
+        if answer.isFlowControl {
+            flow.throttled(retryAfter: answer.retryAfter.map { now().advanced(by: min($0, .seconds(3600))) })
+            if answer.retryAfter == nil {
                 logger.debug("throttled without Retry-After: fewer requests in flight", metadata: ["limit": .stringConvertible(flow.current.limit ?? 0)])
             }
             return
         }
-        if status != nil { flow.answered() }
-        recordBreaker(status: status, transportError: transportError)
-    }
-
-    private func recordBreaker(status: Int?, transportError: CurlHTTPError?) {
-        // Only trouble with the endpoint itself counts; a 4xx is an answer, not an outage.
-        let endpointFailed = transportError?.isTransient == true || status.map { $0 >= 500 || $0 == 408 } == true
-        guard status != nil || transportError != nil else { return }
+        if answer.status != nil { flow.answered() }
+        guard answer.status != nil || answer.transportError != nil else { return }
+        let endpointFailed = answer.endpointFailed
         if let change = breaker.record(success: !endpointFailed, now: now()) {
             if case .closed = change { metrics.circuit.record(0) } else { metrics.circuit.record(1) }
             switch change {

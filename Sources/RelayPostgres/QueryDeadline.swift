@@ -1,0 +1,137 @@
+import RelayCore
+import Synchronization
+
+/// A database call that took longer than the relay's own deadline: nothing is assumed about what it did. The
+/// server's `statement_timeout` bounds a statement; this bounds everything around it too (waiting for a
+/// connection from the pool, a connection that hangs), so that no loop of the relay waits on the database forever.
+public struct QueryDeadlineExceeded: Error, CustomStringConvertible {
+    public let what: String
+    public let limit: Duration
+    public var description: String { "\(what) took longer than \(LogSeconds(limit)) s; given up (the database may be unreachable)" }
+}
+
+/// Runs `body`, giving up after `limit`: the caller gets ``QueryDeadlineExceeded`` then, and `body` is cancelled and
+/// left to end by itself. Cancelling the caller cancels `body`.
+public func withQueryDeadline<T: Sendable>(
+    _ limit: Duration, _ what: String, _ body: @escaping @Sendable () async throws -> T
+) async throws -> T {
+    let race = DeadlineRace<T>()
+    return try await withTaskCancellationHandler {
+        try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<T, any Error>) in
+            race.start(continuation, body: body, limit: limit, what: what)
+        }
+    } onCancel: {
+        race.cancelWork()
+    }
+}
+
+/// The two sides of ``withQueryDeadline(_:_:_:)``: whichever ends first resumes the caller and cancels the other.
+private final class DeadlineRace<T: Sendable>: Sendable {
+    private struct State {
+        var continuation: CheckedContinuation<T, any Error>?
+        var work: Task<Void, Never>?
+        var timer: Task<Void, Never>?
+        var cancelled = false
+    }
+    private let state = Mutex(State())
+
+    func start(_ continuation: CheckedContinuation<T, any Error>, body: @escaping @Sendable () async throws -> T, limit: Duration, what: String) {
+        // The continuation first: either side may end before the tasks are stored.
+        state.withLock { $0.continuation = continuation }
+        let work = Task {
+            let result: Result<T, any Error>
+            do { result = .success(try await body()) } catch { result = .failure(error) }
+            self.finish(result)?.cancel()
+        }
+        let timer = Task {
+            guard (try? await Task.sleep(for: limit)) != nil else { return }
+            self.finish(.failure(QueryDeadlineExceeded(what: what, limit: limit)), timedOut: true)?.cancel()
+        }
+        let (ended, cancelled) = state.withLock { state -> (Bool, Bool) in
+            state.work = work
+            state.timer = timer
+            return (state.continuation == nil, state.cancelled)
+        }
+        // Already over (before the tasks were stored, so the winner could not cancel the other), or cancelled.
+        if ended { timer.cancel() }
+        if cancelled || ended { work.cancel() }
+    }
+
+    /// Resumes the caller unless the other side did; returns the other side's task, to cancel.
+    private func finish(_ result: Result<T, any Error>, timedOut: Bool = false) -> Task<Void, Never>? {
+        let (continuation, other) = state.withLock { state -> (CheckedContinuation<T, any Error>?, Task<Void, Never>?) in
+            defer { state.continuation = nil }
+            return (state.continuation, timedOut ? state.work : state.timer)
+        }
+        guard let continuation else { return nil }
+        continuation.resume(with: result)
+        return other
+    }
+
+    func cancelWork() {
+        let work = state.withLock { state -> Task<Void, Never>? in
+            state.cancelled = true
+            return state.work
+        }
+        work?.cancel()
+    }
+}
+
+/// The shared queue with ``withQueryDeadline(_:_:_:)`` around every call.
+public struct DeadlineClaimQueue: ClaimQueue {
+    let queue: any ClaimQueue
+    let limit: Duration
+
+    public init(_ queue: any ClaimQueue, limit: Duration) {
+        self.queue = queue
+        self.limit = limit
+    }
+
+    public func claim(_ subscription: String, requests: Int, batchSize: Int, by instance: String, visibility: Duration) async throws
+        -> [ClaimedRequest]
+    {
+        try await withQueryDeadline(limit, "claiming deliveries of \(subscription)") { [queue] in
+            try await queue.claim(subscription, requests: requests, batchSize: batchSize, by: instance, visibility: visibility)
+        }
+    }
+
+    public func claimHead(_ subscription: String, batchSize: Int, by instance: String, visibility: Duration) async throws -> ClaimedRequest? {
+        try await withQueryDeadline(limit, "claiming the head of \(subscription)") { [queue] in
+            try await queue.claimHead(subscription, batchSize: batchSize, by: instance, visibility: visibility)
+        }
+    }
+
+    public func record(_ outcomes: [ClaimedOutcome], now: Timestamp) async throws -> (applied: Int, stale: Int) {
+        try await withQueryDeadline(limit, "recording \(outcomes.count) outcomes") { [queue] in try await queue.record(outcomes, now: now) }
+    }
+
+    public func release(_ tokens: [Int64], subscription: String) async throws {
+        try await withQueryDeadline(limit, "releasing claims of \(subscription)") { [queue] in
+            try await queue.release(tokens, subscription: subscription)
+        }
+    }
+}
+
+/// The shared rate limits and breakers with ``withQueryDeadline(_:_:_:)`` around every call.
+public struct DeadlineWebhookGuards: SharedWebhookGuards {
+    let guards: any SharedWebhookGuards
+    let limit: Duration
+
+    public init(_ guards: any SharedWebhookGuards, limit: Duration) {
+        self.guards = guards
+        self.limit = limit
+    }
+
+    public func reserve(_ key: String, count: Int, rate: Double, burst: Int) async throws -> Duration {
+        try await withQueryDeadline(limit, "taking rate-limit tokens") { [guards] in try await guards.reserve(key, count: count, rate: rate, burst: burst) }
+    }
+
+    public func permission(_ key: String, rule: SharedBreakerRule) async throws -> SharedPermission {
+        try await withQueryDeadline(limit, "reading the circuit breaker") { [guards] in try await guards.permission(key, rule: rule) }
+    }
+
+    @discardableResult
+    public func record(_ key: String, success: Bool, rule: SharedBreakerRule) async throws -> SharedBreakerChange? {
+        try await withQueryDeadline(limit, "recording on the circuit breaker") { [guards] in try await guards.record(key, success: success, rule: rule) }
+    }
+}
