@@ -6,16 +6,22 @@ import RelayCore
 import RelayJSON
 import RelayPostgres
 
-/// Runs `body` on the PostgreSQL schema a config names, for the commands that read the state. Exits 78 for a bad
-/// URL, 66 when the relay has never run on that schema, 74 when the database cannot be reached or fails.
-func withPostgresState<T: Sendable>(_ postgres: PostgresStoreConfig, _ body: (RelayDatabase) async throws -> T) async throws -> T {
-    let url: PostgresURL
+/// The store's URL as the relay connects with it; exits 78 naming the file and what is wrong (never the password).
+func postgresURL(_ postgres: PostgresStoreConfig, configFile: String) throws -> PostgresURL {
     do {
-        url = try PostgresURL(postgres.url.exposedValue)
+        return try PostgresURL(postgres.url.exposedValue)
     } catch {
-        printToStandardError("intilery-relay: store.postgres.url: \(error)")
+        printToStandardError("intilery-relay: \(configFile): store.postgres.url: \(error)")
         throw ExitStatus.configError
     }
+}
+
+/// Runs `body` on the PostgreSQL schema a config names, for the commands that read the state. Exits 78 for a bad
+/// URL, 66 when the relay has never run on that schema, 74 when the database cannot be reached or fails.
+func withPostgresState<T: Sendable>(
+    _ postgres: PostgresStoreConfig, configFile: String, _ body: (RelayDatabase) async throws -> T
+) async throws -> T {
+    let url = try postgresURL(postgres, configFile: configFile)
     var logger = Logger(label: "intilery-relay")
     logger.logLevel = .critical
     let client = PostgresClient(configuration: url.configuration, backgroundLogger: logger)

@@ -100,17 +100,11 @@ struct Run: AsyncParsableCommand {
     }
 
     /// Runs as one of several instances sharing `postgres` (no state directory, no lock: the database arbitrates).
-    /// A reload is not applied on PostgreSQL yet: SIGHUP is logged, and a restart applies a new config.
+    /// A reload is not applied on PostgreSQL yet: SIGHUP is ignored, and a restart applies a new config.
     private func runOnPostgres(
         _ postgres: PostgresStoreConfig, config: RelayConfig, registry: PrometheusCollectorRegistry, environment: [String: String], logger: Logger
     ) async throws {
-        let url: PostgresURL
-        do {
-            url = try PostgresURL(postgres.url.exposedValue)
-        } catch {
-            printToStandardError("intilery-relay: \(store.config): store.postgres.url: \(error)")
-            throw ExitStatus.configError
-        }
+        let url = try postgresURL(postgres, configFile: store.config)
         signal(SIGHUP, SIG_IGN)
         // The pool's own lines (each failed connection attempt) would flood an outage; the relay logs it once per
         // retry with what it means.

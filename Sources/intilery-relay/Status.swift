@@ -19,7 +19,7 @@ struct Status: AsyncParsableCommand {
         let (config, directory) = try store.loadForStateCommand()
         let now = Timestamp(millisecondsSinceEpoch: Int64(Date().timeIntervalSince1970 * 1000))
         if case .postgres(let postgres) = config.store {
-            let report = try await withPostgresState(postgres) { try await PostgresStatusReport.read($0, config: config) }
+            let report = try await withPostgresState(postgres, configFile: store.config) { try await PostgresStatusReport.read($0, config: config) }
             if json {
                 printLine(report.json(now: now).description)
             } else {

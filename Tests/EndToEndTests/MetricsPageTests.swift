@@ -35,7 +35,7 @@ import Glibc
                 arguments: ["run", "--config", setup.configFile.path, "--log-format", "json", "--log-level", "trace"],
                 environment: setup.environment, directory: setup.directory, journal: true)
             defer { relay.signal(SIGKILL) }
-            #expect(await relay.waitForLog(containing: "metrics listening", timeout: .seconds(10)))
+            #expect(await relay.waitForLog(containing: "metrics listening", timeout: .seconds(30)))
             let address = try #require(relay.log.firstMatch(of: /metrics listening","address":"127\.0\.0\.1:(\d+)"/)).output.1
             #expect(await setup.receiver.waitUntil { $0.countsByPath["/hooks/bad", default: 0] >= 30 })
 

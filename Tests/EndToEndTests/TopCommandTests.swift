@@ -31,7 +31,7 @@ import Glibc
             try config(listen: "127.0.0.1:0").write(to: setup.configFile, atomically: true, encoding: .utf8)
             let relay = try RelayProcess(arguments: ["run", "--config", setup.configFile.path], environment: setup.environment, directory: setup.directory)
             defer { relay.signal(SIGKILL) }
-            #expect(await relay.waitForLog(containing: "metrics listening", timeout: .seconds(10)))
+            #expect(await relay.waitForLog(containing: "metrics listening", timeout: .seconds(30)))
             let port = try #require(relay.log.firstMatch(of: /metrics listening" address=127\.0\.0\.1:(\d+)/)).output.1
             let url = "http://127.0.0.1:\(port)/metrics"
             #expect(await setup.receiver.waitUntil {

@@ -70,7 +70,8 @@ public final class ClaimDispatcher<C: Clock>: Sendable where C.Duration == Durat
     /// The subscription delivered.
     public var subscriptionName: String { subscription.name }
 
-    /// Requests of this instance being sent (or waiting for the rate limit) now.
+    /// Places of this instance taken now: requests waiting for the rate limit, being sent, or whose outcome awaits
+    /// its recording.
     public var requestsInFlight: Int { inFlight.withLock { $0 } }
 
     private var strict: Bool { subscription.webhook.ordering == .strict }
