@@ -51,8 +51,8 @@ struct Run: AsyncParsableCommand {
             throw ExitStatus.configError
         }
         let registry = PrometheusCollectorRegistry()
+        MetricsSystem.bootstrap(PrometheusMetricsFactory(registry: registry))
         if case .postgres(let postgres) = config.store {
-            MetricsSystem.bootstrap(PrometheusMetricsFactory(registry: registry))
             try await runOnPostgres(postgres, config: config, registry: registry, environment: environment, logger: logger)
             return
         }
@@ -68,7 +68,6 @@ struct Run: AsyncParsableCommand {
             throw ExitStatus.ioError
         }
 
-        MetricsSystem.bootstrap(PrometheusMetricsFactory(registry: registry))
         let daemon: RelayDaemon
         do {
             daemon = try await RelayDaemon.start(

@@ -35,7 +35,8 @@ struct SeveralInstancesTests {
     /// The config of every instance (one source polled every `pollInterval`, one subscription, `schema` of the test
     /// cluster, its URL read from `RELAY_POSTGRES_URL`) and that URL.
     static func config(
-        _ setup: DaemonTests.Setup, schema: String, pollInterval: String, socket: String? = TestPostgres.socket
+        _ setup: DaemonTests.Setup, schema: String, pollInterval: String, socket: String? = TestPostgres.socket,
+        subscription: String = #"{"name": "all", "webhook": {"url": "URL", "timeout": "5s"}}"#
     ) throws -> (config: String, url: String) {
         let socket = URL(fileURLWithPath: try #require(socket))
         let port = socket.pathExtension
@@ -46,7 +47,7 @@ struct SeveralInstancesTests {
             {"store": {"postgres": {"url": {"env": "RELAY_POSTGRES_URL"}, "schema": "\#(schema)"}},
              "metrics": {"listen": "off"}, "shutdownGrace": "2s",
              "sources": [\#(source)],
-             "subscriptions": [{"name": "all", "webhook": {"url": "\#(setup.receiver.url("/hooks/all"))", "timeout": "5s"}}]}
+             "subscriptions": [\#(subscription.replacingOccurrences(of: "URL", with: setup.receiver.url("/hooks/all")))]}
             """#
         return (config, url)
     }
@@ -140,10 +141,7 @@ extension SeveralInstancesTests {
         setup.api.log.addBacklog(count: backlog, from: now - 3_600_000, to: now)
         setup.api.log.startLiveTraffic(perSecond: 20)
         let schema = "e2e_" + UUID().uuidString.prefix(8).lowercased()
-        var (config, url) = try Self.config(setup, schema: schema, pollInterval: "1s", socket: socket)
-        config = config.replacingOccurrences(
-            of: #"{"name": "all", "webhook": {"url": "\#(setup.receiver.url("/hooks/all"))", "timeout": "5s"}}"#,
-            with: subscription.replacingOccurrences(of: "URL", with: setup.receiver.url("/hooks/all")))
+        let (config, url) = try Self.config(setup, schema: schema, pollInterval: "1s", socket: socket, subscription: subscription)
         try config.write(to: setup.configFile, atomically: true, encoding: .utf8)
         var environment = setup.environment
         environment["RELAY_POSTGRES_URL"] = url

@@ -29,8 +29,15 @@ public final class CircuitBreaker: Sendable {
     public let maximumInterval: Duration
     private let state = Mutex(State.closed(failures: 0))
 
+    /// The rule's defaults, for this breaker and the one instances share on PostgreSQL (``SharedBreakerRule``).
+    public static let defaultThreshold = 5
+    public static let defaultInitialInterval: Duration = .seconds(5)
+    public static let defaultMaximumInterval: Duration = .seconds(300)
+
     /// A closed breaker.
-    public init(threshold: Int = 5, initialInterval: Duration = .seconds(5), maximumInterval: Duration = .seconds(300)) {
+    public init(
+        threshold: Int = defaultThreshold, initialInterval: Duration = defaultInitialInterval, maximumInterval: Duration = defaultMaximumInterval
+    ) {
         self.threshold = threshold
         self.initialInterval = initialInterval
         self.maximumInterval = maximumInterval

@@ -41,7 +41,8 @@ public protocol ClaimQueue: Sendable {
     func release(_ tokens: [Int64], subscription: String) async throws
 }
 
-/// When a shared circuit breaker opens, and for how long.
+/// When a shared circuit breaker opens, and for how long: the in-process ``CircuitBreaker``'s rule, with a probe
+/// timeout for an instance that dies mid-probe.
 public struct SharedBreakerRule: Sendable {
     public var threshold: Int
     public var initialInterval: Duration
@@ -49,7 +50,10 @@ public struct SharedBreakerRule: Sendable {
     /// How long a probe may take before another instance may probe instead (its instance may have died).
     public var probeTimeout: Duration
 
-    public init(threshold: Int = 5, initialInterval: Duration = .seconds(5), maximumInterval: Duration = .seconds(300), probeTimeout: Duration) {
+    public init(
+        threshold: Int = CircuitBreaker.defaultThreshold, initialInterval: Duration = CircuitBreaker.defaultInitialInterval,
+        maximumInterval: Duration = CircuitBreaker.defaultMaximumInterval, probeTimeout: Duration
+    ) {
         self.threshold = threshold
         self.initialInterval = initialInterval
         self.maximumInterval = maximumInterval
