@@ -7,6 +7,7 @@ struct Version: ParsableCommand {
         discussion: "`--version` prints the version alone.")
 
     func run() {
-        for line in RelayVersion.lines { printLine(line) }
+        // One write: a reader that stops after the first lines (`version | head -2`) cannot make a later write fail.
+        printLine(RelayVersion.lines.joined(separator: "\n"))
     }
 }
