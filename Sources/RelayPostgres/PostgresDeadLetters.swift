@@ -4,33 +4,41 @@ import RelayCore
 
 /// Dead letters in PostgreSQL, for `dead-letters` run from any instance: listed and shown with the same filters
 /// as in SQLite, replayed into the shared queue, purged.
-public struct PostgresDeadLetters: Sendable, PostgresPart {
+public struct PostgresDeadLetters: DeadLetterStore, PostgresPart {
     let database: RelayDatabase
 
     public init(_ database: RelayDatabase) {
         self.database = database
     }
 
-    /// The dead letters `filter` selects, oldest first, without their events' bytes.
-    public func list(_ filter: DeadLetterFilter) async throws -> [DeadLetter] {
+    public func deadLetters(_ filter: DeadLetterFilter) async throws -> [DeadLetter] {
         var (clause, bindings) = try Self.whereClause(filter)
-        let limit = try Self.limitClause(filter, &bindings)
+        let limit = Self.limitClause(filter, &bindings)
         return try await letters(
             PostgresQuery(
                 unsafeSQL: "SELECT \(Self.columns), ''::bytea FROM \(schema).dead_letter \(clause) ORDER BY dead_at, id\(limit)",
                 binds: bindings))
     }
 
-    /// One dead letter with its event's bytes, or nil.
     public func deadLetter(id: Int64) async throws -> DeadLetter? {
         try await letters("SELECT \(unescaped: Self.columns), payload FROM \(unescaped: schema).dead_letter WHERE id = \(id)").first
     }
 
-    /// Puts the dead letters `filter` selects back in the queue, due at once with fresh attempts; returns how many
-    /// it took and how many deliveries it queued (fewer when an event is queued for its subscription already).
-    public func replay(_ filter: DeadLetterFilter, now: Timestamp) async throws -> (taken: Int, queued: Int) {
+    public func countDeadLetters(_ filter: DeadLetterFilter) async throws -> Int {
         var (clause, bindings) = try Self.whereClause(filter)
-        let limit = try Self.limitClause(filter, &bindings)
+        let limit = Self.limitClause(filter, &bindings)
+        let rows = try await client.query(
+            PostgresQuery(unsafeSQL: "SELECT count(*) FROM (SELECT 1 FROM \(schema).dead_letter \(clause)\(limit)) AS selected", binds: bindings),
+            logger: logger)
+        var total = 0
+        for try await value in rows.decode(Int.self) { total = value }
+        return total
+    }
+
+    public func replayDeadLetters(_ filter: DeadLetterFilter, now: Timestamp, chunk: Int? = nil) async throws -> (taken: Int, queued: Int) {
+        let filter = filter.chunked(chunk)
+        var (clause, bindings) = try Self.whereClause(filter)
+        let limit = Self.limitClause(filter, &bindings)
         return try await client.transaction(logger: logger) { connection in
             let rows = try await connection.query(
                 PostgresQuery(
@@ -73,11 +81,11 @@ public struct PostgresDeadLetters: Sendable, PostgresPart {
         }
     }
 
-    /// Deletes the dead letters `filter` selects; returns how many.
     @discardableResult
-    public func purge(_ filter: DeadLetterFilter) async throws -> Int {
+    public func purgeDeadLetters(_ filter: DeadLetterFilter, chunk: Int? = nil) async throws -> Int {
+        let filter = filter.chunked(chunk)
         var (clause, bindings) = try Self.whereClause(filter)
-        let limit = try Self.limitClause(filter, &bindings)
+        let limit = Self.limitClause(filter, &bindings)
         let rows = try await client.query(
             PostgresQuery(
                 unsafeSQL: """
@@ -85,6 +93,17 @@ public struct PostgresDeadLetters: Sendable, PostgresPart {
                     RETURNING id
                     """, binds: bindings), logger: logger)
         return try await count(rows)
+    }
+
+    public func hasRows(of subscription: String) async throws -> Bool {
+        let rows = try await client.query(
+            """
+            SELECT EXISTS (SELECT 1 FROM \(unescaped: schema).delivery WHERE subscription = \(subscription))
+                OR EXISTS (SELECT 1 FROM \(unescaped: schema).dead_letter WHERE subscription = \(subscription))
+            """, logger: logger)
+        var found = false
+        for try await exists in rows.decode(Bool.self) { found = exists }
+        return found
     }
 
     private static let columns =
@@ -127,9 +146,9 @@ public struct PostgresDeadLetters: Sendable, PostgresPart {
         return (conditions.isEmpty ? "" : "WHERE " + conditions.joined(separator: " AND "), bindings)
     }
 
-    private static func limitClause(_ filter: DeadLetterFilter, _ bindings: inout PostgresBindings) throws -> String {
+    private static func limitClause(_ filter: DeadLetterFilter, _ bindings: inout PostgresBindings) -> String {
         guard let limit = filter.limit else { return "" }
-        try bindings.append(limit)
+        bindings.append(limit)
         return " LIMIT $\(bindings.count)"
     }
 }

@@ -100,7 +100,7 @@ public struct PostgresIngest: Sendable, PostgresPart {
 
     /// Moves the settle mark of `source` up to `position` under `lease`: never past the live cursor, never back.
     public func advanceSettled(source: String, to position: Timestamp, by lease: Lease) async throws {
-        try await leases.fenced(by: lease) { connection in
+        _ = try await leases.fenced(by: lease) { connection in
             try await connection.query(
                 """
                 UPDATE \(unescaped: schema).cursor SET settled = greatest(settled, least(position, \(position.millisecondsSinceEpoch)))

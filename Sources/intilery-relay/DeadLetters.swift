@@ -2,12 +2,13 @@ import ArgumentParser
 import Foundation
 import RelayCore
 import RelayJSON
+import RelayPostgres
 
 struct DeadLetters: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "dead-letters",
         abstract: "Inspect, replay or purge deliveries that failed for good.",
-        discussion: "All three read or change the state store directly and are safe while the daemon runs.",
+        discussion: "Each reads or changes the state store directly (SQLite, or PostgreSQL from any machine that reaches it) and is safe while the relay runs.",
         subcommands: [List.self, Show.self, Replay.self, Purge.self]
     )
 
@@ -59,25 +60,37 @@ struct DeadLetters: AsyncParsableCommand {
         }
     }
 
-    /// A dead-letter command's store and config; exits 66 when there is no state. A name the config no longer has is
-    /// accepted when the store still holds its events, unless `current` (replay would queue events that nothing
-    /// sends).
-    static func openStore(_ options: StoreOptions, _ selection: Selection, current: Bool = false) async throws -> (StateStore, RelayConfig) {
+    /// Runs `body` with the dead letters of the store the config names (the state directory's SQLite file, or
+    /// the PostgreSQL schema) and the config. Exits 66 when there is no state and 74 when the store fails. A name
+    /// the config no longer has is accepted when the store still holds its rows, unless `current` (replay would
+    /// queue events that nothing sends).
+    static func withStore<T: Sendable>(
+        _ options: StoreOptions, _ selection: Selection? = nil, current: Bool = false,
+        _ body: (any DeadLetterStore, RelayConfig) async throws -> T
+    ) async throws -> T {
         let (config, directory) = try options.loadForStateCommand()
-        let store = try openExistingState(directory)
-        guard let subscription = selection.subscription, !selection.isCurrent(in: config) else { return (store, config) }
-        let kept: Bool
-        do { kept = try await store.hasRows(of: subscription) } catch { throw exitForStoreError(error) }
-        if !kept {
-            printToStandardError("intilery-relay: no subscription named \(subscription) in the config or the state")
-            throw ExitCode(64)
+        func checked(_ store: any DeadLetterStore) async throws -> T {
+            if let selection, let subscription = selection.subscription, !selection.isCurrent(in: config) {
+                guard try await store.hasRows(of: subscription) else {
+                    printToStandardError("intilery-relay: no subscription named \(subscription) in the config or the state")
+                    throw ExitCode(64)
+                }
+                if current {
+                    printToStandardError(
+                        "intilery-relay: \(subscription) is no longer in the config: replayed events would wait for ever; add it back first, or list or purge them")
+                    throw ExitCode(64)
+                }
+            }
+            return try await body(store, config)
         }
-        if current {
-            printToStandardError(
-                "intilery-relay: \(subscription) is no longer in the config: replayed events would wait for ever; add it back first, or list or purge them")
-            throw ExitCode(64)
+        do {
+            if case .postgres(let postgres) = config.store {
+                return try await withPostgresState(postgres, configFile: options.config) { try await checked(PostgresDeadLetters($0)) }
+            }
+            return try await checked(try openExistingState(directory))
+        } catch let error as StoreError {
+            throw exitForStoreError(error)
         }
-        return (store, config)
     }
 
     struct List: AsyncParsableCommand {
@@ -89,16 +102,11 @@ struct DeadLetters: AsyncParsableCommand {
         @OptionGroup var selection: Selection
 
         func run() async throws {
-            let letters: [DeadLetter]
-            var orphaned: Orphan?
-            let (stateStore, config) = try await DeadLetters.openStore(store, selection)
-            do {
-                letters = try await stateStore.deadLetters(selection.filter())
-                if !selection.isCurrent(in: config) {
-                    orphaned = try await stateStore.orphans().first { $0.subscription == selection.subscription }
-                }
-            } catch {
-                throw exitForStoreError(error)
+            let (letters, orphaned) = try await DeadLetters.withStore(store, selection) { store, config in
+                let letters = try await store.deadLetters(selection.filter())
+                // SQLite keeps a removed subscription's rows for orphanRetention and says when it drops them.
+                guard !selection.isCurrent(in: config), let state = store as? StateStore else { return (letters, nil as Orphan?) }
+                return (letters, try await state.orphans().first { $0.subscription == selection.subscription })
             }
             if selection.json {
                 printLine(JSONValue.array(letters.map(Self.json)).description)
@@ -146,34 +154,34 @@ struct DeadLetters: AsyncParsableCommand {
         var dryRun = false
 
         func run() async throws {
-            let (stateStore, config) = try await DeadLetters.openStore(store, selection, current: true)
             let now = Timestamp(millisecondsSinceEpoch: Int64(Date().timeIntervalSince1970 * 1000))
-            // Only into subscriptions the config has: a removed one's dead letters would wait for ever. One filter
-            // over all of them, so that --limit takes the oldest, as list shows them.
-            var filter = selection.filter()
-            if selection.subscription == nil { filter.subscriptions = config.subscriptions.map(\.name) }
-            var taken = 0
-            var queued = 0
-            do {
-                let total = try await stateStore.countDeadLetters(filter)
+            let dryRun = dryRun
+            let done: (taken: Int, queued: Int)? = try await DeadLetters.withStore(store, selection, current: true) { store, config in
+                // Only into subscriptions the config has: a removed one's dead letters would wait for ever. One
+                // filter over all of them, so that --limit takes the oldest, as list shows them.
+                var filter = selection.filter()
+                if selection.subscription == nil { filter.subscriptions = config.subscriptions.map(\.name) }
+                let total = try await store.countDeadLetters(filter)
                 if dryRun {
                     printLine(selection.json ? #"{"wouldReplay":\#(total)}"# : "Would replay \(total) dead letters (--dry-run: nothing changed).")
-                    return
+                    return nil
                 }
+                var taken = 0
+                var queued = 0
                 let progress = Progress(label: "replayed", total: total)
                 while selection.limit.map({ taken < $0 }) ?? true {
                     var remaining = filter
                     remaining.limit = selection.limit.map { $0 - taken }
-                    let done = try await stateStore.replayDeadLetters(remaining, now: now, chunk: 10_000)
+                    let done = try await store.replayDeadLetters(remaining, now: now, chunk: 10_000)
                     if done.taken == 0 { break }
                     taken += done.taken
                     queued += done.queued
                     progress.show(taken)
                 }
                 progress.finish()
-            } catch {
-                throw exitForStoreError(error)
+                return (taken, queued)
             }
+            guard let (taken, queued) = done else { return }
             let alreadyQueued = taken - queued
             printLine(
                 selection.json
@@ -195,10 +203,8 @@ struct DeadLetters: AsyncParsableCommand {
         var json = false
 
         func run() async throws {
-            let (_, directory) = try store.loadForStateCommand()
-            let stateStore = try openExistingState(directory)
-            let found: DeadLetter?
-            do { found = try await stateStore.deadLetter(id: id) } catch { throw exitForStoreError(error) }
+            let id = id
+            let found = try await DeadLetters.withStore(store) { store, _ in try await store.deadLetter(id: id) }
             guard let letter = found else {
                 printToStandardError("intilery-relay: no dead letter \(id); dead-letters list shows their ids")
                 throw ExitCode(64)
@@ -260,27 +266,25 @@ struct DeadLetters: AsyncParsableCommand {
         }
 
         func run() async throws {
-            var count = 0
-            var queued: Int?
-            let (stateStore, config) = try await DeadLetters.openStore(store, selection)
-            do {
-                if let subscription = selection.subscription, !selection.isCurrent(in: config) {
-                    (queued, count) = try await stateStore.purgeOrphan(subscription)
-                } else {
-                    let filter = selection.filter()
-                    let progress = Progress(label: "purged", total: try await stateStore.countDeadLetters(filter))
-                    while selection.limit.map({ count < $0 }) ?? true {
-                        var remaining = filter
-                        remaining.limit = selection.limit.map { $0 - count }
-                        let done = try await stateStore.purgeDeadLetters(remaining, chunk: 10_000)
-                        if done == 0 { break }
-                        count += done
-                        progress.show(count)
-                    }
-                    progress.finish()
+            let (count, queued) = try await DeadLetters.withStore(store, selection) { store, config in
+                // SQLite keeps a removed subscription's queued events until orphanRetention: purging it takes them too.
+                if let subscription = selection.subscription, !selection.isCurrent(in: config), let state = store as? StateStore {
+                    let (queued, count) = try await state.purgeOrphan(subscription)
+                    return (count, queued as Int?)
                 }
-            } catch {
-                throw exitForStoreError(error)
+                var count = 0
+                let filter = selection.filter()
+                let progress = Progress(label: "purged", total: try await store.countDeadLetters(filter))
+                while selection.limit.map({ count < $0 }) ?? true {
+                    var remaining = filter
+                    remaining.limit = selection.limit.map { $0 - count }
+                    let done = try await store.purgeDeadLetters(remaining, chunk: 10_000)
+                    if done == 0 { break }
+                    count += done
+                    progress.show(count)
+                }
+                progress.finish()
+                return (count, nil)
             }
             if selection.json {
                 printLine(queued.map { #"{"purged":\#(count),"queuedPurged":\#($0)}"# } ?? #"{"purged":\#(count)}"#)

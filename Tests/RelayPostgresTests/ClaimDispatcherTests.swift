@@ -116,7 +116,7 @@ struct ClaimDispatcherTests {
             try await fixture.drain("mixed", with: [fixture.dispatcher(subscription, instance: "relay-1")])
             let sent = fixture.eventIDs(sentTo: "mixed")
             #expect(sent.count == 3 * ids.count, "two failures and a success each")
-            #expect(try await PostgresDeadLetters(fixture.database).list(DeadLetterFilter()).isEmpty)
+            #expect(try await PostgresDeadLetters(fixture.database).deadLetters(DeadLetterFilter()).isEmpty)
         }
     }
 
@@ -126,7 +126,7 @@ struct ClaimDispatcherTests {
             fixture.receiver.script("/hooks/bad", [], then: .status(400, body: "no such list"))
             try await fixture.queue(3, for: ["bad"])
             try await fixture.drain("bad", with: [fixture.dispatcher(subscription, instance: "relay-1")])
-            let letters = try await PostgresDeadLetters(fixture.database).list(DeadLetterFilter())
+            let letters = try await PostgresDeadLetters(fixture.database).deadLetters(DeadLetterFilter())
             #expect(letters.count == 3)
             #expect(letters.allSatisfy { $0.reason == "http_400" && $0.status == 400 && $0.attempts == 1 })
             #expect(fixture.eventIDs(sentTo: "bad").count == 3, "a final answer is not retried")

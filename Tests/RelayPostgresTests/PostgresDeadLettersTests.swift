@@ -5,7 +5,8 @@ import RelayCore
 import RelayPostgres
 import Testing
 
-/// `dead-letters` on a shared store, against a real PostgreSQL.
+/// What PostgreSQL's dead letters do beyond the conformance suite: the shared event rows a replay stores again and
+/// releases, against a real PostgreSQL.
 @Suite(.enabled(if: TestDatabase.available, "needs RELAY_TEST_POSTGRES_SOCKET: run under scripts/with-postgres (make test does)"))
 struct PostgresDeadLettersTests {
     static let now = PostgresDeliveriesTests.now
@@ -31,31 +32,10 @@ struct PostgresDeadLettersTests {
         }
     }
 
-    @Test func listedAndShownWithTheFiltersSQLiteTakes() async throws {
-        try await Self.withLetters { letters, _, _, _ in
-            let all = try await letters.list(DeadLetterFilter())
-            #expect(all.map(\.eventID) == ["e0", "e1", "e2"])
-            #expect(all.allSatisfy { $0.subscription == "hook" && $0.attempts == 1 && $0.payload.isEmpty })
-            #expect(try await letters.list(DeadLetterFilter(reasonPrefix: "http_4")).count == 3)
-            #expect(try await letters.list(DeadLetterFilter(reasonPrefix: "http_41")).map(\.eventID) == ["e0"])
-            #expect(try await letters.list(DeadLetterFilter(status: 400)).map(\.eventID) == ["e1", "e2"])
-            #expect(try await letters.list(DeadLetterFilter(subscriptions: ["other"])).isEmpty)
-            #expect(try await letters.list(DeadLetterFilter(limit: 2)).map(\.eventID) == ["e0", "e1"])
-            let deadAt = all[1].deadAt
-            #expect(try await letters.list(DeadLetterFilter(since: deadAt)).map(\.eventID) == ["e1", "e2"])
-            #expect(try await letters.list(DeadLetterFilter(until: deadAt)).map(\.eventID) == ["e0"])
-
-            let shown = try #require(try await letters.deadLetter(id: all[0].id))
-            #expect(shown.reason == "http_410" && shown.status == 410 && shown.responseSnippet == Array("no 0".utf8))
-            #expect(shown.payload == PostgresDeliveriesTests.events(1)[0].raw)
-            #expect(try await letters.deadLetter(id: -1) == nil)
-        }
-    }
-
     @Test func aReplayQueuesThemAgainOnceAndAPurgeDeletesThem() async throws {
         try await Self.withLetters { letters, queue, client, schema in
-            #expect(try await letters.replay(DeadLetterFilter(status: 400), now: Self.now) == (taken: 2, queued: 2))
-            #expect(try await letters.list(DeadLetterFilter()).map(\.eventID) == ["e0"])
+            #expect(try await letters.replayDeadLetters(DeadLetterFilter(status: 400), now: Self.now) == (taken: 2, queued: 2))
+            #expect(try await letters.deadLetters(DeadLetterFilter()).map(\.eventID) == ["e0"])
             // Fresh attempts, due at once: e1, e2 and e4, which was queued all along.
             let again = try await queue.claim("hook", requests: 10, batchSize: 1, by: "relay-2", visibility: .seconds(300))
             #expect(Set(again.map { $0.deliveries[0].eventID }) == ["e1", "e2", "e4"])
@@ -69,9 +49,9 @@ struct PostgresDeadLettersTests {
                 SELECT 'other', source, event_id, event_time, action, time_value, payload, 'http_500', '', 3, 0, 0, 1 FROM \(unescaped: schema).event
                 WHERE event_id = 'e4'
                 """)
-            #expect(try await letters.replay(DeadLetterFilter(subscription: "other"), now: Self.now) == (taken: 1, queued: 0))
-            #expect(try await letters.purge(DeadLetterFilter()) == 1)
-            #expect(try await letters.list(DeadLetterFilter()).isEmpty)
+            #expect(try await letters.replayDeadLetters(DeadLetterFilter(subscription: "other"), now: Self.now) == (taken: 1, queued: 0))
+            #expect(try await letters.purgeDeadLetters(DeadLetterFilter()) == 1)
+            #expect(try await letters.deadLetters(DeadLetterFilter()).isEmpty)
             #expect(try await PostgresStatus(TestDatabase.database(client, schema)).queueDepths() == ["other": 5])
             // Every event row still stored is needed by a queued delivery, with the right count.
             let rows = try await client.query(

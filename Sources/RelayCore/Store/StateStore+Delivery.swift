@@ -1,7 +1,6 @@
 import Foundation
 import GRDB
 
-/// A delivery given up on, as `dead-letters list` shows it.
 /// Which dead letters a command means: every condition given must hold. Empty matches them all.
 public struct DeadLetterFilter: Sendable, Equatable {
     public var subscription: String?
@@ -33,6 +32,13 @@ public struct DeadLetterFilter: Sendable, Equatable {
 
     /// Whether any condition narrows it (`purge` without one must be asked for with `--all`).
     public var narrows: Bool { self != DeadLetterFilter() }
+
+    /// This filter for one transaction of at most `chunk` (none: no bound beyond its own limit).
+    public func chunked(_ chunk: Int?) -> DeadLetterFilter {
+        var limited = self
+        if let chunk { limited.limit = Swift.min(limit ?? chunk, chunk) }
+        return limited
+    }
 
     /// `WHERE ...` (with `prefix` before each column) and its arguments, for the dead-letter table.
     func whereClause(columnPrefix prefix: String = "") -> (sql: String, arguments: StatementArguments) {
@@ -70,6 +76,7 @@ public struct DeadLetterFilter: Sendable, Equatable {
     var limitClause: String { limit.map { " LIMIT \($0)" } ?? "" }
 }
 
+/// A delivery given up on, as `dead-letters list` shows it.
 public struct DeadLetter: Sendable, Equatable {
     public var id: Int64
     public var subscription: String
@@ -490,8 +497,7 @@ extension StateStore {
         -> (taken: Int, queued: Int)
     {
         try await write("replaying dead letters") { db in
-            var limited = filter
-            if let chunk { limited.limit = min(filter.limit ?? chunk, chunk) }
+            let limited = filter.chunked(chunk)
             let (clause, arguments) = limited.whereClause(columnPrefix: "d.")
             var rows = try DeliveryRows(db)
             var replayed = 0
@@ -528,8 +534,7 @@ extension StateStore {
     @discardableResult
     public func purgeDeadLetters(_ filter: DeadLetterFilter, chunk: Int? = nil) async throws(StoreError) -> Int {
         try await write("purging dead letters") { db in
-            var limited = filter
-            if let chunk { limited.limit = min(filter.limit ?? chunk, chunk) }
+            let limited = filter.chunked(chunk)
             let (clause, arguments) = limited.whereClause()
             try db.execute(
                 sql: "DELETE FROM dead_letter WHERE id IN (SELECT id FROM dead_letter \(clause) ORDER BY dead_at, id\(limited.limitClause))",
