@@ -2,6 +2,7 @@ import ArgumentParser
 import CurlHTTP
 import Foundation
 import RelayCore
+import RelayPostgres
 
 /// A live view of a running relay, from its metrics endpoint: what an operator watches during an incident.
 struct Top: AsyncParsableCommand {
@@ -12,7 +13,9 @@ struct Top: AsyncParsableCommand {
             stands (UTC) and its lag, API requests and 429s per second. Subscriptions: events delivered per second, requests in flight, queued \
             events, the oldest one's age, dead letters, the circuit breaker and whether it is paused. On a terminal \
             it redraws every --interval until Ctrl-C; otherwise (a pipe, a file) it prints one view, measured over \
-            one interval, and exits.
+            one interval, and exits. With a config whose store is PostgreSQL (and no --metrics), it reads the shared \
+            database instead, for all instances at once: which instance polls each source, and each subscription's \
+            queue, dead letters and requests in flight per instance.
             """
     )
 
@@ -36,9 +39,16 @@ struct Top: AsyncParsableCommand {
     }
 
     func run() async throws {
-        let url = try metricsURL()
         let every = DurationText.parse(interval) ?? .seconds(1)
         let live = !once && isatty(STDOUT_FILENO) == 1
+        if metrics == nil, let config {
+            let loaded = try loadConfigWithoutSecrets(config)
+            if case .postgres(let postgres) = loaded.store {
+                try await watchDatabase(postgres, config: loaded, configFile: config, every: every, live: live)
+                return
+            }
+        }
+        let url = try metricsURL()
         let client = CurlHTTPClient()
         defer { Task { await client.shutdown() } }
         var previous = try await scrape(url, client: client)
@@ -65,6 +75,58 @@ struct Top: AsyncParsableCommand {
             }
             (previous, previousAt) = (current, now)
         }
+    }
+
+    /// The view of every instance sharing `postgres`, from the database, every `every` while `live`.
+    private func watchDatabase(_ postgres: PostgresStoreConfig, config: RelayConfig, configFile: String, every: Duration, live: Bool) async throws {
+        let title = "intilery-relay top: PostgreSQL schema \(postgres.schema), every \(interval)"
+        try await withPostgresState(postgres, configFile: configFile) { database in
+            while true {
+                let now = Timestamp(millisecondsSinceEpoch: Int64(Date().timeIntervalSince1970 * 1000))
+                let lines: [String]
+                do {
+                    lines = Self.view(try await PostgresStatusReport.read(database, config: config), now: now, title: title)
+                } catch where live {
+                    // The database restarting: say so and keep watching.
+                    printLine("\u{1B}[H\u{1B}[2J\(title)\nPostgreSQL does not answer (\(String(reflecting: error))); retrying (Ctrl-C to stop)")
+                    try await Task.sleep(for: every)
+                    continue
+                }
+                guard live else {
+                    for line in lines { printLine(line) }
+                    return
+                }
+                printLine("\u{1B}[H\u{1B}[2J" + lines.joined(separator: "\n"))
+                try await Task.sleep(for: every)
+            }
+        }
+    }
+
+    /// The database's view: each source's cursor, lag and the instance polling it; each subscription's queue, dead
+    /// letters and requests in flight, in all and per instance.
+    static func view(_ report: PostgresStatusReport, now: Timestamp, title: String) -> [String] {
+        var lines = [title, ""]
+        lines += Table.render(
+            header: ["SOURCE", "CURSOR", "LAG", "POLLED BY", "LEASE LEFT"],
+            rows: report.sources.map { source in
+                let cursor = source.marks.map { Double($0.live.millisecondsSinceEpoch) / 1000 }
+                return [
+                    source.name, cursor.map { utc($0) } ?? "never polled",
+                    cursor.map { duration(max(0, Double(now.millisecondsSinceEpoch) / 1000 - $0)) } ?? "-",
+                    source.holder?.holder ?? "nobody", source.holder?.expiresIn.map { duration(Double($0 / .milliseconds(1)) / 1000) } ?? "-",
+                ]
+            })
+        lines.append("")
+        lines += Table.render(
+            header: ["SUBSCRIPTION", "QUEUED", "IN FLIGHT", "DEAD LETTERS", "IN FLIGHT BY INSTANCE"],
+            rows: report.subscriptions.map { subscription in
+                [
+                    subscription.name, String(subscription.pending), String(subscription.inFlight.reduce(0) { $0 + $1.requests }),
+                    String(subscription.deadLetters),
+                    subscription.inFlight.isEmpty ? "-" : subscription.inFlight.map { "\($0.instance) \($0.requests)" }.joined(separator: ", "),
+                ]
+            })
+        return lines
     }
 
     private func metricsURL() throws -> String {

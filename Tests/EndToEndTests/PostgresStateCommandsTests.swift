@@ -4,10 +4,10 @@ import RelayJSON
 import RelayPostgres
 import Testing
 
-/// `dead-letters` with a config whose store is PostgreSQL: the real binary lists, shows, replays and purges the
-/// shared schema's dead letters, from any machine that reaches the database, with no relay running.
+/// The operator's commands with a config whose store is PostgreSQL: the real binary reads and changes the shared
+/// schema from any machine that reaches the database, with no relay running.
 @Suite(.enabled(if: TestPostgres.socket != nil, "needs RELAY_TEST_POSTGRES_SOCKET: run under scripts/with-postgres (make test does)"))
-struct PostgresDeadLettersCommandTests {
+struct PostgresStateCommandsTests {
     static let t0 = Timestamp(millisecondsSinceEpoch: 1_714_521_600_000)
 
     /// Five events for "all" in `schema`: e0–e3 dead-lettered with a 400, e4 delivered.
@@ -31,16 +31,25 @@ struct PostgresDeadLettersCommandTests {
             }, now: t0)
     }
 
-    @Test func listShowReplayAndPurgeActOnTheSharedSchema() async throws {
+    /// Runs `body` with a config for a fresh schema of the test cluster, and a runner of the binary with that config.
+    static func withSchema(
+        _ body: (_ schema: String, _ relay: @escaping ([String]) async throws -> RelayBinary.Outcome) async throws -> Void
+    ) async throws {
         try await DaemonTests.withSetup { setup in
-            let schema = "dl_" + UUID().uuidString.prefix(8).lowercased()
+            let schema = "cmd_" + UUID().uuidString.prefix(8).lowercased()
             let (config, url) = try SeveralInstancesTests.config(setup, schema: schema, pollInterval: "1s")
             try config.write(to: setup.configFile, atomically: true, encoding: .utf8)
             var environment = setup.environment
             environment["RELAY_POSTGRES_URL"] = url
-            func relay(_ arguments: [String]) async throws -> RelayBinary.Outcome {
-                try await RelayBinary.run(["dead-letters"] + arguments + ["--config", setup.configFile.path], environment: environment)
+            try await body(schema) { arguments in
+                try await RelayBinary.run(arguments + ["--config", setup.configFile.path], environment: environment)
             }
+        }
+    }
+
+    @Test func deadLettersAreListedShownReplayedAndPurgedInTheSharedSchema() async throws {
+        try await Self.withSchema { schema, run in
+            func relay(_ arguments: [String]) async throws -> RelayBinary.Outcome { try await run(["dead-letters"] + arguments) }
 
             // Before the relay has run on the schema there is no state, as with a SQLite state directory.
             let none = try await relay(["list"])
@@ -76,6 +85,44 @@ struct PostgresDeadLettersCommandTests {
                 let purged = try await relay(["purge", "--all", "--json"])
                 #expect(purged.standardOutput.trimmingCharacters(in: .whitespacesAndNewlines) == #"{"purged":1}"#, "\(purged.standardError)")
                 #expect(try await PostgresDeadLetters(database).countDeadLetters(DeadLetterFilter()) == 0)
+            }
+        }
+    }
+
+    /// `top` on PostgreSQL shows every instance at once from the database: who polls the source and what each
+    /// instance has in flight.
+    @Test func topShowsWhoPollsEachSourceAndWhatEachInstanceHasInFlight() async throws {
+        try await Self.withSchema { schema, run in
+            let none = try await run(["top"])
+            #expect(none.status == 66, "\(none.standardError)")
+            try await TestPostgres.withDatabase(schema: schema) { database in
+                try await Self.deadLetterFour(database)
+                let lease = try #require(
+                    try await PostgresLeases(database).acquire(PostgresSourceStore.leaseKey(of: "acme"), for: "relay-a/11", ttl: .seconds(300)))
+                let sources = PostgresSourceStore(database)
+                sources.hold(lease, for: "acme")
+                let now = Timestamp(millisecondsSinceEpoch: Int64(Date().timeIntervalSince1970 * 1000))
+                _ = try await sources.initializeMarks(of: "acme", at: now.advanced(by: .seconds(-90)), lookback: .seconds(5), now: now)
+                let queue = PostgresDeliveries(database)
+                let more = (5..<8).map { n in
+                    Event(id: "e\(n)", time: Self.t0.advanced(by: .milliseconds(Int64(n))), action: "click", timeValue: .string(""),
+                          fields: JSONObject(), raw: Array("{}".utf8))
+                }
+                _ = try await queue.queue(more, source: "acme", for: ["all"], now: Self.t0)
+                _ = try await queue.claim("all", requests: 2, batchSize: 1, by: "relay-b/22", visibility: .seconds(300))
+
+                // Through a pipe: one view, then exit.
+                let top = try await run(["top"])
+                #expect(top.status == 0, "\(top.standardError)")
+                let lines = top.standardOutput.split(separator: "\n").map(String.init)
+                #expect(lines.first == "intilery-relay top: PostgreSQL schema \(schema), every 1s")
+                let source = lines.first { $0.hasPrefix("acme ") } ?? ""
+                let columns = source.split(separator: " ", omittingEmptySubsequences: true).map(String.init)
+                // Cursor, a lag of about 90 s (1m30s or a second or two more), the holder, the lease left.
+                #expect(columns.count == 5 && columns[2].hasPrefix("1m3") && columns[3] == "relay-a/11" && columns[4].hasPrefix("4m"), "\(top.standardOutput)")
+                // Three queued (two of them in flight on relay-b), four dead letters.
+                let subscription = (lines.first { $0.hasPrefix("all ") } ?? "").split(separator: " ", omittingEmptySubsequences: true)
+                #expect(subscription.map(String.init) == ["all", "3", "2", "4", "relay-b/22", "2"], "\(top.standardOutput)")
             }
         }
     }
