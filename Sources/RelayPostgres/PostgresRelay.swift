@@ -59,7 +59,8 @@ public final class PostgresRelay: Service, Sendable {
                 let dispatchers = config.subscriptions.map { subscription in
                     ClaimDispatcher(
                         subscription: subscription, queue: DeadlineClaimQueue(PostgresDeliveries(database), limit: Self.queryDeadline),
-                        guards: DeadlineWebhookGuards(PostgresWebhookGuards(database), limit: Self.queryDeadline), http: http,
+                        guards: DeadlineWebhookGuards(PostgresWebhookGuards(database), limit: Self.queryDeadline),
+                        pauses: DeadlinePauses(PostgresPauses(database), limit: Self.queryDeadline), http: http,
                         instance: instance, time: time, logger: logger)
                 }
                 let wake: @Sendable ([String: [Delivery]]) -> Void = { queued in

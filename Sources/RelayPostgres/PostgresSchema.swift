@@ -136,6 +136,20 @@ public enum PostgresSchema {
             // Seen ids are kept from here on, as in SQLite: reads never start before it.
             "ALTER TABLE {schema}.cursor ADD COLUMN seen_horizon bigint",
         ],
+        [
+            // Dead letters in a row towards `pauseAfter`, counted for all instances; a pause while `reason` is set,
+            // probed by one instance at a time once `probe_at` has passed.
+            """
+            CREATE TABLE {schema}.subscription_pause (
+                subscription text PRIMARY KEY,
+                dead_in_a_row integer NOT NULL DEFAULT 0,
+                reason text,
+                paused_at bigint,
+                webhook text,
+                probe_at timestamptz
+            )
+            """,
+        ],
     ]
 
     /// The newest version this release knows.

@@ -135,3 +135,42 @@ public struct DeadlineWebhookGuards: SharedWebhookGuards {
         try await withQueryDeadline(limit, "recording on the circuit breaker") { [guards] in try await guards.record(key, success: success, rule: rule) }
     }
 }
+
+/// The shared pauses with ``withQueryDeadline(_:_:_:)`` around every call.
+public struct DeadlinePauses: SharedPauses {
+    let pauses: any SharedPauses
+    let limit: Duration
+
+    public init(_ pauses: any SharedPauses, limit: Duration) {
+        self.pauses = pauses
+        self.limit = limit
+    }
+
+    public func pause(of subscription: String) async throws -> SubscriptionPause? {
+        try await withQueryDeadline(limit, "reading the pause of \(subscription)") { [pauses] in try await pauses.pause(of: subscription) }
+    }
+
+    public func countDeadLetters(
+        _ subscription: String, events: Int, pauseAfter: Int, pause: @escaping @Sendable (_ count: Int) -> SubscriptionPause, probeEvery: Duration
+    ) async throws -> (pause: SubscriptionPause, madeNow: Bool)? {
+        try await withQueryDeadline(limit, "counting dead letters of \(subscription)") { [pauses] in
+            try await pauses.countDeadLetters(subscription, events: events, pauseAfter: pauseAfter, pause: pause, probeEvery: probeEvery)
+        }
+    }
+
+    @discardableResult
+    public func delivered(_ subscription: String) async throws -> Bool {
+        try await withQueryDeadline(limit, "counting a delivery of \(subscription)") { [pauses] in try await pauses.delivered(subscription) }
+    }
+
+    public func takeProbe(_ subscription: String, probeEvery: Duration) async throws -> Bool {
+        try await withQueryDeadline(limit, "taking the probe of \(subscription)") { [pauses] in
+            try await pauses.takeProbe(subscription, probeEvery: probeEvery)
+        }
+    }
+
+    @discardableResult
+    public func resume(_ subscription: String) async throws -> Bool {
+        try await withQueryDeadline(limit, "resuming \(subscription)") { [pauses] in try await pauses.resume(subscription) }
+    }
+}

@@ -62,6 +62,7 @@ struct PostgresStatusReport: Sendable {
         var pending: Int
         var deadLetters: Int
         var inFlight: [PostgresStatus.InFlight]
+        var pause: SubscriptionPause?
     }
 
     var sources: [Source]
@@ -78,10 +79,12 @@ struct PostgresStatusReport: Sendable {
             sources.append(Source(name: source.name, marks: try await ingest.marks(of: source.name), holder: holder))
         }
         let (depths, letters, inFlight) = (try await status.queueDepths(), try await status.deadLetterCounts(), try await status.inFlight())
-        let subscriptions = config.subscriptions.map { subscription in
-            Subscription(
-                name: subscription.name, pending: depths[subscription.name] ?? 0, deadLetters: letters[subscription.name] ?? 0,
-                inFlight: inFlight.filter { $0.subscription == subscription.name })
+        var subscriptions: [Subscription] = []
+        for subscription in config.subscriptions {
+            subscriptions.append(
+                Subscription(
+                    name: subscription.name, pending: depths[subscription.name] ?? 0, deadLetters: letters[subscription.name] ?? 0,
+                    inFlight: inFlight.filter { $0.subscription == subscription.name }, pause: try await PostgresPauses(database).pause(of: subscription.name)))
         }
         return PostgresStatusReport(sources: sources, subscriptions: subscriptions)
     }
@@ -110,6 +113,7 @@ struct PostgresStatusReport: Sendable {
                 line += "; in flight: " + subscription.inFlight.map { "\($0.instance) \($0.requests) requests (\($0.deliveries) events)" }
                     .joined(separator: ", ")
             }
+            if let pause = subscription.pause { line += "; PAUSED since \(pause.since.iso8601): \(pause.reason)" }
             lines.append(line)
         }
         return lines
@@ -138,6 +142,7 @@ struct PostgresStatusReport: Sendable {
             .object(JSONObject([
                 ("name", .string(subscription.name)), ("pending", number(subscription.pending)), ("deadLetters", number(subscription.deadLetters)),
                 ("inFlight", .array(subscription.inFlight.map(inFlight))),
+                ("paused", subscription.pause.map { .object(JSONObject([("since", .string($0.since.iso8601)), ("reason", .string($0.reason))])) } ?? .null),
             ]))
         }
         return .object(JSONObject([

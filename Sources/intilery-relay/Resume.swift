@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import RelayCore
+import RelayPostgres
 
 struct Resume: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
@@ -8,7 +9,7 @@ struct Resume: AsyncParsableCommand {
         discussion: """
             A subscription pauses after webhook.pauseAfter consecutive dead letters (status says why). This lifts the \
             pause in the state store; a running daemon picks it up within a second and sends again. Safe while the \
-            daemon runs; needs none of the config's secrets.
+            daemon runs; needs none of the config's secrets. On PostgreSQL the pause is lifted for every instance.
             """
     )
 
@@ -22,6 +23,12 @@ struct Resume: AsyncParsableCommand {
         guard config.subscriptions.contains(where: { $0.name == subscription }) else {
             printToStandardError("intilery-relay: no subscription named \(subscription) in the config")
             throw ExitCode(64)
+        }
+        if case .postgres(let postgres) = config.store {
+            let subscription = subscription
+            let resumed = try await withPostgresState(postgres, configFile: store.config) { try await PostgresPauses($0).resume(subscription) }
+            printLine(resumed ? "Resumed \(subscription) for every instance." : "\(subscription) is not paused.")
+            return
         }
         let stateStore = try openExistingState(directory)
         let resumed: Bool

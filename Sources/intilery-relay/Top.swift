@@ -118,11 +118,11 @@ struct Top: AsyncParsableCommand {
             })
         lines.append("")
         lines += Table.render(
-            header: ["SUBSCRIPTION", "QUEUED", "IN FLIGHT", "DEAD LETTERS", "IN FLIGHT BY INSTANCE"],
+            header: ["SUBSCRIPTION", "QUEUED", "IN FLIGHT", "DEAD LETTERS", "PAUSED", "IN FLIGHT BY INSTANCE"],
             rows: report.subscriptions.map { subscription in
                 [
                     subscription.name, String(subscription.pending), String(subscription.inFlight.reduce(0) { $0 + $1.requests }),
-                    String(subscription.deadLetters),
+                    String(subscription.deadLetters), subscription.pause == nil ? "no" : "PAUSED",
                     subscription.inFlight.isEmpty ? "-" : subscription.inFlight.map { "\($0.instance) \($0.requests)" }.joined(separator: ", "),
                 ]
             })

@@ -122,7 +122,36 @@ struct PostgresStateCommandsTests {
                 #expect(columns.count == 5 && columns[2].hasPrefix("1m3") && columns[3] == "relay-a/11" && columns[4].hasPrefix("4m"), "\(top.standardOutput)")
                 // Three queued (two of them in flight on relay-b), four dead letters.
                 let subscription = (lines.first { $0.hasPrefix("all ") } ?? "").split(separator: " ", omittingEmptySubsequences: true)
-                #expect(subscription.map(String.init) == ["all", "3", "2", "4", "relay-b/22", "2"], "\(top.standardOutput)")
+                #expect(subscription.map(String.init) == ["all", "3", "2", "4", "no", "relay-b/22", "2"], "\(top.standardOutput)")
+            }
+        }
+    }
+
+    /// A pause made by any instance shows in `status` and `top`, and `resume` lifts it for all of them.
+    @Test func statusShowsAPauseAndResumeLiftsItForEveryInstance() async throws {
+        try await Self.withSchema { schema, run in
+            try await TestPostgres.withDatabase(schema: schema) { database in
+                try await PostgresSchema.migrate(database)
+                let since = Timestamp(millisecondsSinceEpoch: 1_714_521_600_000)
+                _ = try await PostgresPauses(database).countDeadLetters(
+                    "all", events: 5, pauseAfter: 5,
+                    pause: { SubscriptionPause(reason: "paused after \($0) consecutive dead letters (HTTP 401)", since: since, webhook: "w") },
+                    probeEvery: .seconds(300))
+
+                let status = try await run(["status"])
+                #expect(
+                    status.standardOutput.contains("subscription all: 0 pending, 0 dead letters, none in flight; PAUSED since 2024-05-01T00:00:00.000Z: paused after 5 consecutive dead letters (HTTP 401)"),
+                    "\(status.standardOutput)\(status.standardError)")
+                let json = try JSONParser.parse(Array(try await run(["status", "--json"]).standardOutput.utf8))
+                let paused = json.objectValue?["subscriptions"]?.arrayValue?.first?.objectValue?["paused"]?.objectValue
+                #expect(paused?["reason"]?.stringValue == "paused after 5 consecutive dead letters (HTTP 401)")
+                #expect(try await run(["top"]).standardOutput.contains(" PAUSED "))
+
+                let resumed = try await run(["resume", "--subscription", "all"])
+                #expect(resumed.status == 0 && resumed.standardOutput == "Resumed all for every instance.\n", "\(resumed.standardOutput)\(resumed.standardError)")
+                #expect(try await PostgresPauses(database).pause(of: "all") == nil)
+                #expect(try await run(["resume", "--subscription", "all"]).standardOutput == "all is not paused.\n")
+                #expect(try await run(["resume", "--subscription", "nope"]).status == 64)
             }
         }
     }

@@ -32,7 +32,8 @@ struct ClaimDispatcherTests {
             var logger = Logger(label: "test")
             logger.logLevel = .critical
             return ClaimDispatcher(
-                subscription: subscription, queue: deliveries, guards: PostgresWebhookGuards(database), http: http, instance: instance,
+                subscription: subscription, queue: deliveries, guards: PostgresWebhookGuards(database), pauses: PostgresPauses(database),
+                http: http, instance: instance,
                 time: .system, logger: logger, visibility: visibility, idleCheck: .milliseconds(20))
         }
 
@@ -199,5 +200,64 @@ extension ClaimDispatcherTests {
             #expect(sent <= 5 + 6, "\(sent) requests reached a webhook whose breaker was open for every instance")
             #expect(try await fixture.depth("down") == 200, "nothing lost")
         }
+    }
+}
+
+extension ClaimDispatcherTests {
+    /// `pauseAfter` dead letters in a row, counted across two instances, pause the subscription for both: what is
+    /// left stays queued, a failed probe is not dead-lettered, and a `resume` from anywhere lets both send again.
+    @Test func deadLettersInARowPauseEveryInstanceUntilResumed() async throws {
+        try await withFixture { fixture in
+            let subscription = fixture.subscription("paused") {
+                $0.pauseAfter = 3
+                $0.concurrency = 1
+            }
+            fixture.receiver.script("/hooks/paused", [], then: .status(400))
+            let ids = try await fixture.queue(40, for: ["paused"])
+            let letters = PostgresDeadLetters(fixture.database)
+            let pauses = PostgresPauses(fixture.database)
+            let stop = StopSignal()
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                for instance in ["relay-1", "relay-2"] {
+                    let dispatcher = fixture.dispatcher(subscription, instance: instance)
+                    group.addTask { await dispatcher.run(stop: stop) }
+                }
+                defer { stop.fire() }
+                #expect(try await fixture.until { try await pauses.pause(of: "paused") != nil })
+                let pause = try #require(try await pauses.pause(of: "paused"))
+                #expect(pause.reason.hasPrefix("paused after ") && pause.reason.hasSuffix(" consecutive dead letters (HTTP 400)"), "\(pause.reason)")
+
+                // A probe due now: one instance sends one event; its 400 keeps it queued, not dead-lettered.
+                let sentBeforeProbe = fixture.eventIDs(sentTo: "paused").count
+                try await fixture.client.query(
+                    "UPDATE \(unescaped: fixture.database.schema).subscription_pause SET probe_at = now() - interval '1 second'")
+                #expect(await fixture.receiver.waitUntil { $0.requests(to: "/hooks/paused").count > sentBeforeProbe })
+                // Every outcome recorded, the probe's too.
+                #expect(try await fixture.until { try await PostgresStatus(fixture.database).inFlight().isEmpty })
+                let deadLettered = try await letters.countDeadLetters(DeadLetterFilter())
+                #expect(deadLettered == 3, "the third in a row pauses; a request the other instance had out stays queued")
+                // Three dead letters, at most one out on the other instance, and the probe.
+                #expect(fixture.eventIDs(sentTo: "paused").count <= 5, "only the probe went while paused")
+                #expect(try await fixture.depth("paused") == 37)
+
+                fixture.receiver.script("/hooks/paused", [], then: .ok)
+                #expect(try await pauses.resume("paused"))
+                #expect(try await fixture.until { try await fixture.depth("paused") == 0 })
+                #expect(try await letters.countDeadLetters(DeadLetterFilter()) == deadLettered, "nothing dead-lettered after the pause")
+                #expect(Set(fixture.eventIDs(sentTo: "paused")) == Set(ids))
+            }
+        }
+    }
+}
+
+extension ClaimDispatcherTests.Fixture {
+    /// Whether `condition` came true within 30 s, read every 20 ms.
+    func until(_ condition: () async throws -> Bool) async throws -> Bool {
+        let deadline = ContinuousClock.now + .seconds(30)
+        while ContinuousClock.now < deadline {
+            if try await condition() { return true }
+            try await Task.sleep(for: .milliseconds(20))
+        }
+        return false
     }
 }

@@ -7,9 +7,9 @@ import Synchronization
 /// that an outcome arriving after its claim timed out (the rows went to another instance) changes nothing. The
 /// webhook's rate limit and circuit breaker are shared too: they hold for all instances together.
 ///
-/// The retry rules are the single-instance ``Dispatcher``'s (``DeliveryPolicy``). It does not (yet) pause a
-/// subscription after `pauseAfter` failures, nor narrow its concurrency on a 429 without `Retry-After`; a 429's
-/// `Retry-After` still sets when its rows are next due.
+/// The retry rules are the single-instance ``Dispatcher``'s (``DeliveryPolicy``), and so is the pause after
+/// `pauseAfter` dead letters in a row, counted for all instances together. It does not (yet) narrow its concurrency
+/// on a 429 without `Retry-After`; a 429's `Retry-After` still sets when its rows are next due.
 public final class ClaimDispatcher<C: Clock>: Sendable where C.Duration == Duration, C: Sendable {
     /// Signalled when this instance's poller queued rows for the subscription, or a request ended: the loop
     /// claims again at once instead of at its next idle check.
@@ -18,6 +18,7 @@ public final class ClaimDispatcher<C: Clock>: Sendable where C.Duration == Durat
     private let subscription: SubscriptionConfig
     private let queue: any ClaimQueue
     private let guards: any SharedWebhookGuards
+    private let pauses: any SharedPauses
     private let http: CurlHTTPClient
     private let instance: String
     private let time: RelayTime<C>
@@ -42,16 +43,35 @@ public final class ClaimDispatcher<C: Clock>: Sendable where C.Duration == Durat
     public let visibility: Duration
     /// How often an idle loop looks for rows that others queued or put back, or whose retry came due.
     private let idleCheck: Duration
+    private let pause = Mutex(PauseState())
+    private let webhookFingerprint: String
+
+    /// The subscription's pause as this instance last read it, and its part in probing.
+    private struct PauseState {
+        var pause: SubscriptionPause?
+        /// When the pause was last read: another instance may pause or probe, `resume` may lift it.
+        var readAt: ContinuousClock.Instant?
+        /// The claim this instance sends as the paused subscription's probe.
+        var probe: Int64?
+        /// Whether a dead letter was counted since this instance last told the store of a delivery: only then is a
+        /// delivery worth a write (true at start: an earlier run may have left a count).
+        var deadLetterSinceDelivery = true
+    }
+
+    /// How often a paused subscription's state is read again: a `resume` from anywhere is seen within it.
+    static var pauseReadInterval: Duration { .seconds(1) }
 
     /// A dispatcher for `subscription` on `queue`, claiming as `instance`; `visibility` is twice the webhook's
     /// timeout and 10 s unless given.
     public init(
-        subscription: SubscriptionConfig, queue: any ClaimQueue, guards: any SharedWebhookGuards, http: CurlHTTPClient,
-        instance: String, time: RelayTime<C>, logger: Logger, visibility: Duration? = nil, idleCheck: Duration = .milliseconds(250)
+        subscription: SubscriptionConfig, queue: any ClaimQueue, guards: any SharedWebhookGuards, pauses: any SharedPauses,
+        http: CurlHTTPClient, instance: String, time: RelayTime<C>, logger: Logger, visibility: Duration? = nil,
+        idleCheck: Duration = .milliseconds(250)
     ) {
         self.subscription = subscription
         self.queue = queue
         self.guards = guards
+        self.pauses = pauses
         self.http = http
         self.instance = instance
         self.time = time
@@ -61,7 +81,8 @@ public final class ClaimDispatcher<C: Clock>: Sendable where C.Duration == Durat
         builder = WebhookRequestBuilder(subscription: subscription)
         policy = DeliveryPolicy(retry: subscription.webhook.retry)
         metrics = SubscriptionMetrics(subscription: subscription.name)
-        guardKey = "webhook/" + WebhookRequestBuilder.fingerprint(of: subscription.webhook)
+        webhookFingerprint = WebhookRequestBuilder.fingerprint(of: subscription.webhook)
+        guardKey = "webhook/" + webhookFingerprint
         breakerRule = SharedBreakerRule(probeTimeout: subscription.webhook.timeout + .seconds(5))
         self.visibility = visibility ?? subscription.webhook.timeout * 2 + .seconds(10)
         self.idleCheck = idleCheck
@@ -111,6 +132,8 @@ public final class ClaimDispatcher<C: Clock>: Sendable where C.Duration == Durat
                     }
                 } catch is BreakerWait {
                     // Fall through to the wait: the breaker said when to look again.
+                } catch is PausedWait {
+                    // Paused, and no probe for this instance now.
                 } catch {
                     failures += 1
                     logger.warning("could not claim deliveries; retrying", metadata: ["error": "\(error)", "failures": "\(failures)"])
@@ -125,10 +148,13 @@ public final class ClaimDispatcher<C: Clock>: Sendable where C.Duration == Durat
     /// The breaker is open for every instance: nothing is claimed until it lets a request (or a probe) go.
     private struct BreakerWait: Error {}
 
+    /// The subscription is paused and this instance has no probe to send now.
+    private struct PausedWait: Error {}
+
     private func claimForFreeSlots() async throws -> [ClaimedRequest] {
         let free = slots - inFlight.withLock { $0 }
         guard free > 0 else { return [] }
-        let wanted: Int
+        var wanted: Int
         switch try await guards.permission(guardKey, rule: breakerRule) {
         case .send: wanted = free
         case .probe:
@@ -136,6 +162,9 @@ public final class ClaimDispatcher<C: Clock>: Sendable where C.Duration == Durat
             probing.withLock { $0 = true }
         case .wait: throw BreakerWait()
         }
+        let probe = try await mayProbe()
+        if probe == false { throw PausedWait() }
+        if probe == true { wanted = 1 }
         let batchSize = max(subscription.webhook.batchSize, 1)
         let claims: [ClaimedRequest]
         if strict {
@@ -144,7 +173,106 @@ public final class ClaimDispatcher<C: Clock>: Sendable where C.Duration == Durat
             claims = try await queue.claim(subscription.name, requests: wanted, batchSize: batchSize, by: instance, visibility: visibility)
         }
         inFlight.withLock { $0 += claims.count }
+        if probe == true { pause.withLock { $0.probe = claims.first?.token } }
         return claims
+    }
+
+    // MARK: - Pausing after repeated dead letters
+
+    /// Nil when the subscription is not paused; when it is, whether this instance sends its next probe (one
+    /// instance at a time, one probe every ``Dispatcher/probeInterval``). The pause is read again once a
+    /// ``pauseReadInterval`` has passed, and a pause made with another webhook is lifted (the config changed it).
+    private func mayProbe() async throws -> Bool? {
+        let now = ContinuousClock.now
+        let (known, readAt, probeOut) = pause.withLock { ($0.pause, $0.readAt, $0.probe != nil) }
+        if let readAt, readAt.duration(to: now) < Self.pauseReadInterval { return known.map { _ in false } }
+        var current = try await pauses.pause(of: subscription.name)
+        if let stored = current, stored.webhook != webhookFingerprint {
+            try await pauses.resume(subscription.name)
+            logger.notice("resumed: the webhook changed", metadata: ["was": "\(stored.reason)"])
+            current = nil
+        }
+        pause.withLock {
+            $0.pause = current
+            $0.readAt = now
+        }
+        switch (known, current) {
+        case (nil, let made?):
+            metrics.paused.record(1)
+            logger.warning("\(made.reason) (paused for every instance); one queued event probes every 5 minutes", metadata: ["since": "\(made.since.iso8601)"])
+        case (_?, nil):
+            metrics.paused.record(0)
+            logger.notice("resumed")
+        default: break
+        }
+        guard current != nil else { return nil }
+        guard !probeOut else { return false }
+        return try await pauses.takeProbe(subscription.name, probeEvery: Dispatcher<C>.probeInterval)
+    }
+
+    /// While paused nothing is dead-lettered: a failed probe's rows stay queued, due at once, for the next probe.
+    private func decisionWhilePaused(_ decision: DeliveryOutcome.Decision, token: Int64) -> DeliveryOutcome.Decision {
+        pause.withLock { state in
+            if state.probe == token { state.probe = nil }
+            guard state.pause != nil, case .deadLetter = decision else { return decision }
+            return .retry(at: time.now())
+        }
+    }
+
+    /// Counts a decision towards `pauseAfter` in the shared count: a dead letter adds to it, and pauses the
+    /// subscription for every instance when it reaches `pauseAfter`; a delivery zeroes it and lifts a pause. A dead
+    /// letter that finds the subscription paused by another instance is not one: it stays queued for the probes.
+    private func countTowardsPause(_ decision: DeliveryOutcome.Decision, events: Int) async -> DeliveryOutcome.Decision {
+        let pauseAfter = subscription.webhook.pauseAfter
+        do {
+            switch decision {
+            case .delivered:
+                let worthWriting = pause.withLock { state in
+                    defer { state.deadLetterSinceDelivery = false }
+                    return state.deadLetterSinceDelivery || state.pause != nil
+                }
+                guard worthWriting else { return decision }
+                if try await pauses.delivered(subscription.name) {
+                    pause.withLock { $0.pause = nil }
+                    metrics.paused.record(0)
+                    logger.notice("resumed: a probe was delivered")
+                    wakeup.signal()
+                }
+                return decision
+            case .retry:
+                return decision
+            case .deadLetter(let reason):
+                pause.withLock { $0.deadLetterSinceDelivery = true }
+                guard pauseAfter > 0 else { return decision }
+                let (fingerprint, now) = (webhookFingerprint, time.now())
+                let why = reason.hasPrefix("http_") ? "HTTP " + reason.dropFirst(5) : reason
+                let counted = try await pauses.countDeadLetters(
+                    subscription.name, events: events, pauseAfter: pauseAfter,
+                    pause: { SubscriptionPause(reason: "paused after \($0) consecutive dead letters (\(why))", since: now, webhook: fingerprint) },
+                    probeEvery: Dispatcher<C>.probeInterval)
+                guard let (inForce, madeNow) = counted else { return decision }
+                let known = pause.withLock { state -> Bool in
+                    defer {
+                        state.pause = inForce
+                        state.readAt = .now
+                    }
+                    return state.pause != nil
+                }
+                if madeNow {
+                    metrics.paused.record(1)
+                    logger.error("\(inForce.reason) for every instance; one queued event probes every 5 minutes; `intilery-relay resume` resumes it now")
+                    return decision
+                }
+                if !known {
+                    metrics.paused.record(1)
+                    logger.warning("\(inForce.reason) (paused by another instance); one queued event probes every 5 minutes")
+                }
+                return .retry(at: now)
+            }
+        } catch {
+            logger.warning("could not count the outcome towards pauseAfter", metadata: ["error": "\(error)"])
+            return decision
+        }
     }
 
     private func idle(for duration: Duration, stop: StopSignal) async {
@@ -231,9 +359,13 @@ public final class ClaimDispatcher<C: Clock>: Sendable where C.Duration == Durat
         let deliveries = claim.deliveries
         let attempts = (deliveries.map(\.attempts).max() ?? 0) + 1
         var random = SystemRandomNumberGenerator()
-        let decision = policy.decide(
-            status: answer.status, transportError: answer.transportError, retryAfter: answer.retryAfter, attempts: attempts,
-            queuedAt: deliveries.map(\.queuedAt).min() ?? attemptedAt, now: time.now(), random: &random)
+        let decided = decisionWhilePaused(
+            policy.decide(
+                status: answer.status, transportError: answer.transportError, retryAfter: answer.retryAfter, attempts: attempts,
+                queuedAt: deliveries.map(\.queuedAt).min() ?? attemptedAt, now: time.now(), random: &random),
+            token: claim.token)
+        await recordBreaker(answer)
+        let decision = await countTowardsPause(decided, events: deliveries.count)
         metrics.latency.recordNanoseconds(Int64((ContinuousClock.now - started) / .nanoseconds(1)))
         metrics.record(decision, events: deliveries.count)
         if case .deadLetter(let reason) = decision {
@@ -241,7 +373,6 @@ public final class ClaimDispatcher<C: Clock>: Sendable where C.Duration == Durat
                 "dead-lettered", metadata: ["events": "\(deliveries.count)", "first_event": "\(deliveries[0].eventID)", "reason": "\(reason)",
                                             "attempts": "\(attempts)"])
         }
-        await recordBreaker(answer)
         return DeliveryOutcome(
             deliveries: deliveries, decision: decision, attemptedAt: attemptedAt, status: answer.status, error: answer.errorText,
             responseSnippet: answer.snippet)

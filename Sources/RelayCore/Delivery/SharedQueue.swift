@@ -85,3 +85,28 @@ public protocol SharedWebhookGuards: Sendable {
     @discardableResult
     func record(_ key: String, success: Bool, rule: SharedBreakerRule) async throws -> SharedBreakerChange?
 }
+
+/// Pauses after `pauseAfter` dead letters in a row, held for every instance together: the count is shared, one
+/// instance at a time probes a paused subscription, and `resume` from anywhere lifts it.
+public protocol SharedPauses: Sendable {
+    /// The subscription's pause, if it is paused.
+    func pause(of subscription: String) async throws -> SubscriptionPause?
+
+    /// Counts `events` more dead letters in a row; once the count reaches `pauseAfter`, pauses the subscription
+    /// with `pause` (its first probe `probeEvery` later). Returns the pause in force, and whether this call made
+    /// it; nil when the subscription is not paused.
+    func countDeadLetters(_ subscription: String, events: Int, pauseAfter: Int, pause: @escaping @Sendable (_ count: Int) -> SubscriptionPause, probeEvery: Duration)
+        async throws -> (pause: SubscriptionPause, madeNow: Bool)?
+
+    /// A delivery: the count starts again, and a pause lifts; whether one did.
+    @discardableResult
+    func delivered(_ subscription: String) async throws -> Bool
+
+    /// Whether this caller sends the paused subscription's next probe: true for one caller, of any instance, once
+    /// the probe is due; the one after is due `probeEvery` later.
+    func takeProbe(_ subscription: String, probeEvery: Duration) async throws -> Bool
+
+    /// Lifts a pause (`intilery-relay resume`, or the webhook changed); false when it was not paused.
+    @discardableResult
+    func resume(_ subscription: String) async throws -> Bool
+}
