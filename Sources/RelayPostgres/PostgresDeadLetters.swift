@@ -49,32 +49,11 @@ public struct PostgresDeadLetters: DeadLetterStore, PostgresPart {
             var letters: [(id: Int64, subscription: String, source: String, eventID: String, time: Int64, action: String, timeValue: String, payload: ByteBuffer)] = []
             for try await letter in rows.decode((Int64, String, String, String, Int64, String, String, ByteBuffer).self) { letters.append(letter) }
             var queued = 0
+            let deliveries = PostgresDeliveries(database)
             for letter in letters {
-                // The event's row, stored again unless another subscription still holds it.
-                let stored = try await connection.query(
-                    """
-                    INSERT INTO \(unescaped: schema).event AS e (source, event_id, event_time, action, time_value, payload, queued_at, pending)
-                    VALUES (\(letter.source), \(letter.eventID), \(letter.time), \(letter.action), \(letter.timeValue), \(letter.payload),
-                            \(now.millisecondsSinceEpoch), 0)
-                    ON CONFLICT (source, event_time, event_id) DO UPDATE SET queued_at = greatest(e.queued_at, excluded.queued_at)
-                    RETURNING id, pending
-                    """, logger: logger)
-                var row: (event: Int64, pending: Int)?
-                for try await stored in stored.decode((Int64, Int).self) { row = stored }
-                guard let (event, pending) = row else { continue }
-                let delivery = try await connection.query(
-                    """
-                    INSERT INTO \(unescaped: schema).delivery (subscription, event, event_time, unit)
-                    VALUES (\(letter.subscription), \(event), \(letter.time), \(event)) ON CONFLICT DO NOTHING RETURNING event
-                    """, logger: logger)
-                if try await count(delivery) > 0 {
-                    queued += 1
-                    try await connection.query(
-                        "UPDATE \(unescaped: schema).event SET pending = pending + 1 WHERE id = \(event)", logger: logger)
-                } else if pending == 0 {
-                    // Stored just now for a delivery that was queued already: no row without a delivery stays.
-                    try await connection.query("DELETE FROM \(unescaped: schema).event WHERE id = \(event)", logger: logger)
-                }
+                let event = PostgresDeliveries.StoredEvent(
+                    id: letter.eventID, time: letter.time, action: letter.action, timeValue: letter.timeValue, payload: letter.payload)
+                if try await deliveries.requeue(event, source: letter.source, for: letter.subscription, now: now, on: connection) { queued += 1 }
             }
             try await connection.query("DELETE FROM \(unescaped: schema).dead_letter WHERE id = ANY(\(letters.map(\.id)))", logger: logger)
             return (letters.count, queued)

@@ -70,6 +70,55 @@ public struct PostgresDeliveries: ClaimQueue, PostgresPart {
         }
     }
 
+    /// An event as stored: what a replay queues again.
+    public struct StoredEvent: Sendable {
+        public let id: String
+        public let time: Int64
+        public let action: String
+        public let timeValue: String
+        public let payload: ByteBuffer
+
+        public init(id: String, time: Int64, action: String, timeValue: String, payload: ByteBuffer) {
+            (self.id, self.time, self.action, self.timeValue, self.payload) = (id, time, action, timeValue, payload)
+        }
+
+        public init(_ event: Event) {
+            self.init(
+                id: event.id, time: event.time.millisecondsSinceEpoch, action: event.action, timeValue: event.timeValue.description,
+                payload: ByteBuffer(bytes: event.raw))
+        }
+    }
+
+    /// Queues `event` of `source` for `subscription` again (a replay), due at once with fresh attempts, on
+    /// `connection`: the event's row is reused while another delivery still holds it, and an event still queued
+    /// for the subscription is not queued twice. Whether it queued a delivery.
+    public func requeue(_ event: StoredEvent, source: String, for subscription: String, now: Timestamp, on connection: PostgresConnection) async throws -> Bool {
+        let stored = try await connection.query(
+            """
+            INSERT INTO \(unescaped: schema).event AS e (source, event_id, event_time, action, time_value, payload, queued_at, pending)
+            VALUES (\(source), \(event.id), \(event.time), \(event.action), \(event.timeValue), \(event.payload), \(now.millisecondsSinceEpoch), 0)
+            ON CONFLICT (source, event_time, event_id) DO UPDATE SET queued_at = greatest(e.queued_at, excluded.queued_at)
+            RETURNING id, pending
+            """, logger: logger)
+        var row: (event: Int64, pending: Int)?
+        for try await stored in stored.decode((Int64, Int).self) { row = stored }
+        guard let (id, pending) = row else { return false }
+        let delivery = try await connection.query(
+            """
+            INSERT INTO \(unescaped: schema).delivery (subscription, event, event_time, unit)
+            VALUES (\(subscription), \(id), \(event.time), \(id)) ON CONFLICT DO NOTHING RETURNING event
+            """, logger: logger)
+        if try await count(delivery) > 0 {
+            try await connection.query("UPDATE \(unescaped: schema).event SET pending = pending + 1 WHERE id = \(id)", logger: logger)
+            return true
+        }
+        if pending == 0 {
+            // Stored just now for a delivery that was queued already: no row without a delivery stays.
+            try await connection.query("DELETE FROM \(unescaped: schema).event WHERE id = \(id)", logger: logger)
+        }
+        return false
+    }
+
     private struct EventKey: Hashable {
         let id: String
         let time: Int64

@@ -150,6 +150,21 @@ public enum PostgresSchema {
             )
             """,
         ],
+        [
+            // `intilery-relay replay` requests, carried out by whichever instance polls the subscription's source.
+            """
+            CREATE TABLE {schema}.replay_request (
+                id bigserial PRIMARY KEY,
+                subscription text NOT NULL,
+                since bigint NOT NULL,
+                until bigint NOT NULL,
+                position bigint NOT NULL,
+                queued integer NOT NULL DEFAULT 0,
+                requested_at bigint NOT NULL,
+                finished_at bigint
+            )
+            """,
+        ],
     ]
 
     /// The newest version this release knows.

@@ -4,10 +4,12 @@ import RelayCore
 /// A source's polling state on PostgreSQL, for the ``Poller``: every write is fenced by the source's lease as this
 /// instance holds it now, so a poller whose lease was taken over (it stalled, or lost the network) commits nothing.
 ///
-/// Subscription cursors (catch-up, replays) and `maxQueued` are SQLite's only so far: on PostgreSQL every
-/// subscription is fed by the shared poll, and a queue is not bounded.
-public final class PostgresSourceStore: SourceStore {
+/// Replays are carried out here too, each page under the lease. Subscription cursors (catch-up) and `maxQueued`
+/// for the shared poll are SQLite's only so far: on PostgreSQL every subscription is fed by the shared poll, and
+/// its queue is bounded for replays only.
+public final class PostgresSourceStore: SourceStore, ReplayStore {
     private let ingest: PostgresIngest
+    private let replays: PostgresReplays
     private let held = Mutex<[String: Lease]>([:])
     /// The deadline of every call (``withQueryDeadline(_:_:_:)``).
     private let limit: Duration
@@ -15,6 +17,7 @@ public final class PostgresSourceStore: SourceStore {
     /// The state of the sources in `database`; each call gives up after `limit`.
     public init(_ database: RelayDatabase, limit: Duration = .seconds(45)) {
         ingest = PostgresIngest(database)
+        replays = PostgresReplays(database)
         self.limit = limit
     }
 
@@ -67,6 +70,31 @@ public final class PostgresSourceStore: SourceStore {
 
     public func queueDepth(_ subscription: String) async throws -> Int {
         try await withQueryDeadline(limit, "counting the queue of \(subscription)") { [ingest] in try await ingest.queueDepth(subscription) }
+    }
+
+    public func requestReplay(subscription: String, since: Timestamp, until: Timestamp, now: Timestamp) async throws -> Int64 {
+        try await withQueryDeadline(limit, "recording a replay of \(subscription)") { [replays] in
+            try await replays.requestReplay(subscription: subscription, since: since, until: until, now: now)
+        }
+    }
+
+    public func replayRequest(_ id: Int64) async throws -> ReplayRequest? {
+        try await withQueryDeadline(limit, "reading replay request \(id)") { [replays] in try await replays.replayRequest(id) }
+    }
+
+    public func pendingReplays(of subscriptions: [String]) async throws -> [ReplayRequest] {
+        try await withQueryDeadline(limit, "reading replay requests") { [replays] in try await replays.pendingReplays(of: subscriptions) }
+    }
+
+    public func queueReplay(_ id: Int64, source: String, events: [Event], through: Timestamp, limit: Int, now: Timestamp) async throws -> EnqueueResult {
+        let lease = try lease(of: source)
+        return try await withQueryDeadline(self.limit, "queueing \(events.count) replayed events of \(source)") { [replays] in
+            try await replays.queueReplay(id, source: source, events: events, through: through, limit: limit, now: now, by: lease)
+        }
+    }
+
+    public func finishReplay(_ id: Int64, now: Timestamp) async throws {
+        try await withQueryDeadline(limit, "finishing replay request \(id)") { [replays] in try await replays.finishReplay(id, now: now) }
     }
 }
 

@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import RelayCore
+import RelayPostgres
 
 struct Replay: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
@@ -51,42 +52,70 @@ struct Replay: AsyncParsableCommand {
             printToStandardError("intilery-relay: nothing to replay: --since must be before --until and before now")
             throw ExitCode(64)
         }
+        let name = subscription
+        if case .postgres(let postgres) = config.store {
+            let source = config.subscriptions.first { $0.name == name }?.source ?? ""
+            try await withPostgresState(postgres, configFile: store.config) { database in
+                let replays = PostgresReplays(database)
+                try await carryOut(
+                    record: { try await replays.requestReplay(subscription: name, since: start, until: end, now: now) },
+                    read: { try await replays.replayRequest($0) },
+                    polled: {
+                        let key = PostgresSourceStore.leaseKey(of: source)
+                        return try await PostgresStatus(database).holders().contains { $0.key == key && $0.expiresIn != nil }
+                    },
+                    start: start, end: end,
+                    where: (polled: "the instance polling \(source) picks it up within one poll interval.",
+                            unpolled: "no instance polls \(source) now: the next one to take it picks it up."))
+            }
+            return
+        }
         let stateStore: StateStore
-        let id: Int64
+        do { stateStore = try openExistingState(directory) }
         do {
-            stateStore = try openExistingState(directory)
-            id = try await stateStore.requestReplay(subscription: subscription, since: start, until: end, now: now)
+            try await carryOut(
+                record: { try await stateStore.requestReplay(subscription: name, since: start, until: end, now: now) },
+                read: { try await stateStore.replayRequest($0) }, polled: { Self.daemonIsRunning(directory) },
+                start: start, end: end,
+                where: (polled: "the daemon picks it up within one poll interval.",
+                        unpolled: "no daemon runs on this state now: the next start picks it up."))
         } catch let error as StoreError {
             throw exitForStoreError(error)
         }
-        let running = Self.daemonIsRunning(directory)
+    }
+
+    /// Records the request; with --wait, follows it until the range has been read, while something polls the
+    /// subscription's source (`polled`).
+    private func carryOut(
+        record: () async throws -> Int64, read: (Int64) async throws -> ReplayRequest?, polled: () async throws -> Bool,
+        start: Timestamp, end: Timestamp, where says: (polled: String, unpolled: String)
+    ) async throws {
+        let id = try await record()
+        let running = try await polled()
         guard wait else {
-            printLine(
-                "Replay \(id) of \(subscription) from \(start.iso8601) to \(end.iso8601) recorded; "
-                    + (running ? "the daemon picks it up within one poll interval." : "no daemon runs on this state now: the next start picks it up."))
+            printLine("Replay \(id) of \(subscription) from \(start.iso8601) to \(end.iso8601) recorded; " + (running ? says.polled : says.unpolled))
             return
         }
         guard running else {
-            printToStandardError("intilery-relay: replay \(id) recorded, but no daemon runs on \(directory) to read it; it will at the next start")
+            printToStandardError("intilery-relay: replay \(id) recorded, but " + says.unpolled)
             throw ExitCode(1)
         }
         let progress = Progress()
         while true {
-            let request: ReplayRequest?
-            do { request = try await stateStore.replayRequest(id) } catch { throw exitForStoreError(error) }
+            let request = try await read(id)
             if let request, request.finishedAt == nil {
                 let span = Double(max(1, request.until.millisecondsSinceEpoch - request.since.millisecondsSinceEpoch))
-                let read = Double(request.position.millisecondsSinceEpoch - request.since.millisecondsSinceEpoch)
-                progress.show("read to \(request.position.iso8601) (\(Int(max(0, min(1, read / span)) * 100))%), \(request.queued) events queued")
+                let done = Double(request.position.millisecondsSinceEpoch - request.since.millisecondsSinceEpoch)
+                progress.show("read to \(request.position.iso8601) (\(Int(max(0, min(1, done / span)) * 100))%), \(request.queued) events queued")
             }
             if let request, request.finishedAt != nil {
                 progress.finish()
                 printLine("Replayed \(subscription) from \(start.iso8601) to \(end.iso8601): \(request.queued) events queued.")
                 return
             }
-            if !Self.daemonIsRunning(directory) {
+            if try await !polled() {
                 progress.finish()
-                printToStandardError("intilery-relay: the daemon stopped before replay \(id) was done; the next start goes on with it")
+                printToStandardError("intilery-relay: the relay stopped polling before replay \(id) was done; the next one to poll goes on with it")
                 throw ExitCode(1)
             }
             try await Task.sleep(for: .milliseconds(200))

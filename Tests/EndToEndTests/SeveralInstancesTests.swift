@@ -133,6 +133,43 @@ struct SeveralInstancesTests {
 extension SeveralInstancesTests {
     /// Starts three instances on a fresh schema with a backlog and a live stream; `body` gets them, the schema and
     /// the ids expected once the live stream is stopped.
+    /// `replay` with a PostgreSQL config, run while three instances deliver: the one polling the source reads the
+    /// range again and any instance delivers it, each replayed event once more under its first `webhook-id`.
+    @Test func aReplayIsCarriedOutByWhicheverInstancePollsTheSource() async throws {
+        try await DaemonTests.withSetup { setup in
+            setup.receiver.script("/hooks/all", [], then: .status(200, after: .milliseconds(2)))
+            try await Self.withThreeInstances(setup, backlog: 300) { _, schema in
+                #expect(await setup.receiver.waitUntil(timeout: .seconds(60)) { $0.successesByPath["/hooks/all", default: 0] >= 300 })
+                let backlog = setup.api.log.allEvents.prefix(300).sorted { $0.timestamp < $1.timestamp }
+                let since = Timestamp(millisecondsSinceEpoch: backlog[100].timestamp)
+                let until = Timestamp(millisecondsSinceEpoch: backlog[200].timestamp)
+                let inRange = Set(backlog.filter { $0.timestamp >= since.millisecondsSinceEpoch && $0.timestamp < until.millisecondsSinceEpoch }.map(\.eventID))
+                let firstIDs = Dictionary(
+                    setup.receiver.record.requests(to: "/hooks/all").compactMap { request in
+                        (try? JSONParser.parse(request.body))?.objectValue?["eventID"]?.stringValue.map { ($0, request.webhookID ?? "") }
+                    }, uniquingKeysWith: { first, _ in first })
+                var environment = setup.environment
+                environment["RELAY_POSTGRES_URL"] = try Self.config(setup, schema: schema, pollInterval: "1s").url
+                let replay = try await RelayBinary.run(
+                    ["replay", "--config", setup.configFile.path, "--subscription", "all", "--since", since.iso8601, "--until", until.iso8601, "--wait"],
+                    environment: environment)
+                #expect(replay.status == 0, "\(replay.standardError)")
+                #expect(replay.standardOutput.contains(": \(inRange.count) events queued."), "\(replay.standardOutput)")
+                #expect(await setup.receiver.waitUntil(timeout: .seconds(30)) { record in
+                    let again = record.requests(to: "/hooks/all").compactMap { (try? JSONParser.parse($0.body))?.objectValue?["eventID"]?.stringValue }
+                    return again.filter(inRange.contains).count >= 2 * inRange.count
+                })
+                let requests = setup.receiver.record.requests(to: "/hooks/all")
+                let replayed = requests.compactMap { request -> (String, String?)? in
+                    guard let id = (try? JSONParser.parse(request.body))?.objectValue?["eventID"]?.stringValue, inRange.contains(id) else { return nil }
+                    return (id, request.webhookID)
+                }
+                #expect(replayed.count == 2 * inRange.count, "each event in the range once more")
+                #expect(replayed.allSatisfy { firstIDs[$0.0] == $0.1 }, "under the webhook-id it first went with")
+            }
+        }
+    }
+
     static func withThreeInstances(
         _ setup: DaemonTests.Setup, backlog: Int = 1_500, subscription: String = #"{"name": "all", "webhook": {"url": "URL", "timeout": "5s"}}"#,
         socket: String? = TestPostgres.socket, _ body: ([RelayProcess], String) async throws -> Void

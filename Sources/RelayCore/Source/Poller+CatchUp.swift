@@ -21,21 +21,24 @@ extension Poller {
     /// whether any read.
     @discardableResult
     public func catchUp() async throws -> Bool {
-        guard let store = subscriptionCursors else { return false }
         var read = false
-        for cursor in try await store.subscriptionsNotCurrent(source: source.name) {
-            guard let subscription = subscriptions[cursor.subscription] else { continue }
-            read = try await catchUp(subscription, from: cursor, in: store) || read
+        if let store = subscriptionCursors {
+            for cursor in try await store.subscriptionsNotCurrent(source: source.name) {
+                guard let subscription = subscriptions[cursor.subscription] else { continue }
+                read = try await catchUp(subscription, from: cursor, in: store) || read
+            }
         }
-        for request in try await store.pendingReplays(of: subscriptions.names) {
-            guard let subscription = subscriptions[request.subscription] else { continue }
-            read = try await replay(request, for: subscription, in: store) || read
+        if let store = replays {
+            for request in try await store.pendingReplays(of: subscriptions.names) {
+                guard let subscription = subscriptions[request.subscription] else { continue }
+                read = try await replay(request, for: subscription, in: store) || read
+            }
         }
         return read
     }
 
     /// Reads a replay's range on from its position and queues what matches, under the original `webhook-id`s.
-    private func replay(_ request: ReplayRequest, for subscription: SubscriptionConfig, in store: StateStore) async throws -> Bool {
+    private func replay(_ request: ReplayRequest, for subscription: SubscriptionConfig, in store: any ReplayStore) async throws -> Bool {
         let limit = subscription.webhook.maxQueued
         // A replay that filled the queue waits, like a catch-up, until it has drained below half.
         let depth = try await store.queueDepth(subscription.name)
@@ -47,12 +50,12 @@ extension Poller {
                 ])
         }
         let router = Router(subscriptions: [subscription])
-        let (store, now, range) = (store, now, request.since..<request.until)
+        let (store, now, range, source) = (store, now, request.since..<request.until, source.name)
         if request.position < request.until {
             _ = try await walk.run(.catchUp, start: Self.queryStart(request.position), end: request.until, commit: { events, page in
                 let mine = events.filter { range.contains($0.time) && !router.route($0).isEmpty }
                 return try await store.queueReplay(
-                    request.id, events: mine, through: page.isLast ? range.upperBound : min(page.readThrough, range.upperBound), limit: limit,
+                    request.id, source: source, events: mine, through: page.isLast ? range.upperBound : min(page.readThrough, range.upperBound), limit: limit,
                     now: now())
             })
         }

@@ -27,9 +27,11 @@ public final class Poller<C: Clock>: Sendable where C.Duration == Duration, C: S
 
     let source: SourceConfig
     let store: any SourceStore
-    /// Where subscription cursors and replays are kept, for the catch-up edge: SQLite's store only, so far. Without
-    /// it every subscription of the source is fed by the shared poll.
+    /// Where subscription cursors are kept, for the catch-up edge: SQLite's store only, so far. Without it every
+    /// subscription of the source is fed by the shared poll.
     let subscriptionCursors: StateStore?
+    /// Where replay requests are kept, for the catch-up edge to carry out.
+    let replays: (any ReplayStore)?
     let time: RelayTime<C>
     private var clock: C { time.clock }
     var now: @Sendable () -> Timestamp { time.now }
@@ -61,6 +63,7 @@ public final class Poller<C: Clock>: Sendable where C.Duration == Duration, C: S
         self.metrics = metrics
         self.store = store
         subscriptionCursors = store as? StateStore
+        replays = store as? any ReplayStore
         self.time = time
         let inForce = SubscriptionsInForce(subscriptions)
         self.subscriptions = inForce

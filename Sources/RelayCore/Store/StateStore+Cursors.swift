@@ -118,7 +118,7 @@ extension StateStore {
         subscription: String, source: String, events: [Event], through: Timestamp, limit: Int, now: Timestamp
     ) async throws(StoreError) -> EnqueueResult {
         try await write("queueing \(events.count) events read for \(subscription)") { db in
-            let (result, position) = try Self.queue(events, for: subscription, through: through, upTo: limit, db, now: now)
+            let (result, position) = try Self.queue(events, of: source, for: subscription, through: through, upTo: limit, db, now: now)
             try db.execute(
                 sql: "UPDATE subscription_cursor SET position = max(position, ?) WHERE subscription = ? AND source = ? AND state = 'behind'",
                 arguments: [position.millisecondsSinceEpoch, subscription, source])
@@ -195,12 +195,11 @@ extension StateStore {
     /// what it did and how far the reader may move: `through`, or the time of the first event that found the queue
     /// full (`filled` names the subscription then).
     static func queue(
-        _ events: [Event], for subscription: String, through: Timestamp, upTo limit: Int, _ db: Database, now: Timestamp
+        _ events: [Event], of source: String, for subscription: String, through: Timestamp, upTo limit: Int, _ db: Database, now: Timestamp
     ) throws -> (EnqueueResult, position: Timestamp) {
         var result = EnqueueResult()
         var depth = try queueDepth(of: subscription, db)
         var rows = try DeliveryRows(db)
-        let source = try String.fetchOne(db, sql: "SELECT source FROM subscription_cursor WHERE subscription = ?", arguments: [subscription]) ?? ""
         for event in events {
             if depth >= limit {
                 result.filled = [subscription]

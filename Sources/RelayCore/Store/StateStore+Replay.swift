@@ -14,6 +14,15 @@ public struct ReplayRequest: Sendable, Equatable {
     public var requestedAt: Timestamp
     /// Set when the whole range has been read.
     public var finishedAt: Timestamp?
+
+    /// A request as stored.
+    public init(
+        id: Int64, subscription: String, since: Timestamp, until: Timestamp, position: Timestamp, queued: Int, requestedAt: Timestamp,
+        finishedAt: Timestamp?
+    ) {
+        (self.id, self.subscription, self.since, self.until, self.position) = (id, subscription, since, until, position)
+        (self.queued, self.requestedAt, self.finishedAt) = (queued, requestedAt, finishedAt)
+    }
 }
 
 extension StateStore {
@@ -49,14 +58,16 @@ extension StateStore {
         }
     }
 
-    /// Queues a page of a replay and moves its position to `through`, in one transaction; stops at the first event
+    /// Queues a page of a replay of `source` and moves its position to `through`, in one transaction; stops at the first event
     /// that finds the subscription's queue full (`limit`), keeping its place there. Events still queued are not
     /// queued twice; delivered ones are queued again, under their original `webhook-id`.
-    public func queueReplay(_ id: Int64, events: [Event], through: Timestamp, limit: Int, now: Timestamp) async throws(StoreError) -> EnqueueResult {
+    public func queueReplay(
+        _ id: Int64, source: String, events: [Event], through: Timestamp, limit: Int, now: Timestamp
+    ) async throws(StoreError) -> EnqueueResult {
         try await write("queueing replayed events") { db in
             guard let subscription = try String.fetchOne(db, sql: "SELECT subscription FROM replay_request WHERE id = ?", arguments: [id])
             else { return EnqueueResult() }
-            let (result, position) = try Self.queue(events, for: subscription, through: through, upTo: limit, db, now: now)
+            let (result, position) = try Self.queue(events, of: source, for: subscription, through: through, upTo: limit, db, now: now)
             try db.execute(
                 sql: "UPDATE replay_request SET position = max(position, ?), queued = queued + ? WHERE id = ?",
                 arguments: [position.millisecondsSinceEpoch, result.queued, id])

@@ -1,0 +1,107 @@
+import Logging
+import PostgresNIO
+import RelayCore
+
+/// `intilery-relay replay` requests in PostgreSQL: recorded from any machine, carried out by the instance that
+/// polls the subscription's source, each page queued under that source's lease.
+public struct PostgresReplays: Sendable, PostgresPart {
+    let database: RelayDatabase
+    private let leases: PostgresLeases
+
+    public init(_ database: RelayDatabase) {
+        self.database = database
+        leases = PostgresLeases(database)
+    }
+
+    public func requestReplay(subscription: String, since: Timestamp, until: Timestamp, now: Timestamp) async throws -> Int64 {
+        let rows = try await client.query(
+            """
+            INSERT INTO \(unescaped: schema).replay_request (subscription, since, until, position, requested_at)
+            VALUES (\(subscription), \(since.millisecondsSinceEpoch), \(until.millisecondsSinceEpoch), \(since.millisecondsSinceEpoch),
+                    \(now.millisecondsSinceEpoch))
+            RETURNING id
+            """, logger: logger)
+        for try await id in rows.decode(Int64.self) { return id }
+        throw NotRecorded()
+    }
+
+    /// An INSERT ... RETURNING that returned no row.
+    struct NotRecorded: Error, CustomStringConvertible {
+        var description: String { "the replay request was not recorded (no id returned)" }
+    }
+
+    public func replayRequest(_ id: Int64) async throws -> ReplayRequest? {
+        try await requests("SELECT \(unescaped: Self.columns) FROM \(unescaped: schema).replay_request WHERE id = \(id)").first
+    }
+
+    public func pendingReplays(of subscriptions: [String]) async throws -> [ReplayRequest] {
+        guard !subscriptions.isEmpty else { return [] }
+        return try await requests(
+            """
+            SELECT \(unescaped: Self.columns) FROM \(unescaped: schema).replay_request
+            WHERE finished_at IS NULL AND subscription = ANY(\(subscriptions)) ORDER BY id
+            """)
+    }
+
+    /// Queues a page of replay `id` under `lease` (the lease of the source polled): stops at the first event that
+    /// finds the subscription's queue at `limit`, keeping the request's place there. Throws ``LeaseLost``, having
+    /// queued nothing, when the lease is no longer held.
+    public func queueReplay(
+        _ id: Int64, source: String, events: [Event], through: Timestamp, limit: Int, now: Timestamp, by lease: Lease
+    ) async throws -> EnqueueResult {
+        try await leases.fenced(by: lease) { connection in
+            var result = EnqueueResult()
+            let found = try await connection.query(
+                "SELECT subscription FROM \(unescaped: schema).replay_request WHERE id = \(id) FOR UPDATE", logger: logger)
+            var subscription: String?
+            for try await name in found.decode(String.self) { subscription = name }
+            guard let subscription else { return result }
+            let counted = try await connection.query(
+                "SELECT count(*)::int8 FROM \(unescaped: schema).delivery WHERE subscription = \(subscription)", logger: logger)
+            var depth = 0
+            for try await value in counted.decode(Int64.self) { depth = Int(value) }
+            var position = through
+            let deliveries = PostgresDeliveries(database)
+            for event in events {
+                if depth >= limit {
+                    result.filled = [subscription]
+                    position = event.time
+                    break
+                }
+                let queued = try await deliveries.requeue(.init(event), source: source, for: subscription, now: now, on: connection)
+                depth += queued ? 1 : 0
+                result.queued += queued ? 1 : 0
+                result.newEvents += queued ? 1 : 0
+                result.duplicates += queued ? 0 : 1
+            }
+            try await connection.query(
+                """
+                UPDATE \(unescaped: schema).replay_request SET position = greatest(position, \(position.millisecondsSinceEpoch)),
+                    queued = queued + \(result.queued)
+                WHERE id = \(id)
+                """, logger: logger)
+            return result
+        }
+    }
+
+    public func finishReplay(_ id: Int64, now: Timestamp) async throws {
+        try await client.query(
+            "UPDATE \(unescaped: schema).replay_request SET finished_at = \(now.millisecondsSinceEpoch) WHERE id = \(id)", logger: logger)
+    }
+
+    private static let columns = "id, subscription, since, until, position, queued, requested_at, finished_at"
+
+    private func requests(_ query: PostgresQuery) async throws -> [ReplayRequest] {
+        var found: [ReplayRequest] = []
+        for try await (id, subscription, since, until, position, queued, requestedAt, finishedAt)
+            in try await client.query(query, logger: logger).decode((Int64, String, Int64, Int64, Int64, Int, Int64, Int64?).self)
+        {
+            found.append(
+                ReplayRequest(
+                    id: id, subscription: subscription, since: Timestamp(millisecondsSinceEpoch: since), until: Timestamp(millisecondsSinceEpoch: until),
+                    position: Timestamp(millisecondsSinceEpoch: position), queued: queued, requestedAt: Timestamp(millisecondsSinceEpoch: requestedAt),
+                    finishedAt: finishedAt.map { Timestamp(millisecondsSinceEpoch: $0) }))
+        }
+        return found
+    }
+}

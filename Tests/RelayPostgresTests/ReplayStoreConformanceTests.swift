@@ -1,0 +1,97 @@
+import Foundation
+import RelayCore
+import RelayJSON
+import RelayPostgres
+import Testing
+
+/// A store of `kind` taking replays of source "acme" (on PostgreSQL, this instance holds its lease), and a way to
+/// deliver everything queued for a subscription, as its deliverer would.
+struct ReplayFixture {
+    let store: any ReplayStore
+    let deliverAll: (String) async throws -> Int
+
+    static func with(_ kind: StoreKind, _ body: (ReplayFixture) async throws -> Void) async throws {
+        switch kind {
+        case .sqlite:
+            let directory = FileManager.default.temporaryDirectory.appendingPathComponent("relay-replays-\(UUID().uuidString)")
+            defer { try? FileManager.default.removeItem(at: directory) }
+            let store = try StateStore.open(directory: directory.path)
+            try await body(ReplayFixture(store: store) { subscription in
+                let due = Timestamp(millisecondsSinceEpoch: Int64(Date().timeIntervalSince1970 * 1000) + 60_000)
+                let rows = try await store.deliveries(subscription: subscription, due: due, limit: 1_000, strict: false, excluding: [])
+                try await store.record(rows.map { DeliveryOutcome(deliveries: [$0], decision: .delivered, attemptedAt: due, status: 200) })
+                return rows.count
+            })
+        case .postgres:
+            try await TestDatabase.withClient { client, schema in
+                let database = TestDatabase.database(client, schema)
+                try await PostgresSchema.migrate(database)
+                let store = PostgresSourceStore(database)
+                store.hold(
+                    try #require(try await PostgresLeases(database).acquire(PostgresSourceStore.leaseKey(of: "acme"), for: "relay-1", ttl: .seconds(300))),
+                    for: "acme")
+                let queue = PostgresDeliveries(database)
+                try await body(ReplayFixture(store: store) { subscription in
+                    let claimed = try await queue.claim(subscription, requests: 1_000, batchSize: 1, by: "relay-1", visibility: .seconds(300))
+                    _ = try await queue.record(claimed.map { PostgresDeliveriesTests.outcome($0, .delivered) }, now: Self.t0)
+                    return claimed.count
+                })
+            }
+        }
+    }
+
+    static let t0 = Timestamp(millisecondsSinceEpoch: 1_714_521_600_000)
+
+    /// `e0`, `e1`... a millisecond apart from `t0`.
+    static func events(_ range: Range<Int>) -> [Event] {
+        range.map { n in
+            let time = t0.advanced(by: .milliseconds(Int64(n)))
+            return Event(id: "e\(n)", time: time, action: "click", timeValue: .string(time.iso8601), fields: JSONObject(),
+                         raw: Array(#"{"eventID":"e\#(n)"}"#.utf8))
+        }
+    }
+}
+
+/// Every store a replay is recorded in and carried out on keeps the same promises: a request is pending until
+/// finished, a page queues its events and moves the position in one step, a full queue stops it where it stands,
+/// an event still queued is not queued twice, and a delivered one is queued again.
+@Suite struct ReplayStoreConformanceTests {
+    static let t0 = ReplayFixture.t0
+    static func at(_ offset: Int64) -> Timestamp { t0.advanced(by: .milliseconds(offset)) }
+
+    @Test(arguments: StoreKind.available)
+    func aReplayQueuesItsRangeOnceStoppingAtAFullQueue(_ kind: StoreKind) async throws {
+        try await ReplayFixture.with(kind) { fixture in
+            let store = fixture.store
+            let id = try await store.requestReplay(subscription: "a", since: Self.t0, until: Self.at(10), now: Self.at(100))
+            let pending = try await store.pendingReplays(of: ["a", "b"])
+            #expect(pending.map(\.id) == [id] && pending.first?.position == Self.t0 && pending.first?.queued == 0)
+            #expect(try await store.pendingReplays(of: ["b"]).isEmpty)
+
+            // A queue of at most 3: the fourth event finds it full, and the request stays there.
+            let first = try await store.queueReplay(id, source: "acme", events: ReplayFixture.events(0..<5), through: Self.at(5), limit: 3, now: Self.at(100))
+            #expect(first.queued == 3 && first.filled == ["a"])
+            #expect(try await store.replayRequest(id)?.position == Self.at(3))
+            #expect(try await store.queueDepth("a") == 3)
+
+            // On from there with room; e0 is still queued, so it is not queued twice.
+            let second = try await store.queueReplay(
+                id, source: "acme", events: ReplayFixture.events(0..<1) + ReplayFixture.events(3..<10), through: Self.at(10), limit: 100, now: Self.at(100))
+            #expect(second.queued == 7 && second.duplicates == 1 && second.filled.isEmpty)
+            #expect(try await store.queueDepth("a") == 10)
+
+            // Delivered, then read again by a second replay: queued again.
+            #expect(try await fixture.deliverAll("a") == 10)
+            let again = try await store.requestReplay(subscription: "a", since: Self.t0, until: Self.at(10), now: Self.at(200))
+            let third = try await store.queueReplay(again, source: "acme", events: ReplayFixture.events(0..<4), through: Self.at(10), limit: 100, now: Self.at(200))
+            #expect(third.queued == 4)
+            #expect(try await store.queueDepth("a") == 4)
+
+            try await store.finishReplay(id, now: Self.at(300))
+            let finished = try #require(try await store.replayRequest(id))
+            #expect(finished.finishedAt == Self.at(300) && finished.queued == 10 && finished.position == Self.at(10))
+            #expect(try await store.pendingReplays(of: ["a"]).map(\.id) == [again])
+            #expect(try await store.replayRequest(-1) == nil)
+        }
+    }
+}
