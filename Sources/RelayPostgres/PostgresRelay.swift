@@ -19,6 +19,9 @@ public final class PostgresRelay: Service, Sendable {
     private let stop = StopSignal()
     /// When the database last answered, by the monotonic clock; nil before the schema was migrated.
     private let lastAnswer = Mutex<ContinuousClock.Instant?>(nil)
+    /// The dispatchers running, for the scrape's requests in flight.
+    private let dispatchers = Mutex<[ClaimDispatcher<ContinuousClock>]>([])
+    private let scrape = ScrapeRefresh()
 
     /// A relay for `config` in `database`, as `instance` (unique among the instances: host and pid).
     public init(config: RelayConfig, database: RelayDatabase, instance: String, logger: Logger, notifier: SystemdNotifier) {
@@ -51,6 +54,25 @@ public final class PostgresRelay: Service, Sendable {
 
     private func answered() { lastAnswer.withLock { $0 = .now } }
 
+    /// Reads the shared queue's gauges (depth, oldest event's age, dead letters, pause) for every subscription,
+    /// and this instance's requests in flight: called when `/metrics` is scraped, bounded in time as on SQLite.
+    public func refreshScrapeGauges() async {
+        let (database, config, time) = (database, config, time)
+        let running = dispatchers.withLock { $0 }
+        await scrape.refresh {
+            let status = PostgresStatus(database)
+            let (depths, letters, oldest, paused) = (
+                try await status.queueDepths(), try await status.deadLetterCounts(), try await status.oldestQueued(), try await status.paused()
+            )
+            for subscription in config.subscriptions.map(\.name) {
+                SubscriptionMetrics.recordShared(
+                    subscription: subscription, pending: depths[subscription] ?? 0, oldestEventTime: oldest[subscription],
+                    deadLetters: letters[subscription] ?? 0, paused: paused.contains(subscription),
+                    inFlight: running.first { $0.subscriptionName == subscription }?.requestsInFlight ?? 0, now: time.now())
+            }
+        }
+    }
+
     public func run() async throws {
         let http = CurlHTTPClient(configuration: .init(userAgent: "intilery-relay/\(RelayVersion.current)"))
         await withGracefulShutdownHandler {
@@ -63,6 +85,7 @@ public final class PostgresRelay: Service, Sendable {
                         pauses: DeadlinePauses(PostgresPauses(database), limit: Self.queryDeadline), http: http,
                         instance: instance, time: time, logger: logger)
                 }
+                self.dispatchers.withLock { $0 = dispatchers }
                 let wake: @Sendable ([String: [Delivery]]) -> Void = { queued in
                     for dispatcher in dispatchers where queued[dispatcher.subscriptionName] != nil { dispatcher.wakeup.signal() }
                 }
@@ -149,6 +172,7 @@ public final class PostgresRelay: Service, Sendable {
         var logger = logger
         logger[metadataKey: "source"] = "\(source.name)"
         var failures = 0
+        SourceMetrics.leaseHeld(source: source.name, false)
         while !stop.isFired {
             let lease: Lease
             do {
@@ -170,6 +194,7 @@ public final class PostgresRelay: Service, Sendable {
             }
             logger.notice("took the source's lease: polling it", metadata: ["epoch": "\(lease.epoch)"])
             store.hold(lease, for: source.name)
+            SourceMetrics.leaseHeld(source: source.name, true)
             let client = EventsAPIClient(source: source, subscriptions: subscriptions, http: http, limiter: limiters.limiter(for: source), now: time.now)
             let poller = Poller(source: source, subscriptions: subscriptions, store: store, client: client, time: time, logger: logger)
             poller.onQueued(onQueued)
@@ -197,6 +222,7 @@ public final class PostgresRelay: Service, Sendable {
                 logger.warning("polling stopped on a store error; taking the lease again", metadata: ["error": "\(String(reflecting: error))"])
             }
             store.hold(nil, for: source.name)
+            SourceMetrics.leaseHeld(source: source.name, false)
             if stop.isFired {
                 // Given up at once, so that another instance polls at its next try rather than after the TTL.
                 _ = try? await withQueryDeadline(ttl, "giving up the lease of \(source.name)") { try await leases.release(lease) }

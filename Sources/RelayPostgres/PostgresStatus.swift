@@ -1,5 +1,6 @@
 import Logging
 import PostgresNIO
+import RelayCore
 
 /// What `status` and `top` show of a PostgreSQL store shared by several instances: who holds each source's
 /// lease, and what each instance has out.
@@ -72,6 +73,20 @@ public struct PostgresStatus: Sendable, PostgresPart {
     /// Dead letters per subscription.
     public func deadLetterCounts() async throws -> [String: Int] {
         try await counts("SELECT subscription, count(*)::int8 FROM \(unescaped: schema).dead_letter GROUP BY subscription")
+    }
+
+    /// The time of the oldest event queued per subscription.
+    public func oldestQueued() async throws -> [String: Timestamp] {
+        try await counts("SELECT subscription, min(event_time) FROM \(unescaped: schema).delivery GROUP BY subscription")
+            .mapValues { Timestamp(millisecondsSinceEpoch: Int64($0)) }
+    }
+
+    /// The subscriptions paused now.
+    public func paused() async throws -> Set<String> {
+        var names: Set<String> = []
+        let rows = try await client.query("SELECT subscription FROM \(unescaped: schema).subscription_pause WHERE reason IS NOT NULL", logger: logger)
+        for try await name in rows.decode(String.self) { names.insert(name) }
+        return names
     }
 
     private func counts(_ query: PostgresQuery) async throws -> [String: Int] {

@@ -119,7 +119,11 @@ struct Run: AsyncParsableCommand {
         if let listen = config.metrics.listen {
             do {
                 let endpoint = try await MetricsEndpoint.start(
-                    listen: listen, render: { MetricsPage.render(registry: registry.emitToBuffer()) }, isReady: { relay.isReady() },
+                    listen: listen,
+                    render: {
+                        await relay.refreshScrapeGauges()
+                        return MetricsPage.render(registry: registry.emitToBuffer())
+                    }, isReady: { relay.isReady() },
                     logger: logger)
                 services.append(.init(service: endpoint))
             } catch {

@@ -170,6 +170,50 @@ extension SeveralInstancesTests {
         }
     }
 
+    /// An instance's `/metrics` on PostgreSQL: the shared queue's gauges read from the database when scraped (as
+    /// on SQLite, so the shipped alerts work), whether this instance polls the source, and promtool's approval.
+    @Test func anInstancesMetricsShowTheSharedQueueWhenScraped() async throws {
+        try await DaemonTests.withSetup { setup in
+            let now = Int64(Date().timeIntervalSince1970 * 1000)
+            setup.api.log.addBacklog(count: 50, from: now - 600_000, to: now - 60_000)
+            // Every event dead-lettered: the 20th in a row (pauseAfter's default) pauses the subscription.
+            setup.receiver.script("/hooks/all", [], then: .status(400))
+            let schema = "e2e_" + UUID().uuidString.prefix(8).lowercased()
+            let (config, url) = try Self.config(setup, schema: schema, pollInterval: "1s")
+            try config.replacingOccurrences(of: #""listen": "off""#, with: #""listen": "127.0.0.1:0""#)
+                .write(to: setup.configFile, atomically: true, encoding: .utf8)
+            var environment = setup.environment
+            environment["RELAY_POSTGRES_URL"] = url
+            let relay = try RelayProcess(arguments: ["run", "--config", setup.configFile.path], environment: environment, directory: setup.directory)
+            defer { relay.signal(SIGKILL) }
+            #expect(await relay.waitForLog(containing: "metrics listening", timeout: .seconds(30)))
+            let port = try #require(SubscriptionCursorDaemonTests.metricsPort(relay.log))
+            #expect(await relay.waitForLog(containing: "consecutive dead letters", timeout: .seconds(30)), "\(relay.log)")
+            func value(_ series: String, in page: String) -> Double? {
+                page.split(separator: "\n").first { $0.hasPrefix(series + " ") }.flatMap { Double($0.split(separator: " ").last ?? "") }
+            }
+            // Scraped until the outcomes out at the pause are recorded: 20 dead letters, nothing in flight.
+            var page = ""
+            let deadline = ContinuousClock.now + .seconds(30)
+            repeat {
+                page = try await SubscriptionCursorDaemonTests.metrics(port)
+                if value(#"intilery_relay_dead_letters{subscription="all"}"#, in: page) == 20,
+                    value(#"intilery_relay_requests_in_flight{subscription="all"}"#, in: page) == 0 { break }
+                try await Task.sleep(for: .milliseconds(100))
+            } while ContinuousClock.now < deadline
+            for (series, expected) in [
+                (#"intilery_relay_dead_letters{subscription="all"}"#, 20.0), (#"intilery_relay_outbox_depth{subscription="all"}"#, 30),
+                (#"intilery_relay_subscription_paused{subscription="all"}"#, 1), (#"intilery_relay_source_lease_held{source="acme"}"#, 1),
+                (#"intilery_relay_requests_in_flight{subscription="all"}"#, 0),
+            ] {
+                #expect(value(series, in: page) == expected, "\(series) in\n\(page)")
+            }
+            #expect((value(#"intilery_relay_outbox_oldest_age_seconds{subscription="all"}"#, in: page) ?? 0) >= 60)
+            let check = try await MetricsPageTests.promtool(["check", "metrics"], input: Array(page.utf8))
+            #expect(check.status == 0 && check.output.isEmpty, "promtool check metrics:\n\(check.output)")
+        }
+    }
+
     static func withThreeInstances(
         _ setup: DaemonTests.Setup, backlog: Int = 1_500, subscription: String = #"{"name": "all", "webhook": {"url": "URL", "timeout": "5s"}}"#,
         socket: String? = TestPostgres.socket, _ body: ([RelayProcess], String) async throws -> Void

@@ -27,6 +27,7 @@ public enum MetricsPage {
         "intilery_relay_outbox_oldest_age_seconds": "Age of the subscription's oldest queued event (by its time), when scraped; 0 when none is queued.",
         "intilery_relay_dead_letters": "Dead letters kept for the subscription, when scraped.",
         "intilery_relay_requests_in_flight": "Webhook requests of the subscription being sent, when scraped.",
+        "intilery_relay_source_lease_held": "1 while this instance holds the source's lease and polls it (several instances on PostgreSQL).",
     ]
 
     /// The page: `registry` (the Prometheus registry's own text) with HELP lines, then build and process metrics.

@@ -1,7 +1,12 @@
 import Metrics
 
 /// The metrics of one source's poller, made once so that the hot path only increments.
-struct SourceMetrics: Sendable {
+public struct SourceMetrics: Sendable {
+    /// Whether this instance holds the source's lease and polls it (several instances on PostgreSQL).
+    public static func leaseHeld(source: String, _ held: Bool) {
+        Gauge(label: "intilery_relay_source_lease_held", dimensions: [("source", source)]).record(held ? 1 : 0)
+    }
+
     let eventsReceived: Counter
     let eventsQueued: Counter
     let duplicates: Counter
@@ -61,7 +66,7 @@ struct SourceMetrics: Sendable {
 }
 
 /// The metrics of one subscription's dispatcher.
-struct SubscriptionMetrics: Sendable {
+public struct SubscriptionMetrics: Sendable {
     let latency: Metrics.Timer
     let circuit: Gauge
     let paused: Gauge
@@ -122,6 +127,19 @@ struct SubscriptionMetrics: Sendable {
         for (name, dispatcher) in dispatchers {
             Gauge(label: "intilery_relay_requests_in_flight", dimensions: [("subscription", name)]).record(dispatcher.requestsInFlight)
         }
+    }
+
+    /// The queue gauges of a store shared by several instances (what every instance shows alike), read when
+    /// scraped: each subscription's depth, oldest queued event's age, dead letters and pause; and this instance's
+    /// requests in flight.
+    public static func recordShared(
+        subscription: String, pending: Int, oldestEventTime: Timestamp?, deadLetters: Int, paused: Bool, inFlight: Int, now: Timestamp
+    ) {
+        let age = oldestEventTime.map { Double(now.millisecondsSinceEpoch - $0.millisecondsSinceEpoch) / 1000 } ?? 0
+        let metrics = SubscriptionMetrics(subscription: subscription)
+        metrics.queue(pending: pending, oldestAgeSeconds: max(0, age), deadLetters: deadLetters)
+        metrics.paused.record(paused ? 1 : 0)
+        Gauge(label: "intilery_relay_requests_in_flight", dimensions: [("subscription", subscription)]).record(inFlight)
     }
 
     /// Outbox depth, oldest queued event's age, and dead letters.
