@@ -93,6 +93,7 @@ let package = Package(
                 "RelayCore", "CurlHTTP", .product(name: "PostgresNIO", package: "postgres-nio"),
                 .product(name: "NIOSSL", package: "swift-nio-ssl"), .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "UnixSignals", package: "swift-service-lifecycle"),
             ]
         ),
         .testTarget(name: "CurlHTTPTests", dependencies: ["CurlHTTP", "HTTPServer"]),

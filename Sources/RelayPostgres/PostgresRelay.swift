@@ -5,12 +5,26 @@ import PostgresNIO
 import RelayCore
 import ServiceLifecycle
 import Synchronization
+import UnixSignals
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// The relay on PostgreSQL, one of several instances sharing a schema (docs/several-instances.md): each source is
 /// polled by the instance that holds its lease, and every instance delivers every subscription by claims. A
 /// database that goes away makes it wait and retry (logged, `/readyz` 503); it never exits for it.
+///
+/// SIGHUP reloads the config: a valid one replaces the running one as a stop would (polling stops and the source's
+/// lease is given up, deliveries in flight finish within `shutdownGrace`) followed by a start; an invalid one is
+/// rejected and the running one stays. Either way the answer goes where `intilery-relay reload` waits for it.
 public final class PostgresRelay: Service, Sendable {
-    private let config: RelayConfig
+    private let initialConfig: RelayConfig
+    /// The config in force, for the scrape.
+    private let current: Mutex<RelayConfig>
+    private let configFile: String
+    private let environment: [String: String]
+    /// Where each reload's ``ReloadAnswer`` goes (the instance's state directory); nil writes none.
+    private let answerDirectory: String?
     private let database: RelayDatabase
     private let instance: String
     private let logger: Logger
@@ -23,9 +37,17 @@ public final class PostgresRelay: Service, Sendable {
     private let dispatchers = Mutex<[ClaimDispatcher<ContinuousClock>]>([])
     private let scrape = ScrapeRefresh()
 
-    /// A relay for `config` in `database`, as `instance` (unique among the instances: host and pid).
-    public init(config: RelayConfig, database: RelayDatabase, instance: String, logger: Logger, notifier: SystemdNotifier) {
-        self.config = config
+    /// A relay for `config` (read from `configFile`, whose secrets `environment` resolves at a reload) in
+    /// `database`, as `instance` (unique among the instances: host and pid).
+    public init(
+        config: RelayConfig, configFile: String, environment: [String: String], answerDirectory: String?, database: RelayDatabase,
+        instance: String, logger: Logger, notifier: SystemdNotifier
+    ) {
+        initialConfig = config
+        current = Mutex(config)
+        self.configFile = configFile
+        self.environment = environment
+        self.answerDirectory = answerDirectory
         self.database = database
         self.instance = instance
         var logger = logger
@@ -57,7 +79,7 @@ public final class PostgresRelay: Service, Sendable {
     /// Reads the shared queue's gauges (depth, oldest event's age, dead letters, pause) for every subscription,
     /// and this instance's requests in flight: called when `/metrics` is scraped, bounded in time as on SQLite.
     public func refreshScrapeGauges() async {
-        let (database, config, time) = (database, config, time)
+        let (database, config, time) = (database, current.withLock { $0 }, time)
         let running = dispatchers.withLock { $0 }
         await scrape.refresh {
             let status = PostgresStatus(database)
@@ -73,55 +95,155 @@ public final class PostgresRelay: Service, Sendable {
         }
     }
 
+    private enum Command: Sendable {
+        case reload, shutdown
+    }
+
     public func run() async throws {
         let http = CurlHTTPClient(configuration: .init(userAgent: "intilery-relay/\(RelayVersion.current)"))
+        let (commands, commandSink) = AsyncStream.makeStream(of: Command.self)
+        // Registered before READY=1: a SIGHUP that `systemctl reload` sends right after the start must find the
+        // handler, not the ignored disposition `run` sets first.
+        let hangups = await UnixSignalsSequence(trapping: .sighup)
         await withGracefulShutdownHandler {
             await withTaskGroup(of: Void.self) { group in
-                guard await migrate() else { return }
-                let dispatchers = config.subscriptions.map { subscription in
-                    ClaimDispatcher(
-                        subscription: subscription, queue: DeadlineClaimQueue(PostgresDeliveries(database), limit: Self.queryDeadline),
-                        guards: DeadlineWebhookGuards(PostgresWebhookGuards(database), limit: Self.queryDeadline),
-                        pauses: DeadlinePauses(PostgresPauses(database), limit: Self.queryDeadline), http: http,
-                        instance: instance, time: time, logger: logger)
-                }
-                self.dispatchers.withLock { $0 = dispatchers }
-                let wake: @Sendable ([String: [Delivery]]) -> Void = { queued in
-                    for dispatcher in dispatchers where queued[dispatcher.subscriptionName] != nil { dispatcher.wakeup.signal() }
-                }
-                let (delivering, delivered) = (StopSignal(), StopSignal())
                 group.addTask {
-                    await withTaskGroup(of: Void.self) { deliveries in
-                        for dispatcher in dispatchers { deliveries.addTask { await dispatcher.run(stop: delivering) } }
-                    }
-                    delivered.fire()
+                    for await _ in hangups { commandSink.yield(.reload) }
                 }
-                let limiters = APIRateLimiters(clock: time.clock)
-                for source in config.sources {
-                    group.addTask { await self.pollWhileHoldingTheLease(source, http: http, limiters: limiters, onQueued: wake) }
-                }
-                logger.info(
-                    "started on PostgreSQL", metadata: ["version": "\(RelayVersion.current)", "schema": "\(database.schema)",
-                                                         "sources": "\(config.sources.count)", "subscriptions": "\(config.subscriptions.count)"])
+                defer { group.cancelAll() }
+                guard await migrate() else { return }
+                var config = initialConfig
+                var generation = start(config, http: http, in: &group)
                 notifier.ready(status: config.summary)
-                await stop.wait()
-                logger.info("stopping: polling stopped, letting deliveries in flight finish", metadata: ["grace_s": "\(LogSeconds(config.shutdownGrace))"])
-                notifier.stopping(within: config.shutdownGrace + SystemdNotifier.stopMargin)
-                delivering.fire()
-                // Deliveries in flight get the grace; what is cut short then is claimed again by another instance.
-                await withTaskGroup(of: Void.self) { grace in
-                    grace.addTask { await delivered.wait() }
-                    grace.addTask { [time, config] in try? await time.sleep(for: config.shutdownGrace) }
-                    _ = await grace.next()
-                    grace.cancelAll()
+                for await command in commands {
+                    switch command {
+                    case .shutdown:
+                        logger.info("stopping: polling stopped, letting deliveries in flight finish", metadata: ["grace_s": "\(LogSeconds(config.shutdownGrace))"])
+                        notifier.stopping(within: config.shutdownGrace + SystemdNotifier.stopMargin)
+                        generation.ended.fire()
+                        await generation.finished.wait()
+                        return
+                    case .reload:
+                        let startedAt = MonotonicClock.nanoseconds()
+                        notifier.reloading()
+                        switch loadConfig() {
+                        case .success(let next):
+                            let needsRestart = Self.settingsNeedingRestart(from: config, to: next)
+                            for setting in needsRestart {
+                                logger.notice("this change takes effect at the next restart", metadata: ["setting": "\(setting)"])
+                            }
+                            logger.notice(
+                                "reloading: polling stopped, letting deliveries in flight finish, then starting with the new config",
+                                metadata: ["grace_s": "\(LogSeconds(config.shutdownGrace))"])
+                            generation.ended.fire()
+                            await generation.finished.wait()
+                            config = next
+                            current.withLock { $0 = next }
+                            generation = start(config, http: http, in: &group)
+                            logger.notice("reloaded", metadata: ["sources": "\(config.sources.count)", "subscriptions": "\(config.subscriptions.count)"])
+                            answer(ReloadAnswer(pid: getpid(), startedAt: startedAt, outcome: .applied, needsRestart: needsRestart))
+                        case .failure(let error):
+                            answer(ReloadAnswer(pid: getpid(), startedAt: startedAt, outcome: .rejected, problems: error.lines))
+                        }
+                        notifier.ready(status: config.summary)
+                    }
                 }
-                group.cancelAll()
             }
         } onGracefulShutdown: { [stop] in
             stop.fire()
+            commandSink.yield(.shutdown)
         }
         await http.shutdown()
         logger.info("stopped")
+    }
+
+    /// One run of a config: its pollers and dispatchers, until `ended` fires; `finished` fires once they are done.
+    private struct Generation {
+        let ended = StopSignal()
+        let finished = StopSignal()
+    }
+
+    /// Starts `config`'s pollers and dispatchers in `group`.
+    private func start(_ config: RelayConfig, http: CurlHTTPClient, in group: inout TaskGroup<Void>) -> Generation {
+        let generation = Generation()
+        group.addTask {
+            await self.runGeneration(config, http: http, until: generation.ended)
+            generation.finished.fire()
+        }
+        return generation
+    }
+
+    /// Polls and delivers for `config` until `ended` fires: polling then stops at once (the leases given up), and
+    /// deliveries in flight get `shutdownGrace`; what is cut short then is claimed again by another instance.
+    private func runGeneration(_ config: RelayConfig, http: CurlHTTPClient, until ended: StopSignal) async {
+        await withTaskGroup(of: Void.self) { group in
+            let dispatchers = config.subscriptions.map { subscription in
+                ClaimDispatcher(
+                    subscription: subscription, queue: DeadlineClaimQueue(PostgresDeliveries(database), limit: Self.queryDeadline),
+                    guards: DeadlineWebhookGuards(PostgresWebhookGuards(database), limit: Self.queryDeadline),
+                    pauses: DeadlinePauses(PostgresPauses(database), limit: Self.queryDeadline), http: http,
+                    instance: instance, time: time, logger: logger)
+            }
+            self.dispatchers.withLock { $0 = dispatchers }
+            let wake: @Sendable ([String: [Delivery]]) -> Void = { queued in
+                for dispatcher in dispatchers where queued[dispatcher.subscriptionName] != nil { dispatcher.wakeup.signal() }
+            }
+            let (delivering, delivered) = (StopSignal(), StopSignal())
+            group.addTask {
+                await withTaskGroup(of: Void.self) { deliveries in
+                    for dispatcher in dispatchers { deliveries.addTask { await dispatcher.run(stop: delivering) } }
+                }
+                delivered.fire()
+            }
+            let limiters = APIRateLimiters(clock: time.clock)
+            for source in config.sources {
+                group.addTask {
+                    await self.pollWhileHoldingTheLease(source, subscriptions: config.subscriptions(of: source), http: http, limiters: limiters, until: ended, onQueued: wake)
+                }
+            }
+            logger.info(
+                "started on PostgreSQL", metadata: ["version": "\(RelayVersion.current)", "schema": "\(database.schema)",
+                                                     "sources": "\(config.sources.count)", "subscriptions": "\(config.subscriptions.count)"])
+            await ended.wait()
+            delivering.fire()
+            await withTaskGroup(of: Void.self) { grace in
+                grace.addTask { await delivered.wait() }
+                grace.addTask { [time] in try? await time.sleep(for: config.shutdownGrace) }
+                _ = await grace.next()
+                grace.cancelAll()
+            }
+            group.cancelAll()
+        }
+    }
+
+    /// Settings an instance cannot change without a restart: the metrics listener is bound, the database
+    /// connected. Everything else applies at a reload.
+    static func settingsNeedingRestart(from old: RelayConfig, to new: RelayConfig) -> [String] {
+        var settings: [String] = []
+        if old.metrics != new.metrics { settings.append("metrics.listen") }
+        if old.store != new.store { settings.append("store") }
+        return settings
+    }
+
+    /// The config as the file has it now, or its problems (logged): the running one then stays.
+    private func loadConfig() -> Result<RelayConfig, ConfigError> {
+        do {
+            return .success(try ConfigLoader.load(file: configFile, environment: ConfigEnvironment(variables: environment)))
+        } catch {
+            logger.error("reload rejected: the config has problems; the running config stays", metadata: ["problems": "\(error.problems.count)"])
+            for line in error.lines { logger.error("\(line)") }
+            return .failure(error)
+        }
+    }
+
+    /// For `intilery-relay reload`; the log has the outcome already, so a failure to write it costs only the waiter.
+    private func answer(_ answer: ReloadAnswer) {
+        guard let answerDirectory else { return }
+        do {
+            try answer.write(directory: answerDirectory)
+        } catch {
+            logger.warning("cannot record the reload's outcome for intilery-relay reload", metadata: ["error": "\(error)"])
+        }
     }
 
     /// Brings the schema to this release's version, retrying while the database is away; false when stopped first.
@@ -142,15 +264,15 @@ public final class PostgresRelay: Service, Sendable {
                 failures += 1
                 logger.warning("cannot reach PostgreSQL; retrying", metadata: ["error": "\(String(reflecting: error))", "failures": "\(failures)"])
             }
-            await pause(for: Self.backoff(failures))
+            await pause(for: Self.backoff(failures), until: stop)
         }
         return false
     }
 
     private static func backoff(_ failures: Int) -> Duration { min(.milliseconds(500) * (1 << min(failures, 6)), .seconds(30)) }
 
-    /// Waits for `duration`, or less if the relay is stopping.
-    private func pause(for duration: Duration) async {
+    /// Waits for `duration`, or less if `stop` fires.
+    private func pause(for duration: Duration, until stop: StopSignal) async {
         await withTaskGroup(of: Void.self) { group in
             group.addTask { [time] in try? await time.sleep(for: duration) }
             group.addTask { [stop] in await stop.wait() }
@@ -161,14 +283,13 @@ public final class PostgresRelay: Service, Sendable {
 
     /// Polls `source` whenever this instance holds its lease, and tries to take the lease whenever nobody does.
     private func pollWhileHoldingTheLease(
-        _ source: SourceConfig, http: CurlHTTPClient, limiters: APIRateLimiters<ContinuousClock>,
-        onQueued: @escaping @Sendable ([String: [Delivery]]) -> Void
+        _ source: SourceConfig, subscriptions: [SubscriptionConfig], http: CurlHTTPClient, limiters: APIRateLimiters<ContinuousClock>,
+        until stop: StopSignal, onQueued: @escaping @Sendable ([String: [Delivery]]) -> Void
     ) async {
         let leases = PostgresLeases(database)
         let store = PostgresSourceStore(database, limit: Self.queryDeadline)
         let key = PostgresSourceStore.leaseKey(of: source.name)
         let ttl = Self.leaseTTL(for: source)
-        let subscriptions = config.subscriptions(of: source)
         var logger = logger
         logger[metadataKey: "source"] = "\(source.name)"
         var failures = 0
@@ -181,7 +302,7 @@ public final class PostgresRelay: Service, Sendable {
                 }
                 guard let taken else {
                     answered()
-                    await pause(for: ttl / 4)
+                    await pause(for: ttl / 4, until: stop)
                     continue
                 }
                 lease = taken
@@ -189,7 +310,7 @@ public final class PostgresRelay: Service, Sendable {
             } catch {
                 failures += 1
                 logger.warning("cannot reach PostgreSQL for the source's lease; retrying", metadata: ["error": "\(String(reflecting: error))"])
-                await pause(for: Self.backoff(failures))
+                await pause(for: Self.backoff(failures), until: stop)
                 continue
             }
             logger.notice("took the source's lease: polling it", metadata: ["epoch": "\(lease.epoch)"])
@@ -227,7 +348,7 @@ public final class PostgresRelay: Service, Sendable {
                 // Given up at once, so that another instance polls at its next try rather than after the TTL.
                 _ = try? await withQueryDeadline(ttl, "giving up the lease of \(source.name)") { try await leases.release(lease) }
             } else if failures > 0 {
-                await pause(for: Self.backoff(failures))
+                await pause(for: Self.backoff(failures), until: stop)
             }
         }
     }

@@ -98,13 +98,26 @@ struct Run: AsyncParsableCommand {
         }
     }
 
-    /// Runs as one of several instances sharing `postgres` (no state directory, no lock: the database arbitrates).
-    /// A reload is not applied on PostgreSQL yet: SIGHUP is ignored, and a restart applies a new config.
+    /// Runs as one of several instances sharing `postgres`. The database holds all the state; the instance's state
+    /// directory holds only its lock (one instance per directory, so `reload` finds it) and reload answers.
     private func runOnPostgres(
         _ postgres: PostgresStoreConfig, config: RelayConfig, registry: PrometheusCollectorRegistry, environment: [String: String], logger: Logger
     ) async throws {
         let url = try postgresURL(postgres, configFile: store.config)
-        signal(SIGHUP, SIG_IGN)
+        let directory = StateDirectory.resolve(flag: store.stateDirectory, config: config, environment: environment)
+        let lock: StateDirectoryLock
+        do {
+            lock = try StateDirectoryLock.acquire(directory: directory)
+        } catch let error as StateDirectoryLock.InUse {
+            printToStandardError("intilery-relay: \(error); each instance on a machine needs a state directory of its own (--state-dir)")
+            throw ExitStatus.stateInUse
+        } catch {
+            logger.critical("cannot use the state directory", metadata: ["error": "\(error)"])
+            throw ExitStatus.ioError
+        }
+        defer { lock.release() }
+        // An answer left by an earlier run must not pass for the answer to a reload of this one.
+        ReloadAnswer.remove(directory: directory)
         // The pool's own lines (each failed connection attempt) would flood an outage; the relay logs it once per
         // retry with what it means.
         var poolLogger = logger
@@ -112,8 +125,8 @@ struct Run: AsyncParsableCommand {
         let client = PostgresClient(configuration: url.configuration, backgroundLogger: poolLogger)
         let database = RelayDatabase(client: client, schema: postgres.schema, logger: logger)
         let relay = PostgresRelay(
-            config: config, database: database, instance: PostgresRelay.defaultInstance, logger: logger,
-            notifier: SystemdNotifier(environment: environment))
+            config: config, configFile: store.config, environment: environment, answerDirectory: directory, database: database,
+            instance: PostgresRelay.defaultInstance, logger: logger, notifier: SystemdNotifier(environment: environment))
         logger.info("using PostgreSQL", metadata: ["database": "\(url)", "schema": "\(postgres.schema)"])
         var services: [ServiceGroupConfiguration.ServiceConfiguration] = [.init(service: client)]
         if let listen = config.metrics.listen {

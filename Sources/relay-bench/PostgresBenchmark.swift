@@ -72,7 +72,8 @@ struct PostgresBenchmark {
         let started = ContinuousClock.now
         let relays = try (0..<instances).map { _ in
             try ChildProcess(
-                binary: relayBinary, arguments: ["run", "--config", "config.json", "--log-level", "error"], directory: directory,
+                binary: relayBinary, arguments: ["run", "--config", "config.json", "--log-level", "error", "--state-dir", "instance-\(UUID().uuidString.prefix(8))"],
+                directory: directory,
                 environment: ["RELAY_POSTGRES_URL": url])
         }
         let done = await receiver.waitUntil(timeout: .seconds(600)) { $0.successesByPath["/s0", default: 0] >= backlog }
@@ -103,7 +104,8 @@ struct PostgresBenchmark {
             .write(to: directory.appendingPathComponent("config.json"), atomically: true, encoding: .utf8)
         func start() throws -> ChildProcess {
             try ChildProcess(
-                binary: relayBinary, arguments: ["run", "--config", "config.json", "--log-level", "error"], directory: directory,
+                binary: relayBinary, arguments: ["run", "--config", "config.json", "--log-level", "error", "--state-dir", "instance-\(UUID().uuidString.prefix(8))"],
+                directory: directory,
                 environment: ["RELAY_POSTGRES_URL": url])
         }
         var relays = try (0..<3).map { _ in try start() }

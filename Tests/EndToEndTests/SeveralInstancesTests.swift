@@ -67,8 +67,8 @@ struct SeveralInstancesTests {
             var environment = setup.environment
             environment["RELAY_POSTGRES_URL"] = url
 
-            let relays = try (0..<3).map { _ in
-                try RelayProcess(arguments: ["run", "--config", setup.configFile.path], environment: environment, directory: setup.directory)
+            let relays = try (0..<3).map { n in
+                try RelayProcess(arguments: Self.run(setup, instance: n), environment: environment, directory: setup.directory)
             }
             let took = "took the source's lease"
             #expect(await setup.receiver.waitUntil(timeout: .seconds(60)) { $0.countsByPath["/hooks/all", default: 0] >= 500 })
@@ -214,6 +214,55 @@ extension SeveralInstancesTests {
         }
     }
 
+    /// `intilery-relay reload` against an instance on PostgreSQL: a valid config replaces the running one (a new
+    /// subscription starts receiving), an invalid one is rejected with its problems and the running one stays.
+    @Test func aReloadOnPostgresAppliesAValidConfigAndRejectsABadOne() async throws {
+        try await DaemonTests.withSetup { setup in
+            setup.api.log.startLiveTraffic(perSecond: 20)
+            let schema = "e2e_" + UUID().uuidString.prefix(8).lowercased()
+            let (config, url) = try Self.config(setup, schema: schema, pollInterval: "250ms")
+            try config.write(to: setup.configFile, atomically: true, encoding: .utf8)
+            var environment = setup.environment
+            environment["RELAY_POSTGRES_URL"] = url
+            let arguments = Self.run(setup, instance: 0)
+            let relay = try RelayProcess(arguments: arguments, environment: environment, directory: setup.directory)
+            defer { relay.signal(SIGKILL) }
+            #expect(await setup.receiver.waitUntil { $0.successesByPath["/hooks/all", default: 0] >= 5 })
+            let reload = ["reload", "--config", setup.configFile.path] + arguments.suffix(2)
+
+            // A second subscription: applied, and it receives what is made after the reload.
+            let more = #"{"name": "more", "webhook": {"url": "\#(setup.receiver.url("/hooks/more"))", "timeout": "5s"}}"#
+            let withMore = config.replacingOccurrences(of: #"}}]}"#, with: #"}}, \#(more)]}"#)
+            #expect(withMore != config)
+            try withMore.write(to: setup.configFile, atomically: true, encoding: .utf8)
+            let applied = try await RelayBinary.run(reload, environment: environment)
+            #expect(applied.status == 0 && applied.standardOutput.hasPrefix("Reloaded"), "\(applied.standardOutput)\(applied.standardError)\n\(relay.log)")
+            #expect(await setup.receiver.waitUntil { $0.successesByPath["/hooks/more", default: 0] >= 5 }, "\(relay.log)")
+
+            // A bad one: rejected with its problem, and both subscriptions keep receiving.
+            try withMore.replacingOccurrences(of: #""pollInterval": "250ms""#, with: #""pollInterval": "soon""#)
+                .write(to: setup.configFile, atomically: true, encoding: .utf8)
+            let rejected = try await RelayBinary.run(reload, environment: environment)
+            #expect(rejected.status == 78 && rejected.standardError.contains("pollInterval"), "\(rejected.standardError)")
+            let before = setup.receiver.record.successesByPath
+            #expect(await setup.receiver.waitUntil {
+                $0.successesByPath["/hooks/more", default: 0] > before["/hooks/more", default: 0] + 5
+                    && $0.successesByPath["/hooks/all", default: 0] > before["/hooks/all", default: 0] + 5
+            })
+
+            // A second instance with the same state directory is refused: reload would not know which to signal.
+            try withMore.write(to: setup.configFile, atomically: true, encoding: .utf8)
+            let twin = try await RelayBinary.run(arguments, environment: environment, in: setup.directory)
+            #expect(twin.status == 75 && twin.standardError.contains("state directory of its own"), "\(twin.standardError)")
+        }
+    }
+
+    /// `run` for instance `n`: each instance on a machine has a state directory of its own (its lock and reload
+    /// answers).
+    static func run(_ setup: DaemonTests.Setup, instance n: Int) -> [String] {
+        ["run", "--config", setup.configFile.path, "--state-dir", setup.directory.appendingPathComponent("instance-\(n)").path]
+    }
+
     static func withThreeInstances(
         _ setup: DaemonTests.Setup, backlog: Int = 1_500, subscription: String = #"{"name": "all", "webhook": {"url": "URL", "timeout": "5s"}}"#,
         socket: String? = TestPostgres.socket, _ body: ([RelayProcess], String) async throws -> Void
@@ -226,8 +275,8 @@ extension SeveralInstancesTests {
         try config.write(to: setup.configFile, atomically: true, encoding: .utf8)
         var environment = setup.environment
         environment["RELAY_POSTGRES_URL"] = url
-        let relays = try (0..<3).map { _ in
-            try RelayProcess(arguments: ["run", "--config", setup.configFile.path], environment: environment, directory: setup.directory)
+        let relays = try (0..<3).map { n in
+            try RelayProcess(arguments: Self.run(setup, instance: n), environment: environment, directory: setup.directory)
         }
         do {
             try await body(relays, schema)
