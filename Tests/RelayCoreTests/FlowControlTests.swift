@@ -45,6 +45,10 @@ import Testing
         for _ in 0..<FlowControl.ceiling { flow.answered() }
         #expect(flow.current.limit == nil)
         for _ in 0..<3 { flow.leave() }
+        // A user that counts what it has in flight itself says how much that is.
+        let counted = FlowControl()
+        counted.throttled(retryAfter: nil, inFlight: 12)
+        #expect(counted.current.limit == 6)
     }
 
     @Test func aFullLimitMakesTheNextRequestWaitForAPlace() async {

@@ -261,3 +261,28 @@ extension ClaimDispatcherTests.Fixture {
         return false
     }
 }
+
+extension ClaimDispatcherTests {
+    /// A 429 is flow control on PostgreSQL too: after one with `Retry-After`, the instance sends nothing to the
+    /// webhook until then; everything arrives, nothing is dead-lettered, and the breaker stays closed.
+    @Test func aThrottlingReceiverIsWaitedForAndNeverOpensTheBreaker() async throws {
+        try await withFixture { fixture in
+            fixture.receiver.scriptEachID("/hooks/t", [.tooManyRequests(retryAfter: 1), .tooManyRequests(retryAfter: 1)])
+            let subscription = fixture.subscription("t") { $0.concurrency = 16 }
+            let ids = try await fixture.queue(40, for: ["t"])
+            try await fixture.drain("t", with: [fixture.dispatcher(subscription, instance: "relay-1")])
+            let requests = fixture.receiver.record.requests(to: "/hooks/t")
+            #expect(Set(fixture.eventIDs(sentTo: "t")) == Set(ids))
+            #expect(requests.filter { $0.answeredStatus == 200 }.count == 40)
+            #expect(requests.count == 120, "two 429s and a success each")
+            #expect(try await PostgresDeadLetters(fixture.database).countDeadLetters(DeadLetterFilter()) == 0)
+            let permission = try await PostgresWebhookGuards(fixture.database).permission(
+                "webhook/" + WebhookRequestBuilder.fingerprint(of: subscription.webhook), rule: SharedBreakerRule(probeTimeout: .seconds(5)))
+            #expect(permission == .send, "429s are not failures")
+            // After a 429 was answered, nothing reached the URL before its Retry-After (requests already out may land).
+            let answered429 = requests.filter { $0.answeredStatus == 429 }.map(\.receivedAt)
+            let sentLater = requests.filter { request in answered429.contains { request.receivedAt > $0 + 50 && request.receivedAt < $0 + 950 } }
+            #expect(sentLater.isEmpty, "\(sentLater.count) requests inside a Retry-After")
+        }
+    }
+}

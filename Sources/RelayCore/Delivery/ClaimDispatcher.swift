@@ -8,8 +8,9 @@ import Synchronization
 /// webhook's rate limit and circuit breaker are shared too: they hold for all instances together.
 ///
 /// The retry rules are the single-instance ``Dispatcher``'s (``DeliveryPolicy``), and so is the pause after
-/// `pauseAfter` dead letters in a row, counted for all instances together. It does not (yet) narrow its concurrency
-/// on a 429 without `Retry-After`; a 429's `Retry-After` still sets when its rows are next due.
+/// `pauseAfter` dead letters in a row, counted for all instances together. A 429 (or a 503 with `Retry-After`) is
+/// flow control for this instance, as ``FlowControl`` has it: with `Retry-After` it claims nothing until then,
+/// without it its requests in flight halve and grow back by one with each answer.
 public final class ClaimDispatcher<C: Clock>: Sendable where C.Duration == Duration, C: Sendable {
     /// Signalled when this instance's poller queued rows for the subscription, or a request ended: the loop
     /// claims again at once instead of at its next idle check.
@@ -44,6 +45,8 @@ public final class ClaimDispatcher<C: Clock>: Sendable where C.Duration == Durat
     /// How often an idle loop looks for rows that others queued or put back, or whose retry came due.
     private let idleCheck: Duration
     private let pause = Mutex(PauseState())
+    /// The receiver's own word on how fast to send, as this instance heard it.
+    private let flow = FlowControl()
     private let webhookFingerprint: String
 
     /// The subscription's pause as this instance last read it, and its part in probing.
@@ -134,6 +137,10 @@ public final class ClaimDispatcher<C: Clock>: Sendable where C.Duration == Durat
                     // Fall through to the wait: the breaker said when to look again.
                 } catch is PausedWait {
                     // Paused, and no probe for this instance now.
+                } catch let wait as FlowWait {
+                    let left = Duration.milliseconds(wait.until.millisecondsSinceEpoch - time.now().millisecondsSinceEpoch)
+                    await idle(for: max(.milliseconds(1), min(left, .seconds(1))), stop: stop)
+                    continue
                 } catch {
                     failures += 1
                     logger.warning("could not claim deliveries; retrying", metadata: ["error": "\(error)", "failures": "\(failures)"])
@@ -151,8 +158,14 @@ public final class ClaimDispatcher<C: Clock>: Sendable where C.Duration == Durat
     /// The subscription is paused and this instance has no probe to send now.
     private struct PausedWait: Error {}
 
+    /// The receiver said when to send again (`Retry-After`).
+    private struct FlowWait: Error {
+        let until: Timestamp
+    }
+
     private func claimForFreeSlots() async throws -> [ClaimedRequest] {
-        let free = slots - inFlight.withLock { $0 }
+        if let until = flow.pause(at: time.now()) { throw FlowWait(until: until) }
+        let free = min(slots, flow.current.limit ?? slots) - inFlight.withLock { $0 }
         guard free > 0 else { return [] }
         var wanted: Int
         switch try await guards.permission(guardKey, rule: breakerRule) {
@@ -364,6 +377,7 @@ public final class ClaimDispatcher<C: Clock>: Sendable where C.Duration == Durat
                 status: answer.status, transportError: answer.transportError, retryAfter: answer.retryAfter, attempts: attempts,
                 queuedAt: deliveries.map(\.queuedAt).min() ?? attemptedAt, now: time.now(), random: &random),
             token: claim.token)
+        recordFlow(answer)
         await recordBreaker(answer)
         let decision = await countTowardsPause(decided, events: deliveries.count)
         metrics.latency.recordNanoseconds(Int64((ContinuousClock.now - started) / .nanoseconds(1)))
@@ -376,6 +390,18 @@ public final class ClaimDispatcher<C: Clock>: Sendable where C.Duration == Durat
         return DeliveryOutcome(
             deliveries: deliveries, decision: decision, attemptedAt: attemptedAt, status: answer.status, error: answer.errorText,
             responseSnippet: answer.snippet)
+    }
+
+    /// A 429 narrows this instance's flow (or stops it until `Retry-After`); any other answer widens it again.
+    private func recordFlow(_ answer: WebhookAnswer) {
+        if answer.isFlowControl {
+            flow.throttled(retryAfter: answer.retryAfter.map { time.now().advanced(by: min($0, .seconds(3600))) }, inFlight: inFlight.withLock { $0 })
+            if answer.retryAfter == nil {
+                logger.debug("throttled without Retry-After: fewer requests in flight", metadata: ["limit": "\(flow.current.limit ?? 0)"])
+            }
+        } else if answer.status != nil {
+            flow.answered()
+        }
     }
 
     /// As the single-instance dispatcher counts them: flow control is not counted, and only trouble with the

@@ -28,13 +28,14 @@ public final class FlowControl: Sendable {
     /// Until when requests wait (a `Retry-After`), and the in-flight limit, for status and tests.
     public var current: (pausedUntil: Timestamp?, limit: Int?) { state.withLock { ($0.pausedUntil, $0.limit) } }
 
-    /// Records a 429 or 503: a pause until `retryAfter` when the receiver gave one, else a halved limit.
-    public func throttled(retryAfter: Timestamp?) {
+    /// Records a 429 or 503: a pause until `retryAfter` when the receiver gave one, else a halved limit. A user
+    /// that counts its requests in flight itself (not through ``enter()``) passes the count as `inFlight`.
+    public func throttled(retryAfter: Timestamp?, inFlight: Int? = nil) {
         state.withLock { state in
             if let retryAfter {
                 state.pausedUntil = max(state.pausedUntil ?? retryAfter, retryAfter)
             } else {
-                state.limit = max(1, min(state.limit ?? Int.max, max(state.inFlight, 1)) / 2)
+                state.limit = max(1, min(state.limit ?? Int.max, max(inFlight ?? state.inFlight, 1)) / 2)
             }
         }
     }
