@@ -101,7 +101,10 @@ let package = Package(
         .testTarget(name: "RelayJSONTests", dependencies: ["RelayJSON"]),
         .testTarget(
             name: "RelayCoreTests",
-            dependencies: ["RelayCore", "IntilerySimulator", "CurlHTTP", .product(name: "GRDB", package: "GRDB.swift")]),
+            dependencies: [
+                "RelayCore", "IntilerySimulator", "CurlHTTP", "RelayPostgres", .product(name: "GRDB", package: "GRDB.swift"),
+                .product(name: "PostgresNIO", package: "postgres-nio"),
+            ]),
         .testTarget(
             name: "RelayPostgresTests",
             dependencies: [

@@ -119,6 +119,33 @@ public struct PostgresDeliveries: ClaimQueue, PostgresPart {
         return false
     }
 
+    /// Queues `events` of `source` for `subscription` (those still queued for it are skipped) until its queue
+    /// holds `limit`; returns what it did and how far the reader may move: `through`, or the time of the first
+    /// event that found the queue full (`filled` names the subscription then). As SQLite's store does.
+    func queue(
+        _ events: [Event], of source: String, for subscription: String, through: Timestamp, upTo limit: Int, now: Timestamp,
+        on connection: PostgresConnection
+    ) async throws -> (EnqueueResult, position: Timestamp) {
+        var result = EnqueueResult()
+        var depth = 0
+        for try await counted in try await connection.query(
+            "SELECT count(*)::int8 FROM (SELECT 1 FROM \(unescaped: schema).delivery WHERE subscription = \(subscription) LIMIT \(limit)) AS queued",
+            logger: logger
+        ).decode(Int64.self) { depth = Int(counted) }
+        for event in events {
+            if depth >= limit {
+                result.filled = [subscription]
+                return (result, event.time)
+            }
+            let queued = try await requeue(StoredEvent(event), source: source, for: subscription, now: now, on: connection) ? 1 : 0
+            depth += queued
+            result.queued += queued
+            result.newEvents += queued
+            result.duplicates += 1 - queued
+        }
+        return (result, through)
+    }
+
     private struct EventKey: Hashable {
         let id: String
         let time: Int64

@@ -20,12 +20,17 @@ public struct PostgresIngest: Sendable, PostgresPart {
     /// Commits one page of `source` under `lease`: events not seen before are queued for their subscriptions (an
     /// event no subscription wants is only remembered as seen), and the marks advance as `advance` says. Throws
     /// ``LeaseLost``, having committed nothing, when `lease` is no longer held.
+    ///
+    /// As in SQLite, a subscription that is behind gets only the late events before its own position, and one
+    /// whose queue holds `queueLimits[name]` events falls behind at this event.
     public func enqueue(
-        source: String, events: [RoutedEvent], advance: MarkAdvance, by lease: Lease, now: Timestamp
+        source: String, events: [RoutedEvent], advance: MarkAdvance, queueLimits: [String: Int] = [:], by lease: Lease, now: Timestamp
     ) async throws -> EnqueueResult {
         try await leases.fenced(by: lease) { connection in
             var result = EnqueueResult()
             if !events.isEmpty {
+                var lanes = try await PostgresLanes(
+                    connection, schema: schema, logger: logger, source: source, limits: queueLimits, liveAfter: advance.live)
                 let unseen = try await connection.query(
                     """
                     INSERT INTO \(unescaped: schema).seen (source, event_time, event_id)
@@ -37,9 +42,19 @@ public struct PostgresIngest: Sendable, PostgresPart {
                 for try await (id, time) in unseen.decode((String, Int64).self) { new.insert(SeenKey(id: id, time: time)) }
                 result.newEvents = new.count
                 result.duplicates = events.count - new.count
-                // Each new event once, in the page's order (a page may hold one id twice).
-                let fresh = events.filter { new.remove(SeenKey(id: $0.event.id, time: $0.event.time.millisecondsSinceEpoch)) != nil }
+                // Each new event once, in the page's order (a page may hold one id twice), for the subscriptions
+                // whose lane admits it.
+                var fresh: [RoutedEvent] = []
+                for routed in events where new.remove(SeenKey(id: routed.event.id, time: routed.event.time.millisecondsSinceEpoch)) != nil {
+                    var admitted: [String] = []
+                    for subscription in routed.subscriptions where try await lanes.admits(subscription, at: routed.event.time, now: now) {
+                        admitted.append(subscription)
+                        lanes.count(subscription, 1)
+                    }
+                    fresh.append(RoutedEvent(event: routed.event, subscriptions: admitted))
+                }
                 result.queued = try await deliveries.queue(fresh, source: source, now: now, on: connection).queued
+                result.filled = lanes.filled
             }
             try await connection.query(
                 """

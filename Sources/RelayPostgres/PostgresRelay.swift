@@ -176,6 +176,8 @@ public final class PostgresRelay: Service, Sendable {
     /// Polls and delivers for `config` until `ended` fires: polling then stops at once (the leases given up), and
     /// deliveries in flight get `shutdownGrace`; what is cut short then is claimed again by another instance.
     private func runGeneration(_ config: RelayConfig, http: CurlHTTPClient, until ended: StopSignal) async {
+        // Before any poll: a new subscription that backfills is never fed by the shared poll before it has its place.
+        guard await registerSubscriptions(config, until: ended) else { return }
         await withTaskGroup(of: Void.self) { group in
             let dispatchers = config.subscriptions.map { subscription in
                 ClaimDispatcher(
@@ -214,6 +216,29 @@ public final class PostgresRelay: Service, Sendable {
             }
             group.cancelAll()
         }
+    }
+
+    /// Records the config's subscriptions in the database (a new one with `startFrom` in the past starts behind,
+    /// at that time), retrying while the database is away; false when `ended` fired first.
+    private func registerSubscriptions(_ config: RelayConfig, until ended: StopSignal) async -> Bool {
+        var failures = 0
+        let store = PostgresSourceStore(database, limit: Self.queryDeadline)
+        while !ended.isFired {
+            do {
+                for cursor in try await store.registerSubscriptions(config.subscriptions, now: time.now()) {
+                    logger.notice(
+                        "new subscription: reading its events from startFrom on its own, then joining the shared poll",
+                        metadata: ["subscription": "\(cursor.subscription)", "from": "\(cursor.position?.iso8601 ?? "-")"])
+                }
+                answered()
+                return true
+            } catch {
+                failures += 1
+                logger.warning("cannot reach PostgreSQL to record the subscriptions; retrying", metadata: ["error": "\(String(reflecting: error))"])
+                await pause(for: Self.backoff(failures), until: ended)
+            }
+        }
+        return false
     }
 
     /// Settings an instance cannot change without a restart: the metrics listener is bound, the database

@@ -50,30 +50,13 @@ public struct PostgresReplays: Sendable, PostgresPart {
         _ id: Int64, source: String, events: [Event], through: Timestamp, limit: Int, now: Timestamp, by lease: Lease
     ) async throws -> EnqueueResult {
         try await leases.fenced(by: lease) { connection in
-            var result = EnqueueResult()
             let found = try await connection.query(
                 "SELECT subscription FROM \(unescaped: schema).replay_request WHERE id = \(id) FOR UPDATE", logger: logger)
             var subscription: String?
             for try await name in found.decode(String.self) { subscription = name }
-            guard let subscription else { return result }
-            let counted = try await connection.query(
-                "SELECT count(*)::int8 FROM \(unescaped: schema).delivery WHERE subscription = \(subscription)", logger: logger)
-            var depth = 0
-            for try await value in counted.decode(Int64.self) { depth = Int(value) }
-            var position = through
-            let deliveries = PostgresDeliveries(database)
-            for event in events {
-                if depth >= limit {
-                    result.filled = [subscription]
-                    position = event.time
-                    break
-                }
-                let queued = try await deliveries.requeue(.init(event), source: source, for: subscription, now: now, on: connection)
-                depth += queued ? 1 : 0
-                result.queued += queued ? 1 : 0
-                result.newEvents += queued ? 1 : 0
-                result.duplicates += queued ? 0 : 1
-            }
+            guard let subscription else { return EnqueueResult() }
+            let (result, position) = try await PostgresDeliveries(database).queue(
+                events, of: source, for: subscription, through: through, upTo: limit, now: now, on: connection)
             try await connection.query(
                 """
                 UPDATE \(unescaped: schema).replay_request SET position = greatest(position, \(position.millisecondsSinceEpoch)),

@@ -165,6 +165,28 @@ public enum PostgresSchema {
             )
             """,
         ],
+        [
+            // Subscription cursors, as in SQLite: where a subscription that is behind reads on its own, and the
+            // events the shared poll saw before a joining one joined, for its tail read.
+            """
+            CREATE TABLE {schema}.subscription_cursor (
+                subscription text PRIMARY KEY,
+                source text NOT NULL,
+                state text NOT NULL CHECK (state IN ('current', 'behind', 'joining')),
+                position bigint,
+                tail_until bigint,
+                reason text,
+                since bigint
+            )
+            """,
+            """
+            CREATE TABLE {schema}.join_tail (
+                subscription text NOT NULL,
+                event_id text NOT NULL,
+                PRIMARY KEY (subscription, event_id)
+            )
+            """,
+        ],
     ]
 
     /// The newest version this release knows.

@@ -4,12 +4,12 @@ import RelayCore
 /// A source's polling state on PostgreSQL, for the ``Poller``: every write is fenced by the source's lease as this
 /// instance holds it now, so a poller whose lease was taken over (it stalled, or lost the network) commits nothing.
 ///
-/// Replays are carried out here too, each page under the lease. Subscription cursors (catch-up) and `maxQueued`
-/// for the shared poll are SQLite's only so far: on PostgreSQL every subscription is fed by the shared poll, and
-/// its queue is bounded for replays only.
-public final class PostgresSourceStore: SourceStore, ReplayStore {
+/// Replays and subscription cursors (a subscription reading on its own, behind the shared poll) are written here
+/// too, each under the lease of the source they read.
+public final class PostgresSourceStore: SourceStore, ReplayStore, SubscriptionCursorStore {
     private let ingest: PostgresIngest
     private let replays: PostgresReplays
+    private let cursors: PostgresCursors
     private let held = Mutex<[String: Lease]>([:])
     /// The deadline of every call (``withQueryDeadline(_:_:_:)``).
     private let limit: Duration
@@ -18,6 +18,7 @@ public final class PostgresSourceStore: SourceStore, ReplayStore {
     public init(_ database: RelayDatabase, limit: Duration = .seconds(45)) {
         ingest = PostgresIngest(database)
         replays = PostgresReplays(database)
+        cursors = PostgresCursors(database)
         self.limit = limit
     }
 
@@ -51,7 +52,7 @@ public final class PostgresSourceStore: SourceStore, ReplayStore {
     ) async throws -> EnqueueResult {
         let lease = try lease(of: source)
         return try await withQueryDeadline(limit, "queueing \(events.count) events of \(source)") { [ingest] in
-            try await ingest.enqueue(source: source, events: events, advance: advance, by: lease, now: now)
+            try await ingest.enqueue(source: source, events: events, advance: advance, queueLimits: queueLimits, by: lease, now: now)
         }
     }
 
@@ -95,6 +96,56 @@ public final class PostgresSourceStore: SourceStore, ReplayStore {
 
     public func finishReplay(_ id: Int64, now: Timestamp) async throws {
         try await withQueryDeadline(limit, "finishing replay request \(id)") { [replays] in try await replays.finishReplay(id, now: now) }
+    }
+
+    public func registerSubscriptions(_ subscriptions: [SubscriptionConfig], now: Timestamp) async throws -> [SubscriptionCursor] {
+        try await withQueryDeadline(limit, "recording the subscriptions") { [cursors] in try await cursors.registerSubscriptions(subscriptions, now: now) }
+    }
+
+    public func subscriptionCursor(_ subscription: String) async throws -> SubscriptionCursor? {
+        try await withQueryDeadline(limit, "reading the cursor of \(subscription)") { [cursors] in try await cursors.subscriptionCursor(subscription) }
+    }
+
+    public func subscriptionsNotCurrent(source: String) async throws -> [SubscriptionCursor] {
+        try await withQueryDeadline(limit, "reading the subscriptions of \(source)") { [cursors] in try await cursors.subscriptionsNotCurrent(source: source) }
+    }
+
+    public func queueCatchUp(
+        subscription: String, source: String, events: [Event], through: Timestamp, limit: Int, now: Timestamp
+    ) async throws -> EnqueueResult {
+        let lease = try lease(of: source)
+        return try await withQueryDeadline(self.limit, "queueing \(events.count) events read for \(subscription)") { [cursors] in
+            try await cursors.queueCatchUp(subscription: subscription, source: source, events: events, through: through, limit: limit, now: now, by: lease)
+        }
+    }
+
+    public func beginJoin(_ subscription: String) async throws -> SubscriptionCursor? {
+        guard let lease = try await leaseOfSource(of: subscription) else { return nil }
+        return try await withQueryDeadline(limit, "joining \(subscription) to the shared poll") { [cursors] in
+            try await cursors.beginJoin(subscription, by: lease)
+        }
+    }
+
+    public func queueTail(subscription: String, events: [Event], now: Timestamp) async throws -> EnqueueResult {
+        guard let cursor = try await subscriptionCursor(subscription) else { return EnqueueResult() }
+        let lease = try lease(of: cursor.source)
+        return try await withQueryDeadline(limit, "queueing the tail read for \(subscription)") { [cursors] in
+            try await cursors.queueTail(subscription: subscription, source: cursor.source, events: events, now: now, by: lease)
+        }
+    }
+
+    @discardableResult
+    public func finishJoin(_ subscription: String) async throws -> Int {
+        guard let lease = try await leaseOfSource(of: subscription) else { return 0 }
+        return try await withQueryDeadline(limit, "finishing the join of \(subscription)") { [cursors] in
+            try await cursors.finishJoin(subscription, by: lease)
+        }
+    }
+
+    /// The lease held on the source of `subscription`'s cursor; nil when it has none.
+    private func leaseOfSource(of subscription: String) async throws -> Lease? {
+        guard let cursor = try await subscriptionCursor(subscription) else { return nil }
+        return try lease(of: cursor.source)
     }
 }
 

@@ -215,9 +215,13 @@ extension SeveralInstancesTests {
     }
 
     /// `intilery-relay reload` against an instance on PostgreSQL: a valid config replaces the running one (a new
-    /// subscription starts receiving), an invalid one is rejected with its problems and the running one stays.
+    /// subscription with `startFrom: earliest` backfills the hour the shared poll passed long ago, then receives
+    /// live events), an invalid one is rejected with its problems and the running one stays.
     @Test func aReloadOnPostgresAppliesAValidConfigAndRejectsABadOne() async throws {
         try await DaemonTests.withSetup { setup in
+            let now = Int64(Date().timeIntervalSince1970 * 1000)
+            setup.api.log.addBacklog(count: 200, from: now - 3_600_000, to: now - 600_000)
+            let backlog = Set(setup.api.log.allEvents.map(\.eventID))
             setup.api.log.startLiveTraffic(perSecond: 20)
             let schema = "e2e_" + UUID().uuidString.prefix(8).lowercased()
             let (config, url) = try Self.config(setup, schema: schema, pollInterval: "250ms")
@@ -227,17 +231,21 @@ extension SeveralInstancesTests {
             let arguments = Self.run(setup, instance: 0)
             let relay = try RelayProcess(arguments: arguments, environment: environment, directory: setup.directory)
             defer { relay.signal(SIGKILL) }
-            #expect(await setup.receiver.waitUntil { $0.successesByPath["/hooks/all", default: 0] >= 5 })
+            #expect(await setup.receiver.waitUntil { $0.successesByPath["/hooks/all", default: 0] >= 205 })
             let reload = ["reload", "--config", setup.configFile.path] + arguments.suffix(2)
 
-            // A second subscription: applied, and it receives what is made after the reload.
-            let more = #"{"name": "more", "webhook": {"url": "\#(setup.receiver.url("/hooks/more"))", "timeout": "5s"}}"#
+            // A second subscription: applied, it reads the backlog on its own, and receives what is made after.
+            let more = #"{"name": "more", "startFrom": "earliest", "webhook": {"url": "\#(setup.receiver.url("/hooks/more"))", "timeout": "5s"}}"#
             let withMore = config.replacingOccurrences(of: #"}}]}"#, with: #"}}, \#(more)]}"#)
             #expect(withMore != config)
             try withMore.write(to: setup.configFile, atomically: true, encoding: .utf8)
             let applied = try await RelayBinary.run(reload, environment: environment)
             #expect(applied.status == 0 && applied.standardOutput.hasPrefix("Reloaded"), "\(applied.standardOutput)\(applied.standardError)\n\(relay.log)")
-            #expect(await setup.receiver.waitUntil { $0.successesByPath["/hooks/more", default: 0] >= 5 }, "\(relay.log)")
+            #expect(await setup.receiver.waitUntil { $0.successesByPath["/hooks/more", default: 0] >= 210 }, "\(relay.log)")
+            let toMore = setup.receiver.record.requests(to: "/hooks/more").compactMap { (try? JSONParser.parse($0.body))?.objectValue?["eventID"]?.stringValue }
+            #expect(backlog.isSubset(of: Set(toMore)), "\(backlog.subtracting(toMore).count) backlog events missing")
+            #expect(toMore.count == Set(toMore).count, "each once")
+            #expect(relay.log.contains("new subscription: reading its events from startFrom on its own"))
 
             // A bad one: rejected with its problem, and both subscriptions keep receiving.
             try withMore.replacingOccurrences(of: #""pollInterval": "250ms""#, with: #""pollInterval": "soon""#)

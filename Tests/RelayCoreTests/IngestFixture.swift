@@ -72,14 +72,14 @@ final class IngestFixture: Sendable {
             webhook: WebhookConfig(url: "http://127.0.0.1:9/\(name)"))
     }
 
-    func poller(_ source: SourceConfig, _ subscriptions: [SubscriptionConfig]) -> Poller<TestClock> {
+    func poller(_ source: SourceConfig, _ subscriptions: [SubscriptionConfig], store: (any SourceStore)? = nil) -> Poller<TestClock> {
         let now: @Sendable () -> Timestamp = { [clock] in clock.wallTime }
         let client = EventsAPIClient(
             source: source, subscriptions: subscriptions, http: http, limiter: limiters.limiter(for: source), now: now)
         var logger = Logger(label: "test")
         logger.logLevel = .critical
         return Poller(
-            source: source, subscriptions: subscriptions, store: store, client: client, time: clock.relayTime, logger: logger)
+            source: source, subscriptions: subscriptions, store: store ?? self.store, client: client, time: clock.relayTime, logger: logger)
     }
 
     /// The ids the API holds, in the order it pages them.

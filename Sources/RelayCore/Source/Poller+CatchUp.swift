@@ -67,7 +67,7 @@ extension Poller {
         return true
     }
 
-    private func catchUp(_ subscription: SubscriptionConfig, from cursor: SubscriptionCursor, in store: StateStore) async throws -> Bool {
+    private func catchUp(_ subscription: SubscriptionConfig, from cursor: SubscriptionCursor, in store: any SubscriptionCursorStore) async throws -> Bool {
         guard var position = cursor.position else { return false }
         let name = subscription.name
         let router = Router(subscriptions: [subscription])

@@ -27,9 +27,9 @@ public final class Poller<C: Clock>: Sendable where C.Duration == Duration, C: S
 
     let source: SourceConfig
     let store: any SourceStore
-    /// Where subscription cursors are kept, for the catch-up edge: SQLite's store only, so far. Without it every
-    /// subscription of the source is fed by the shared poll.
-    let subscriptionCursors: StateStore?
+    /// Where subscription cursors are kept, for the catch-up edge. Without it every subscription of the source is
+    /// fed by the shared poll.
+    let subscriptionCursors: (any SubscriptionCursorStore)?
     /// Where replay requests are kept, for the catch-up edge to carry out.
     let replays: (any ReplayStore)?
     let time: RelayTime<C>
@@ -62,7 +62,7 @@ public final class Poller<C: Clock>: Sendable where C.Duration == Duration, C: S
         metrics.pollInterval(source.pollInterval)
         self.metrics = metrics
         self.store = store
-        subscriptionCursors = store as? StateStore
+        subscriptionCursors = store as? any SubscriptionCursorStore
         replays = store as? any ReplayStore
         self.time = time
         let inForce = SubscriptionsInForce(subscriptions)

@@ -28,6 +28,15 @@ public struct SubscriptionCursor: Sendable, Equatable {
     public var reason: Reason?
     /// When it fell behind.
     public var since: Timestamp?
+
+    /// A cursor as stored.
+    public init(
+        subscription: String, source: String, state: State, position: Timestamp? = nil, tailUntil: Timestamp? = nil, reason: Reason? = nil,
+        since: Timestamp? = nil
+    ) {
+        (self.subscription, self.source, self.state, self.position) = (subscription, source, state, position)
+        (self.tailUntil, self.reason, self.since) = (tailUntil, reason, since)
+    }
 }
 
 extension StateStore {
