@@ -85,6 +85,14 @@ public struct PostgresDeadLetters: DeadLetterStore, PostgresPart {
         return found
     }
 
+    /// Deletes the dead letters that died before `before` (the retention); how many.
+    @discardableResult
+    public func pruneDeadLetters(before: Timestamp) async throws -> Int {
+        try await count(
+            try await client.query(
+                "DELETE FROM \(unescaped: schema).dead_letter WHERE dead_at < \(before.millisecondsSinceEpoch) RETURNING id", logger: logger))
+    }
+
     private static let columns =
         "id, subscription, event_id, event_time, reason, last_status, attempts, first_attempt_at, last_attempt_at, dead_at, response"
 

@@ -25,6 +25,8 @@ public final class PostgresRelay: Service, Sendable {
     private let environment: [String: String]
     /// Where each reload's ``ReloadAnswer`` goes (the instance's state directory); nil writes none.
     private let answerDirectory: String?
+    /// Writes the "suppressed N similar lines" summaries of the rate-limited log.
+    private let flushLogs: @Sendable () -> Void
     private let database: RelayDatabase
     private let instance: String
     private let logger: Logger
@@ -41,8 +43,9 @@ public final class PostgresRelay: Service, Sendable {
     /// `database`, as `instance` (unique among the instances: host and pid).
     public init(
         config: RelayConfig, configFile: String, environment: [String: String], answerDirectory: String?, database: RelayDatabase,
-        instance: String, logger: Logger, notifier: SystemdNotifier
+        instance: String, logger: Logger, notifier: SystemdNotifier, flushLogs: @escaping @Sendable () -> Void = {}
     ) {
+        self.flushLogs = flushLogs
         initialConfig = config
         current = Mutex(config)
         self.configFile = configFile
@@ -197,6 +200,7 @@ public final class PostgresRelay: Service, Sendable {
                 }
                 delivered.fire()
             }
+            group.addTask { await self.maintain(config, until: ended) }
             let limiters = APIRateLimiters(clock: time.clock)
             for source in config.sources {
                 group.addTask {
@@ -219,16 +223,32 @@ public final class PostgresRelay: Service, Sendable {
     }
 
     /// Records the config's subscriptions in the database (a new one with `startFrom` in the past starts behind,
-    /// at that time), retrying while the database is away; false when `ended` fired first.
+    /// at that time) and reports the names it no longer has (orphans), retrying while the database is away; false
+    /// when `ended` fired first.
     private func registerSubscriptions(_ config: RelayConfig, until ended: StopSignal) async -> Bool {
         var failures = 0
         let store = PostgresSourceStore(database, limit: Self.queryDeadline)
+        let orphans = PostgresOrphans(database)
         while !ended.isFired {
             do {
                 for cursor in try await store.registerSubscriptions(config.subscriptions, now: time.now()) {
                     logger.notice(
                         "new subscription: reading its events from startFrom on its own, then joining the shared poll",
                         metadata: ["subscription": "\(cursor.subscription)", "from": "\(cursor.position?.iso8601 ?? "-")"])
+                }
+                let found = try await withQueryDeadline(Self.queryDeadline, "finding subscriptions no longer in the config") { [time] in
+                    try await orphans.reconcileOrphans(current: config.subscriptions.map(\.name), now: time.now())
+                }
+                for name in found.readopted {
+                    logger.notice("subscription is in the config again: its queued events and dead letters are its own again", metadata: ["subscription": "\(name)"])
+                }
+                for orphan in found.orphans {
+                    logger.warning(
+                        "subscription is no longer in the config: its events are kept, not sent, until orphanRetention",
+                        metadata: [
+                            "subscription": "\(orphan.subscription)", "queued": "\(orphan.queued)", "dead_letters": "\(orphan.deadLetters)",
+                            "since": "\(orphan.since.iso8601)", "deleted_at": "\(orphan.since.advanced(by: config.orphanRetention).iso8601)",
+                        ])
                 }
                 answered()
                 return true
@@ -239,6 +259,32 @@ public final class PostgresRelay: Service, Sendable {
             }
         }
         return false
+    }
+
+    /// Every 10 s until `ended`: the suppressed-lines summaries of the log, and the dead letters and orphans past
+    /// their retention deleted (whichever instance gets there first; the others find nothing left).
+    private func maintain(_ config: RelayConfig, until ended: StopSignal) async {
+        let (letters, orphans) = (PostgresDeadLetters(database), PostgresOrphans(database))
+        while !ended.isFired {
+            flushLogs()
+            do {
+                let now = time.now()
+                let pruned = try await withQueryDeadline(Self.queryDeadline, "pruning dead letters") {
+                    try await letters.pruneDeadLetters(before: now.advanced(by: .zero - config.deadLetters.retention))
+                }
+                if pruned > 0 { logger.info("pruned dead letters past retention", metadata: ["count": "\(pruned)"]) }
+                let removed = try await withQueryDeadline(Self.queryDeadline, "deleting removed subscriptions past orphanRetention") {
+                    try await orphans.pruneOrphans(olderThan: config.orphanRetention, now: now)
+                }
+                for name in removed {
+                    logger.notice("deleted the queued events and dead letters of a removed subscription: orphanRetention passed", metadata: ["subscription": "\(name)"])
+                }
+            } catch {
+                logger.warning("could not prune past retention; trying again", metadata: ["error": "\(String(reflecting: error))"])
+            }
+            await pause(for: .seconds(10), until: ended)
+        }
+        flushLogs()
     }
 
     /// Settings an instance cannot change without a restart: the metrics listener is bound, the database

@@ -187,6 +187,10 @@ public enum PostgresSchema {
             )
             """,
         ],
+        [
+            // Names with rows that the config no longer has, and since when: deleted after orphanRetention.
+            "CREATE TABLE {schema}.orphan (subscription text PRIMARY KEY, since bigint NOT NULL)",
+        ],
     ]
 
     /// The newest version this release knows.

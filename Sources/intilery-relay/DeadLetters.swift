@@ -66,10 +66,10 @@ struct DeadLetters: AsyncParsableCommand {
     /// queue events that nothing sends).
     static func withStore<T: Sendable>(
         _ options: StoreOptions, _ selection: Selection? = nil, current: Bool = false,
-        _ body: (any DeadLetterStore, RelayConfig) async throws -> T
+        _ body: (any DeadLetterStore & OrphanStore, RelayConfig) async throws -> T
     ) async throws -> T {
         let (config, directory) = try options.loadForStateCommand()
-        func checked(_ store: any DeadLetterStore) async throws -> T {
+        func checked(_ store: any DeadLetterStore & OrphanStore) async throws -> T {
             if let selection, let subscription = selection.subscription, !selection.isCurrent(in: config) {
                 guard try await store.hasRows(of: subscription) else {
                     printToStandardError("intilery-relay: no subscription named \(subscription) in the config or the state")
@@ -104,9 +104,9 @@ struct DeadLetters: AsyncParsableCommand {
         func run() async throws {
             let (letters, orphaned) = try await DeadLetters.withStore(store, selection) { store, config in
                 let letters = try await store.deadLetters(selection.filter())
-                // SQLite keeps a removed subscription's rows for orphanRetention and says when it drops them.
-                guard !selection.isCurrent(in: config), let state = store as? StateStore else { return (letters, nil as Orphan?) }
-                return (letters, try await state.orphans().first { $0.subscription == selection.subscription })
+                // A removed subscription's rows are kept for orphanRetention: say when they go.
+                guard !selection.isCurrent(in: config) else { return (letters, nil as Orphan?) }
+                return (letters, try await store.orphans().first { $0.subscription == selection.subscription })
             }
             if selection.json {
                 printLine(JSONValue.array(letters.map(Self.json)).description)
@@ -267,9 +267,9 @@ struct DeadLetters: AsyncParsableCommand {
 
         func run() async throws {
             let (count, queued) = try await DeadLetters.withStore(store, selection) { store, config in
-                // SQLite keeps a removed subscription's queued events until orphanRetention: purging it takes them too.
-                if let subscription = selection.subscription, !selection.isCurrent(in: config), let state = store as? StateStore {
-                    let (queued, count) = try await state.purgeOrphan(subscription)
+                // A removed subscription's queued events are kept until orphanRetention: purging it takes them too.
+                if let subscription = selection.subscription, !selection.isCurrent(in: config) {
+                    let (queued, count) = try await store.purgeOrphan(subscription)
                     return (count, queued as Int?)
                 }
                 var count = 0

@@ -67,6 +67,9 @@ struct PostgresStatusReport: Sendable {
 
     var sources: [Source]
     var subscriptions: [Subscription]
+    /// Names with rows that the config no longer has.
+    var orphans: [Orphan]
+    var orphanRetention: Duration
 
     static func read(_ database: RelayDatabase, config: RelayConfig) async throws -> PostgresStatusReport {
         let status = PostgresStatus(database)
@@ -86,7 +89,10 @@ struct PostgresStatusReport: Sendable {
                     name: subscription.name, pending: depths[subscription.name] ?? 0, deadLetters: letters[subscription.name] ?? 0,
                     inFlight: inFlight.filter { $0.subscription == subscription.name }, pause: try await PostgresPauses(database).pause(of: subscription.name)))
         }
-        return PostgresStatusReport(sources: sources, subscriptions: subscriptions)
+        // As the instances recorded them, less any name this config has brought back (taken up at the next reload).
+        let current = Set(config.subscriptions.map(\.name))
+        let orphans = try await PostgresOrphans(database).orphans().filter { !current.contains($0.subscription) }
+        return PostgresStatusReport(sources: sources, subscriptions: subscriptions, orphans: orphans, orphanRetention: config.orphanRetention)
     }
 
     func text(now: Timestamp) -> [String] {
@@ -116,7 +122,7 @@ struct PostgresStatusReport: Sendable {
             if let pause = subscription.pause { line += "; PAUSED since \(pause.since.iso8601): \(pause.reason)" }
             lines.append(line)
         }
-        return lines
+        return lines + Status.text(orphans, retention: orphanRetention)
     }
 
     func json(now: Timestamp) -> JSONValue {
@@ -147,6 +153,7 @@ struct PostgresStatusReport: Sendable {
         }
         return .object(JSONObject([
             ("store", .string("postgres")), ("sources", .array(sources.map(source))), ("subscriptions", .array(subscriptions.map(subscription))),
+            ("orphans", .array(orphans.map { Status.json($0, retention: orphanRetention) })),
         ]))
     }
 }

@@ -53,7 +53,9 @@ struct Run: AsyncParsableCommand {
         let registry = PrometheusCollectorRegistry()
         MetricsSystem.bootstrap(PrometheusMetricsFactory(registry: registry))
         if case .postgres(let postgres) = config.store {
-            try await runOnPostgres(postgres, config: config, registry: registry, environment: environment, logger: logger)
+            try await runOnPostgres(
+                postgres, config: config, registry: registry, environment: environment, logger: logger,
+                flushLogs: { summaries.writeSuppressedSummaries() })
             return
         }
         let directory = StateDirectory.resolve(flag: store.stateDirectory, config: config, environment: environment)
@@ -101,7 +103,8 @@ struct Run: AsyncParsableCommand {
     /// Runs as one of several instances sharing `postgres`. The database holds all the state; the instance's state
     /// directory holds only its lock (one instance per directory, so `reload` finds it) and reload answers.
     private func runOnPostgres(
-        _ postgres: PostgresStoreConfig, config: RelayConfig, registry: PrometheusCollectorRegistry, environment: [String: String], logger: Logger
+        _ postgres: PostgresStoreConfig, config: RelayConfig, registry: PrometheusCollectorRegistry, environment: [String: String], logger: Logger,
+        flushLogs: @escaping @Sendable () -> Void
     ) async throws {
         let url = try postgresURL(postgres, configFile: store.config)
         let directory = StateDirectory.resolve(flag: store.stateDirectory, config: config, environment: environment)
@@ -126,7 +129,8 @@ struct Run: AsyncParsableCommand {
         let database = RelayDatabase(client: client, schema: postgres.schema, logger: logger)
         let relay = PostgresRelay(
             config: config, configFile: store.config, environment: environment, answerDirectory: directory, database: database,
-            instance: PostgresRelay.defaultInstance, logger: logger, notifier: SystemdNotifier(environment: environment))
+            instance: PostgresRelay.defaultInstance, logger: logger, notifier: SystemdNotifier(environment: environment),
+            flushLogs: flushLogs)
         logger.info("using PostgreSQL", metadata: ["database": "\(url)", "schema": "\(postgres.schema)"])
         var services: [ServiceGroupConfiguration.ServiceConfiguration] = [.init(service: client)]
         if let listen = config.metrics.listen {

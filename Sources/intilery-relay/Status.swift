@@ -118,14 +118,17 @@ struct Status: AsyncParsableCommand {
                 } ?? .null),
             ]))
         }
-        let removed = orphans.map { orphan -> JSONValue in
-            .object(JSONObject([
-                ("name", .string(orphan.subscription)), ("queued", .number(JSONNumber(orphan.queued))),
-                ("deadLetters", .number(JSONNumber(orphan.deadLetters))), ("since", .string(orphan.since.iso8601)),
-                ("deletedAfter", .string(orphan.since.advanced(by: retention).iso8601)),
-            ]))
-        }
+        let removed = orphans.map { json($0, retention: retention) }
         return .object(JSONObject([("sources", .array(sources)), ("subscriptions", .array(subscriptions)), ("orphans", .array(removed))]))
+    }
+
+    /// A removed subscription as `status --json` shows it.
+    static func json(_ orphan: Orphan, retention: Duration) -> JSONValue {
+        .object(JSONObject([
+            ("name", .string(orphan.subscription)), ("queued", .number(JSONNumber(orphan.queued))),
+            ("deadLetters", .number(JSONNumber(orphan.deadLetters))), ("since", .string(orphan.since.iso8601)),
+            ("deletedAfter", .string(orphan.since.advanced(by: retention).iso8601)),
+        ]))
     }
 
     private static func lag(_ cursor: Timestamp, _ now: Timestamp) -> String {

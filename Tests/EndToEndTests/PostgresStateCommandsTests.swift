@@ -155,4 +155,32 @@ struct PostgresStateCommandsTests {
             }
         }
     }
+
+    /// A subscription that left the config, as the instances recorded it: `status` reports it with when its rows
+    /// go, `dead-letters list` says so, and `purge --subscription` takes its queued events with its dead letters.
+    @Test func aRemovedSubscriptionIsReportedAndPurgedFromTheSharedSchema() async throws {
+        try await Self.withSchema { schema, run in
+            try await TestPostgres.withDatabase(schema: schema) { database in
+                try await Self.deadLetterFour(database)
+                let events = (10..<13).map { n in
+                    Event(id: "e\(n)", time: Self.t0.advanced(by: .milliseconds(Int64(n))), action: "click", timeValue: .string(""),
+                          fields: JSONObject(), raw: Array("{}".utf8))
+                }
+                _ = try await PostgresDeliveries(database).queue(events, source: "acme", for: ["gone"], now: Self.t0)
+                // What an instance records at its start or reload.
+                _ = try await PostgresOrphans(database).reconcileOrphans(current: ["all"], now: Self.t0)
+
+                let status = try await run(["status"])
+                #expect(status.standardOutput.contains("removed subscription gone: 3 queued, 0 dead letters, not sent;"), "\(status.standardOutput)")
+                let json = try JSONParser.parse(Array(try await run(["status", "--json"]).standardOutput.utf8))
+                #expect(json.objectValue?["orphans"]?.arrayValue?.first?.objectValue?["queued"] == .number(JSONNumber(3)))
+                let list = try await run(["dead-letters", "list", "--subscription", "gone"])
+                #expect(list.status == 0 && list.standardOutput.contains("gone is no longer in the config"), "\(list.standardOutput)\(list.standardError)")
+                let purge = try await run(["dead-letters", "purge", "--subscription", "gone", "--json"])
+                #expect(purge.standardOutput.trimmingCharacters(in: .whitespacesAndNewlines) == #"{"purged":0,"queuedPurged":3}"#, "\(purge.standardOutput)")
+                #expect(try await PostgresStatus(database).queueDepths()["gone"] == nil)
+                #expect(try await run(["dead-letters", "list", "--subscription", "gone"]).status == 64, "nothing of it is left")
+            }
+        }
+    }
 }

@@ -10,7 +10,7 @@ import Testing
 struct DeadLetterFixture {
     static let t0 = Timestamp(millisecondsSinceEpoch: 1_714_521_600_000)
 
-    let store: any DeadLetterStore
+    let store: any DeadLetterStore & OrphanStore
     let due: (String) async throws -> [String]
 
     static let events = (0..<25).map { n in
@@ -65,7 +65,8 @@ struct DeadLetterFixture {
 
 /// Every store the `dead-letters` commands act on keeps the same promises: the filters select the same letters,
 /// a letter shows its event and the receiver's answer, a replay queues each letter's event again once and a purge
-/// deletes exactly what it selects, both in chunks.
+/// deletes exactly what it selects, both in chunks; a subscription that left the config keeps its rows as an
+/// orphan until it comes back, is purged, or its retention passes.
 @Suite struct DeadLetterStoreConformanceTests {
     static let t0 = DeadLetterFixture.t0
 
@@ -137,6 +138,47 @@ struct DeadLetterFixture {
             #expect(try await fixture.store.purgeDeadLetters(DeadLetterFilter(subscription: "hook"), chunk: nil) == 25)
             let hookAfterPurge = try await fixture.store.hasRows(of: "hook")
             #expect(!hookAfterPurge)
+        }
+    }
+
+    /// A subscription that left the config is an orphan from the first time it is found missing: its rows are
+    /// kept, counted, taken up again when the name comes back, and deleted once the retention has passed.
+    @Test(arguments: StoreKind.available)
+    func aRemovedSubscriptionIsAnOrphanUntilItsRetentionPassesOrItComesBack(_ kind: StoreKind) async throws {
+        try await DeadLetterFixture.with(kind) { fixture in
+            let store = fixture.store
+            let t = Self.t0.advanced(by: .seconds(3600))
+            let found = try await store.reconcileOrphans(current: ["hook"], now: t)
+            #expect(found.orphans == [Orphan(subscription: "other", queued: 25, deadLetters: 0, since: t)] && found.readopted.isEmpty)
+            let back = try await store.reconcileOrphans(current: ["hook", "other"], now: t.advanced(by: .seconds(1)))
+            #expect(back.readopted == ["other"] && back.orphans.isEmpty)
+
+            // Both gone: each an orphan since it was first found missing, not since the last look.
+            let gone = t.advanced(by: .seconds(2))
+            _ = try await store.reconcileOrphans(current: [], now: gone)
+            let again = try await store.reconcileOrphans(current: [], now: gone.advanced(by: .seconds(60)))
+            #expect(again.orphans == [
+                Orphan(subscription: "hook", queued: 0, deadLetters: 25, since: gone), Orphan(subscription: "other", queued: 25, deadLetters: 0, since: gone),
+            ])
+            #expect(try await store.pruneOrphans(olderThan: .seconds(3600), now: gone.advanced(by: .seconds(1800))).isEmpty)
+            #expect(try await store.pruneOrphans(olderThan: .seconds(3600), now: gone.advanced(by: .seconds(3601))) == ["hook", "other"])
+            #expect(try await store.orphans().isEmpty)
+            let (hook, other) = (try await store.hasRows(of: "hook"), try await store.hasRows(of: "other"))
+            #expect(!hook && !other, "nothing of them is left")
+            #expect(try await fixture.due("other").isEmpty)
+        }
+    }
+
+    @Test(arguments: StoreKind.available)
+    func purgingAnOrphanDeletesItsQueuedEventsAndDeadLetters(_ kind: StoreKind) async throws {
+        try await DeadLetterFixture.with(kind) { fixture in
+            _ = try await fixture.store.reconcileOrphans(current: [], now: Self.t0)
+            let other = try await fixture.store.purgeOrphan("other")
+            #expect(other.queued == 25 && other.deadLetters == 0)
+            let hook = try await fixture.store.purgeOrphan("hook")
+            #expect(hook.queued == 0 && hook.deadLetters == 25)
+            #expect(try await fixture.store.orphans().isEmpty)
+            #expect(try await fixture.store.countDeadLetters(DeadLetterFilter()) == 0)
         }
     }
 }

@@ -22,6 +22,8 @@ public struct OrphanReconciliation: Sendable, Equatable {
     public var orphans: [Orphan] = []
     /// Names that were orphans and are in the config again: their queued events go out again.
     public var readopted: [String] = []
+
+    public init() {}
 }
 
 extension StateStore {
