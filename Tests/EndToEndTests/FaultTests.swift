@@ -7,7 +7,8 @@ import Testing
 import Glibc
 #endif
 
-/// The guarantees of docs/architecture.md (Invariants) under faults, with the real binary as a child process.
+/// The guarantees of docs/architecture.md (Invariants) under faults, with the real binary as a child process; the
+/// chaos tests on both stores (on PostgreSQL, a kill -9 is SeveralInstancesTests' business).
 @Suite(.serialized, .timeLimit(.minutes(5))) struct FaultTests {
     static var isRoot: Bool { getuid() == 0 }
 
@@ -43,8 +44,10 @@ import Glibc
         }
     }
 
-    @Test func upstreamChaosLosesNothingAndAddsNothing() async throws {
+    @Test(arguments: RelayStore.available)
+    func upstreamChaosLosesNothingAndAddsNothing(_ store: RelayStore) async throws {
         try await DaemonTests.withSetup { setup in
+            let (storeMember, environment) = try store.member(setup.environment)
             let now = Int64(Date().timeIntervalSince1970 * 1000)
             setup.api.update {
                 $0.rateLimit = (3, 3)
@@ -53,12 +56,12 @@ import Glibc
             setup.api.log.addBacklog(count: 2_000, from: now - 600_000, to: now)
             setup.api.log.startLiveTraffic(perSecond: 30, late: EventLog.LateVisibility(fraction: 0.2, delay: .seconds(5)))
             let config = #"""
-                {"stateDirectory": "./state", "metrics": {"listen": "off"}, "shutdownGrace": "2s",
+                {\#(storeMember)"stateDirectory": "./state", "metrics": {"listen": "off"}, "shutdownGrace": "2s",
                  "sources": [\#(DaemonTests.sourceJSON(setup.api, lookback: "30s"))],
                  "subscriptions": [{"name": "all", "webhook": {"url": "\#(setup.receiver.url("/hooks/all"))"}}]}
                 """#
             try config.write(to: setup.configFile, atomically: true, encoding: .utf8)
-            let relay = try RelayProcess(arguments: ["run", "--config", setup.configFile.path], environment: setup.environment, directory: setup.directory)
+            let relay = try RelayProcess(arguments: ["run", "--config", setup.configFile.path], environment: environment, directory: setup.directory)
             // Let live traffic run a while, then stop it and wait past the late delay for the stragglers.
             _ = await setup.receiver.waitUntil(timeout: .seconds(120)) { $0.countsByPath["/hooks/all", default: 0] >= 2_300 }
             setup.api.log.stopLiveTraffic()
@@ -72,14 +75,17 @@ import Glibc
             #expect(Set(counts.keys) == expected, "unexpected: \(Set(counts.keys).subtracting(expected).prefix(5))")
             #expect(counts.values.allSatisfy { $0 == 1 })
             let served = setup.api.counts
-            print("upstream chaos: \(expected.count) events delivered once each; API answered \(served.byStatus.sorted { $0.key < $1.key })")
+            print("upstream chaos (\(store)): \(expected.count) events delivered once each; API answered \(served.byStatus.sorted { $0.key < $1.key })")
             #expect(served.rateLimited > 0, "\(served.byStatus)")
             #expect((served.byStatus[500] ?? 0) > 0 && (served.byStatus[503] ?? 0) > 0, "\(served.byStatus)")
         }
     }
 
-    @Test func downstreamChaosEndsAsTheRulesSayAndDeadLettersAgree() async throws {
+    /// The same on either store: on PostgreSQL through the shared queue's claims, guards and pause.
+    @Test(arguments: RelayStore.available)
+    func downstreamChaosEndsAsTheRulesSayAndDeadLettersAgree(_ store: RelayStore) async throws {
         try await DaemonTests.withSetup { setup in
+            let (storeMember, environment) = try store.member(setup.environment)
             let now = Int64(Date().timeIntervalSince1970 * 1000)
             setup.api.log.addBacklog(count: 40, from: now - 60_000, to: now)
             let ids = setup.api.log.allEvents.map(\.eventID)
@@ -99,11 +105,11 @@ import Glibc
                 return #"{"name": "\#(name)", \#(filter)"webhook": {"url": "\#(setup.receiver.url("/\(name)"))", "timeout": "\#(timeout)", \#(retry)}}"#
             }
             let config = #"""
-                {"stateDirectory": "./state", "metrics": {"listen": "off"}, "shutdownGrace": "1s",
+                {\#(storeMember)"stateDirectory": "./state", "metrics": {"listen": "off"}, "shutdownGrace": "1s",
                  "sources": [\#(DaemonTests.sourceJSON(setup.api, lookback: "30s"))], "subscriptions": [\#(subscriptions.joined(separator: ","))]}
                 """#
             try config.write(to: setup.configFile, atomically: true, encoding: .utf8)
-            let relay = try RelayProcess(arguments: ["run", "--config", setup.configFile.path], environment: setup.environment, directory: setup.directory)
+            let relay = try RelayProcess(arguments: ["run", "--config", setup.configFile.path], environment: environment, directory: setup.directory)
             let arrived3 = await setup.receiver.waitUntil(timeout: .seconds(60)) { record in
                 ["/healthy", "/flaky", "/busy"].allSatisfy { record.successesByPath[$0, default: 0] == 40 }
             }
@@ -113,7 +119,7 @@ import Glibc
             let deadline = ContinuousClock.now + .seconds(60)
             var letters: [JSONValue] = []
             while ContinuousClock.now < deadline {
-                let list = try await RelayBinary.run(["dead-letters", "list", "--config", setup.configFile.path, "--json"], environment: setup.environment, in: setup.directory)
+                let list = try await RelayBinary.run(["dead-letters", "list", "--config", setup.configFile.path, "--json"], environment: environment, in: setup.directory)
                 letters = try JSONParser.parse(list.standardOutput).arrayValue ?? []
                 if letters.count == 42 { break }
                 try await Task.sleep(for: .milliseconds(200))
@@ -128,7 +134,7 @@ import Glibc
             #expect(bySubscription["gone"]?.count == 20 && bySubscription["moved"]?.count == 20)
             let goneIDs: [String] = bySubscription["gone"]?.compactMap { $0["eventID"]?.stringValue } ?? []
             #expect(Set(goneIDs).isSubset(of: Set(ids)))
-            let status = try await RelayBinary.run(["status", "--config", setup.configFile.path], environment: setup.environment, in: setup.directory)
+            let status = try await RelayBinary.run(["status", "--config", setup.configFile.path], environment: environment, in: setup.directory)
             #expect(status.standardOutput.contains("subscription gone: 20 pending"), "\(status.standardOutput)")
             #expect(status.standardOutput.contains("PAUSED since"))
             #expect(status.standardOutput.contains("paused after 20 consecutive dead letters (HTTP 410)"))

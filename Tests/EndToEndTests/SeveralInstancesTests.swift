@@ -26,6 +26,26 @@ enum TestPostgres {
     }
 }
 
+/// The state stores a relay runs on, for the end-to-end tests that hold both to the same guarantees: SQLite
+/// always, PostgreSQL under `scripts/with-postgres` (as `make test` runs).
+enum RelayStore: String, CaseIterable, CustomTestStringConvertible, Sendable {
+    case sqlite, postgres
+
+    static var available: [RelayStore] { TestPostgres.socket != nil ? allCases : [.sqlite] }
+    var testDescription: String { rawValue }
+
+    /// The config's `store` member (with its trailing comma; empty for SQLite, the default) in a fresh schema,
+    /// and the environment that resolves its URL.
+    func member(_ environment: [String: String]) throws -> (json: String, environment: [String: String]) {
+        guard self == .postgres else { return ("", environment) }
+        let socket = URL(fileURLWithPath: try #require(TestPostgres.socket))
+        var environment = environment
+        environment["RELAY_POSTGRES_URL"] = "postgres://relay@/postgres?host=\(socket.deletingLastPathComponent().path)&port=\(socket.pathExtension)"
+        let schema = "e2e_" + UUID().uuidString.prefix(8).lowercased()
+        return (#""store": {"postgres": {"url": {"env": "RELAY_POSTGRES_URL"}, "schema": "\#(schema)"}}, "#, environment)
+    }
+}
+
 /// Several relay processes sharing one PostgreSQL schema (docs/several-instances.md), with the real binary, the
 /// simulator and a receiver.
 @Suite(
