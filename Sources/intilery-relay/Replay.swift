@@ -66,7 +66,9 @@ struct Replay: AsyncParsableCommand {
                     },
                     start: start, end: end,
                     where: (polled: "the instance polling \(source) picks it up within one poll interval.",
-                            unpolled: "no instance polls \(source) now: the next one to take it picks it up."))
+                            unpolled: "no instance polls \(source) now: the next one to take it picks it up."),
+                    // A source's lease may lapse for a moment while it passes to another instance.
+                    grace: .seconds(15))
             }
             return
         }
@@ -88,17 +90,33 @@ struct Replay: AsyncParsableCommand {
     /// subscription's source (`polled`).
     private func carryOut(
         record: () async throws -> Int64, read: (Int64) async throws -> ReplayRequest?, polled: () async throws -> Bool,
-        start: Timestamp, end: Timestamp, where says: (polled: String, unpolled: String)
+        start: Timestamp, end: Timestamp, where says: (polled: String, unpolled: String), grace: Duration = .zero
     ) async throws {
         let id = try await record()
+        var lastPolled = ContinuousClock.now
+        /// Whether something polls the source, or did within `grace`.
+        func stillPolled() async throws -> Bool {
+            if try await polled() {
+                lastPolled = .now
+                return true
+            }
+            return lastPolled.duration(to: .now) < grace
+        }
         let running = try await polled()
         guard wait else {
             printLine("Replay \(id) of \(subscription) from \(start.iso8601) to \(end.iso8601) recorded; " + (running ? says.polled : says.unpolled))
             return
         }
-        guard running else {
-            printToStandardError("intilery-relay: replay \(id) recorded, but " + says.unpolled)
-            throw ExitCode(1)
+        if !running {
+            // Waited for within the grace: an instance may be taking the source over.
+            while try await !polled() {
+                guard lastPolled.duration(to: .now) < grace else {
+                    printToStandardError("intilery-relay: replay \(id) recorded, but " + says.unpolled)
+                    throw ExitCode(1)
+                }
+                try await Task.sleep(for: .milliseconds(200))
+            }
+            lastPolled = .now
         }
         let progress = Progress()
         while true {
@@ -113,7 +131,7 @@ struct Replay: AsyncParsableCommand {
                 printLine("Replayed \(subscription) from \(start.iso8601) to \(end.iso8601): \(request.queued) events queued.")
                 return
             }
-            if try await !polled() {
+            if try await !stillPolled() {
                 progress.finish()
                 printToStandardError("intilery-relay: the relay stopped polling before replay \(id) was done; the next one to poll goes on with it")
                 throw ExitCode(1)

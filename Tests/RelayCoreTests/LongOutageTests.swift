@@ -9,7 +9,9 @@ import Testing
 /// clock with the fake API and the receiver, so that days pass in seconds. The dead webhook's queue stays at
 /// `maxQueued`; the healthy one and polling never stop; once it returns, every event is delivered or dead-lettered
 /// by the rules (`maxAge` from when it was queued), none lost.
-@Suite(.timeLimit(.minutes(3))) struct LongOutageTests {
+// The limit guards against a hang: alone it takes under a minute, beside the PostgreSQL suites on two cores up to
+// four times that.
+@Suite(.timeLimit(.minutes(5))) struct LongOutageTests {
     @Test func threeDaysDownAtABoundedQueueEndsWithEveryEventDeliveredOrDeadLettered() async throws {
         let clock = TestClock(autoAdvance: false)
         var settings = FakeEventsAPI.Settings()
