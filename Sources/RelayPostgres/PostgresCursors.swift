@@ -21,13 +21,7 @@ public struct PostgresCursors: Sendable, PostgresPart {
         try await client.transaction(logger: logger) { connection in
             var behind: [SubscriptionCursor] = []
             for subscription in subscriptions {
-                let position: Timestamp?
-                switch subscription.startFrom {
-                case .now: position = nil
-                case .earliest: position = Timestamp(millisecondsSinceEpoch: 0)
-                // A time still to come starts from now: a position ahead of the live cursor could not join.
-                case .time(let time): position = min(time, now)
-                }
+                let position = subscription.startPosition(now: now)
                 let reason = position == nil ? nil : SubscriptionCursor.Reason.backfill.rawValue
                 let added = try await connection.query(
                     """

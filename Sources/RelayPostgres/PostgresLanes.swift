@@ -58,7 +58,7 @@ struct PostgresLanes {
         ).decode(String.self) { state = found }
         if state == "joining" { return true }
         let t = time.millisecondsSinceEpoch
-        let position = t < liveBefore ? liveBefore : min(t + 1, liveAfter)
+        let position = SubscriptionCursor.fallBehindPosition(at: t, liveBefore: liveBefore, liveAfter: liveAfter)
         try await connection.query(
             """
             INSERT INTO \(unescaped: schema).subscription_cursor (subscription, source, state, position, reason, since)

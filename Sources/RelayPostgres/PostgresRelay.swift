@@ -131,7 +131,7 @@ public final class PostgresRelay: Service, Sendable {
                         notifier.reloading()
                         switch loadConfig() {
                         case .success(let next):
-                            let needsRestart = Self.settingsNeedingRestart(from: config, to: next)
+                            let needsRestart = ConfigInForce.settingsNeedingRestart(from: config, to: next)
                             for setting in needsRestart {
                                 logger.notice("this change takes effect at the next restart", metadata: ["setting": "\(setting)"])
                             }
@@ -231,24 +231,8 @@ public final class PostgresRelay: Service, Sendable {
         let orphans = PostgresOrphans(database)
         while !ended.isFired {
             do {
-                for cursor in try await store.registerSubscriptions(config.subscriptions, now: time.now()) {
-                    logger.notice(
-                        "new subscription: reading its events from startFrom on its own, then joining the shared poll",
-                        metadata: ["subscription": "\(cursor.subscription)", "from": "\(cursor.position?.iso8601 ?? "-")"])
-                }
-                let found = try await withQueryDeadline(Self.queryDeadline, "finding subscriptions no longer in the config") { [time] in
-                    try await orphans.reconcileOrphans(current: config.subscriptions.map(\.name), now: time.now())
-                }
-                for name in found.readopted {
-                    logger.notice("subscription is in the config again: its queued events and dead letters are its own again", metadata: ["subscription": "\(name)"])
-                }
-                for orphan in found.orphans {
-                    logger.warning(
-                        "subscription is no longer in the config: its events are kept, not sent, until orphanRetention",
-                        metadata: [
-                            "subscription": "\(orphan.subscription)", "queued": "\(orphan.queued)", "dead_letters": "\(orphan.deadLetters)",
-                            "since": "\(orphan.since.iso8601)", "deleted_at": "\(orphan.since.advanced(by: config.orphanRetention).iso8601)",
-                        ])
+                try await withQueryDeadline(Self.queryDeadline, "recording the subscriptions") { [logger, time] in
+                    try await ConfigInForce.record(config, cursors: store, orphans: orphans, now: time.now(), logger: logger)
                 }
                 answered()
                 return true
@@ -287,24 +271,8 @@ public final class PostgresRelay: Service, Sendable {
         flushLogs()
     }
 
-    /// Settings an instance cannot change without a restart: the metrics listener is bound, the database
-    /// connected. Everything else applies at a reload.
-    static func settingsNeedingRestart(from old: RelayConfig, to new: RelayConfig) -> [String] {
-        var settings: [String] = []
-        if old.metrics != new.metrics { settings.append("metrics.listen") }
-        if old.store != new.store { settings.append("store") }
-        return settings
-    }
-
-    /// The config as the file has it now, or its problems (logged): the running one then stays.
     private func loadConfig() -> Result<RelayConfig, ConfigError> {
-        do {
-            return .success(try ConfigLoader.load(file: configFile, environment: ConfigEnvironment(variables: environment)))
-        } catch {
-            logger.error("reload rejected: the config has problems; the running config stays", metadata: ["problems": "\(error.problems.count)"])
-            for line in error.lines { logger.error("\(line)") }
-            return .failure(error)
-        }
+        ConfigInForce.reload(file: configFile, environment: environment, logger: logger)
     }
 
     /// For `intilery-relay reload`; the log has the outcome already, so a failure to write it costs only the waiter.
@@ -408,7 +376,9 @@ public final class PostgresRelay: Service, Sendable {
                 }
                 failures = 0
             } catch let error as LeaseLost {
-                logger.notice("lost the source's lease: another instance polls it now", metadata: ["epoch": "\(error.epoch)"])
+                logger.notice(
+                    "lost the source's lease: it ran out before it was renewed, and another instance (or this one, later) takes it",
+                    metadata: ["epoch": "\(error.epoch)"])
             } catch {
                 failures += 1
                 logger.warning("polling stopped on a store error; taking the lease again", metadata: ["error": "\(String(reflecting: error))"])

@@ -59,16 +59,7 @@ struct Run: AsyncParsableCommand {
             return
         }
         let directory = StateDirectory.resolve(flag: store.stateDirectory, config: config, environment: environment)
-        let lock: StateDirectoryLock
-        do {
-            lock = try StateDirectoryLock.acquire(directory: directory)
-        } catch let error as StateDirectoryLock.InUse {
-            printToStandardError("intilery-relay: \(error)")
-            throw ExitStatus.stateInUse
-        } catch {
-            logger.critical("cannot use the state directory", metadata: ["error": "\(error)"])
-            throw ExitStatus.ioError
-        }
+        let lock = try Self.lock(directory, logger: logger)
 
         let daemon: RelayDaemon
         do {
@@ -100,6 +91,19 @@ struct Run: AsyncParsableCommand {
         }
     }
 
+    /// The state directory's lock: exits 75 when another run holds it (`inUse` says more), 74 when it cannot be used.
+    private static func lock(_ directory: String, logger: Logger, inUse: String = "") throws -> StateDirectoryLock {
+        do {
+            return try StateDirectoryLock.acquire(directory: directory)
+        } catch let error as StateDirectoryLock.InUse {
+            printToStandardError("intilery-relay: \(error)\(inUse)")
+            throw ExitStatus.stateInUse
+        } catch {
+            logger.critical("cannot use the state directory", metadata: ["error": "\(error)"])
+            throw ExitStatus.ioError
+        }
+    }
+
     /// Runs as one of several instances sharing `postgres`. The database holds all the state; the instance's state
     /// directory holds only its lock (one instance per directory, so `reload` finds it) and reload answers.
     private func runOnPostgres(
@@ -108,16 +112,7 @@ struct Run: AsyncParsableCommand {
     ) async throws {
         let url = try postgresURL(postgres, configFile: store.config)
         let directory = StateDirectory.resolve(flag: store.stateDirectory, config: config, environment: environment)
-        let lock: StateDirectoryLock
-        do {
-            lock = try StateDirectoryLock.acquire(directory: directory)
-        } catch let error as StateDirectoryLock.InUse {
-            printToStandardError("intilery-relay: \(error); each instance on a machine needs a state directory of its own (--state-dir)")
-            throw ExitStatus.stateInUse
-        } catch {
-            logger.critical("cannot use the state directory", metadata: ["error": "\(error)"])
-            throw ExitStatus.ioError
-        }
+        let lock = try Self.lock(directory, logger: logger, inUse: "; each instance on a machine needs a state directory of its own (--state-dir)")
         defer { lock.release() }
         // An answer left by an earlier run must not pass for the answer to a reload of this one.
         ReloadAnswer.remove(directory: directory)

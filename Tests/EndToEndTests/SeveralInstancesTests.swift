@@ -244,7 +244,7 @@ extension SeveralInstancesTests {
             let backlog = Set(setup.api.log.allEvents.map(\.eventID))
             setup.api.log.startLiveTraffic(perSecond: 20)
             let schema = "e2e_" + UUID().uuidString.prefix(8).lowercased()
-            let (config, url) = try Self.config(setup, schema: schema, pollInterval: "250ms")
+            let (config, url) = try Self.config(setup, schema: schema, pollInterval: "1s")
             try config.write(to: setup.configFile, atomically: true, encoding: .utf8)
             var environment = setup.environment
             environment["RELAY_POSTGRES_URL"] = url
@@ -261,7 +261,7 @@ extension SeveralInstancesTests {
             try withMore.write(to: setup.configFile, atomically: true, encoding: .utf8)
             let applied = try await RelayBinary.run(reload, environment: environment)
             #expect(applied.status == 0 && applied.standardOutput.hasPrefix("Reloaded"), "\(applied.standardOutput)\(applied.standardError)\n\(relay.log)")
-            #expect(await setup.receiver.waitUntil(timeout: .seconds(60)) { record in
+            #expect(await setup.receiver.waitUntil(timeout: .seconds(120)) { record in
                 let got = Set(record.requests(to: "/hooks/more").compactMap { (try? JSONParser.parse($0.body))?.objectValue?["eventID"]?.stringValue })
                 return backlog.isSubset(of: got) && got.count >= backlog.count + 10
             }, "\(relay.log)")
@@ -271,7 +271,7 @@ extension SeveralInstancesTests {
             #expect(relay.log.contains("new subscription: reading its events from startFrom on its own"))
 
             // A bad one: rejected with its problem, and both subscriptions keep receiving.
-            try withMore.replacingOccurrences(of: #""pollInterval": "250ms""#, with: #""pollInterval": "soon""#)
+            try withMore.replacingOccurrences(of: #""pollInterval": "1s""#, with: #""pollInterval": "soon""#)
                 .write(to: setup.configFile, atomically: true, encoding: .utf8)
             let rejected = try await RelayBinary.run(reload, environment: environment)
             #expect(rejected.status == 78 && rejected.standardError.contains("pollInterval"), "\(rejected.standardError)")

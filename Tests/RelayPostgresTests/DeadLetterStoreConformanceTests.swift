@@ -90,6 +90,7 @@ struct DeadLetterFixture {
             let listed = try await store.deadLetters(DeadLetterFilter(limit: 3))
             #expect(listed.map(\.eventID) == ["e0", "e1", "e2"])
             #expect(listed.allSatisfy { $0.subscription == "hook" && $0.attempts == 1 && $0.payload.isEmpty })
+            #expect(!DeadLetterFilter().narrows && DeadLetterFilter(status: 1).narrows, "what purge without --all refuses")
         }
     }
 

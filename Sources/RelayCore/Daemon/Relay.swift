@@ -132,7 +132,7 @@ public final class Relay: Service, Sendable {
 
     /// Applies `next` and returns the settings it changed that wait for a restart.
     private func apply(_ next: RelayConfig, over config: RelayConfig, to pipeline: Pipeline<ContinuousClock>) -> [String] {
-        let needsRestart = Self.settingsNeedingRestart(from: config, to: next)
+        let needsRestart = ConfigInForce.settingsNeedingRestart(from: config, to: next)
         for setting in needsRestart {
             logger.notice("this change takes effect at the next restart", metadata: ["setting": "\(setting)"])
         }
@@ -157,47 +157,14 @@ public final class Relay: Service, Sendable {
         }
     }
 
-    /// Records the config's subscriptions in the store: new ones get their place (`startFrom`); names the config
-    /// dropped are reported as orphans, one line each, with their counts; names that came back, too.
+    /// Records the config's subscriptions in the store (``ConfigInForce/record(_:cursors:orphans:now:logger:)``).
     private func registerSubscriptions(_ config: RelayConfig) async throws {
-        for cursor in try await store.registerSubscriptions(config.subscriptions, now: time.now()) {
-            logger.notice(
-                "new subscription: reading its events from startFrom on its own, then joining the shared poll",
-                metadata: ["subscription": "\(cursor.subscription)", "from": "\(cursor.position?.iso8601 ?? "-")"])
-        }
-        let found = try await store.reconcileOrphans(current: config.subscriptions.map(\.name), now: time.now())
-        for name in found.readopted {
-            logger.notice("subscription is in the config again: its queued events and dead letters are its own again", metadata: ["subscription": "\(name)"])
-        }
-        for orphan in found.orphans {
-            logger.warning(
-                "subscription is no longer in the config: its events are kept, not sent, until orphanRetention",
-                metadata: [
-                    "subscription": "\(orphan.subscription)", "queued": .stringConvertible(orphan.queued), "dead_letters": .stringConvertible(orphan.deadLetters),
-                    "since": "\(orphan.since.iso8601)",
-                    "deleted_at": "\(orphan.since.advanced(by: config.orphanRetention).iso8601)",
-                ])
-        }
-    }
-
-    /// Settings a running daemon cannot change: the metrics listener is bound and the state directory open.
-    /// Everything else applies at a reload.
-    static func settingsNeedingRestart(from old: RelayConfig, to new: RelayConfig) -> [String] {
-        var settings: [String] = []
-        if old.metrics != new.metrics { settings.append("metrics.listen") }
-        if old.stateDirectory != new.stateDirectory { settings.append("stateDirectory") }
-        return settings
+        try await ConfigInForce.record(config, cursors: store, orphans: store, now: time.now(), logger: logger)
     }
 
     /// The new config, or its problems (logged) when it is invalid: the running one stays.
     private func loadConfig() -> Result<RelayConfig, ConfigError> {
-        do {
-            return .success(try ConfigLoader.load(file: configFile, environment: ConfigEnvironment(variables: environment)))
-        } catch {
-            logger.error("reload rejected: the config has problems; the running config stays", metadata: ["problems": .stringConvertible(error.problems.count)])
-            for line in error.lines { logger.error("\(line)") }
-            return .failure(error)
-        }
+        ConfigInForce.reload(file: configFile, environment: environment, logger: logger)
     }
 }
 

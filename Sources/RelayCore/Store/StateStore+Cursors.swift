@@ -46,13 +46,7 @@ extension StateStore {
         try await write("recording new subscriptions") { db in
             var behind: [SubscriptionCursor] = []
             for subscription in subscriptions {
-                let position: Timestamp?
-                switch subscription.startFrom {
-                case .now: position = nil
-                case .earliest: position = Timestamp(millisecondsSinceEpoch: 0)
-                // A time still to come starts from now: a position ahead of the live cursor could not join.
-                case .time(let time): position = min(time, now)
-                }
+                let position = subscription.startPosition(now: now)
                 try db.execute(
                     sql: """
                         INSERT OR IGNORE INTO subscription_cursor (subscription, source, state, position, reason, since)
@@ -254,12 +248,7 @@ struct SubscriptionLanes {
 
     /// Whether the shared poll queues this event for `subscription`: current, with room, or behind with the event
     /// before its position (a late one its own read has passed). A current one whose queue is full falls behind
-    /// here, at a position that neither re-reads what it was given nor skips what it was not:
-    /// - a late event (before the live cursor) falls behind at the live cursor, and is queued (it is before it);
-    /// - an event of this live page falls behind just after the event's millisecond, and is queued, so that events
-    ///   of that millisecond that follow are queued too rather than read again;
-    /// - an event stamped past where this page leaves the live cursor (a device with a wrong clock) falls behind
-    ///   there, not at its time: a position years ahead would never let it join.
+    /// here (``SubscriptionCursor/fallBehindPosition(at:liveBefore:liveAfter:)``).
     mutating func admits(_ subscription: String, at time: Timestamp, now: Timestamp) throws -> Bool {
         if let position = behind[subscription] { return time.millisecondsSinceEpoch < position }
         guard let limit = limits[subscription] else { return true }
@@ -271,7 +260,7 @@ struct SubscriptionLanes {
         let state = try String.fetchOne(db, sql: "SELECT state FROM subscription_cursor WHERE subscription = ?", arguments: [subscription])
         if state == "joining" { return true }
         let t = time.millisecondsSinceEpoch
-        let position = t < liveBefore ? liveBefore : min(t + 1, liveAfter)
+        let position = SubscriptionCursor.fallBehindPosition(at: t, liveBefore: liveBefore, liveAfter: liveAfter)
         try db.execute(
             sql: """
                 INSERT INTO subscription_cursor (subscription, source, state, position, reason, since)

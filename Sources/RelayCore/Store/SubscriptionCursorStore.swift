@@ -36,3 +36,29 @@ public protocol SubscriptionCursorStore: Sendable {
 }
 
 extension StateStore: SubscriptionCursorStore {}
+
+extension SubscriptionConfig {
+    /// Where the subscription starts reading the first time it appears: nil for `now` (it joins the shared poll),
+    /// else `startFrom`'s time, no later than `now` (a position ahead of the live cursor could not join).
+    public func startPosition(now: Timestamp) -> Timestamp? {
+        switch startFrom {
+        case .now: nil
+        case .earliest: Timestamp(millisecondsSinceEpoch: 0)
+        case .time(let time): min(time, now)
+        }
+    }
+}
+
+extension SubscriptionCursor {
+    /// Where a current subscription whose queue is full falls behind at an event of `time`, in a page that moves
+    /// the live cursor from `liveBefore` to `liveAfter`: neither re-reading what it was given nor skipping what it
+    /// was not.
+    /// - a late event (before the live cursor) falls behind at the live cursor, and is queued (it is before it);
+    /// - an event of this live page falls behind just after the event's millisecond, and is queued, so that events
+    ///   of that millisecond that follow are queued too rather than read again;
+    /// - an event stamped past where this page leaves the live cursor (a device with a wrong clock) falls behind
+    ///   there, not at its time: a position years ahead would never let it join.
+    public static func fallBehindPosition(at time: Int64, liveBefore: Int64, liveAfter: Int64) -> Int64 {
+        time < liveBefore ? liveBefore : min(time + 1, liveAfter)
+    }
+}
