@@ -199,6 +199,36 @@ import Glibc
         }
     }
 
+    /// An answer that takes a while to come back must not carry the live cursor past what the API had when it read
+    /// the page. With the settle edge off (`lookback: "0s"`) an event the live edge steps over is never read again, so
+    /// every event of a steady stream arriving is the check. The API answers 300 ms after reading each page.
+    @Test func aSlowAPIAnswerNeverCarriesTheLiveCursorPastWhatTheAPIHadRead() async throws {
+        try await Self.withSetup { setup in
+            setup.api.update { $0.faults.latency = .milliseconds(300) }
+            setup.receiver.script("/hooks/all", [], then: .status(200))
+            let config = #"""
+                {"stateDirectory": "./state", "metrics": {"listen": "off"}, "shutdownGrace": "2s",
+                 "sources": [\#(Self.sourceJSON(setup.api, lookback: "0s"))],
+                 "subscriptions": [{"name": "all", "webhook": {"url": "\#(setup.receiver.url("/hooks/all"))", "timeout": "5s"}}]}
+                """#
+            try config.write(to: setup.configFile, atomically: true, encoding: .utf8)
+            setup.api.log.startLiveTraffic(perSecond: 20)
+            let relay = try RelayProcess(
+                arguments: ["run", "--config", setup.configFile.path], environment: setup.environment, directory: setup.directory)
+            let arrived: @Sendable (WebhookReceiver.Record) -> Set<String> = { record in
+                Set(record.requests(to: "/hooks/all").compactMap { try? JSONParser.parse($0.body).objectValue?["eventID"]?.stringValue })
+            }
+            #expect(await setup.receiver.waitUntil(timeout: .seconds(30)) { arrived($0).count >= 80 })
+            setup.api.log.stopLiveTraffic()
+            let expected = Set(setup.api.log.allEvents.map(\.eventID))
+            #expect(await setup.receiver.waitUntil(timeout: .seconds(15)) { arrived($0).isSuperset(of: expected) })
+            let missing = expected.subtracting(arrived(setup.receiver.record))
+            #expect(missing.isEmpty, "\(missing.count) of \(expected.count) events never arrived, such as \(missing.sorted().prefix(5))")
+            relay.signal(SIGTERM)
+            #expect(await relay.waitForExit(timeout: .seconds(10)) == 0)
+        }
+    }
+
     @Test func aRefusedWebhookNeverHoldsUpAStopOrAReload() async throws {
         try await Self.withSetup { setup in
             setup.api.log.startLiveTraffic(perSecond: 50)

@@ -95,6 +95,23 @@ import Testing
         }
     }
 
+    /// Where the live cursor may go after a page: when the request was sent, checked against the `Date`'s second.
+    @Test(arguments: [
+        // (sent, received, Date's second as ms into the minute, expected) in ms into 12:00
+        (10_100, 10_400, 10_000, 10_100),  // a slow answer within one second: when it was sent, not when it came
+        (9_950, 10_300, 10_000, 9_950),  // sent before the `Date`'s second, answered in it: when it was sent
+        (12_500, 12_600, 10_000, 10_000),  // the relay's clock two seconds ahead: the `Date`
+        (7_000, 7_100, 10_000, 10_000),  // the relay's clock three seconds behind: the `Date`
+    ] as [(Int64, Int64, Int64, Int64)])
+    func theAPIsNowIsWhenThePageWasAskedForCheckedByTheDate(_ times: (Int64, Int64, Int64, Int64)) {
+        let noon: Int64 = 1_714_564_800_000  // 2024-05-01T12:00:00Z
+        let date = "Wed, 01 May 2024 12:00:\(times.2 / 1000 < 10 ? "0" : "")\(times.2 / 1000) GMT"
+        let at = { (ms: Int64) in Timestamp(millisecondsSinceEpoch: noon + ms) }
+        let apiNow = EventsAPIClient<TestClock>.apiNow(date: date, sentAt: at(times.0), receivedAt: at(times.1))
+        #expect(apiNow == at(times.3), "\(date)")
+        #expect(EventsAPIClient<TestClock>.apiNow(date: nil, sentAt: at(times.0), receivedAt: at(times.1)) == at(times.0))
+    }
+
     @Test func anIdleOrFilteredSourceShowsTheLagOfOnePoll() async throws {
         try await withIngest { fixture in
             // One click a day ago; since then only other actions, which `include=email_click` filters out.

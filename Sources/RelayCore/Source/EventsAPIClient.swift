@@ -5,7 +5,7 @@ import CurlHTTP
 public struct EventsAPIClient<C: Clock>: Sendable where C.Duration == Duration, C: Sendable {
     /// What one request came to.
     public enum Outcome: Sendable {
-        /// A page that decoded, and the API's time when it answered (see ``apiNow(date:relayNow:)``).
+        /// A page that decoded, and the API's time when it read it (see ``apiNow(date:sentAt:receivedAt:)``).
         case page(EventPageDecoder.Page, apiNow: Timestamp)
         /// Nothing usable; wait and ask again. `retryAfter` is the server's own word, when it gave one.
         case failed(Failure)
@@ -73,6 +73,7 @@ public struct EventsAPIClient<C: Clock>: Sendable where C.Duration == Duration, 
             connectTimeout: .seconds(10), timeout: .seconds(30),
             responseBodyLimit: .failBeyond(Self.maximumBodyBytes))
         let response: HTTPResponse
+        let sentAt = now()
         do {
             response = try await http.execute(request)
         } catch {
@@ -83,7 +84,7 @@ public struct EventsAPIClient<C: Clock>: Sendable where C.Duration == Duration, 
         case 200..<300:
             do {
                 let page = try decoder.decode(response.body)
-                return .page(page, apiNow: Self.apiNow(date: response.headers["date"], relayNow: now()))
+                return .page(page, apiNow: Self.apiNow(date: response.headers["date"], sentAt: sentAt, receivedAt: now()))
             } catch {
                 return .failed(Failure(kind: .malformed, status: response.status, detail: error.reason))
             }
@@ -103,13 +104,18 @@ public struct EventsAPIClient<C: Clock>: Sendable where C.Duration == Duration, 
         }
     }
 
-    /// The API's clock when it answered: its `Date` header, which has whole seconds, refined by the relay's clock
-    /// when that falls within the same second; otherwise the `Date` itself. Without a readable `Date`, the relay's
-    /// clock. A relay clock running ahead of the API's then never carries a cursor more than that second past the
-    /// API's now (the `Date` cannot tell a smaller skew), and the settle edge reads whatever that second hid.
-    public static func apiNow(date: String?, relayNow: Timestamp) -> Timestamp {
-        guard let date, let second = RetryAfter.httpDate(date), second.isPlaceable else { return relayNow }
-        let sameSecond = relayNow >= second && relayNow <= second.advanced(by: .milliseconds(999))
-        return sameSecond ? relayNow : second
+    /// The API's clock when it read the page, as the live cursor may trust it: when the request was sent, since the
+    /// API read the page after that, however long its answer then took to come back (the answer's arrival would
+    /// carry the cursor past events the API had not reached yet). The `Date` header, which has whole seconds, checks
+    /// it: a relay clock ahead of the `Date`'s second gets the `Date`; one behind the `Date` (the answer arrived before
+    /// the second the API stamped on it) gets the `Date` too. Without a readable `Date`, when it was sent. A relay
+    /// clock ahead of the API's by less than a second is not seen (the `Date` cannot tell), and the settle edge reads
+    /// whatever that hid.
+    public static func apiNow(date: String?, sentAt: Timestamp, receivedAt: Timestamp) -> Timestamp {
+        guard let date, let second = RetryAfter.httpDate(date), second.isPlaceable else { return sentAt }
+        if sentAt > second.advanced(by: .milliseconds(999)) { return second }
+        // The request went within the `Date`'s second or before it, and the answer came once that second had begun.
+        if receivedAt >= second { return sentAt }
+        return second
     }
 }

@@ -17,8 +17,9 @@ import Synchronization
 public final class Poller<C: Clock>: Sendable where C.Duration == Duration, C: Sendable {
     /// The Events API's result window: `from + size` may not pass it.
     public static var resultWindow: Int { 10_000 }
-    /// How far behind the API's now a caught-up live cursor stays: more than a response takes to reach the relay,
-    /// so the cursor never passes a time the API had not reached when it answered.
+    /// How far behind the API's now (``EventsAPIClient/apiNow(date:sentAt:receivedAt:)``: when the request was sent) a
+    /// caught-up live cursor stays: slack for a relay clock a little ahead of the API's and for an API that shows an
+    /// event a moment after its time.
     public static var liveMargin: Duration { .milliseconds(50) }
     /// A full live page whose newest event is this close to the API's now ends the poll: what follows is newer
     /// still and is read one poll later, which saves the request that would only find the end. Without it, a
