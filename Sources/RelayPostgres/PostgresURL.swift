@@ -24,6 +24,8 @@ public struct PostgresURL: Sendable, CustomStringConvertible {
 
     /// What a query may take before the server cancels it, unless the URL sets `statement_timeout`.
     public static let defaultStatementTimeout = Duration.seconds(30)
+    /// How long a transaction may sit idle between statements before the server ends it.
+    public static let idleInTransactionTimeout = Duration.seconds(5)
 
     public init(_ text: String) throws(PostgresURLError) {
         guard let components = URLComponents(string: text), let scheme = components.scheme,
@@ -68,10 +70,12 @@ public struct PostgresURL: Sendable, CustomStringConvertible {
             throw PostgresURLError("has statement_timeout \(statementTimeout), not a whole number of milliseconds")
         }
         // Each connection starts with these settings: a query that hangs is cancelled by the server, and a
-        // transaction left open by a stalled instance does not hold its locks for ever.
+        // transaction left open by a stalled instance does not hold its locks for long. The relay sends a
+        // transaction's statements back to back, so 5 s idle means the instance has stalled; a page it was
+        // committing holds the lease row, and a takeover waits for it (docs/several-instances.md).
         configuration.options.additionalStartupParameters = [
             ("statement_timeout", String(milliseconds)),
-            ("idle_in_transaction_session_timeout", "60000"),
+            ("idle_in_transaction_session_timeout", String(Int(Self.idleInTransactionTimeout / .milliseconds(1)))),
             ("application_name", parameters["application_name"] ?? "intilery-relay"),
         ]
         self.configuration = configuration

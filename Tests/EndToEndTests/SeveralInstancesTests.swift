@@ -369,18 +369,22 @@ extension SeveralInstancesTests {
                 let samples = try await TestPostgres.withDatabase(schema: schema) { database in
                     let leases = PostgresLeases(database)
                     var samples: [Int64] = []
-                    func sample(for duration: Duration) async throws {
+                    func sample(for duration: Duration, orUntil done: () -> Bool = { false }) async throws {
                         let end = ContinuousClock.now + duration
-                        while ContinuousClock.now < end {
+                        while ContinuousClock.now < end, !done() {
                             if let position = try await leases.cursor(of: "acme") { samples.append(position) }
                             try await Task.sleep(for: .milliseconds(100))
                         }
                     }
+                    let anotherPolls = { relays.filter { $0 !== holder }.contains { $0.log.contains(Self.took) } }
                     try await sample(for: .seconds(1))
                     holder.signal(SIGSTOP)
-                    // Twice the lease (1.25 s for a 1 s poll interval).
+                    // At least twice the lease (1.25 s for a 1 s poll interval), and on until another instance has
+                    // taken it: one frozen in the middle of a commit holds the lease row until the server ends its
+                    // transaction (5 s idle), and the late writes this test is about only exist once another holds it.
                     try await sample(for: .milliseconds(2_500))
-                    #expect(relays.filter { $0 !== holder }.contains { $0.log.contains(Self.took) }, "another instance polls")
+                    try await sample(for: .seconds(20), orUntil: anotherPolls)
+                    #expect(anotherPolls(), "another instance polls")
                     holder.signal(SIGCONT)
                     try await sample(for: .seconds(3))
                     return samples

@@ -91,4 +91,45 @@ struct PostgresLeasesTests {
             #expect(try await leases.cursor(of: "acme") == 200)
         }
     }
+
+    /// A holder frozen in the middle of committing a page (its transaction open, the lease row share-locked) makes a
+    /// takeover wait. The relay's connections ask the server to end a transaction idle for
+    /// ``PostgresURL/idleInTransactionTimeout``, so the wait is that long at most, and the frozen write, when it goes
+    /// on, is refused. With the client as the relay builds it from its URL.
+    @Test func aHolderFrozenMidCommitDelaysATakeoverByTheIdleTimeoutAtMost() async throws {
+        let socket = URL(fileURLWithPath: try #require(TestDatabase.socket))
+        let url = try PostgresURL("postgres://relay@/postgres?host=\(socket.deletingLastPathComponent().path)&port=\(socket.pathExtension)")
+        let client = PostgresClient(configuration: url.configuration, backgroundLogger: Logger(label: "test-postgres"))
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            group.addTask { await client.run() }
+            defer { group.cancelAll() }
+            let schema = "test_" + UUID().uuidString.prefix(8).lowercased()
+            try await PostgresSchema.migrate(TestDatabase.database(client, schema))
+            let leases = PostgresLeases(TestDatabase.database(client, schema))
+            let frozen = try #require(try await leases.acquire("acme", for: "relay-1", ttl: .seconds(1)))
+            try await leases.advanceCursor(of: "acme", to: 100, by: frozen)
+            let frozenAt = ContinuousClock.now
+            // Within the relay's deadline, as every call of the relay is: postgres-nio (1.33 here) does not answer a query
+            // sent on a connection the server has ended in the meantime.
+            let frozenCommit = Task {
+                try await withQueryDeadline(PostgresURL.idleInTransactionTimeout + .seconds(5), "the frozen commit") {
+                    try await leases.fenced(by: frozen) { connection in
+                        // Stopped after the lease check, for longer than the server lets a transaction idle.
+                        try await Task.sleep(for: PostgresURL.idleInTransactionTimeout + .seconds(2))
+                        try await connection.query("UPDATE \(unescaped: schema).cursor SET position = 999", logger: Logger(label: "test"))
+                    }
+                }
+            }
+            var taken: Lease?
+            while taken == nil, frozenAt.duration(to: .now) < .seconds(25) {
+                taken = try await leases.acquire("acme", for: "relay-2", ttl: .seconds(300))
+            }
+            let waited = frozenAt.duration(to: .now)
+            #expect(taken?.epoch == 2, "taken over")
+            #expect(waited < PostgresURL.idleInTransactionTimeout + .seconds(6), "the takeover waited \(waited)")
+            let frozenResult = await frozenCommit.result
+            #expect(throws: (any Error).self, "the frozen write is refused") { try frozenResult.get() }
+            #expect(try await leases.cursor(of: "acme") == 100)
+        }
+    }
 }

@@ -15,7 +15,7 @@ import Testing
         #expect(url.configuration.options.connectTimeout == .seconds(5))
         #expect(url.description == "postgres://relay@db.example.com:6543/events", "no password in what is logged")
         let settings = Dictionary(uniqueKeysWithValues: url.configuration.options.additionalStartupParameters)
-        #expect(settings["statement_timeout"] == "30000" && settings["idle_in_transaction_session_timeout"] == "60000")
+        #expect(settings["statement_timeout"] == "30000" && settings["idle_in_transaction_session_timeout"] == "5000")
         #expect(settings["application_name"] == "intilery-relay")
     }
 
