@@ -127,11 +127,7 @@ public struct PostgresDeliveries: ClaimQueue, PostgresPart {
         on connection: PostgresConnection
     ) async throws -> (EnqueueResult, position: Timestamp) {
         var result = EnqueueResult()
-        var depth = 0
-        for try await counted in try await connection.query(
-            "SELECT count(*)::int8 FROM (SELECT 1 FROM \(unescaped: schema).delivery WHERE subscription = \(subscription) LIMIT \(limit)) AS queued",
-            logger: logger
-        ).decode(Int64.self) { depth = Int(counted) }
+        var depth = try await Self.depth(of: subscription, upTo: limit, schema: schema, on: connection, logger: logger)
         for event in events {
             if depth >= limit {
                 result.filled = [subscription]
@@ -144,6 +140,17 @@ public struct PostgresDeliveries: ClaimQueue, PostgresPart {
             result.duplicates += 1 - queued
         }
         return (result, through)
+    }
+
+    /// How many deliveries `subscription` has queued, counted up to `limit` only: a full queue of a million rows is
+    /// not counted to the end on every page.
+    static func depth(of subscription: String, upTo limit: Int, schema: String, on connection: PostgresConnection, logger: Logger) async throws -> Int {
+        var depth = 0
+        for try await counted in try await connection.query(
+            "SELECT count(*)::int8 FROM (SELECT 1 FROM \(unescaped: schema).delivery WHERE subscription = \(subscription) LIMIT \(limit)) AS queued",
+            logger: logger
+        ).decode(Int64.self) { depth = Int(counted) }
+        return depth
     }
 
     private struct EventKey: Hashable {

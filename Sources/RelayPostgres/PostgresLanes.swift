@@ -41,14 +41,7 @@ struct PostgresLanes {
         if let position = behind[subscription] { return time.millisecondsSinceEpoch < position }
         guard let limit = limits[subscription] else { return true }
         if depths[subscription] == nil {
-            var depth = 0
-            // Counted up to the limit only: a full queue of a million rows is not counted to the end on every page.
-            for try await counted in try await connection.query(
-                """
-                SELECT count(*)::int8 FROM (SELECT 1 FROM \(unescaped: schema).delivery WHERE subscription = \(subscription) LIMIT \(limit)) AS queued
-                """, logger: logger
-            ).decode(Int64.self) { depth = Int(counted) }
-            depths[subscription] = depth
+            depths[subscription] = try await PostgresDeliveries.depth(of: subscription, upTo: limit, schema: schema, on: connection, logger: logger)
         }
         guard depths[subscription]! >= limit else { return true }
         // Joining subscriptions are not limited: their tail is short, and falling behind mid-join would lose it.
