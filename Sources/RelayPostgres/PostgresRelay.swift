@@ -275,14 +275,9 @@ public final class PostgresRelay: Service, Sendable {
         ConfigInForce.reload(file: configFile, environment: environment, logger: logger)
     }
 
-    /// For `intilery-relay reload`; the log has the outcome already, so a failure to write it costs only the waiter.
+    /// For `intilery-relay reload` (``ConfigInForce/answer(_:in:logger:)``).
     private func answer(_ answer: ReloadAnswer) {
-        guard let answerDirectory else { return }
-        do {
-            try answer.write(directory: answerDirectory)
-        } catch {
-            logger.warning("cannot record the reload's outcome for intilery-relay reload", metadata: ["error": "\(error)"])
-        }
+        ConfigInForce.answer(answer, in: answerDirectory, logger: logger)
     }
 
     /// Brings the schema to this release's version, retrying while the database is away; false when stopped first.

@@ -13,6 +13,17 @@ public enum ConfigInForce {
         return settings
     }
 
+    /// Writes a reload's outcome into `directory` for `intilery-relay reload`, when the daemon has one. The log has
+    /// the outcome already, so a failure to write it costs only the waiter.
+    public static func answer(_ answer: ReloadAnswer, in directory: String?, logger: Logger) {
+        guard let directory else { return }
+        do {
+            try answer.write(directory: directory)
+        } catch {
+            logger.warning("cannot record the reload's outcome for intilery-relay reload", metadata: ["error": "\(error)"])
+        }
+    }
+
     /// The config as `file` has it now, or its problems (logged): the running one then stays.
     public static func reload(file: String, environment: [String: String], logger: Logger) -> Result<RelayConfig, ConfigError> {
         do {

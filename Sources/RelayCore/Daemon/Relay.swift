@@ -147,14 +147,9 @@ public final class Relay: Service, Sendable {
         return needsRestart
     }
 
-    /// For `intilery-relay reload`; the log already has the outcome, so a failure to write it only costs the waiter.
+    /// For `intilery-relay reload` (``ConfigInForce/answer(_:in:logger:)``).
     private func answer(_ answer: ReloadAnswer) {
-        guard let answerDirectory else { return }
-        do {
-            try answer.write(directory: answerDirectory)
-        } catch {
-            logger.warning("cannot record the reload's outcome for intilery-relay reload", metadata: ["error": "\(error)"])
-        }
+        ConfigInForce.answer(answer, in: answerDirectory, logger: logger)
     }
 
     /// Records the config's subscriptions in the store (``ConfigInForce/record(_:cursors:orphans:now:logger:)``).
