@@ -51,16 +51,21 @@ public struct PostgresReplays: Sendable, PostgresPart {
     ) async throws -> EnqueueResult {
         try await leases.fenced(by: lease) { connection in
             let found = try await connection.query(
-                "SELECT subscription FROM \(unescaped: schema).replay_request WHERE id = \(id) FOR UPDATE", logger: logger)
-            var subscription: String?
-            for try await name in found.decode(String.self) { subscription = name }
-            guard let subscription else { return EnqueueResult() }
+                "SELECT subscription, position, boundary_ids FROM \(unescaped: schema).replay_request WHERE id = \(id) FOR UPDATE",
+                logger: logger)
+            var stored: (subscription: String, boundary: ReplayBoundary)?
+            for try await (name, position, ids) in found.decode((String, Int64, [String]).self) {
+                stored = (name, ReplayBoundary(position: Timestamp(millisecondsSinceEpoch: position), ids: Set(ids)))
+            }
+            guard let (subscription, boundary) = stored else { return EnqueueResult() }
+            let fresh = boundary.unqueued(events)
             let (result, position) = try await PostgresDeliveries(database).queue(
-                events, of: source, for: subscription, through: through, upTo: limit, now: now, on: connection)
+                fresh, of: source, for: subscription, through: through, upTo: limit, now: now, on: connection)
+            let next = boundary.after(fresh.prefix(result.queued + result.duplicates), movedTo: position)
             try await connection.query(
                 """
-                UPDATE \(unescaped: schema).replay_request SET position = greatest(position, \(position.millisecondsSinceEpoch)),
-                    queued = queued + \(result.queued)
+                UPDATE \(unescaped: schema).replay_request SET position = \(next.position.millisecondsSinceEpoch),
+                    boundary_ids = \(next.ids.sorted()), queued = queued + \(result.queued)
                 WHERE id = \(id)
                 """, logger: logger)
             return result

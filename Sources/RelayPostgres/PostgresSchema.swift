@@ -191,6 +191,10 @@ public enum PostgresSchema {
             // Names with rows that the config no longer has, and since when: deleted after orphanRetention.
             "CREATE TABLE {schema}.orphan (subscription text PRIMARY KEY, since bigint NOT NULL)",
         ],
+        [
+            // The ids a replay has queued at exactly its position, skipped when it goes on from there (ReplayBoundary).
+            "ALTER TABLE {schema}.replay_request ADD COLUMN boundary_ids text[] NOT NULL DEFAULT '{}'",
+        ],
     ]
 
     /// The newest version this release knows.

@@ -74,10 +74,10 @@ struct ReplayFixture {
             #expect(try await store.replayRequest(id)?.position == Self.at(3))
             #expect(try await store.queueDepth("a") == 3)
 
-            // On from there with room; e0 is still queued, so it is not queued twice.
+            // On from there with room; e0, before the position, was queued already and is not read as new.
             let second = try await store.queueReplay(
                 id, source: "acme", events: ReplayFixture.events(0..<1) + ReplayFixture.events(3..<10), through: Self.at(10), limit: 100, now: Self.at(100))
-            #expect(second.queued == 7 && second.duplicates == 1 && second.filled.isEmpty)
+            #expect(second.queued == 7 && second.duplicates == 0 && second.filled.isEmpty)
             #expect(try await store.queueDepth("a") == 10)
 
             // Delivered, then read again by a second replay: queued again.
@@ -92,6 +92,34 @@ struct ReplayFixture {
             #expect(finished.finishedAt == Self.at(300) && finished.queued == 10 && finished.position == Self.at(10))
             #expect(try await store.pendingReplays(of: ["a"]).map(\.id) == [again])
             #expect(try await store.replayRequest(-1) == nil)
+        }
+    }
+
+    /// A replay goes on from its position by reading from just before it again (after a full page, a restart, a
+    /// takeover). What it queued up to there, at the position's millisecond too, is not queued again even once
+    /// delivered; what it had not reached, at that same millisecond, is.
+    @Test(arguments: StoreKind.available)
+    func aReplayGoingOnFromItsPositionQueuesNothingTwiceEvenOnceDelivered(_ kind: StoreKind) async throws {
+        try await ReplayFixture.with(kind) { fixture in
+            let store = fixture.store
+            func event(_ id: String, at offset: Int64) -> Event {
+                var event = ReplayFixture.events(0..<1)[0]
+                (event.id, event.time) = (id, Self.at(offset))
+                return event
+            }
+            let id = try await store.requestReplay(subscription: "a", since: Self.t0, until: Self.at(10), now: Self.at(100))
+            // A full page whose last millisecond, 3, has two events; the next page may hold more at 3.
+            let page = [event("e0", at: 0), event("e1", at: 1), event("e2", at: 2), event("e3", at: 3), event("x3", at: 3)]
+            #expect(try await store.queueReplay(id, source: "acme", events: page, through: Self.at(3), limit: 100, now: Self.at(100)).queued == 5)
+            #expect(try await fixture.deliverAll("a") == 5)
+
+            // Read again from a millisecond before the position: only y3, which it had not reached, and what follows.
+            let resumed = [event("e2", at: 2), event("e3", at: 3), event("x3", at: 3), event("y3", at: 3), event("e4", at: 4), event("e5", at: 5)]
+            let next = try await store.queueReplay(id, source: "acme", events: resumed, through: Self.at(10), limit: 100, now: Self.at(100))
+            #expect(next.queued == 3, "y3, e4 and e5 only")
+            #expect(try await store.queueDepth("a") == 3)
+            let request = try #require(try await store.replayRequest(id))
+            #expect(request.queued == 8 && request.position == Self.at(10))
         }
     }
 }

@@ -1,3 +1,4 @@
+import Foundation
 import GRDB
 
 /// A request to deliver a subscription's events of a time range again, read anew from the API.
@@ -60,17 +61,25 @@ extension StateStore {
 
     /// Queues a page of a replay of `source` and moves its position to `through`, in one transaction; stops at the first event
     /// that finds the subscription's queue full (`limit`), keeping its place there. Events still queued are not
-    /// queued twice; delivered ones are queued again, under their original `webhook-id`.
+    /// queued twice; delivered ones are queued again, under their original `webhook-id`, but never twice by one
+    /// replay (``ReplayBoundary``).
     public func queueReplay(
         _ id: Int64, source: String, events: [Event], through: Timestamp, limit: Int, now: Timestamp
     ) async throws(StoreError) -> EnqueueResult {
         try await write("queueing replayed events") { db in
-            guard let subscription = try String.fetchOne(db, sql: "SELECT subscription FROM replay_request WHERE id = ?", arguments: [id])
+            guard let row = try Row.fetchOne(db, sql: "SELECT subscription, position, boundary_ids FROM replay_request WHERE id = ?", arguments: [id])
             else { return EnqueueResult() }
-            let (result, position) = try Self.queue(events, of: source, for: subscription, through: through, upTo: limit, db, now: now)
+            let subscription: String = row["subscription"]
+            let boundary = ReplayBoundary(
+                position: Timestamp(millisecondsSinceEpoch: row["position"]),
+                ids: Set((try? JSONDecoder().decode([String].self, from: Data((row["boundary_ids"] as String).utf8))) ?? []))
+            let fresh = boundary.unqueued(events)
+            let (result, position) = try Self.queue(fresh, of: source, for: subscription, through: through, upTo: limit, db, now: now)
+            let next = boundary.after(fresh.prefix(result.queued + result.duplicates), movedTo: position)
+            let ids = String(decoding: try JSONEncoder().encode(next.ids.sorted()), as: UTF8.self)
             try db.execute(
-                sql: "UPDATE replay_request SET position = max(position, ?), queued = queued + ? WHERE id = ?",
-                arguments: [position.millisecondsSinceEpoch, result.queued, id])
+                sql: "UPDATE replay_request SET position = ?, boundary_ids = ?, queued = queued + ? WHERE id = ?",
+                arguments: [next.position.millisecondsSinceEpoch, ids, result.queued, id])
             return result
         }
     }

@@ -378,6 +378,11 @@ public final class StateStore: Sendable {
                     CREATE UNIQUE INDEX event_by_time_id ON event (source, event_time, event_id);
                     """)
         }
+        migrator.registerMigration("v9: the ids a replay has queued at its position") { db in
+            // A replay going on from its position reads from just before it again; these ids, at exactly that
+            // millisecond, were queued already (ReplayBoundary). A JSON array.
+            try db.execute(sql: "ALTER TABLE replay_request ADD COLUMN boundary_ids TEXT NOT NULL DEFAULT '[]'")
+        }
         return migrator
     }()
 }

@@ -1,0 +1,27 @@
+/// Where a replay stands: its position, and the ids it has queued at exactly that millisecond. A replay goes on
+/// from its position by reading again from just before it (after a full page, a restart, a takeover, a full
+/// queue): what is before the position, and what is listed here at it, was queued already and is skipped, so that
+/// an event delivered since is not queued twice. Both stores keep it with the request.
+public struct ReplayBoundary: Sendable, Equatable {
+    public var position: Timestamp
+    public var ids: Set<String>
+
+    /// A replay at `position` that has queued `ids` at that millisecond.
+    public init(position: Timestamp, ids: Set<String> = []) {
+        self.position = position
+        self.ids = ids
+    }
+
+    /// Of `events` read from about the position on, those the replay has not queued yet.
+    public func unqueued(_ events: [Event]) -> [Event] {
+        events.filter { $0.time > position || ($0.time == position && !ids.contains($0.id)) }
+    }
+
+    /// Where the replay stands once `handled` (events queued, or found still queued) has moved it to `next`.
+    public func after(_ handled: some Sequence<Event>, movedTo next: Timestamp) -> ReplayBoundary {
+        let next = max(next, position)
+        var ids = next == position ? self.ids : []
+        for event in handled where event.time == next { ids.insert(event.id) }
+        return ReplayBoundary(position: next, ids: ids)
+    }
+}
