@@ -65,11 +65,24 @@ public struct PostgresCursors: Sendable, PostgresPart {
         subscription: String, source: String, events: [Event], through: Timestamp, limit: Int, now: Timestamp, by lease: Lease
     ) async throws -> EnqueueResult {
         try await leases.fenced(by: lease) { connection in
+            // Where its read stands, and what it queued at that millisecond (kept only for the position it was kept at).
+            var boundary: ReadBoundary?
+            for try await (position, keptAt, ids) in try await connection.query(
+                """
+                SELECT position, boundary_position, boundary_ids FROM \(unescaped: schema).subscription_cursor
+                WHERE subscription = \(subscription) AND source = \(source) AND state = 'behind' FOR UPDATE
+                """, logger: logger
+            ).decode((Int64?, Int64?, [String]).self) {
+                boundary = position.map { ReadBoundary(position: Timestamp(millisecondsSinceEpoch: $0), ids: keptAt == $0 ? Set(ids) : []) }
+            }
+            let fresh = boundary?.unqueued(events) ?? events
             let (result, position) = try await PostgresDeliveries(database).queue(
-                events, of: source, for: subscription, through: through, upTo: limit, now: now, on: connection)
+                fresh, of: source, for: subscription, through: through, upTo: limit, now: now, on: connection)
+            let next = boundary?.after(fresh.prefix(result.queued + result.duplicates), movedTo: position) ?? ReadBoundary(position: position)
             try await connection.query(
                 """
-                UPDATE \(unescaped: schema).subscription_cursor SET position = greatest(position, \(position.millisecondsSinceEpoch))
+                UPDATE \(unescaped: schema).subscription_cursor SET position = \(next.position.millisecondsSinceEpoch),
+                    boundary_position = \(next.position.millisecondsSinceEpoch), boundary_ids = \(next.ids.sorted())
                 WHERE subscription = \(subscription) AND source = \(source) AND state = 'behind'
                 """, logger: logger)
             if !result.filled.isEmpty {

@@ -53,9 +53,9 @@ public struct PostgresReplays: Sendable, PostgresPart {
             let found = try await connection.query(
                 "SELECT subscription, position, boundary_ids FROM \(unescaped: schema).replay_request WHERE id = \(id) FOR UPDATE",
                 logger: logger)
-            var stored: (subscription: String, boundary: ReplayBoundary)?
+            var stored: (subscription: String, boundary: ReadBoundary)?
             for try await (name, position, ids) in found.decode((String, Int64, [String]).self) {
-                stored = (name, ReplayBoundary(position: Timestamp(millisecondsSinceEpoch: position), ids: Set(ids)))
+                stored = (name, ReadBoundary(position: Timestamp(millisecondsSinceEpoch: position), ids: Set(ids)))
             }
             guard let (subscription, boundary) = stored else { return EnqueueResult() }
             let fresh = boundary.unqueued(events)

@@ -192,8 +192,13 @@ public enum PostgresSchema {
             "CREATE TABLE {schema}.orphan (subscription text PRIMARY KEY, since bigint NOT NULL)",
         ],
         [
-            // The ids a replay has queued at exactly its position, skipped when it goes on from there (ReplayBoundary).
+            // The ids a replay has queued at exactly its position, skipped when it goes on from there (ReadBoundary).
             "ALTER TABLE {schema}.replay_request ADD COLUMN boundary_ids text[] NOT NULL DEFAULT '{}'",
+        ],
+        [
+            // As a replay's, for a catch-up: kept with the position they were queued at, which other paths move too.
+            "ALTER TABLE {schema}.subscription_cursor ADD COLUMN boundary_position bigint",
+            "ALTER TABLE {schema}.subscription_cursor ADD COLUMN boundary_ids text[] NOT NULL DEFAULT '{}'",
         ],
     ]
 

@@ -173,7 +173,7 @@ extension SeveralInstancesTests {
                     environment: environment)
                 #expect(replay.status == 0, "\(replay.standardError)")
                 // The range is one full page (100 events): an instance that takes the source over after it goes on
-                // from the page's last event, which it must not queue again (seen on CI before ReplayBoundary).
+                // from the page's last event, which it must not queue again (seen on CI before ReadBoundary).
                 #expect(replay.standardOutput.contains(": \(inRange.count) events queued."), "\(replay.standardOutput)")
                 #expect(await setup.receiver.waitUntil(timeout: .seconds(30)) { record in
                     let again = record.requests(to: "/hooks/all").compactMap { (try? JSONParser.parse($0.body))?.objectValue?["eventID"]?.stringValue }

@@ -122,4 +122,32 @@ struct ReplayFixture {
             #expect(request.queued == 8 && request.position == Self.at(10))
         }
     }
+
+    /// The same for a subscription behind, reading on its own: its catch-up goes on from its position without
+    /// queueing again what it queued there, delivered or not.
+    @Test(arguments: StoreKind.available)
+    func aCatchUpGoingOnFromItsPositionQueuesNothingTwiceEvenOnceDelivered(_ kind: StoreKind) async throws {
+        try await ReplayFixture.with(kind) { fixture in
+            let store = try #require(fixture.store as? any SubscriptionCursorStore)
+            func event(_ id: String, at offset: Int64) -> Event {
+                var event = ReplayFixture.events(0..<1)[0]
+                (event.id, event.time) = (id, Self.at(offset))
+                return event
+            }
+            var late = SubscriptionConfig(name: "a", source: "acme", webhook: WebhookConfig(url: "http://127.0.0.1:9/a"))
+            late.startFrom = .time(Self.t0)
+            let behind = try await store.registerSubscriptions([late], now: Self.at(1_000))
+            #expect(behind.map(\.subscription) == ["a"])
+            let page = [event("e0", at: 0), event("e1", at: 1), event("e2", at: 2), event("e3", at: 3), event("x3", at: 3)]
+            let first = try await store.queueCatchUp(subscription: "a", source: "acme", events: page, through: Self.at(3), limit: 100, now: Self.at(1_000))
+            #expect(first.queued == 5)
+            #expect(try await fixture.deliverAll("a") == 5)
+
+            let resumed = [event("e2", at: 2), event("e3", at: 3), event("x3", at: 3), event("y3", at: 3), event("e4", at: 4), event("e5", at: 5)]
+            let next = try await store.queueCatchUp(subscription: "a", source: "acme", events: resumed, through: Self.at(10), limit: 100, now: Self.at(1_000))
+            #expect(next.queued == 3, "y3, e4 and e5 only")
+            #expect(try await store.queueDepth("a") == 3)
+            #expect(try await store.subscriptionCursor("a")?.position == Self.at(10))
+        }
+    }
 }

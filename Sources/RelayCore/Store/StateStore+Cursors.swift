@@ -121,10 +121,24 @@ extension StateStore {
         subscription: String, source: String, events: [Event], through: Timestamp, limit: Int, now: Timestamp
     ) async throws(StoreError) -> EnqueueResult {
         try await write("queueing \(events.count) events read for \(subscription)") { db in
-            let (result, position) = try Self.queue(events, of: source, for: subscription, through: through, upTo: limit, db, now: now)
+            // Where its read stands, and what it queued at that millisecond (kept only for the position it was kept at).
+            let row = try Row.fetchOne(
+                db, sql: "SELECT position, boundary_position, boundary_ids FROM subscription_cursor WHERE subscription = ? AND source = ? AND state = 'behind'",
+                arguments: [subscription, source])
+            let boundary = (row?["position"] as Int64?).map { position in
+                let kept = (row?["boundary_position"] as Int64?) == position ? Self.decodeIDs(row?["boundary_ids"]) : []
+                return ReadBoundary(position: Timestamp(millisecondsSinceEpoch: position), ids: kept)
+            }
+            let fresh = boundary?.unqueued(events) ?? events
+            let (result, position) = try Self.queue(fresh, of: source, for: subscription, through: through, upTo: limit, db, now: now)
+            let next = boundary?.after(fresh.prefix(result.queued + result.duplicates), movedTo: position)
+                ?? ReadBoundary(position: position)
             try db.execute(
-                sql: "UPDATE subscription_cursor SET position = max(position, ?) WHERE subscription = ? AND source = ? AND state = 'behind'",
-                arguments: [position.millisecondsSinceEpoch, subscription, source])
+                sql: """
+                    UPDATE subscription_cursor SET position = ?, boundary_position = ?, boundary_ids = ?
+                    WHERE subscription = ? AND source = ? AND state = 'behind'
+                    """,
+                arguments: [next.position.millisecondsSinceEpoch, next.position.millisecondsSinceEpoch, Self.encodeIDs(next.ids), subscription, source])
             if !result.filled.isEmpty {
                 try db.execute(
                     sql: "UPDATE subscription_cursor SET reason = ?, since = ? WHERE subscription = ?",

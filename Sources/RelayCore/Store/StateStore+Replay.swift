@@ -62,7 +62,7 @@ extension StateStore {
     /// Queues a page of a replay of `source` and moves its position to `through`, in one transaction; stops at the first event
     /// that finds the subscription's queue full (`limit`), keeping its place there. Events still queued are not
     /// queued twice; delivered ones are queued again, under their original `webhook-id`, but never twice by one
-    /// replay (``ReplayBoundary``).
+    /// replay (``ReadBoundary``).
     public func queueReplay(
         _ id: Int64, source: String, events: [Event], through: Timestamp, limit: Int, now: Timestamp
     ) async throws(StoreError) -> EnqueueResult {
@@ -70,18 +70,28 @@ extension StateStore {
             guard let row = try Row.fetchOne(db, sql: "SELECT subscription, position, boundary_ids FROM replay_request WHERE id = ?", arguments: [id])
             else { return EnqueueResult() }
             let subscription: String = row["subscription"]
-            let boundary = ReplayBoundary(
+            let boundary = ReadBoundary(
                 position: Timestamp(millisecondsSinceEpoch: row["position"]),
-                ids: Set((try? JSONDecoder().decode([String].self, from: Data((row["boundary_ids"] as String).utf8))) ?? []))
+                ids: Self.decodeIDs(row["boundary_ids"]))
             let fresh = boundary.unqueued(events)
             let (result, position) = try Self.queue(fresh, of: source, for: subscription, through: through, upTo: limit, db, now: now)
             let next = boundary.after(fresh.prefix(result.queued + result.duplicates), movedTo: position)
-            let ids = String(decoding: try JSONEncoder().encode(next.ids.sorted()), as: UTF8.self)
             try db.execute(
                 sql: "UPDATE replay_request SET position = ?, boundary_ids = ?, queued = queued + ? WHERE id = ?",
-                arguments: [next.position.millisecondsSinceEpoch, ids, result.queued, id])
+                arguments: [next.position.millisecondsSinceEpoch, Self.encodeIDs(next.ids), result.queued, id])
             return result
         }
+    }
+
+    /// A ``ReadBoundary``'s ids as stored: a JSON array.
+    static func encodeIDs(_ ids: Set<String>) -> String {
+        (try? JSONEncoder().encode(ids.sorted())).map { String(decoding: $0, as: UTF8.self) } ?? "[]"
+    }
+
+    /// Ids stored by ``encodeIDs(_:)``; none when there are none, or they cannot be read.
+    static func decodeIDs(_ text: String?) -> Set<String> {
+        guard let text else { return [] }
+        return Set((try? JSONDecoder().decode([String].self, from: Data(text.utf8))) ?? [])
     }
 
     /// Marks a replay done.

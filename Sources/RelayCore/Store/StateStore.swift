@@ -380,8 +380,16 @@ public final class StateStore: Sendable {
         }
         migrator.registerMigration("v9: the ids a replay has queued at its position") { db in
             // A replay going on from its position reads from just before it again; these ids, at exactly that
-            // millisecond, were queued already (ReplayBoundary). A JSON array.
+            // millisecond, were queued already (ReadBoundary). A JSON array.
             try db.execute(sql: "ALTER TABLE replay_request ADD COLUMN boundary_ids TEXT NOT NULL DEFAULT '[]'")
+        }
+        migrator.registerMigration("v10: the ids a catch-up has queued at its position") { db in
+            // As a replay's (v9), kept with the position they were queued at: other paths move the position too.
+            try db.execute(
+                sql: """
+                    ALTER TABLE subscription_cursor ADD COLUMN boundary_position INTEGER;
+                    ALTER TABLE subscription_cursor ADD COLUMN boundary_ids TEXT NOT NULL DEFAULT '[]';
+                    """)
         }
         return migrator
     }()
