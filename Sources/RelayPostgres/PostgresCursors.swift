@@ -73,12 +73,14 @@ public struct PostgresCursors: Sendable, PostgresPart {
                 WHERE subscription = \(subscription) AND source = \(source) AND state = 'behind' FOR UPDATE
                 """, logger: logger
             ).decode((Int64?, Int64?, [String]).self) {
-                boundary = position.map { ReadBoundary(position: Timestamp(millisecondsSinceEpoch: $0), ids: keptAt == $0 ? Set(ids) : []) }
+                boundary = position.map {
+                    ReadBoundary(position: Timestamp(millisecondsSinceEpoch: $0), ids: Set(ids), keptAt: keptAt.map { Timestamp(millisecondsSinceEpoch: $0) })
+                }
             }
             let fresh = boundary?.unqueued(events) ?? events
             let (result, position) = try await PostgresDeliveries(database).queue(
                 fresh, of: source, for: subscription, through: through, upTo: limit, now: now, on: connection)
-            let next = boundary?.after(fresh.prefix(result.queued + result.duplicates), movedTo: position) ?? ReadBoundary(position: position)
+            let next = boundary?.after(queueing: fresh, result, movedTo: position) ?? ReadBoundary(position: position)
             try await connection.query(
                 """
                 UPDATE \(unescaped: schema).subscription_cursor SET position = \(next.position.millisecondsSinceEpoch),

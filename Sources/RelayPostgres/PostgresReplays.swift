@@ -61,7 +61,7 @@ public struct PostgresReplays: Sendable, PostgresPart {
             let fresh = boundary.unqueued(events)
             let (result, position) = try await PostgresDeliveries(database).queue(
                 fresh, of: source, for: subscription, through: through, upTo: limit, now: now, on: connection)
-            let next = boundary.after(fresh.prefix(result.queued + result.duplicates), movedTo: position)
+            let next = boundary.after(queueing: fresh, result, movedTo: position)
             try await connection.query(
                 """
                 UPDATE \(unescaped: schema).replay_request SET position = \(next.position.millisecondsSinceEpoch),

@@ -42,6 +42,13 @@ struct ReplayFixture {
 
     static let t0 = Timestamp(millisecondsSinceEpoch: 1_714_521_600_000)
 
+    /// An event `id` at `offset` ms from `t0`.
+    static func event(_ id: String, at offset: Int64) -> Event {
+        var event = events(0..<1)[0]
+        (event.id, event.time) = (id, t0.advanced(by: .milliseconds(offset)))
+        return event
+    }
+
     /// `e0`, `e1`... a millisecond apart from `t0`.
     static func events(_ range: Range<Int>) -> [Event] {
         range.map { n in
@@ -102,19 +109,14 @@ struct ReplayFixture {
     func aReplayGoingOnFromItsPositionQueuesNothingTwiceEvenOnceDelivered(_ kind: StoreKind) async throws {
         try await ReplayFixture.with(kind) { fixture in
             let store = fixture.store
-            func event(_ id: String, at offset: Int64) -> Event {
-                var event = ReplayFixture.events(0..<1)[0]
-                (event.id, event.time) = (id, Self.at(offset))
-                return event
-            }
             let id = try await store.requestReplay(subscription: "a", since: Self.t0, until: Self.at(10), now: Self.at(100))
             // A full page whose last millisecond, 3, has two events; the next page may hold more at 3.
-            let page = [event("e0", at: 0), event("e1", at: 1), event("e2", at: 2), event("e3", at: 3), event("x3", at: 3)]
+            let page = [ReplayFixture.event("e0", at: 0), ReplayFixture.event("e1", at: 1), ReplayFixture.event("e2", at: 2), ReplayFixture.event("e3", at: 3), ReplayFixture.event("x3", at: 3)]
             #expect(try await store.queueReplay(id, source: "acme", events: page, through: Self.at(3), limit: 100, now: Self.at(100)).queued == 5)
             #expect(try await fixture.deliverAll("a") == 5)
 
             // Read again from a millisecond before the position: only y3, which it had not reached, and what follows.
-            let resumed = [event("e2", at: 2), event("e3", at: 3), event("x3", at: 3), event("y3", at: 3), event("e4", at: 4), event("e5", at: 5)]
+            let resumed = [ReplayFixture.event("e2", at: 2), ReplayFixture.event("e3", at: 3), ReplayFixture.event("x3", at: 3), ReplayFixture.event("y3", at: 3), ReplayFixture.event("e4", at: 4), ReplayFixture.event("e5", at: 5)]
             let next = try await store.queueReplay(id, source: "acme", events: resumed, through: Self.at(10), limit: 100, now: Self.at(100))
             #expect(next.queued == 3, "y3, e4 and e5 only")
             #expect(try await store.queueDepth("a") == 3)
@@ -129,21 +131,16 @@ struct ReplayFixture {
     func aCatchUpGoingOnFromItsPositionQueuesNothingTwiceEvenOnceDelivered(_ kind: StoreKind) async throws {
         try await ReplayFixture.with(kind) { fixture in
             let store = try #require(fixture.store as? any SubscriptionCursorStore)
-            func event(_ id: String, at offset: Int64) -> Event {
-                var event = ReplayFixture.events(0..<1)[0]
-                (event.id, event.time) = (id, Self.at(offset))
-                return event
-            }
             var late = SubscriptionConfig(name: "a", source: "acme", webhook: WebhookConfig(url: "http://127.0.0.1:9/a"))
             late.startFrom = .time(Self.t0)
             let behind = try await store.registerSubscriptions([late], now: Self.at(1_000))
             #expect(behind.map(\.subscription) == ["a"])
-            let page = [event("e0", at: 0), event("e1", at: 1), event("e2", at: 2), event("e3", at: 3), event("x3", at: 3)]
+            let page = [ReplayFixture.event("e0", at: 0), ReplayFixture.event("e1", at: 1), ReplayFixture.event("e2", at: 2), ReplayFixture.event("e3", at: 3), ReplayFixture.event("x3", at: 3)]
             let first = try await store.queueCatchUp(subscription: "a", source: "acme", events: page, through: Self.at(3), limit: 100, now: Self.at(1_000))
             #expect(first.queued == 5)
             #expect(try await fixture.deliverAll("a") == 5)
 
-            let resumed = [event("e2", at: 2), event("e3", at: 3), event("x3", at: 3), event("y3", at: 3), event("e4", at: 4), event("e5", at: 5)]
+            let resumed = [ReplayFixture.event("e2", at: 2), ReplayFixture.event("e3", at: 3), ReplayFixture.event("x3", at: 3), ReplayFixture.event("y3", at: 3), ReplayFixture.event("e4", at: 4), ReplayFixture.event("e5", at: 5)]
             let next = try await store.queueCatchUp(subscription: "a", source: "acme", events: resumed, through: Self.at(10), limit: 100, now: Self.at(1_000))
             #expect(next.queued == 3, "y3, e4 and e5 only")
             #expect(try await store.queueDepth("a") == 3)

@@ -13,16 +13,24 @@ public struct ReadBoundary: Sendable, Equatable {
         self.ids = ids
     }
 
+    /// A read at `position`, with `ids` as stored when it was at `keptAt`: they count only if that is `position`
+    /// still (other paths move a catch-up's position without touching its ids).
+    public init(position: Timestamp, ids: Set<String>, keptAt: Timestamp?) {
+        self.init(position: position, ids: keptAt == position ? ids : [])
+    }
+
     /// Of `events` read from about the position on, those the read has not queued yet.
     public func unqueued(_ events: [Event]) -> [Event] {
         events.filter { $0.time > position || ($0.time == position && !ids.contains($0.id)) }
     }
 
-    /// Where the read stands once `handled` (events queued, or found still queued) has moved it to `next`.
-    public func after(_ handled: some Sequence<Event>, movedTo next: Timestamp) -> ReadBoundary {
+    /// Where the read stands once queueing `fresh` (what ``unqueued(_:)`` left) came to `result` and moved it to
+    /// `next`. The events it handled, queued or found still queued, are the first `queued + duplicates` of `fresh`:
+    /// a full queue stops it at the first one it could not take.
+    public func after(queueing fresh: [Event], _ result: EnqueueResult, movedTo next: Timestamp) -> ReadBoundary {
         let next = max(next, position)
         var ids = next == position ? self.ids : []
-        for event in handled where event.time == next { ids.insert(event.id) }
+        for event in fresh.prefix(result.queued + result.duplicates) where event.time == next { ids.insert(event.id) }
         return ReadBoundary(position: next, ids: ids)
     }
 }

@@ -126,12 +126,13 @@ extension StateStore {
                 db, sql: "SELECT position, boundary_position, boundary_ids FROM subscription_cursor WHERE subscription = ? AND source = ? AND state = 'behind'",
                 arguments: [subscription, source])
             let boundary = (row?["position"] as Int64?).map { position in
-                let kept = (row?["boundary_position"] as Int64?) == position ? Self.decodeIDs(row?["boundary_ids"]) : []
-                return ReadBoundary(position: Timestamp(millisecondsSinceEpoch: position), ids: kept)
+                ReadBoundary(
+                    position: Timestamp(millisecondsSinceEpoch: position), ids: Self.decodeIDs(row?["boundary_ids"]),
+                    keptAt: (row?["boundary_position"] as Int64?).map(Timestamp.fromMilliseconds))
             }
             let fresh = boundary?.unqueued(events) ?? events
             let (result, position) = try Self.queue(fresh, of: source, for: subscription, through: through, upTo: limit, db, now: now)
-            let next = boundary?.after(fresh.prefix(result.queued + result.duplicates), movedTo: position)
+            let next = boundary?.after(queueing: fresh, result, movedTo: position)
                 ?? ReadBoundary(position: position)
             try db.execute(
                 sql: """

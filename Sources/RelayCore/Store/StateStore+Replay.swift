@@ -75,7 +75,7 @@ extension StateStore {
                 ids: Self.decodeIDs(row["boundary_ids"]))
             let fresh = boundary.unqueued(events)
             let (result, position) = try Self.queue(fresh, of: source, for: subscription, through: through, upTo: limit, db, now: now)
-            let next = boundary.after(fresh.prefix(result.queued + result.duplicates), movedTo: position)
+            let next = boundary.after(queueing: fresh, result, movedTo: position)
             try db.execute(
                 sql: "UPDATE replay_request SET position = ?, boundary_ids = ?, queued = queued + ? WHERE id = ?",
                 arguments: [next.position.millisecondsSinceEpoch, Self.encodeIDs(next.ids), result.queued, id])
