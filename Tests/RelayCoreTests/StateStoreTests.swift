@@ -57,6 +57,18 @@ import Testing
         }
     }
 
+    /// docs/architecture.md: a commit is on disk when it returns. The pool's WAL set-up quietly lowered this to
+    /// NORMAL once, which syncs only at checkpoints; a power cut could then undo commits the relay had acted on.
+    @Test func commitsAreSyncedToDiskBeforeTheyReturn() async throws {
+        let directory = Self.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let store = try StateStore.open(directory: directory.path)
+        #expect(try await store.commitSynchronousLevel() == 2, "PRAGMA synchronous = FULL on the writing connection")
+        // The state commands open the same file while a daemon runs: they commit the same way.
+        let again = try StateStore.open(directory: directory.path, migrating: false)
+        #expect(try await again.commitSynchronousLevel() == 2)
+    }
+
     @Test func unusableDirectoryIsAClearError() throws {
         let file = Self.temporaryDirectory()
         try Data("x".utf8).write(to: file)

@@ -35,9 +35,6 @@ public final class StateStore: Sendable {
         var configuration = Configuration()
         configuration.label = "intilery-relay"
         configuration.busyMode = .timeout(10)
-        configuration.prepareDatabase { db in
-            try db.execute(sql: "PRAGMA synchronous = FULL")
-        }
         let pool: DatabasePool
         do {
             pool = try DatabasePool(path: path, configuration: configuration)
@@ -51,6 +48,10 @@ public final class StateStore: Sendable {
                     "\(path) was written by an older intilery-relay, whose daemon is running: this version would upgrade the state under it; restart the daemon on this version (it upgrades the state), then run this command again")
             }
             try migrator.migrate(pool)
+            // FULL: a commit returns once the WAL is on disk, so a power cut cannot take back an outcome or a cursor
+            // already acted on. Set on the writer after the pool opens it: the pool's own WAL set-up runs after
+            // `prepareDatabase` and sets NORMAL, which only syncs at checkpoints. Group commits keep the cost low.
+            try pool.writeWithoutTransaction { try $0.execute(sql: "PRAGMA synchronous = FULL") }
         } catch let error as StoreError {
             throw error
         } catch {
@@ -80,6 +81,15 @@ public final class StateStore: Sendable {
         }
         guard access(directory, W_OK | X_OK) == 0 else {
             throw .directory("\(directory) is not writable: \(String(cString: strerror(errno)))")
+        }
+    }
+
+    /// The `synchronous` level of the connection that commits (2 is FULL), read back from it.
+    package func commitSynchronousLevel() async throws(StoreError) -> Int {
+        do {
+            return try await pool.writeWithoutTransaction { try Int.fetchOne($0, sql: "PRAGMA synchronous") ?? -1 }
+        } catch {
+            throw StoreError(error, doing: "reading the synchronous level")
         }
     }
 
