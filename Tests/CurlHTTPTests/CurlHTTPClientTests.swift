@@ -1,5 +1,8 @@
 import CurlHTTP
 import Foundation
+#if canImport(Glibc)
+import Glibc
+#endif
 import HTTPServer
 import Testing
 
@@ -244,10 +247,21 @@ func expectCurlError(
     }
 
     @Test func refusedConnectionIsTyped() async throws {
-        let server = try await HTTPServer.start(handler: { _ in .text("", status: 200) })
-        let url = server.baseURL
-        try await server.shutdown()
+        // A port bound but not listening refuses connections, and stays ours for the test: a port freed by a stopped
+        // server could be taken by a test running beside this one, which then answered.
+        let socket = Glibc.socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        #expect(socket >= 0)
+        defer { close(socket) }
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+        let bound = withUnsafeMutablePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(socket, $0, length) == 0 && getsockname(socket, $0, &length) == 0 }
+        }
+        #expect(bound)
         let client = CurlHTTPClient()
+        let url = "http://127.0.0.1:\(UInt16(bigEndian: address.sin_port))/"
         await expectCurlError(.connectionRefused(url: "")) { _ = try await client.execute(HTTPRequest(url: url)) }
         await client.shutdown()
     }
