@@ -44,6 +44,16 @@ struct RelayBench {
             print(String(format: "strict drain: %d queued events at %.0f events/s (target 1000)", events, rate))
             return
         }
+        if arguments.first == "state-size" {
+            // relay-bench state-size [EVENTS]: the state file for the same queued events, one subscription and five.
+            let benchmark = StateSizeBenchmark(events: arguments.dropFirst().first.flatMap { Int($0) } ?? 100_000)
+            let one = try await benchmark.size(subscriptions: 1)
+            let five = try await benchmark.size(subscriptions: 5)
+            print(String(
+                format: "state size: %d queued events, 1 subscription %.1f MiB, 5 subscriptions %.1f MiB (%.2f times, target under 1.3)",
+                benchmark.events, one, five, five / one))
+            return
+        }
         if arguments.first == "isolation" {
             let events = arguments.dropFirst().first.flatMap { Int($0) } ?? 10_000
             let (alone, crowded) = try await IsolationBenchmark(events: events).run()
@@ -53,7 +63,7 @@ struct RelayBench {
             return
         }
         guard arguments.first == "ingest" else {
-            print("usage: relay-bench ingest [BACKLOG ...] | isolation [EVENTS] | strict [EVENTS] | catchup [BACKLOG] | live RATE [--api-limited] [--latency] | e2e")
+            print("usage: relay-bench ingest [BACKLOG ...] | isolation [EVENTS] | state-size [EVENTS] | strict [EVENTS] | catchup [BACKLOG] | live RATE [--api-limited] [--latency] | e2e")
             exit(64)
         }
         let backlogs = arguments.dropFirst().compactMap { Int($0) }
