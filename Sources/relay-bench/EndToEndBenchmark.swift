@@ -59,10 +59,7 @@ struct EndToEndBenchmark {
         try await Task.sleep(for: .seconds(4))
         let idle = relay.rssKiB
         let idlePrivate = relay.anonymousKiB
-        let state = ["", "-wal"].reduce(0) { total, suffix in
-            let path = directory.appendingPathComponent("state/\(StateStore.fileName)\(suffix)").path
-            return total + ((try? FileManager.default.attributesOfItem(atPath: path)[.size] as? Int) ?? 0)
-        }
+        let state = Self.stateBytes(in: directory.appendingPathComponent("state"))
         relay.terminate()
         try await api.shutdown()
         try await receiver.shutdown()
@@ -137,6 +134,14 @@ struct EndToEndBenchmark {
         let directory = FileManager.default.temporaryDirectory.appendingPathComponent("relay-bench-\(UUID().uuidString)")
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
         return directory
+    }
+
+    /// The state file and its WAL in `stateDirectory`, in bytes.
+    static func stateBytes(in stateDirectory: URL) -> Int {
+        ["", "-wal"].reduce(0) { total, suffix in
+            let path = stateDirectory.appendingPathComponent(StateStore.fileName + suffix).path
+            return total + ((try? FileManager.default.attributesOfItem(atPath: path)[.size] as? Int) ?? 0)
+        }
     }
 
     static func config(

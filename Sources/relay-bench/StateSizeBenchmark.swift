@@ -12,7 +12,7 @@ struct StateSizeBenchmark {
 
     /// The state file's size in MiB once `events` events of about 365 bytes are queued for `subscriptions`.
     func size(subscriptions: Int) async throws -> Double {
-        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("relay-bench-\(UUID().uuidString)")
+        let directory = try EndToEndBenchmark.temporaryDirectory()
         defer { try? FileManager.default.removeItem(at: directory) }
         let names = (0..<subscriptions).map { "s\($0)" }
         let start = Int64(Date().timeIntervalSince1970 * 1000) - Int64(events)
@@ -30,11 +30,7 @@ struct StateSizeBenchmark {
             }
         }
         // The store is closed here: SQLite checkpoints the WAL into the file and removes it.
-        let path = directory.appendingPathComponent("\(StateStore.fileName)").path
-        let bytes = ["", "-wal"].reduce(0) { total, suffix in
-            total + ((try? FileManager.default.attributesOfItem(atPath: path + suffix)[.size] as? Int) ?? 0)
-        }
-        return Double(bytes) / 1_048_576
+        return Double(EndToEndBenchmark.stateBytes(in: directory)) / 1_048_576
     }
 
     /// An event shaped like the simulator's: an id, a time, an action and a few properties, about 365 bytes.
