@@ -49,6 +49,13 @@ struct ReplayFixture {
         return event
     }
 
+    /// A full page whose last millisecond, 3, has two events (e3, x3); the next page may hold more at 3.
+    static let pageEndingInATie = [event("e0", at: 0), event("e1", at: 1), event("e2", at: 2), event("e3", at: 3), event("x3", at: 3)]
+
+    /// The read going on from a millisecond before that page's end: y3, at the same millisecond, was not reached
+    /// before; e2, e3 and x3 were.
+    static let readAgainFromBeforeTheTie = [event("e2", at: 2), event("e3", at: 3), event("x3", at: 3), event("y3", at: 3), event("e4", at: 4), event("e5", at: 5)]
+
     /// `e0`, `e1`... a millisecond apart from `t0`.
     static func events(_ range: Range<Int>) -> [Event] {
         range.map { n in
@@ -110,14 +117,10 @@ struct ReplayFixture {
         try await ReplayFixture.with(kind) { fixture in
             let store = fixture.store
             let id = try await store.requestReplay(subscription: "a", since: Self.t0, until: Self.at(10), now: Self.at(100))
-            // A full page whose last millisecond, 3, has two events; the next page may hold more at 3.
-            let page = [ReplayFixture.event("e0", at: 0), ReplayFixture.event("e1", at: 1), ReplayFixture.event("e2", at: 2), ReplayFixture.event("e3", at: 3), ReplayFixture.event("x3", at: 3)]
-            #expect(try await store.queueReplay(id, source: "acme", events: page, through: Self.at(3), limit: 100, now: Self.at(100)).queued == 5)
+            #expect(try await store.queueReplay(id, source: "acme", events: ReplayFixture.pageEndingInATie, through: Self.at(3), limit: 100, now: Self.at(100)).queued == 5)
             #expect(try await fixture.deliverAll("a") == 5)
 
-            // Read again from a millisecond before the position: only y3, which it had not reached, and what follows.
-            let resumed = [ReplayFixture.event("e2", at: 2), ReplayFixture.event("e3", at: 3), ReplayFixture.event("x3", at: 3), ReplayFixture.event("y3", at: 3), ReplayFixture.event("e4", at: 4), ReplayFixture.event("e5", at: 5)]
-            let next = try await store.queueReplay(id, source: "acme", events: resumed, through: Self.at(10), limit: 100, now: Self.at(100))
+            let next = try await store.queueReplay(id, source: "acme", events: ReplayFixture.readAgainFromBeforeTheTie, through: Self.at(10), limit: 100, now: Self.at(100))
             #expect(next.queued == 3, "y3, e4 and e5 only")
             #expect(try await store.queueDepth("a") == 3)
             let request = try #require(try await store.replayRequest(id))
@@ -135,13 +138,11 @@ struct ReplayFixture {
             late.startFrom = .time(Self.t0)
             let behind = try await store.registerSubscriptions([late], now: Self.at(1_000))
             #expect(behind.map(\.subscription) == ["a"])
-            let page = [ReplayFixture.event("e0", at: 0), ReplayFixture.event("e1", at: 1), ReplayFixture.event("e2", at: 2), ReplayFixture.event("e3", at: 3), ReplayFixture.event("x3", at: 3)]
-            let first = try await store.queueCatchUp(subscription: "a", source: "acme", events: page, through: Self.at(3), limit: 100, now: Self.at(1_000))
+            let first = try await store.queueCatchUp(subscription: "a", source: "acme", events: ReplayFixture.pageEndingInATie, through: Self.at(3), limit: 100, now: Self.at(1_000))
             #expect(first.queued == 5)
             #expect(try await fixture.deliverAll("a") == 5)
 
-            let resumed = [ReplayFixture.event("e2", at: 2), ReplayFixture.event("e3", at: 3), ReplayFixture.event("x3", at: 3), ReplayFixture.event("y3", at: 3), ReplayFixture.event("e4", at: 4), ReplayFixture.event("e5", at: 5)]
-            let next = try await store.queueCatchUp(subscription: "a", source: "acme", events: resumed, through: Self.at(10), limit: 100, now: Self.at(1_000))
+            let next = try await store.queueCatchUp(subscription: "a", source: "acme", events: ReplayFixture.readAgainFromBeforeTheTie, through: Self.at(10), limit: 100, now: Self.at(1_000))
             #expect(next.queued == 3, "y3, e4 and e5 only")
             #expect(try await store.queueDepth("a") == 3)
             #expect(try await store.subscriptionCursor("a")?.position == Self.at(10))
