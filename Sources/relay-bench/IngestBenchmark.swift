@@ -20,7 +20,7 @@ struct IngestBenchmark {
     func run() async throws -> Result {
         let simulator = try SimulatorProcess.start(binary: relayBinary, backlog: backlog)
         defer { simulator.stop() }
-        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("relay-bench-\(UUID().uuidString)")
+        let directory = try EndToEndBenchmark.temporaryDirectory()
         defer { try? FileManager.default.removeItem(at: directory) }
         let store = try StateStore.open(directory: directory.path)
         let http = CurlHTTPClient()

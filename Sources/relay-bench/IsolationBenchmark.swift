@@ -20,7 +20,7 @@ struct IsolationBenchmark {
         receiver.keep(bodies: false, requests: false)
         receiver.script("/hang", [], then: .neverAnswer)
         receiver.script("/flaky", [], then: .status(500))
-        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("relay-bench-\(UUID().uuidString)")
+        let directory = try EndToEndBenchmark.temporaryDirectory()
         defer { try? FileManager.default.removeItem(at: directory) }
         let store = try StateStore.open(directory: directory.path)
         let http = CurlHTTPClient()
