@@ -1,5 +1,6 @@
 import Foundation
 import GRDB
+import IntilerySimulator
 import RelayCore
 import RelayJSON
 import Testing
@@ -103,7 +104,10 @@ import Testing
         // The clock stands still, so that no due retry read ends a chain: only the signal may.
         try await withDelivery(autoAdvance: false) { fixture in
             let subscription = fixture.subscription("c") { $0.concurrency = 8 }
-            fixture.receiver.script("/hooks/c", [], then: .status(200, after: .milliseconds(2)))
+            // Quick answers until the signal's moment, slow ones after: the signal lands mid-chain even when a loaded
+            // machine leaves the test's own task unscheduled for seconds (CI once saw all 3,000 sent first).
+            let quick = ReceiverReply.status(200, after: .milliseconds(2))
+            fixture.receiver.script("/hooks/c", Array(repeating: quick, count: 300), then: .status(200, after: .milliseconds(30)))
             let ids = try await fixture.enqueue(3_000, for: ["c"])
             let first = fixture.dispatcher(subscription)
             let stop = StopSignal()
@@ -133,6 +137,7 @@ import Testing
             try await fixture.writer.flush()
             let sentFirst = Set(fixture.eventIDs(sentTo: "c"))
             #expect(sentFirst.count < ids.count, "the stop came after everything was sent: it tests nothing")
+            fixture.receiver.script("/hooks/c", [], then: quick)
 
             try await fixture.deliver([fixture.dispatcher(subscription)]) { try await $0.queueDepth("c") == 0 }
             let all = fixture.eventIDs(sentTo: "c")
