@@ -30,6 +30,8 @@ let package = Package(
         .target(name: "CurlHTTP", dependencies: ["CCurl"]),
         // A C target only so that `make release` can stamp the git commit (a generated header) for `version`.
         .target(name: "CBuildInfo"),
+        // SQLite's process-wide settings, made when the binary loads (SQLite reads them only before its first use).
+        .target(name: "CSQLiteSetup", dependencies: [.product(name: "GRDBSQLite", package: "GRDB.swift")]),
         .target(name: "RelayJSON"),
         .target(
             name: "RelayCore",
@@ -37,6 +39,7 @@ let package = Package(
                 "RelayJSON",
                 "CurlHTTP",
                 "CBuildInfo",
+                "CSQLiteSetup",
                 .product(name: "GRDB", package: "GRDB.swift"),
                 .product(name: "GRDBSQLite", package: "GRDB.swift"),
                 .product(name: "Logging", package: "swift-log"),
@@ -102,7 +105,8 @@ let package = Package(
         .testTarget(
             name: "RelayCoreTests",
             dependencies: [
-                "RelayCore", "IntilerySimulator", "CurlHTTP", "RelayPostgres", .product(name: "GRDB", package: "GRDB.swift"),
+                "RelayCore", "IntilerySimulator", "CurlHTTP", "RelayPostgres", "CSQLiteSetup",
+                .product(name: "GRDB", package: "GRDB.swift"), .product(name: "GRDBSQLite", package: "GRDB.swift"),
                 .product(name: "PostgresNIO", package: "postgres-nio"),
             ]),
         .testTarget(

@@ -1,4 +1,6 @@
+import CSQLiteSetup
 import GRDB
+import GRDBSQLite
 import Foundation
 import RelayCore
 import RelayJSON
@@ -67,6 +69,20 @@ import Testing
         // The state commands open the same file while a daemon runs: they commit the same way.
         let again = try StateStore.open(directory: directory.path, migrating: false)
         #expect(try await again.commitSynchronousLevel() == 2)
+    }
+
+    /// SQLite's memory statistics put one process-wide mutex around every allocation, which the writer and the
+    /// readers contended for; they are off from the moment the binary loads, so no store ever runs with them.
+    @Test func sqliteKeepsNoProcessWideMemoryStatistics() async throws {
+        #expect(relay_sqlite_setup_result() == SQLITE_OK)
+        let directory = Self.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let store = try StateStore.open(directory: directory.path)
+        let events = (0..<50).map { RoutedEvent(event: Self.event("evt-\($0)", 1_000 + Int64($0)), subscriptions: ["a"]) }
+        _ = try await store.enqueue(source: "s", events: events, cursor: Timestamp(millisecondsSinceEpoch: 2_000), now: Timestamp(millisecondsSinceEpoch: 3_000))
+        #expect(try await store.queueDepth("a") == 50)
+        // Counted only while the statistics are on: SQLite has allocated plenty by now.
+        #expect(sqlite3_memory_used() == 0)
     }
 
     @Test func unusableDirectoryIsAClearError() throws {
