@@ -94,7 +94,7 @@ extension StateStore {
 
     /// A subscription's queued events, as ``DeliveryRows`` keeps the count: a lookup, not a count of its rows.
     static func queueDepth(of subscription: String, _ db: Database) throws -> Int {
-        try Int.fetchOne(db, sql: "SELECT n FROM queue_depth WHERE subscription = ?", arguments: [subscription]) ?? 0
+        try Int.fetchOne(db.cachedStatement(sql: "SELECT n FROM queue_depth WHERE subscription = ?"), arguments: [subscription]) ?? 0
     }
 
     static func subscriptionCursor(_ subscription: String, _ db: Database) throws -> SubscriptionCursor? {
@@ -252,10 +252,12 @@ struct SubscriptionLanes {
         self.db = db
         self.source = source
         self.limits = limits
-        liveBefore = try Int64.fetchOne(db, sql: "SELECT position FROM cursor WHERE source = ?", arguments: [source]) ?? 0
+        // Cached statements: this runs for every page the poller commits.
+        liveBefore = try Int64.fetchOne(db.cachedStatement(sql: "SELECT position FROM cursor WHERE source = ?"), arguments: [source]) ?? 0
         self.liveAfter = max(liveBefore, liveAfter?.millisecondsSinceEpoch ?? liveBefore)
         for row in try Row.fetchAll(
-            db, sql: "SELECT subscription, position FROM subscription_cursor WHERE source = ? AND state = 'behind'", arguments: [source])
+            db.cachedStatement(sql: "SELECT subscription, position FROM subscription_cursor WHERE source = ? AND state = 'behind'"),
+            arguments: [source])
         {
             behind[row["subscription"]] = row["position"] ?? .max
         }

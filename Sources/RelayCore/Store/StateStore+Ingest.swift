@@ -185,7 +185,8 @@ extension StateStore {
                         """,
                     arguments: [source, reason.rawValue, count, nowMS])
             }
-            try db.execute(
+            // Cached: one per page the poller commits.
+            try db.cachedStatement(
                 sql: """
                     UPDATE cursor SET
                         position = max(position, coalesce(:live, position)),
@@ -193,7 +194,8 @@ extension StateStore {
                             THEN max(settled, :settled) ELSE settled END,
                         updated_at = :now, last_poll_at = :now
                     WHERE source = :source
-                    """,
+                    """
+            ).execute(
                 arguments: [
                     "live": advance.live?.millisecondsSinceEpoch, "settled": advance.settled?.millisecondsSinceEpoch,
                     "from": advance.settledOnlyFrom?.millisecondsSinceEpoch, "now": nowMS, "source": source,
