@@ -32,6 +32,8 @@ let package = Package(
         .target(name: "CBuildInfo"),
         // SQLite's process-wide settings, made when the binary loads (SQLite reads them only before its first use).
         .target(name: "CSQLiteSetup", dependencies: [.product(name: "GRDBSQLite", package: "GRDB.swift")]),
+        // glibc's malloc_trim, which Swift's Glibc module does not export.
+        .target(name: "CHeap"),
         .target(name: "RelayJSON"),
         .target(
             name: "RelayCore",
@@ -40,6 +42,7 @@ let package = Package(
                 "CurlHTTP",
                 "CBuildInfo",
                 "CSQLiteSetup",
+                "CHeap",
                 .product(name: "GRDB", package: "GRDB.swift"),
                 .product(name: "GRDBSQLite", package: "GRDB.swift"),
                 .product(name: "Logging", package: "swift-log"),

@@ -2,8 +2,9 @@ import AsyncAlgorithms
 import Logging
 import ServiceLifecycle
 
-/// Every 10 s: refreshes systemd's STATUS, prunes dead letters past their retention, and
-/// deletes what removed subscriptions left once `orphanRetention` has passed.
+/// Every 10 s: refreshes systemd's STATUS, prunes dead letters past their retention,
+/// deletes what removed subscriptions left once `orphanRetention` has passed, and gives freed heap memory back once
+/// deliveries stop (``HeapTrim``).
 public struct StoreMaintenance: Service {
     let store: StateStore
     /// The config in force, once the pipeline runs.
@@ -27,15 +28,16 @@ public struct StoreMaintenance: Service {
     }
 
     public func run() async throws {
-        try await pass()
+        var heap = HeapTrim()
+        try await pass(&heap)
         for await _ in AsyncTimerSequence(interval: .seconds(10), clock: .continuous).cancelOnGracefulShutdown() {
             flushLogs()
-            try await pass()
+            try await pass(&heap)
         }
         flushLogs()
     }
 
-    private func pass() async throws {
+    private func pass(_ heap: inout HeapTrim) async throws {
         guard let config = config() else { return }
         let time = now()
         do {
@@ -45,6 +47,7 @@ public struct StoreMaintenance: Service {
             let delivered = status.subscriptions.map(\.delivered).reduce(0, +)
             let dead = status.subscriptions.map(\.deadLetters).reduce(0, +)
             notifier.status("\(config.summary); \(delivered) delivered, \(pending) pending, \(dead) dead letters")
+            if heap.shouldTrim(delivered: delivered, pending: pending) { HeapTrim.trim() }
             let pruned = try await store.pruneDeadLetters(before: time.advanced(by: .zero - config.deadLetters.retention))
             if pruned > 0 { logger.info("pruned dead letters past retention", metadata: ["count": .stringConvertible(pruned)]) }
             for name in try await store.pruneOrphans(olderThan: config.orphanRetention, now: time) {
