@@ -55,8 +55,9 @@ struct EndToEndBenchmark {
         let requests = api.counts.requests
         let cpu = relay.cpuSeconds
         let peak = relay.peakRSSKiB
-        // Idle: caught up, nothing to send; let a few polls pass.
-        try await Task.sleep(for: .seconds(4))
+        // Idle: caught up, nothing to send; a few polls and one maintenance pass (every 10 s, which gives the drain's
+        // freed heap back) go by.
+        try await Task.sleep(for: .seconds(11))
         let idle = relay.rssKiB
         let idlePrivate = relay.anonymousKiB
         let state = Self.stateBytes(in: directory.appendingPathComponent("state"))
