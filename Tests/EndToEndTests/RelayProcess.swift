@@ -47,10 +47,15 @@ final class RelayProcess: Sendable {
 
     /// Waits until the log holds `text`, up to `timeout` of real time; false if it never came or the process ended.
     func waitForLog(containing text: String, timeout: Duration) async -> Bool {
+        await waitForLog(containingAnyOf: [text], timeout: timeout)
+    }
+
+    /// Waits until the log holds one of `texts`, up to `timeout` of real time; false if none came or the process ended.
+    func waitForLog(containingAnyOf texts: [String], timeout: Duration) async -> Bool {
         let deadline = ContinuousClock.now + timeout
         while ContinuousClock.now < deadline {
-            if log.contains(text) { return true }
-            if !process.isRunning { return log.contains(text) }
+            if texts.contains(where: log.contains) { return true }
+            if !process.isRunning { return texts.contains(where: log.contains) }
             try? await Task.sleep(for: .milliseconds(20))
         }
         return false
