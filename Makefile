@@ -123,8 +123,6 @@ bench: release bench-deps
 	@echo "== Ingest alone (poll, route, queue; no delivery), each backlog in a fresh process"
 	.build/release/relay-bench ingest 100000
 	.build/release/relay-bench ingest 400000
-	@echo "== State size: the same queued events for one subscription and for five"
-	.build/release/relay-bench state-size 100000
 	@echo "== Delivery isolation"
 	.build/release/relay-bench isolation 10000
 	@echo "== Strict drain (ordering strict, one request at a time, after an outage)"

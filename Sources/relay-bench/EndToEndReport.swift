@@ -26,8 +26,9 @@ struct EndToEndReport {
         let million = try await bench.drain(backlog: 1_000_000, batchSize: 50, subscriptions: 1, concurrency: 4)
         print(EndToEndBenchmark.describe(million))
         // The state is compared on equal queues: a drain's file holds what its pace left in it.
-        let sizes = StateSizeBenchmark(events: backlog)
-        let stateRatio = try await sizes.size(subscriptions: 5) / sizes.size(subscriptions: 1)
+        let stateSize = StateSizeBenchmark(events: backlog)
+        let sizes = try await stateSize.measure()
+        print(stateSize.describe(sizes))
 
         var rows: [Row] = []
         rows.append(Row("events/s, batchSize 1 (concurrency 16)", single.map(\.eventsPerSecond), "%.0f", ">= 25000"))
@@ -38,7 +39,7 @@ struct EndToEndReport {
             "5 subscriptions: events/s per subscription", five.map { $0.eventsPerSecond / 5 }, "%.0f",
             String(format: ">= %.0f (75%% of one)", (batched.map(\.eventsPerSecond).min() ?? 0) * 0.75)))
         rows.append(Row(
-            "5 subscriptions: state MiB / one's, same queue", [stateRatio], "%.2f", "< 1.3"))
+            "5 subscriptions: state MiB / one's, same queue", [sizes.five / sizes.one], "%.2f", "< 1.3"))
         rows.append(Row("peak RSS MiB, 1,000,000-event drain, batchSize 50", [million.peakRSSMiB], "%.1f", "<= 64"))
         rows.append(Row("peak RSS MiB, \(backlog)-event drain, batchSize 1", single.map(\.peakRSSMiB), "%.1f", "<= 64"))
         rows.append(Row("idle RSS MiB, caught up", single.map(\.idleRSSMiB), "%.1f", ""))

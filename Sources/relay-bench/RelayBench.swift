@@ -47,11 +47,7 @@ struct RelayBench {
         if arguments.first == "state-size" {
             // relay-bench state-size [EVENTS]: the state file for the same queued events, one subscription and five.
             let benchmark = StateSizeBenchmark(events: arguments.dropFirst().first.flatMap { Int($0) } ?? 100_000)
-            let one = try await benchmark.size(subscriptions: 1)
-            let five = try await benchmark.size(subscriptions: 5)
-            print(String(
-                format: "state size: %d queued events, 1 subscription %.1f MiB, 5 subscriptions %.1f MiB (%.2f times, target under 1.3)",
-                benchmark.events, one, five, five / one))
+            print(benchmark.describe(try await benchmark.measure()))
             return
         }
         if arguments.first == "isolation" {

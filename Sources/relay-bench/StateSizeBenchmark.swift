@@ -10,6 +10,17 @@ import RelayJSON
 struct StateSizeBenchmark {
     let events: Int
 
+    /// The state file's size in MiB with one subscription and with five.
+    func measure() async throws -> (one: Double, five: Double) {
+        (try await size(subscriptions: 1), try await size(subscriptions: 5))
+    }
+
+    func describe(_ sizes: (one: Double, five: Double)) -> String {
+        String(
+            format: "state size: %d queued events, 1 subscription %.1f MiB, 5 subscriptions %.1f MiB (%.2f times, target under 1.3)",
+            events, sizes.one, sizes.five, sizes.five / sizes.one)
+    }
+
     /// The state file's size in MiB once `events` events of about 365 bytes are queued for `subscriptions`.
     func size(subscriptions: Int) async throws -> Double {
         let directory = try EndToEndBenchmark.temporaryDirectory()
