@@ -38,17 +38,32 @@ public struct PostgresLeases: Sendable, PostgresPart {
     /// Takes `key` for `holder` for `ttl`, if nobody holds it or its holder let it expire; nil while it is held. A
     /// takeover steps the epoch, and waits for a write the former holder has begun under its lease to commit.
     public func acquire(_ key: String, for holder: String, ttl: Duration) async throws -> Lease? {
-        let rows = try await client.query(
-            """
-            INSERT INTO \(unescaped: schema).lease AS l (key, holder, epoch, expires_at)
-            VALUES (\(key), \(holder), 1, now() + \(ttl / .milliseconds(1)) * interval '1 millisecond')
-            ON CONFLICT (key) DO UPDATE
-                SET holder = excluded.holder, epoch = l.epoch + 1, expires_at = excluded.expires_at
-                WHERE l.expires_at < now()
-            RETURNING epoch
-            """, logger: logger)
-        for try await epoch in rows.decode(Int64.self) { return Lease(key: key, holder: holder, epoch: epoch) }
-        return nil
+        let milliseconds = ttl / .milliseconds(1)
+        return try await client.transaction(logger: logger) { connection in
+            // FOR UPDATE is the one row lock that waits for a fenced write's FOR KEY SHARE. Only an expired row is
+            // locked, so that instances asking for a held lease never queue in front of its holder's renewal.
+            let expired = try await connection.query(
+                "SELECT epoch FROM \(unescaped: schema).lease WHERE key = \(key) AND expires_at < now() FOR UPDATE", logger: logger)
+            var isExpired = false
+            for try await _ in expired.decode(Int64.self) { isExpired = true }
+            // The expiry counts from the clock, not from the transaction's start: the wait for the former holder's
+            // write may have been long.
+            let statement: PostgresQuery =
+                isExpired
+                    ? """
+                    UPDATE \(unescaped: schema).lease
+                    SET holder = \(holder), epoch = epoch + 1, expires_at = clock_timestamp() + \(milliseconds) * interval '1 millisecond'
+                    WHERE key = \(key) RETURNING epoch
+                    """
+                    : """
+                    INSERT INTO \(unescaped: schema).lease (key, holder, epoch, expires_at)
+                    VALUES (\(key), \(holder), 1, clock_timestamp() + \(milliseconds) * interval '1 millisecond')
+                    ON CONFLICT (key) DO NOTHING RETURNING epoch
+                    """
+            let taken = try await connection.query(statement, logger: logger)
+            for try await epoch in taken.decode(Int64.self) { return Lease(key: key, holder: holder, epoch: epoch) }
+            return nil
+        }
     }
 
     /// Extends a lease held now by `ttl` from the database's now; false if it has expired or changed hands, in which
@@ -73,8 +88,10 @@ public struct PostgresLeases: Sendable, PostgresPart {
             """, logger: logger)
     }
 
-    /// Runs `body` in a transaction that first checks, and share-locks, the lease: it commits only while the lease is
-    /// held, and a takeover waits for it. Throws ``LeaseLost`` (committing nothing) when the lease is gone.
+    /// Runs `body` in a transaction that first checks, and locks, the lease: it commits only while the lease is
+    /// held, and a takeover waits for it. Throws ``LeaseLost`` (committing nothing) when the lease is gone. The lock is
+    /// FOR KEY SHARE, which the holder's own renewal (an UPDATE of no key column) does not wait for: a long write
+    /// must not make the renewal late and the lease lost.
     public func fenced<Result: Sendable>(
         by lease: Lease, _ body: (PostgresConnection) async throws -> Result
     ) async throws -> Result {
@@ -83,7 +100,7 @@ public struct PostgresLeases: Sendable, PostgresPart {
                 """
                 SELECT epoch FROM \(unescaped: schema).lease
                 WHERE key = \(lease.key) AND holder = \(lease.holder) AND epoch = \(lease.epoch) AND expires_at > now()
-                FOR SHARE
+                FOR KEY SHARE
                 """, logger: logger)
             var held = false
             for try await _ in rows.decode(Int64.self) { held = true }

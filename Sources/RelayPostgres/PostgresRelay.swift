@@ -353,6 +353,9 @@ public final class PostgresRelay: Service, Sendable {
             let client = EventsAPIClient(source: source, subscriptions: subscriptions, http: http, limiter: limiters.limiter(for: source), now: time.now)
             let poller = Poller(source: source, subscriptions: subscriptions, store: store, client: client, time: time, logger: logger)
             poller.onQueued(onQueued)
+            // A renewal that went through means the database answered well while the lease was held: the next
+            // failure counts as a first one, so a slow spell long ago does not stretch every pause after it.
+            let renewedOnce = RenewalMark()
             do {
                 try await withThrowingTaskGroup(of: Void.self) { group in
                     group.addTask { try await poller.run() }
@@ -362,6 +365,7 @@ public final class PostgresRelay: Service, Sendable {
                             // A renewal slower than the lease itself is no renewal.
                             let renewed = try await withQueryDeadline(ttl, "renewing the lease of \(source.name)") { try await leases.renew(lease, ttl: ttl) }
                             guard renewed else { throw LeaseLost(key: key, epoch: lease.epoch) }
+                            renewedOnce.mark()
                             self.answered()
                         }
                     }
@@ -371,11 +375,12 @@ public final class PostgresRelay: Service, Sendable {
                 }
                 failures = 0
             } catch let error as LeaseLost {
+                if renewedOnce.isMarked { failures = 0 }
                 logger.notice(
                     "lost the source's lease: it ran out before it was renewed, and another instance (or this one, later) takes it",
                     metadata: ["epoch": "\(error.epoch)"])
             } catch {
-                failures += 1
+                failures = renewedOnce.isMarked ? 1 : failures + 1
                 logger.warning("polling stopped on a store error; taking the lease again", metadata: ["error": "\(String(reflecting: error))"])
             }
             store.hold(nil, for: source.name)
@@ -388,4 +393,11 @@ public final class PostgresRelay: Service, Sendable {
             }
         }
     }
+}
+
+/// Whether a lease was renewed at least once while it was held.
+private final class RenewalMark: Sendable {
+    private let marked = Atomic(false)
+    func mark() { marked.store(true, ordering: .relaxed) }
+    var isMarked: Bool { marked.load(ordering: .relaxed) }
 }

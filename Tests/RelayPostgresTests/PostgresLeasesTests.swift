@@ -92,6 +92,53 @@ struct PostgresLeasesTests {
         }
     }
 
+    /// A holder's long write (its fenced transaction open) does not hold up the holder's own renewal, or a slow page
+    /// would cost the lease; and a takeover, once the lease has expired, waits for that write to commit.
+    @Test func aLongWriteDelaysATakeoverButNotTheHoldersRenewal() async throws {
+        try await TestDatabase.withClient { client, schema in
+            try await PostgresSchema.migrate(TestDatabase.database(client, schema))
+            let leases = PostgresLeases(TestDatabase.database(client, schema))
+            let holder = try #require(try await leases.acquire("acme", for: "relay-1", ttl: .seconds(300)))
+            let (inside, enter) = AsyncStream<Void>.makeStream()
+            let (go, release) = AsyncStream<Void>.makeStream()
+            // Within a deadline: the test cluster ends a transaction idle for 5 s, and postgres-nio (1.33 here) does
+            // not answer a query sent on a connection the server has ended.
+            let write = Task {
+                try await withQueryDeadline(.seconds(10), "the long write") {
+                    try await leases.fenced(by: holder) { connection in
+                        enter.yield()
+                        for await _ in go { break }
+                        try await connection.query(
+                            "INSERT INTO \(unescaped: schema).cursor (source, position, epoch, updated_at) VALUES ('acme', 500, \(holder.epoch), now())",
+                            logger: Logger(label: "test"))
+                    }
+                }
+            }
+            for await _ in inside { break }
+
+            let renewed = try await withQueryDeadline(.seconds(5), "renewing beside the write") { try await leases.renew(holder, ttl: .seconds(300)) }
+            #expect(renewed)
+
+            try await TestDatabase.expire("acme", schema: schema, client)
+            let takeover = Task { try await leases.acquire("acme", for: "relay-2", ttl: .seconds(300)) }
+            var waiting = 0
+            let asked = ContinuousClock.now
+            while waiting == 0, asked.duration(to: .now) < .seconds(3) {
+                let rows = try await client.query(
+                    """
+                    SELECT count(*)::int FROM pg_stat_activity
+                    WHERE wait_event_type = 'Lock' AND query LIKE \("%" + schema + ".lease%FOR UPDATE%")
+                    """)
+                for try await count in rows.decode(Int.self) { waiting = count }
+            }
+            #expect(waiting == 1, "the takeover waits for the write")
+            release.yield()
+            try await write.value
+            #expect(try await takeover.value?.epoch == 2)
+            #expect(try await leases.cursor(of: "acme") == 500, "the new holder starts from what the former one wrote")
+        }
+    }
+
     /// A holder frozen in the middle of committing a page (its transaction open, the lease row share-locked) makes a
     /// takeover wait. The relay's connections ask the server to end a transaction idle for
     /// ``PostgresURL/idleInTransactionTimeout``, so the wait is that long at most, and the frozen write, when it goes
