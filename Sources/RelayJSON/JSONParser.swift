@@ -55,11 +55,12 @@ public struct JSONParser {
         }
     }
 
-    /// Skips a value without building it, returning the byte range it spans.
+    /// Skips a value without building it, returning the byte range it spans. It accepts exactly what
+    /// ``parseValue()`` accepts, with the same errors: a skipped member of an event still makes a bad page fail whole.
     public mutating func skipValue() throws(JSONSyntaxError) -> Range<Int> {
         skipWhitespace()
         let start = offset
-        _ = try parseValue()
+        try skipAnyValue()
         return start..<offset
     }
 
@@ -121,6 +122,114 @@ public struct JSONParser {
             default: throw error("expected ',' or ']' in an array")
             }
         }
+    }
+
+    // MARK: - Skipping
+
+    private mutating func skipAnyValue() throws(JSONSyntaxError) {
+        skipWhitespace()
+        guard offset < bytes.count else { throw error("unexpected end of input, expected a value") }
+        switch bytes[offset] {
+        case UInt8(ascii: "{"): try skipObject()
+        case UInt8(ascii: "["): try skipArray()
+        case UInt8(ascii: "\""): try skipString()
+        case UInt8(ascii: "t"): try expectLiteral("true")
+        case UInt8(ascii: "f"): try expectLiteral("false")
+        case UInt8(ascii: "n"): try expectLiteral("null")
+        case UInt8(ascii: "-"), UInt8(ascii: "0")...UInt8(ascii: "9"): _ = try scanNumber()
+        case let byte: throw error("unexpected \(describe(byte)), expected a value")
+        }
+    }
+
+    private mutating func skipObject() throws(JSONSyntaxError) {
+        try enter()
+        defer { depth -= 1 }
+        offset += 1
+        skipWhitespace()
+        if peek() == UInt8(ascii: "}") {
+            offset += 1
+            return
+        }
+        while true {
+            skipWhitespace()
+            guard peek() == UInt8(ascii: "\"") else { throw error("expected a member name in double quotes") }
+            try skipString()
+            skipWhitespace()
+            guard peek() == UInt8(ascii: ":") else { throw error("expected ':' after a member name") }
+            offset += 1
+            try skipAnyValue()
+            skipWhitespace()
+            switch peek() {
+            case UInt8(ascii: ","): offset += 1
+            case UInt8(ascii: "}"): offset += 1; return
+            default: throw error("expected ',' or '}' in an object")
+            }
+        }
+    }
+
+    private mutating func skipArray() throws(JSONSyntaxError) {
+        try enter()
+        defer { depth -= 1 }
+        offset += 1
+        skipWhitespace()
+        if peek() == UInt8(ascii: "]") {
+            offset += 1
+            return
+        }
+        while true {
+            try skipAnyValue()
+            skipWhitespace()
+            switch peek() {
+            case UInt8(ascii: ","): offset += 1
+            case UInt8(ascii: "]"): offset += 1; return
+            default: throw error("expected ',' or ']' in an array")
+            }
+        }
+    }
+
+    /// Checks a string as ``parseString()`` does, without decoding it: the runs of bytes between escapes must each be
+    /// UTF-8 (an escape always decodes to whole characters, so the string is UTF-8 exactly when every run is), and,
+    /// as there, bad UTF-8 is reported only at the closing quote, after any other error.
+    private mutating func skipString() throws(JSONSyntaxError) {
+        offset += 1
+        let start = offset
+        var run = offset
+        var runIsASCII = true
+        var validUTF8 = true
+        while offset < bytes.count {
+            let byte = bytes[offset]
+            switch byte {
+            case UInt8(ascii: "\""):
+                if !runIsASCII, validUTF8 { validUTF8 = isUTF8(run..<offset) }
+                guard validUTF8 else { throw error("invalid UTF-8 in a string", at: start) }
+                offset += 1
+                return
+            case UInt8(ascii: "\\"):
+                if !runIsASCII, validUTF8 { validUTF8 = isUTF8(run..<offset) }
+                runIsASCII = true
+                offset += 1
+                guard offset < bytes.count else { throw error("unterminated string", at: start - 1) }
+                let escape = bytes[offset]
+                offset += 1
+                switch escape {
+                case UInt8(ascii: "\""), UInt8(ascii: "\\"), UInt8(ascii: "/"), UInt8(ascii: "b"), UInt8(ascii: "f"), UInt8(ascii: "n"),
+                    UInt8(ascii: "r"), UInt8(ascii: "t"):
+                    break
+                case UInt8(ascii: "u"): _ = try parseUnicodeEscape()
+                default: throw error("invalid escape \\\(describe(escape, quoted: false)) in a string", at: offset - 2)
+                }
+                run = offset
+            default:
+                if byte < 0x20 { throw error("unescaped control character in a string") }
+                if byte >= 0x80 { runIsASCII = false }
+                offset += 1
+            }
+        }
+        throw error("unterminated string", at: start - 1)
+    }
+
+    private func isUTF8(_ range: Range<Int>) -> Bool {
+        String(validating: UnsafeRawBufferPointer(rebasing: bytes[range]), as: UTF8.self) != nil
     }
 
     // MARK: - Scalars
@@ -209,6 +318,12 @@ public struct JSONParser {
     }
 
     private mutating func parseNumber() throws(JSONSyntaxError) -> JSONNumber {
+        let range = try scanNumber()
+        return JSONNumber(text: String(decoding: UnsafeRawBufferPointer(rebasing: bytes[range]), as: UTF8.self))
+    }
+
+    /// Reads a number's bytes, checking its grammar.
+    private mutating func scanNumber() throws(JSONSyntaxError) -> Range<Int> {
         let start = offset
         if peek() == UInt8(ascii: "-") { offset += 1 }
         guard let first = peek(), isDigit(first) else { throw error("expected a digit") }
@@ -228,7 +343,7 @@ public struct JSONParser {
             guard let digit = peek(), isDigit(digit) else { throw error("expected a digit in the exponent") }
             skipDigits()
         }
-        return JSONNumber(text: String(decoding: UnsafeRawBufferPointer(rebasing: bytes[start..<offset]), as: UTF8.self))
+        return start..<offset
     }
 
     private mutating func expectLiteral(_ literal: StaticString) throws(JSONSyntaxError) {

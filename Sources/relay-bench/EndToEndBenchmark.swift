@@ -207,7 +207,7 @@ enum StartupState {
             let events = (next..<next + count).map { n in
                 RoutedEvent(
                     event: Event(id: "evt-\(n)", time: now.advanced(by: .milliseconds(Int64(n - delivered))), action: "a",
-                                 timeValue: .null, fields: JSONObject(), raw: []),
+                                 timeValue: .null, raw: []),
                     subscriptions: [])
             }
             _ = try await store.enqueue(source: "bench", events: events, cursor: now, now: now)

@@ -32,7 +32,7 @@ struct IsolationBenchmark {
             let raw = Array(#"{"eventID":"e\#(n)","timestamp":"2024-05-01T00:00:00.000Z","action":"a"}"#.utf8)
             routed.append(RoutedEvent(
                 event: Event(id: "e\(n)", time: Timestamp(millisecondsSinceEpoch: Int64(n)), action: "a", timeValue: .string("t"),
-                             fields: JSONObject(), raw: raw),
+                             raw: raw),
                 subscriptions: names))
         }
         _ = try await store.enqueue(source: "bench", events: routed, cursor: now(), now: now())

@@ -52,6 +52,6 @@ struct StateSizeBenchmark {
             #""email":"person\#(n % 5000)@example.com","device":"mobile","country":"GB","referrer":"https://www.example.org/newsletter/2026/11/wk48"},"brand":"ACME","source":"web"}"#
         return Event(
             id: id, time: Timestamp(millisecondsSinceEpoch: time), action: "email_click", timeValue: .string(String(time)),
-            fields: JSONObject(), raw: Array(raw.utf8))
+            raw: Array(raw.utf8))
     }
 }

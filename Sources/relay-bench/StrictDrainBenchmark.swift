@@ -26,7 +26,7 @@ struct StrictDrainBenchmark {
                 RoutedEvent(
                     event: Event(
                         id: "e\(n)", time: Timestamp(millisecondsSinceEpoch: 1_714_521_600_000 + Int64(n)), action: "a",
-                        timeValue: .string("t"), fields: JSONObject(),
+                        timeValue: .string("t"), 
                         raw: Array(#"{"eventID":"e\#(n)","timestamp":"2024-05-01T00:00:00.000Z","action":"a"}"#.utf8)),
                     subscriptions: ["strict"])
             }

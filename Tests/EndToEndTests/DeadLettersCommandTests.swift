@@ -17,7 +17,7 @@ import Testing
             let events = (0..<3).map { n in
                 RoutedEvent(
                     event: Event(id: "e\(n)", time: t0.advanced(by: .milliseconds(Int64(n))), action: "a", timeValue: .string("t"),
-                                 fields: JSONObject(), raw: Array("{}".utf8)),
+                                 raw: Array("{}".utf8)),
                     subscriptions: n == 2 ? ["idle"] : ["clicks"])
             }
             _ = try await store.enqueue(source: "acme", events: events, cursor: t0, now: t0)
@@ -162,7 +162,7 @@ import Testing
         let t0 = Timestamp(millisecondsSinceEpoch: 1_714_521_600_000)
         let events = (0..<count).map { n in
             RoutedEvent(
-                event: Event(id: "e\(n)", time: t0.advanced(by: .milliseconds(Int64(n))), action: "a", timeValue: .string("t"), fields: JSONObject(), raw: Array("{}".utf8)),
+                event: Event(id: "e\(n)", time: t0.advanced(by: .milliseconds(Int64(n))), action: "a", timeValue: .string("t"), raw: Array("{}".utf8)),
                 subscriptions: ["clicks"])
         }
         _ = try await store.enqueue(source: "acme", events: events, cursor: t0, now: t0)

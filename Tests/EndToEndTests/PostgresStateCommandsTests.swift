@@ -16,7 +16,7 @@ struct PostgresStateCommandsTests {
         let queue = PostgresDeliveries(database)
         let events = (0..<5).map { n in
             let time = t0.advanced(by: .milliseconds(Int64(n)))
-            return Event(id: "e\(n)", time: time, action: "click", timeValue: .string(time.iso8601), fields: JSONObject(),
+            return Event(id: "e\(n)", time: time, action: "click", timeValue: .string(time.iso8601), 
                          raw: Array(#"{"eventID":"e\#(n)","note":"kept"}"#.utf8))
         }
         _ = try await queue.queue(events, source: "acme", for: ["all"], now: t0)
@@ -106,7 +106,7 @@ struct PostgresStateCommandsTests {
                 let queue = PostgresDeliveries(database)
                 let more = (5..<8).map { n in
                     Event(id: "e\(n)", time: Self.t0.advanced(by: .milliseconds(Int64(n))), action: "click", timeValue: .string(""),
-                          fields: JSONObject(), raw: Array("{}".utf8))
+                          raw: Array("{}".utf8))
                 }
                 _ = try await queue.queue(more, source: "acme", for: ["all"], now: Self.t0)
                 _ = try await queue.claim("all", requests: 2, batchSize: 1, by: "relay-b/22", visibility: .seconds(300))
@@ -164,7 +164,7 @@ struct PostgresStateCommandsTests {
                 try await Self.deadLetterFour(database)
                 let events = (10..<13).map { n in
                     Event(id: "e\(n)", time: Self.t0.advanced(by: .milliseconds(Int64(n))), action: "click", timeValue: .string(""),
-                          fields: JSONObject(), raw: Array("{}".utf8))
+                          raw: Array("{}".utf8))
                 }
                 _ = try await PostgresDeliveries(database).queue(events, source: "acme", for: ["gone"], now: Self.t0)
                 // What an instance records at its start or reload.

@@ -33,7 +33,7 @@ import Testing
                 RoutedEvent(
                     event: Event(
                         id: "e\(n)", time: Timestamp(millisecondsSinceEpoch: 1_714_521_600_000 + Int64(n)), action: "email_click",
-                        timeValue: .null, fields: JSONObject(), raw: Array("{}".utf8)),
+                        timeValue: .null, raw: Array("{}".utf8)),
                     subscriptions: ["clicks"])
             }
             _ = try await store.enqueue(

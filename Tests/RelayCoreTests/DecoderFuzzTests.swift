@@ -1,5 +1,6 @@
 import IntilerySimulator
 import RelayCore
+import RelayJSON
 import Testing
 
 /// No page from the API may trap the relay (docs/architecture.md, Invariants: "No input traps"). Random and mutated
@@ -98,6 +99,40 @@ import Testing
         }
         // Both paths were exercised: the fuzzing reached the event code, not just the syntax errors.
         #expect(decoded > 4_000 && rejected > 4_000, "decoded \(decoded), rejected \(rejected)")
+    }
+
+    /// The decoder builds only the members naming an event and checks the rest without building it. Against a
+    /// full parse, on the same mutated pages: a page is refused exactly when it is not JSON, and each event's id,
+    /// time and action are what its whole object, parsed, says.
+    @Test func readingOnlyTheNamingMembersDecidesAsAFullParse() throws {
+        var random = SeededRandom(seed: 2027)
+        let ids = ["eventID", "eventId", "event_id", "messageId", "id"].map { FieldPath($0)! }
+        let times = ["timestamp", "date", "receivedAt", "createdAt"].map { FieldPath($0)! }
+        let actions = ["action", "event", "type"].map { FieldPath($0)! }
+        var compared = 0
+        for iteration in 0..<20_000 {
+            let body = iteration % 2 == 0 ? Self.structuredPage(&random) : Self.mutate(Array(Self.seeds[0].utf8), &random)
+            let parsed = try? JSONParser.parse(body)
+            let page = try? EventPageDecoder().decode(body)
+            if parsed == nil { #expect(page == nil, "not JSON, yet read: \(String(decoding: body, as: UTF8.self))") }
+            guard parsed?.arrayValue != nil else { continue }
+            let events = try #require(page, "a JSON array refused: \(String(decoding: body, as: UTF8.self))")
+            for event in events.events {
+                let object = JSONValue.object(event.fields)
+                let id = ids.lazy.compactMap { path -> String? in
+                    switch object.value(at: path) {
+                    case .string(let text) where !text.isEmpty: return text
+                    case .number(let number): return number.text
+                    default: return nil
+                    }
+                }.first
+                #expect(event.id == id)
+                #expect(event.timeValue == times.lazy.compactMap { object.value(at: $0) }.first { $0 != .null })
+                #expect(event.action == actions.lazy.compactMap { object.value(at: $0)?.stringValue }.first ?? "")
+                compared += 1
+            }
+        }
+        #expect(compared > 2_000, "compared \(compared)")
     }
 
     @Test func anyTimeFormatsWithoutTrappingAndPlaceableOnesRoundTrip() {

@@ -88,13 +88,13 @@ import Testing
             Self.subscription("all"), Self.subscription("clicks", include: ["email_click"]),
             Self.subscription("no-clicks", exclude: ["email_click"]), vip,
         ])
-        let fields = try #require(try JSONParser.parse(#"{"properties": {"vip": true}}"#).objectValue)
         let event = Event(
-            id: "1", time: Timestamp(millisecondsSinceEpoch: 0), action: "email_click", timeValue: .null, fields: fields, raw: [])
+            id: "1", time: Timestamp(millisecondsSinceEpoch: 0), action: "email_click", timeValue: .null,
+            raw: Array(#"{"properties": {"vip": true}}"#.utf8))
         #expect(router.route(event) == ["all", "clicks", "vip"])
         var other = event
         other.action = "page"
-        other.fields = JSONObject()
+        other.raw = Array("{}".utf8)
         #expect(router.route(other) == ["all", "no-clicks"])
     }
 }

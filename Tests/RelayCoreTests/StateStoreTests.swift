@@ -39,7 +39,7 @@ import Testing
     }
 
     static func event(_ id: String, _ ms: Int64) -> Event {
-        Event(id: id, time: Timestamp(millisecondsSinceEpoch: ms), action: "a", timeValue: .null, fields: JSONObject(), raw: Array("{\"id\":\"\(id)\"}".utf8))
+        Event(id: id, time: Timestamp(millisecondsSinceEpoch: ms), action: "a", timeValue: .null, raw: Array("{\"id\":\"\(id)\"}".utf8))
     }
 
     @Test func directoryIs0700AndFiles0600() async throws {

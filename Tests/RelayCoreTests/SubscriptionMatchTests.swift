@@ -15,7 +15,7 @@ import Testing
         var events: [Event] = []
         for (index, action) in ["buy", "page", "refund", ""].enumerated() {
             for fields in [JSONObject(), JSONObject([("total", .number(JSONNumber(700)))]), JSONObject([("tier", .string("gold")), ("total", .number(JSONNumber(10)))])] {
-                events.append(Event(id: "e\(index)", time: Timestamp(millisecondsSinceEpoch: 0), action: action, timeValue: .null, fields: fields, raw: []))
+                events.append(Event(id: "e\(index)", time: Timestamp(millisecondsSinceEpoch: 0), action: action, timeValue: .null, raw: Array(JSONValue.object(fields).description.utf8)))
             }
         }
         var checked = 0

@@ -69,6 +69,48 @@ import Testing
         }
         #expect(spans == [0..<text.count])
     }
+
+    /// `skipValue` builds nothing but must judge as `parseValue` does: same verdict, same error at the same offset,
+    /// same end. Checked on hand-picked cases and on every one-byte change of a document holding each kind of value.
+    @Test func skipValueJudgesExactlyAsParseValue() {
+        var documents: [[UInt8]] = [
+            "{\"a\": 1,}", "{\n  \"a\": tru\n}", "[1 2]", "{\"a\" 1}", "\"abc", "01", "", "\"\\x\"", "\"\\ud800\"", "\"é\t\"", "1.",
+            "-", "1e", "1e+", "-0.5E-3", "[[[]]]", "{\"k\":{\"k\":[null,true,false]}}", "\"\\\"", "\"\\u00e9\\ud83d\\ude00\"",
+            String(repeating: "[", count: 600) + String(repeating: "]", count: 600),
+        ].map { Array($0.utf8) }
+        // Bad UTF-8 next to escapes and other errors: which error comes first must not change.
+        documents += [
+            [0x22, 0xC3, 0x5C, 0x6E, 0xA9, 0x22], [0x22, 0xFF, 0x09, 0x22], [0x22, 0xC3, 0xA9, 0x5C, 0x6E, 0x22],
+            [0x22, 0xFF, 0x5C, 0x78, 0x22], [0x22, 0xE2, 0x82], [0x22, 0xC3, 0x5C],
+        ]
+        let base = Array(#"{"id":"e-1","n":[-12.5e+3,0,true,false,null],"s":"x\"é\u00e9\ud83d\ude00","o":{"k":[]}}"#.utf8)
+        for index in base.indices {
+            for replacement: UInt8 in [0x22, 0x5C, 0x7B, 0x7D, 0x5B, 0x5D, 0x2C, 0x3A, 0x30, 0x2D, 0x65, 0x09, 0xC3, 0xFF] {
+                var changed = base
+                changed[index] = replacement
+                documents.append(changed)
+            }
+            var shorter = base
+            shorter.remove(at: index)
+            documents.append(shorter)
+        }
+        for document in documents {
+            let (parsed, skipped) = document.withUnsafeBytes { buffer in
+                var parser = JSONParser(buffer)
+                var skipper = JSONParser(buffer)
+                return (Result { () throws(JSONSyntaxError) in _ = try parser.parseValue(); return parser.offset },
+                        Result { () throws(JSONSyntaxError) in try skipper.skipValue().upperBound })
+            }
+            switch (parsed, skipped) {
+            case (.success(let end), .success(let skippedEnd)):
+                #expect(end == skippedEnd, "\(String(decoding: document, as: UTF8.self))")
+            case (.failure(let error), .failure(let skipError)):
+                #expect(error.reason == skipError.reason && error.offset == skipError.offset, "\(error) vs \(skipError)")
+            default:
+                Issue.record("parse \(parsed), skip \(skipped): \(String(decoding: document, as: UTF8.self))")
+            }
+        }
+    }
 }
 
 @Suite struct JSONStructureTests {

@@ -16,7 +16,7 @@ struct DeadLetterFixture {
     static let events = (0..<25).map { n in
         let time = t0.advanced(by: .milliseconds(Int64(n)))
         return Event(
-            id: "e\(n)", time: time, action: "click", timeValue: .string(time.iso8601), fields: JSONObject(),
+            id: "e\(n)", time: time, action: "click", timeValue: .string(time.iso8601), 
             raw: Array(#"{"eventID":"e\#(n)"}"#.utf8))
     }
 

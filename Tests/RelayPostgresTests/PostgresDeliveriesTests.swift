@@ -16,7 +16,7 @@ struct PostgresDeliveriesTests {
         (first..<(first + count)).map { index in
             let time = Timestamp(millisecondsSinceEpoch: now.millisecondsSinceEpoch - 100_000 + Int64(index))
             return Event(
-                id: "e\(index)", time: time, action: "click", timeValue: .string(time.iso8601), fields: JSONObject(),
+                id: "e\(index)", time: time, action: "click", timeValue: .string(time.iso8601), 
                 raw: Array(#"{"eventID":"e\#(index)","n":\#(index)}"#.utf8))
         }
     }
@@ -195,7 +195,7 @@ struct PostgresDeliveriesTests {
         try await withQueue { queue, client, schema in
             let time = Self.now
             let events = ["a", "b", "c", "d"].map {
-                Event(id: $0, time: time, action: "click", timeValue: .string(time.iso8601), fields: JSONObject(), raw: Array("{}".utf8))
+                Event(id: $0, time: time, action: "click", timeValue: .string(time.iso8601), raw: Array("{}".utf8))
             }
             let routed = zip(events, [["x"], ["x", "y"], ["x"], ["y", "x"]]).map { RoutedEvent(event: $0, subscriptions: $1) }
             try await client.withConnection { connection in

@@ -60,7 +60,7 @@ struct ReplayFixture {
     static func events(_ range: Range<Int>) -> [Event] {
         range.map { n in
             let time = t0.advanced(by: .milliseconds(Int64(n)))
-            return Event(id: "e\(n)", time: time, action: "click", timeValue: .string(time.iso8601), fields: JSONObject(),
+            return Event(id: "e\(n)", time: time, action: "click", timeValue: .string(time.iso8601), 
                          raw: Array(#"{"eventID":"e\#(n)"}"#.utf8))
         }
     }

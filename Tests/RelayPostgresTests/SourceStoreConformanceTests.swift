@@ -71,7 +71,7 @@ func withSimulatedAPI(backlog: Int, _ body: (FakeEventsAPI, CurlHTTPClient, _ no
         zip(0..<4, [["a"], ["a", "b"], [], ["b"]]).map { index, subscriptions in
             let time = at(first + Int64(index))
             let event = Event(
-                id: "e\(index)", time: time, action: "click", timeValue: .string(time.iso8601), fields: JSONObject(),
+                id: "e\(index)", time: time, action: "click", timeValue: .string(time.iso8601), 
                 raw: Array(#"{"eventID":"e\#(index)"}"#.utf8))
             return RoutedEvent(event: event, subscriptions: subscriptions)
         }
@@ -143,7 +143,7 @@ func withSimulatedAPI(backlog: Int, _ body: (FakeEventsAPI, CurlHTTPClient, _ no
                 var routed = routed
                 routed.event = Event(
                     id: "late-" + routed.event.id, time: routed.event.time, action: routed.event.action,
-                    timeValue: routed.event.timeValue, fields: routed.event.fields, raw: routed.event.raw)
+                    timeValue: routed.event.timeValue, raw: routed.event.raw)
                 return routed
             }
             _ = try await Self.commit(store, early + late, MarkAdvance(live: Self.at(12_000), settled: Self.at(11_000)))

@@ -11,19 +11,22 @@ public struct Event: Sendable, Equatable {
     public var action: String
     /// The event time as the event wrote it (for the envelope's `timestamp`).
     public var timeValue: JSONValue
-    /// The event object, for filters.
-    public var fields: JSONObject
     /// The event object's bytes as the API returned them.
     public var raw: [UInt8]
 
     /// Wraps decoded parts.
-    public init(id: String, time: Timestamp, action: String, timeValue: JSONValue, fields: JSONObject, raw: [UInt8]) {
+    public init(id: String, time: Timestamp, action: String, timeValue: JSONValue, raw: [UInt8]) {
         self.id = id
         self.time = time
         self.action = action
         self.timeValue = timeValue
-        self.fields = fields
         self.raw = raw
+    }
+
+    /// The event object, for filters: parsed from ``raw`` each time it is asked for, because only a subscription
+    /// with a `where` filter needs it, and reading a page builds nothing of an event but its id, time and action.
+    public var fields: JSONObject {
+        (try? JSONParser.parse(raw))?.objectValue ?? JSONObject()
     }
 }
 

@@ -39,6 +39,8 @@ public struct EventPageDecoder: Sendable {
     private let idFields: [FieldPath]
     private let timeFields: [FieldPath]
     private let actionFields: [FieldPath]
+    /// The members of an event that id, time and action are read from; the others are checked but not built.
+    private let namingMembers: Set<String>
 
     /// A decoder for a source's `response` overrides, or for every default shape.
     public init(overrides: ResponseShapeOverrides? = nil) {
@@ -46,6 +48,7 @@ public struct EventPageDecoder: Sendable {
         idFields = overrides?.idField.flatMap(FieldPath.init).map { [$0] } ?? Self.idFields
         timeFields = overrides?.timestampField.flatMap(FieldPath.init).map { [$0] } ?? Self.timeFields
         actionFields = overrides?.actionField.flatMap(FieldPath.init).map { [$0] } ?? Self.actionFields
+        namingMembers = Set((idFields + timeFields + actionFields).compactMap(\.segments.first))
     }
 
     /// Decodes a whole body; any syntax error anywhere, a truncated body included, fails the whole page.
@@ -159,6 +162,19 @@ public struct EventPageDecoder: Sendable {
         try parser.beginArray()
         while try parser.nextElement() {
             page.elementCount += 1
+            if !elasticsearch {
+                guard parser.peekKind() == .object else {
+                    _ = try parser.skipValue()
+                    page.skipped[.notAnObject, default: 0] += 1
+                    continue
+                }
+                let (members, span) = try namingMembers(&parser)
+                switch event(members, raw: Array(buffer[span]), fallbackID: nil) {
+                case .success(let event): page.events.append(event)
+                case .failure(let reason): page.skipped[reason, default: 0] += 1
+                }
+                continue
+            }
             let (value, span) = try parser.parseValueWithSpan()
             var object = value.objectValue
             var raw = span
@@ -182,6 +198,22 @@ public struct EventPageDecoder: Sendable {
         }
     }
 
+    /// The members of the object at the parser that name an event (in document order, duplicates kept, so that the
+    /// last of a repeated key counts as everywhere else), and the bytes the whole object spans.
+    private func namingMembers(_ parser: inout JSONParser) throws -> (JSONObject, Range<Int>) {
+        let start = parser.offset
+        var members: [(key: String, value: JSONValue)] = []
+        try parser.beginObject()
+        while let key = try parser.nextKey() {
+            if namingMembers.contains(key) {
+                members.append((key, try parser.parseValue()))
+            } else {
+                _ = try parser.skipValue()
+            }
+        }
+        return (JSONObject(members), start..<parser.offset)
+    }
+
     private func event(_ fields: JSONObject, raw: [UInt8], fallbackID: String?) -> Result<Event, SkipReason> {
         let root = JSONValue.object(fields)
         guard let id = idFields.lazy.compactMap({ Self.idText(root.value(at: $0)) }).first ?? fallbackID else {
@@ -194,7 +226,7 @@ public struct EventPageDecoder: Sendable {
         guard let time = Self.time(timeValue) else { return .failure(.unreadableTime) }
         guard time.isPlaceable else { return .failure(.timeOutOfRange) }
         let action = actionFields.lazy.compactMap { root.value(at: $0)?.stringValue }.first ?? ""
-        return .success(Event(id: id, time: time, action: action, timeValue: timeValue, fields: fields, raw: raw))
+        return .success(Event(id: id, time: time, action: action, timeValue: timeValue, raw: raw))
     }
 
     static func idText(_ value: JSONValue?) -> String? {
