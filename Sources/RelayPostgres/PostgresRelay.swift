@@ -303,7 +303,7 @@ public final class PostgresRelay: Service, Sendable {
         return false
     }
 
-    private static func backoff(_ failures: Int) -> Duration { min(.milliseconds(500) * (1 << min(failures, 6)), .seconds(30)) }
+    static func backoff(_ failures: Int) -> Duration { min(.milliseconds(500) * (1 << min(failures, 6)), .seconds(30)) }
 
     /// Waits for `duration`, or less if `stop` fires.
     private func pause(for duration: Duration, until stop: StopSignal) async {
@@ -326,7 +326,7 @@ public final class PostgresRelay: Service, Sendable {
         let ttl = Self.leaseTTL(for: source)
         var logger = logger
         logger[metadataKey: "source"] = "\(source.name)"
-        var failures = 0
+        var failures = LeaseFailures()
         SourceMetrics.leaseHeld(source: source.name, false)
         while !stop.isFired {
             let lease: Lease
@@ -342,9 +342,9 @@ public final class PostgresRelay: Service, Sendable {
                 lease = taken
                 answered()
             } catch {
-                failures += 1
+                failures.failed(afterRenewing: false)
                 logger.warning("cannot reach PostgreSQL for the source's lease; retrying", metadata: ["error": "\(String(reflecting: error))"])
-                await pause(for: Self.backoff(failures), until: stop)
+                await pause(for: failures.pause ?? .zero, until: stop)
                 continue
             }
             logger.notice("took the source's lease: polling it", metadata: ["epoch": "\(lease.epoch)"])
@@ -353,8 +353,6 @@ public final class PostgresRelay: Service, Sendable {
             let client = EventsAPIClient(source: source, subscriptions: subscriptions, http: http, limiter: limiters.limiter(for: source), now: time.now)
             let poller = Poller(source: source, subscriptions: subscriptions, store: store, client: client, time: time, logger: logger)
             poller.onQueued(onQueued)
-            // A renewal that went through means the database answered well while the lease was held: the next
-            // failure counts as a first one, so a slow spell long ago does not stretch every pause after it.
             let renewedOnce = RenewalMark()
             do {
                 try await withThrowingTaskGroup(of: Void.self) { group in
@@ -373,14 +371,14 @@ public final class PostgresRelay: Service, Sendable {
                     _ = try await group.next()
                     group.cancelAll()
                 }
-                failures = 0
+                failures = LeaseFailures()
             } catch let error as LeaseLost {
-                if renewedOnce.isMarked { failures = 0 }
+                failures.lost(afterRenewing: renewedOnce.isMarked)
                 logger.notice(
                     "lost the source's lease: it ran out before it was renewed, and another instance (or this one, later) takes it",
                     metadata: ["epoch": "\(error.epoch)"])
             } catch {
-                failures = renewedOnce.isMarked ? 1 : failures + 1
+                failures.failed(afterRenewing: renewedOnce.isMarked)
                 logger.warning("polling stopped on a store error; taking the lease again", metadata: ["error": "\(String(reflecting: error))"])
             }
             store.hold(nil, for: source.name)
@@ -388,8 +386,8 @@ public final class PostgresRelay: Service, Sendable {
             if stop.isFired {
                 // Given up at once, so that another instance polls at its next try rather than after the TTL.
                 _ = try? await withQueryDeadline(ttl, "giving up the lease of \(source.name)") { try await leases.release(lease) }
-            } else if failures > 0 {
-                await pause(for: Self.backoff(failures), until: stop)
+            } else if let pause = failures.pause {
+                await self.pause(for: pause, until: stop)
             }
         }
     }
@@ -400,4 +398,23 @@ private final class RenewalMark: Sendable {
     private let marked = Atomic(false)
     func mark() { marked.store(true, ordering: .relaxed) }
     var isMarked: Bool { marked.load(ordering: .relaxed) }
+}
+
+/// Failures in a row of holding a source's lease, for the pause before the next try: as ``PostgresRelay``'s
+/// database backoff, doubling from a second up to 30 s. A lease renewed at least once before it ended means the
+/// database answered well meanwhile, so the next failure counts as a first one: a slow spell long ago does not
+/// stretch every pause after it.
+package struct LeaseFailures: Equatable {
+    package private(set) var inARow = 0
+
+    package init() {}
+
+    /// Holding the lease ended on an error (or taking it failed: `afterRenewing` false).
+    package mutating func failed(afterRenewing renewed: Bool) { inARow = renewed ? 1 : inARow + 1 }
+
+    /// The lease ran out or changed hands; after a renewal, that is no failure of the database.
+    package mutating func lost(afterRenewing renewed: Bool) { if renewed { inARow = 0 } }
+
+    /// How long to wait before trying again; nil for at once.
+    package var pause: Duration? { inARow == 0 ? nil : PostgresRelay.backoff(inARow) }
 }

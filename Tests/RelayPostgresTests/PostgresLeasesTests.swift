@@ -180,3 +180,22 @@ struct PostgresLeasesTests {
         }
     }
 }
+
+/// The pause before trying for a lease again: doubling while the database keeps failing, back to a second once a
+/// renewal has gone through (a slow spell on CI once left a relay waiting 16 s between every try).
+@Suite struct LeaseFailuresTests {
+    @Test func failuresInARowDoubleThePauseAndARenewalStartsTheCountAgain() {
+        var failures = LeaseFailures()
+        #expect(failures.pause == nil)
+        for _ in 0..<5 { failures.failed(afterRenewing: false) }
+        #expect(failures.pause == .seconds(16))
+        failures.lost(afterRenewing: false)
+        #expect(failures.pause == .seconds(16), "a lease lost without a renewal changes nothing")
+        failures.failed(afterRenewing: true)
+        #expect(failures.pause == .seconds(1), "a failure after a renewal is a first one")
+        failures.lost(afterRenewing: true)
+        #expect(failures.pause == nil, "lost after a renewal: try again at once")
+        for _ in 0..<10 { failures.failed(afterRenewing: false) }
+        #expect(failures.pause == .seconds(30))
+    }
+}
