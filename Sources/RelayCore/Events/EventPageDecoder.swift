@@ -162,45 +162,29 @@ public struct EventPageDecoder: Sendable {
         try parser.beginArray()
         while try parser.nextElement() {
             page.elementCount += 1
-            if !elasticsearch {
-                guard parser.peekKind() == .object else {
-                    _ = try parser.skipValue()
-                    page.skipped[.notAnObject, default: 0] += 1
-                    continue
-                }
-                let (members, span) = try namingMembers(&parser)
-                switch event(members, raw: Array(buffer[span]), fallbackID: nil) {
-                case .success(let event): page.events.append(event)
-                case .failure(let reason): page.skipped[reason, default: 0] += 1
-                }
-                continue
-            }
-            let (value, span) = try parser.parseValueWithSpan()
-            var object = value.objectValue
-            var raw = span
-            var fallbackID: String?
-            if elasticsearch, let hit = object {
-                fallbackID = Self.idText(hit["_id"])
-                if hit["_source"]?.objectValue != nil {
-                    // The event is _source: find its bytes inside the hit.
-                    raw = try Self.span(ofMember: "_source", in: buffer, within: span)
-                    object = hit["_source"]?.objectValue
-                }
-            }
-            guard let fields = object else {
+            guard let element = try elasticsearch ? hit(&parser, buffer: buffer) : plainElement(&parser) else {
                 page.skipped[.notAnObject, default: 0] += 1
                 continue
             }
-            switch event(fields, raw: Array(buffer[raw]), fallbackID: fallbackID) {
+            switch event(element.fields, raw: Array(buffer[element.raw]), fallbackID: element.fallbackID) {
             case .success(let event): page.events.append(event)
             case .failure(let reason): page.skipped[reason, default: 0] += 1
             }
         }
     }
 
-    /// The members of the object at the parser that name an event (in document order, duplicates kept, so that the
-    /// last of a repeated key counts as everywhere else), and the bytes the whole object spans.
-    private func namingMembers(_ parser: inout JSONParser) throws -> (JSONObject, Range<Int>) {
+    /// What an array element gives to read an event from: the members to read, the event's bytes, and the id to
+    /// use when none of the id fields has one.
+    private typealias Element = (fields: JSONObject, raw: Range<Int>, fallbackID: String?)
+
+    /// An element of a plain array, nil when it is not an object. Only the members that name an event are built
+    /// (in document order, duplicates kept, so that the last of a repeated key counts as everywhere else); the rest
+    /// are checked and skipped.
+    private func plainElement(_ parser: inout JSONParser) throws -> Element? {
+        guard parser.peekKind() == .object else {
+            _ = try parser.skipValue()
+            return nil
+        }
         let start = parser.offset
         var members: [(key: String, value: JSONValue)] = []
         try parser.beginObject()
@@ -211,7 +195,18 @@ public struct EventPageDecoder: Sendable {
                 _ = try parser.skipValue()
             }
         }
-        return (JSONObject(members), start..<parser.offset)
+        return (JSONObject(members), start..<parser.offset, nil)
+    }
+
+    /// An Elasticsearch hit, nil when it is not an object: the event is its `_source` when that is an object (else
+    /// the hit itself), and `_id` is the fallback id. Hits are rare, so they are parsed whole.
+    private func hit(_ parser: inout JSONParser, buffer: UnsafeRawBufferPointer) throws -> Element? {
+        let (value, span) = try parser.parseValueWithSpan()
+        guard let hit = value.objectValue else { return nil }
+        let fallbackID = Self.idText(hit["_id"])
+        guard let source = hit["_source"]?.objectValue else { return (hit, span, fallbackID) }
+        // The event is _source: find its bytes inside the hit.
+        return (source, try Self.span(ofMember: "_source", in: buffer, within: span), fallbackID)
     }
 
     private func event(_ fields: JSONObject, raw: [UInt8], fallbackID: String?) -> Result<Event, SkipReason> {
