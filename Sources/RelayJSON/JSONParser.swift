@@ -209,15 +209,7 @@ public struct JSONParser {
                 runIsASCII = true
                 offset += 1
                 guard offset < bytes.count else { throw error("unterminated string", at: start - 1) }
-                let escape = bytes[offset]
-                offset += 1
-                switch escape {
-                case UInt8(ascii: "\""), UInt8(ascii: "\\"), UInt8(ascii: "/"), UInt8(ascii: "b"), UInt8(ascii: "f"), UInt8(ascii: "n"),
-                    UInt8(ascii: "r"), UInt8(ascii: "t"):
-                    break
-                case UInt8(ascii: "u"): _ = try parseUnicodeEscape()
-                default: throw error("invalid escape \\\(describe(escape, quoted: false)) in a string", at: offset - 2)
-                }
+                _ = try parseEscape()
                 run = offset
             default:
                 if byte < 0x20 { throw error("unescaped control character in a string") }
@@ -261,17 +253,9 @@ public struct JSONParser {
             case UInt8(ascii: "\\"):
                 offset += 1
                 guard offset < bytes.count else { break }
-                let escape = bytes[offset]
-                offset += 1
-                switch escape {
-                case UInt8(ascii: "\""), UInt8(ascii: "\\"), UInt8(ascii: "/"): scalars.append(escape)
-                case UInt8(ascii: "b"): scalars.append(0x08)
-                case UInt8(ascii: "f"): scalars.append(0x0C)
-                case UInt8(ascii: "n"): scalars.append(0x0A)
-                case UInt8(ascii: "r"): scalars.append(0x0D)
-                case UInt8(ascii: "t"): scalars.append(0x09)
-                case UInt8(ascii: "u"): scalars.append(contentsOf: try parseUnicodeEscape())
-                default: throw error("invalid escape \\\(describe(escape, quoted: false)) in a string", at: offset - 2)
+                switch try parseEscape() {
+                case .byte(let byte): scalars.append(byte)
+                case .unicode(let utf8): scalars.append(contentsOf: utf8)
                 }
             default:
                 if byte < 0x20 { throw error("unescaped control character in a string") }
@@ -280,6 +264,28 @@ public struct JSONParser {
             }
         }
         throw error("unterminated string", at: start - 1)
+    }
+
+    /// What an escape in a string stands for: one byte (`\n`, `\"`...), or the UTF-8 of a `\u` escape.
+    private enum Escape {
+        case byte(UInt8)
+        case unicode([UInt8])
+    }
+
+    /// Reads the escape whose backslash is just before `offset`, which must be inside the input.
+    private mutating func parseEscape() throws(JSONSyntaxError) -> Escape {
+        let escape = bytes[offset]
+        offset += 1
+        switch escape {
+        case UInt8(ascii: "\""), UInt8(ascii: "\\"), UInt8(ascii: "/"): return .byte(escape)
+        case UInt8(ascii: "b"): return .byte(0x08)
+        case UInt8(ascii: "f"): return .byte(0x0C)
+        case UInt8(ascii: "n"): return .byte(0x0A)
+        case UInt8(ascii: "r"): return .byte(0x0D)
+        case UInt8(ascii: "t"): return .byte(0x09)
+        case UInt8(ascii: "u"): return .unicode(try parseUnicodeEscape())
+        default: throw error("invalid escape \\\(describe(escape, quoted: false)) in a string", at: offset - 2)
+        }
     }
 
     private mutating func parseUnicodeEscape() throws(JSONSyntaxError) -> [UInt8] {
