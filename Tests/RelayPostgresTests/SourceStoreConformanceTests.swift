@@ -119,6 +119,45 @@ func withSimulatedAPI(backlog: Int, _ body: (FakeEventsAPI, CurlHTTPClient, _ no
         }
     }
 
+    /// Pages read while a commit ran are committed together: each as its own commit would have been.
+    @Test(arguments: StoreKind.available)
+    func pagesCommittedTogetherDoWhatOneCommitEachWould(_ kind: StoreKind) async throws {
+        try await withSourceStore(kind) { store in
+            _ = try await store.initializeMarks(of: "acme", at: Self.at(-10_000), lookback: .seconds(60), now: Self.at(0))
+            let later = Self.page(from: 100).map { routed in
+                var routed = routed
+                routed.event = Event(
+                    id: "later-" + routed.event.id, time: routed.event.time, action: routed.event.action,
+                    timeValue: routed.event.timeValue, raw: routed.event.raw)
+                return routed
+            }
+            let result = try await store.enqueue(
+                source: "acme",
+                pages: [
+                    PageCommit(events: Self.page(), advance: MarkAdvance(live: Self.at(50), settled: Self.at(-5_000), settledOnlyFrom: Self.at(-10_000))),
+                    // The same events again (a window restart reads the last millisecond twice), then new ones; this
+                    // page's settle mark applies only from a position the first page's has passed.
+                    PageCommit(
+                        events: Self.page() + later,
+                        advance: MarkAdvance(live: Self.at(200), settled: Self.at(-1_000), settledOnlyFrom: Self.at(-6_000))),
+                    // Marks never move back, whatever order a page gives them in.
+                    PageCommit(events: [], advance: MarkAdvance(live: Self.at(150), settled: Self.at(-2_000))),
+                ],
+                queueLimits: [:], now: Self.at(0))
+            #expect(result == EnqueueResult(newEvents: 8, duplicates: 4, queued: 8))
+            if kind == .sqlite {
+                // What the dispatchers are handed in memory, as they would read it back.
+                #expect(result.handOff["a"]?.map(\.eventID) == ["e0", "e1", "later-e0", "later-e1"])
+            }
+            #expect(try await store.queueDepth("a") == 4)
+            #expect(try await store.queueDepth("b") == 4)
+            let marks = try #require(try await store.marks(of: "acme"))
+            #expect(marks.live == Self.at(200) && marks.settled == Self.at(-1_000))
+            // Committed: read again, every event is a duplicate.
+            #expect(try await Self.commit(store, Self.page() + later, MarkAdvance()).duplicates == 8)
+        }
+    }
+
     @Test(arguments: StoreKind.available)
     func theSettleMarkNeverPassesTheLiveCursorNorMovesBack(_ kind: StoreKind) async throws {
         try await withSourceStore(kind) { store in

@@ -16,6 +16,10 @@ public protocol SourceStore: Sendable {
         queueLimits: [String: Int], now: Timestamp
     ) async throws -> EnqueueResult
 
+    /// Commits pages in order, each as its own ``enqueue(source:events:advance:skipped:queueLimits:now:)`` would;
+    /// a store may put them in one transaction.
+    func enqueue(source: String, pages: [PageCommit], queueLimits: [String: Int], now: Timestamp) async throws -> EnqueueResult
+
     /// Moves the settle mark up to `position`, never past the live cursor nor back.
     func advanceSettled(source: String, to position: Timestamp) async throws
 
@@ -26,6 +30,20 @@ public protocol SourceStore: Sendable {
 
     /// How many deliveries are queued for `subscription`.
     func queueDepth(_ subscription: String) async throws -> Int
+}
+
+extension SourceStore {
+    /// One transaction per page.
+    public func enqueue(source: String, pages: [PageCommit], queueLimits: [String: Int], now: Timestamp) async throws -> EnqueueResult {
+        var result = EnqueueResult()
+        for page in pages {
+            result.add(
+                try await enqueue(
+                    source: source, events: page.events, advance: page.advance, skipped: page.skipped, queueLimits: queueLimits,
+                    now: now))
+        }
+        return result
+    }
 }
 
 extension StateStore: SourceStore {}

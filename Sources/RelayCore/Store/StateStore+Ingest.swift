@@ -14,9 +14,21 @@ public struct EnqueueResult: Sendable, Equatable {
     /// What the shared poll's commit queued, per subscription, as the dispatchers would read it back: handed to
     /// them in memory, so that a subscription that is caught up does not read the store for what it was just given.
     public var handOff: [String: [Delivery]] = [:]
+    /// The longest queue of any subscription once the commit was done, when the store says (0 when it does not): a
+    /// poller whose deliveries are behind has no reason to read faster than one commit a page.
+    public var longestQueue = 0
 
     public static func == (lhs: EnqueueResult, rhs: EnqueueResult) -> Bool {
         (lhs.newEvents, lhs.duplicates, lhs.queued, lhs.filled) == (rhs.newEvents, rhs.duplicates, rhs.queued, rhs.filled)
+    }
+
+    /// Adds what a later page of the same commit did.
+    mutating func add(_ later: EnqueueResult) {
+        newEvents += later.newEvents
+        duplicates += later.duplicates
+        queued += later.queued
+        filled += later.filled.filter { !filled.contains($0) }
+        handOff.merge(later.handOff) { $0 + $1 }
     }
 
     /// Counts as given.
@@ -24,6 +36,21 @@ public struct EnqueueResult: Sendable, Equatable {
         self.newEvents = newEvents
         self.duplicates = duplicates
         self.queued = queued
+    }
+}
+
+/// One page as the poller commits it: its events with their subscriptions, how it moves the marks, and what the
+/// decoder skipped.
+public struct PageCommit: Sendable {
+    public var events: [RoutedEvent]
+    public var advance: MarkAdvance
+    public var skipped: [EventPageDecoder.SkipReason: Int]
+
+    /// A page's commit as given.
+    public init(events: [RoutedEvent], advance: MarkAdvance, skipped: [EventPageDecoder.SkipReason: Int] = [:]) {
+        self.events = events
+        self.advance = advance
+        self.skipped = skipped
     }
 }
 
@@ -144,74 +171,97 @@ extension StateStore {
         queueLimits: [String: Int] = [:], now: Timestamp
     ) async throws(StoreError) -> EnqueueResult {
         try await write("queueing \(events.count) events of \(source)") { db in
+            try Self.enqueue(
+                PageCommit(events: events, advance: advance, skipped: skipped), source: source, queueLimits: queueLimits, now: now, db)
+        }
+    }
+
+    /// Commits pages in one transaction, each as its own commit would: a poller that reads faster than one commit
+    /// a page pays for one transaction and one WAL commit per group of pages.
+    public func enqueue(
+        source: String, pages: [PageCommit], queueLimits: [String: Int] = [:], now: Timestamp
+    ) async throws(StoreError) -> EnqueueResult {
+        try await write("queueing \(pages.count) pages of \(source)") { db in
             var result = EnqueueResult()
-            var lanes = try SubscriptionLanes(db, source: source, limits: queueLimits, liveAfter: advance.live)
-            let markSeen = try FastStatement(db, sql: "INSERT OR IGNORE INTO seen (source, event_id, event_time) VALUES (?, ?, ?)")
-            var rows = try DeliveryRows(db)
-            let nowMS = now.millisecondsSinceEpoch
-            var admitted: [String] = []
-            for routed in events {
-                let event = routed.event
-                let time = event.time.millisecondsSinceEpoch
-                guard try markSeen.run(.text(source), .text(event.id), .integer(time)) == 1 else {
-                    result.duplicates += 1
-                    continue
-                }
-                result.newEvents += 1
-                admitted.removeAll(keepingCapacity: true)
-                for subscription in routed.subscriptions where try lanes.admits(subscription, at: event.time, now: now) {
-                    admitted.append(subscription)
-                }
-                guard !admitted.isEmpty else { continue }
-                let stored = StoredEvent(event)
-                let (row, queued) = try rows.queueNew(stored, source: source, for: admitted, now: nowMS)
-                for (subscription, count) in zip(admitted, queued) {
-                    lanes.count(subscription, count)
-                    result.queued += count
-                    guard count == 1, let row else { continue }
-                    result.handOff[subscription, default: []].append(Delivery(
-                        id: row, subscription: subscription, eventID: event.id, eventTime: event.time, action: event.action,
-                        timeValue: stored.timeValue, payload: event.raw, attempts: 0, firstAttemptAt: nil, batchID: nil,
-                        nextAttemptAt: now))
-                }
+            for page in pages {
+                result.add(try Self.enqueue(page, source: source, queueLimits: queueLimits, now: now, db))
             }
-            try rows.finish()
-            result.filled = lanes.filled
-            for (reason, count) in skipped {
-                try db.execute(
-                    sql: """
-                        INSERT INTO skipped (source, reason, count, last_at) VALUES (?, ?, ?, ?)
-                        ON CONFLICT (source, reason) DO UPDATE SET count = count + excluded.count, last_at = excluded.last_at
-                        """,
-                    arguments: [source, reason.rawValue, count, nowMS])
-            }
-            // Cached: one per page the poller commits.
-            try db.cachedStatement(
-                sql: """
-                    UPDATE cursor SET
-                        position = max(position, coalesce(:live, position)),
-                        settled = CASE WHEN :settled IS NOT NULL AND settled >= coalesce(:from, settled)
-                            THEN max(settled, :settled) ELSE settled END,
-                        updated_at = :now, last_poll_at = :now
-                    WHERE source = :source
-                    """
-            ).execute(
-                arguments: [
-                    "live": advance.live?.millisecondsSinceEpoch, "settled": advance.settled?.millisecondsSinceEpoch,
-                    "from": advance.settledOnlyFrom?.millisecondsSinceEpoch, "now": nowMS, "source": source,
-                ])
-            if db.changesCount == 0 {
-                // A store written by a test or a tool without initializing the source first.
-                let live = advance.live?.millisecondsSinceEpoch ?? 0
-                try db.execute(
-                    sql: """
-                        INSERT INTO cursor (source, position, updated_at, last_poll_at, settled, seen_horizon)
-                        VALUES (?, ?, ?, ?, ?, ?)
-                        """,
-                    arguments: [source, live, nowMS, nowMS, live, live - 1])
-            }
+            result.longestQueue = try Int.fetchOne(db.cachedStatement(sql: "SELECT max(n) FROM queue_depth")) ?? 0
             return result
         }
+    }
+
+    private static func enqueue(
+        _ page: PageCommit, source: String, queueLimits: [String: Int], now: Timestamp, _ db: Database
+    ) throws -> EnqueueResult {
+        let (events, advance, skipped) = (page.events, page.advance, page.skipped)
+        var result = EnqueueResult()
+        var lanes = try SubscriptionLanes(db, source: source, limits: queueLimits, liveAfter: advance.live)
+        let markSeen = try FastStatement(db, sql: "INSERT OR IGNORE INTO seen (source, event_id, event_time) VALUES (?, ?, ?)")
+        var rows = try DeliveryRows(db)
+        let nowMS = now.millisecondsSinceEpoch
+        var admitted: [String] = []
+        for routed in events {
+            let event = routed.event
+            let time = event.time.millisecondsSinceEpoch
+            guard try markSeen.run(.text(source), .text(event.id), .integer(time)) == 1 else {
+                result.duplicates += 1
+                continue
+            }
+            result.newEvents += 1
+            admitted.removeAll(keepingCapacity: true)
+            for subscription in routed.subscriptions where try lanes.admits(subscription, at: event.time, now: now) {
+                admitted.append(subscription)
+            }
+            guard !admitted.isEmpty else { continue }
+            let stored = StoredEvent(event)
+            let (row, queued) = try rows.queueNew(stored, source: source, for: admitted, now: nowMS)
+            for (subscription, count) in zip(admitted, queued) {
+                lanes.count(subscription, count)
+                result.queued += count
+                guard count == 1, let row else { continue }
+                result.handOff[subscription, default: []].append(Delivery(
+                    id: row, subscription: subscription, eventID: event.id, eventTime: event.time, action: event.action,
+                    timeValue: stored.timeValue, payload: event.raw, attempts: 0, firstAttemptAt: nil, batchID: nil,
+                    nextAttemptAt: now))
+            }
+        }
+        try rows.finish()
+        result.filled = lanes.filled
+        for (reason, count) in skipped {
+            try db.execute(
+                sql: """
+                    INSERT INTO skipped (source, reason, count, last_at) VALUES (?, ?, ?, ?)
+                    ON CONFLICT (source, reason) DO UPDATE SET count = count + excluded.count, last_at = excluded.last_at
+                    """,
+                arguments: [source, reason.rawValue, count, nowMS])
+        }
+        // Cached: one per page the poller commits.
+        try db.cachedStatement(
+            sql: """
+                UPDATE cursor SET
+                    position = max(position, coalesce(:live, position)),
+                    settled = CASE WHEN :settled IS NOT NULL AND settled >= coalesce(:from, settled)
+                        THEN max(settled, :settled) ELSE settled END,
+                    updated_at = :now, last_poll_at = :now
+                WHERE source = :source
+                """
+        ).execute(
+            arguments: [
+                "live": advance.live?.millisecondsSinceEpoch, "settled": advance.settled?.millisecondsSinceEpoch,
+                "from": advance.settledOnlyFrom?.millisecondsSinceEpoch, "now": nowMS, "source": source,
+            ])
+        if db.changesCount == 0 {
+            // A store written by a test or a tool without initializing the source first.
+            let live = advance.live?.millisecondsSinceEpoch ?? 0
+            try db.execute(
+                sql: """
+                    INSERT INTO cursor (source, position, updated_at, last_poll_at, settled, seen_horizon)
+                    VALUES (?, ?, ?, ?, ?, ?)
+                    """,
+                arguments: [source, live, nowMS, nowMS, live, live - 1])
+        }
+        return result
     }
 
     /// Moves the settle mark up to `position` without reading: with `lookback: "0s"` there is no settle edge, and
