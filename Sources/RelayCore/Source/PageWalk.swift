@@ -1,4 +1,5 @@
 import Logging
+import Synchronization
 
 /// One page as a walk read it.
 struct WalkPage: Sendable {
@@ -35,7 +36,8 @@ typealias WalkCommit = @Sendable (_ events: [Event], _ page: WalkPage) async thr
 
 /// Pages through one time range of the Events API in ascending order and queues what it reads, page by page: the
 /// mechanics both edges share. It restarts the query at the last timestamp seen whenever the 10,000-result window
-/// would be passed, retries failed requests forever with backoff, and commits page n while fetching page n+1. What
+/// would be passed, retries failed requests forever with backoff, and commits page n while fetching the next: the
+/// shared poll's pages read while a commit runs go in the next commit together (at most ``pagesPerCommit``). What
 /// each commit does to the source's marks is the edge's business, passed in as `advance`.
 struct PageWalk<C: Clock>: Sendable where C.Duration == Duration, C: Sendable {
     let source: SourceConfig
@@ -64,6 +66,11 @@ struct PageWalk<C: Clock>: Sendable where C.Duration == Duration, C: Sendable {
     ) async throws -> WalkPage {
         try await withThrowingTaskGroup(of: EnqueueResult.self) { commits in
             var commitInFlight = false
+            let commitEnded = CommitEnded()
+            /// The shared poll's pages read while a commit was in flight, committed together when it ends.
+            var waiting: [PageCommit] = []
+            /// Whether pages may wait for the commit in flight: not while deliveries are behind (see below).
+            var readAhead = true
             var queryStart = start
             var from = 0
             var pagesSincePrune = 0
@@ -73,6 +80,9 @@ struct PageWalk<C: Clock>: Sendable where C.Duration == Duration, C: Sendable {
             func awaitCommit() async throws -> Bool {
                 guard commitInFlight, let result = try await commits.next() else { return true }
                 commitInFlight = false
+                // Read ahead only while the queues are short: reading faster than deliveries go makes the queue,
+                // not the deliveries, grow, and its commits take the writer from the dispatchers.
+                readAhead = result.longestQueue < Self.pagesPerCommit * pageSize
                 for subscription in result.filled {
                     logger.warning(
                         "queue full: stopped queueing for this subscription; it reads on from the API once below half",
@@ -95,27 +105,43 @@ struct PageWalk<C: Clock>: Sendable where C.Duration == Duration, C: Sendable {
                 }.map(\.element)
                 let page = WalkPage(events: events, apiNow: apiNow, isLast: decoded.elementCount < pageSize, start: start)
                 let marks = advance(page)
-                guard try await awaitCommit() else { return page }
-                let (store, name, now, skipped, limits) = (self.store, source.name, now(), decoded.skipped, queueLimits())
+                let (store, name, now) = (self.store, source.name, now())
+                let endsWalk = page.isLast || nowWithin.map({ page.reaches(within: $0) }) == true
                 if let commit {
-                    commits.addTask { [progress] in try await progress.step("source \(name) \(edge.rawValue)") { try await commit(events, page) } }
-                } else {
-                    let routed = events.map { RoutedEvent(event: $0, subscriptions: router.route($0)) }
+                    guard try await awaitCommit() else { return page }
+                    commitEnded.reset()
                     commits.addTask { [progress] in
-                        try await progress.step("source \(name)") {
-                            try await store.enqueue(
-                                source: name, events: routed, advance: marks, skipped: skipped, queueLimits: limits, now: now)
+                        defer { commitEnded.set() }
+                        return try await progress.step("source \(name) \(edge.rawValue)") { try await commit(events, page) }
+                    }
+                    commitInFlight = true
+                } else {
+                    // Pages read while the last commit runs wait for it and go in one transaction: when commits are
+                    // slower than reads (a backlog, a busy writer), the walk keeps reading instead of waiting.
+                    waiting.append(PageCommit(
+                        events: events.map { RoutedEvent(event: $0, subscriptions: router.route($0)) }, advance: marks,
+                        skipped: decoded.skipped))
+                    if !commitInFlight || commitEnded.isSet || !readAhead || waiting.count >= Self.pagesPerCommit || endsWalk {
+                        _ = try await awaitCommit()
+                        let (pages, limits) = (waiting, queueLimits())
+                        waiting = []
+                        commitEnded.reset()
+                        commits.addTask { [progress] in
+                            defer { commitEnded.set() }
+                            return try await progress.step("source \(name)") {
+                                try await store.enqueue(source: name, pages: pages, queueLimits: limits, now: now)
+                            }
                         }
+                        commitInFlight = true
                     }
                 }
-                commitInFlight = true
                 health.update {
                     $0.pages += 1
                     $0.eventsRead += events.count
                     $0.lastSuccessAt = now
                 }
                 metrics.eventsReceived.increment(by: events.count)
-                if page.isLast || nowWithin.map({ page.reaches(within: $0) }) == true {
+                if endsWalk {
                     _ = try await awaitCommit()
                     return page
                 }
@@ -134,6 +160,9 @@ struct PageWalk<C: Clock>: Sendable where C.Duration == Duration, C: Sendable {
             }
         }
     }
+
+    /// At most this many pages of the shared poll wait for a commit: they are held in memory until it ends.
+    static var pagesPerCommit: Int { 10 }
 
     /// Where to ask again once the result window is used up: 1 ms before the last timestamp seen, so that events
     /// of that millisecond on the next page are not skipped (the re-read ones are dropped by id).
@@ -227,6 +256,14 @@ struct PageWalk<C: Clock>: Sendable where C.Duration == Duration, C: Sendable {
         case .rateLimited, .serverError, .transport, .malformed: return Backoff(initial: .seconds(1), maximum: .seconds(60))
         }
     }
+}
+
+/// Whether the commit a walk started last has ended, so that pages read meanwhile can follow it without waiting.
+private final class CommitEnded: Sendable {
+    private let ended = Atomic<Bool>(false)
+    var isSet: Bool { ended.load(ordering: .acquiring) }
+    func set() { ended.store(true, ordering: .releasing) }
+    func reset() { ended.store(false, ordering: .relaxed) }
 }
 
 extension Int {
