@@ -48,6 +48,30 @@ import Testing
         #expect(plan[1].deliveries.map(\.id) == [3] && plan[1].composedBatch != nil)
     }
 
+    @Test func batchesComposedAheadOfAFreeSlotAreFullOrStoredOnes() {
+        let planner = DeliveryPlanner(subscription: "s", strict: false, batchSize: 3, concurrency: 2)
+        let now = Timestamp(millisecondsSinceEpoch: 0)
+        let rows = (1...8).map { Self.row(Int64($0), time: Int64($0), due: 0) }
+        // Every slot busy: two full batches ahead; the two rows left would make a short one, and wait.
+        let busy = planner.plan(rows, inFlight: .init(requests: 2), now: now, wanted: 0, ahead: 3)
+        #expect(busy.map { $0.deliveries.map(\.id) } == [[1, 2, 3], [4, 5, 6]])
+        // A free slot takes what there is, short or not; ahead of it, only full batches.
+        let one = planner.plan(Array(rows.prefix(4)), inFlight: .init(requests: 1), now: now, wanted: 1, ahead: 3)
+        #expect(one.map { $0.deliveries.map(\.id) } == [[1, 2, 3]])
+        let short = planner.plan(Array(rows.prefix(2)), inFlight: .init(requests: 1), now: now, wanted: 1, ahead: 3)
+        #expect(short.map { $0.deliveries.map(\.id) } == [[1, 2]])
+        // A batch stored before goes ahead whatever its size.
+        var stored = Self.row(9, time: 0, due: 0)
+        stored.batchID = "s:batch-x"
+        stored.batchPosition = 0
+        #expect(planner.plan([stored], inFlight: .init(requests: 2), now: now, wanted: 0, ahead: 1).map { $0.deliveries.map(\.id) } == [[9]])
+        // Single events and strict subscriptions are never planned ahead.
+        let single = DeliveryPlanner(subscription: "s", strict: false, batchSize: 1, concurrency: 2)
+        #expect(single.plan(rows, inFlight: .init(requests: 2), now: now, wanted: 0, ahead: 3).isEmpty)
+        let strict = DeliveryPlanner(subscription: "s", strict: true, batchSize: 3, concurrency: 1)
+        #expect(strict.plan(rows, inFlight: .init(requests: 1), now: now, wanted: 0, ahead: 3).isEmpty)
+    }
+
     @Test func nothingIsPlannedBeyondTheFreeSlotsOrForUnsettledRows() {
         let planner = DeliveryPlanner(subscription: "s", strict: false, batchSize: 1, concurrency: 2)
         let rows = (1...5).map { Self.row(Int64($0), time: Int64($0), due: 0) }

@@ -97,6 +97,50 @@ import Testing
         }
     }
 
+    /// While every slot is busy, the next full batch is composed and stored ahead: after a stop it stays stored as
+    /// composed, and the next run sends it whole, under the id it was given, once.
+    @Test func aBatchComposedAheadOfAFreeSlotIsStoredAndSentAsComposedAfterARestart() async throws {
+        try await withDelivery(autoAdvance: false) { fixture in
+            // One slot; after the first request, the rate limit holds the next one on a clock that does not move.
+            let limited = fixture.subscription("ahead") {
+                $0.batchSize = 4
+                $0.concurrency = 1
+                $0.rateLimit = RateLimit(perSecond: 1, burst: 1)
+            }
+            let ids = try await fixture.enqueue(12, for: ["ahead"])
+            var composed: [String: [String]] = [:]
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                group.addTask { try await fixture.writer.run() }
+                group.addTask { try await fixture.dispatcher(limited).run() }
+                let deadline = ContinuousClock.now.advanced(by: .seconds(20))
+                while ContinuousClock.now < deadline {
+                    let rows = try await fixture.store.deliveries(
+                        subscription: "ahead", due: Timestamp(millisecondsSinceEpoch: .max), limit: 100, strict: false, excluding: [])
+                    composed = Dictionary(grouping: rows.filter { $0.batchID != nil }, by: { $0.batchID! }).mapValues { $0.map(\.eventID) }
+                    // The first batch delivered (its rows gone), two more stored as composed.
+                    if composed.count == 2, !composed.values.contains(where: { $0.contains(ids[0]) }) { break }
+                    await Task.yield()
+                }
+                group.cancelAll()
+            }
+            try await fixture.writer.flush()
+            // The first batch went; the second waits for the rate limit, and the third was composed meanwhile.
+            let members: Set<Set<String>> = Set(composed.values.map { Set($0) })
+            #expect(members == [Set(ids[4..<8]), Set(ids[8..<12])])
+
+            let unlimited = fixture.subscription("ahead") {
+                $0.batchSize = 4
+                $0.concurrency = 1
+            }
+            try await fixture.deliver([fixture.dispatcher(unlimited)], until: Self.outboxEmpty("ahead"))
+            let requests = fixture.receiver.record.requests(to: "/hooks/ahead")
+            #expect(requests.count == 3)
+            #expect(Set(requests.dropFirst().map(\.webhookID)) == Set(composed.keys))
+            let sent = requests.map(BatchOrderTests.eventIDs)
+            #expect(sent.flatMap { $0 } == ids, "each event once, in the batches as composed")
+        }
+    }
+
     @Test func finalStatusesDeadLetterAfterOneAttemptAndReplayDeliversThem() async throws {
         try await withDelivery { fixture in
             for (path, reply) in [("gone", ReceiverReply.status(410)), ("moved", .redirect(to: "/x")), ("bad", .status(400, body: "nope"))] {

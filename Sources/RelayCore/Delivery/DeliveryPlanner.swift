@@ -63,9 +63,11 @@ public struct DeliveryPlanner: Sendable {
 
     /// What to send next from `rows`, read from the outbox as ``StateStore/deliveries(subscription:due:limit:strict:excluding:)``
     /// returns them (due ones in due order; with `strict`, the earliest by event time, due or not; batches whole),
-    /// at most `wanted` requests (and never more than the free slots).
-    public func plan(_ rows: [Delivery], inFlight: InFlight, now: Timestamp, wanted: Int = .max) -> [Request] {
-        let count = min(wanted, freeSlots(inFlight))
+    /// at most `wanted` requests (and never more than the free slots), then up to `ahead` more for slots that are
+    /// not free yet: only batches composed before or full ones, so that composing early never makes batches smaller.
+    public func plan(_ rows: [Delivery], inFlight: InFlight, now: Timestamp, wanted: Int = .max, ahead: Int = 0) -> [Request] {
+        let free = min(wanted, freeSlots(inFlight))
+        let count = strict || batchSize == 1 ? free : free + max(ahead, 0)
         guard count > 0 else { return [] }
         let rows = rows.filter { !inFlight.unsettled.contains($0.id) }
         if strict { return strictHead(rows, now: now).map { [$0] } ?? [] }
@@ -88,6 +90,7 @@ public struct DeliveryPlanner: Sendable {
         var index = 0
         while index < loose.count && requests.count < count {
             let chunk = Array(loose[index..<min(index + batchSize, loose.count)])
+            if requests.count >= free && chunk.count < batchSize { break }
             index += chunk.count
             requests.append(compose(chunk))
         }

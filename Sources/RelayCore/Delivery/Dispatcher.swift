@@ -21,6 +21,9 @@ public final class Dispatcher<C: Clock>: Sendable where C.Duration == Duration, 
         /// Due rows read ahead in one slice (batchSize 1 only), so that a freed slot does not cost a query, and
         /// rows the poller handed over as it queued them.
         var readAhead: [Delivery] = []
+        /// Batches composed and stored before a slot was free for them (batchSize > 1, not strict): a freed slot
+        /// sends the next one without waiting for a read and a write of the store.
+        var composedAhead: [Job] = []
         /// The last read of the store found nothing due beyond what is held here: what the poller queues next
         /// may come in memory (``handOff(_:)``).
         var caughtUp = false
@@ -52,6 +55,15 @@ public final class Dispatcher<C: Clock>: Sendable where C.Duration == Duration, 
         var drainWaiters: [CheckedContinuation<Void, Never>] = []
         /// The run was cancelled: started requests are being aborted, and none may start after them.
         var cancelling = false
+
+        /// Lets go of the rows held for a request that has not started: read ahead, or in batches composed ahead
+        /// (those stay stored as composed, and are read back whole).
+        mutating func releaseHeld() {
+            unsettled.subtract(readAhead.map(\.id))
+            readAhead = []
+            for job in composedAhead { unsettled.subtract(job.ids) }
+            composedAhead = []
+        }
     }
 
     /// Requests being sent now (what `/metrics` reports as `requests_in_flight` when scraped).
@@ -62,6 +74,9 @@ public final class Dispatcher<C: Clock>: Sendable where C.Duration == Duration, 
 
     /// How many due rows one read fetches ahead for single-event requests.
     private static var readAheadSlice: Int { 256 }
+
+    /// How many batches are composed ahead of a free slot, at most.
+    private var batchesAhead: Int { min(planner.slots, 4) }
 
     /// At most this many rows are held in memory; beyond it, rows wait in the store.
     private static var handOffLimit: Int { 1_024 }
@@ -172,14 +187,12 @@ public final class Dispatcher<C: Clock>: Sendable where C.Duration == Duration, 
                         continue
                     }
                 }
+                if free <= 0, try await composeAheadWhileBusy() { continue }
                 try await waitForWork(slotsFull: free <= 0, stop: stop)
             }
         }
         await drainStarted()
-        state.withLock { state in
-            state.unsettled.subtract(state.readAhead.map(\.id))
-            state.readAhead = []
-        }
+        state.withLock { $0.releaseHeld() }
     }
 
     /// Waits for the requests started with a completion to end (a cancel of ``run(stop:)`` has aborted them).
@@ -233,6 +246,7 @@ public final class Dispatcher<C: Clock>: Sendable where C.Duration == Duration, 
         if !planner.strict && planner.batchSize == 1 {
             return try await readAheadJobs(max: count, now: current, unsettled: inFlight.unsettled)
         }
+        if !planner.strict { return try await batchJobs(max: count, now: current) }
         let rows = try await store.deliveries(
             subscription: subscription.name, due: current, limit: planner.rowsToRead(for: count), strict: planner.strict,
             excluding: inFlight.unsettled)
@@ -240,6 +254,51 @@ public final class Dispatcher<C: Clock>: Sendable where C.Duration == Duration, 
         // Stored before the first attempt, so that a retry or a restart sends these members, in this order, under this id.
         try await store.assignBatches(requests.compactMap { request in request.composedBatch.map { ($0, request.deliveries) } })
         return requests.map { Job(deliveries: $0.deliveries) }
+    }
+
+    /// Batch jobs: those composed ahead first, without touching the store; then new ones, read and stored.
+    private func batchJobs(max jobCount: Int, now current: Timestamp) async throws -> [Job] {
+        let taken = state.withLock { state -> [Job] in
+            let count = min(jobCount, state.composedAhead.count)
+            defer { state.composedAhead.removeFirst(count) }
+            return Array(state.composedAhead.prefix(count))
+        }
+        guard taken.count < jobCount else { return taken }
+        return taken + (try await composeBatches(sending: jobCount - taken.count, alsoSending: taken.count, now: current))
+    }
+
+    /// Reads and stores up to `wanted` batches to send now, and up to ``batchesAhead`` full ones more, kept for the
+    /// next slots to free: a request that ends then does not leave its slot idle while the next batch is read and
+    /// stored. Returns the ones to send now.
+    private func composeBatches(sending wanted: Int, alsoSending: Int = 0, now current: Timestamp) async throws -> [Job] {
+        let (inFlight, ahead) = state.withLock { state in
+            (DeliveryPlanner.InFlight(requests: state.sending + alsoSending, unsettled: state.unsettled),
+             state.pause == nil ? batchesAhead - state.composedAhead.count : 0)
+        }
+        guard wanted > 0 || ahead > 0 else { return [] }
+        let rows = try await store.deliveries(
+            subscription: subscription.name, due: current, limit: planner.rowsToRead(for: wanted + max(ahead, 0)), strict: false,
+            excluding: inFlight.unsettled)
+        let requests = planner.plan(rows, inFlight: inFlight, now: current, wanted: wanted, ahead: ahead)
+        // Stored before the first attempt, so that a retry or a restart sends these members, in this order, under this id.
+        try await store.assignBatches(requests.compactMap { request in request.composedBatch.map { ($0, request.deliveries) } })
+        let jobs = requests.map { Job(deliveries: $0.deliveries) }
+        let sending = min(wanted, jobs.count)
+        state.withLock { state in
+            for job in jobs[sending...] { state.unsettled.formUnion(job.ids) }
+            state.composedAhead += jobs[sending...]
+        }
+        return Array(jobs[..<sending])
+    }
+
+    /// With every slot busy, composes batches ahead for the next ones to free; true if it composed any.
+    private func composeAheadWhileBusy() async throws -> Bool {
+        guard planner.batchSize > 1, !planner.strict,
+            state.withLock({ $0.pause == nil && $0.composedAhead.count < batchesAhead })
+        else { return false }
+        let before = state.withLock { $0.composedAhead.count }
+        _ = try await progress.step("subscription \(subscription.name)") { try await self.composeBatches(sending: 0, now: self.now()) }
+        return state.withLock { $0.composedAhead.count } > before
     }
 
     /// Single-event jobs from the read-ahead slice (and rows handed over), refilled with one query when it runs
@@ -367,7 +426,8 @@ public final class Dispatcher<C: Clock>: Sendable where C.Duration == Duration, 
             // thread hand-overs per event. Started before this one is finished, so that a stop's drain never
             // sees an empty moment between them.
             let chained = step.isNone && startNextInHand(stop: stop)
-            finishStarted(token: token, step: step, wakeLoop: !chained)
+            // A batch taken from those composed ahead still wakes the loop, which composes the next.
+            finishStarted(token: token, step: step, wakeLoop: !chained || planner.batchSize > 1)
         }
         return true
     }
@@ -375,7 +435,8 @@ public final class Dispatcher<C: Clock>: Sendable where C.Duration == Duration, 
     /// Starts the next row read ahead (or handed over), when the loop would have started it at once anyway:
     /// single events, not strict, nothing paused or stopping, no retry read due. False when it started none.
     private func startNextInHand(stop: StopSignal) -> Bool {
-        guard planner.batchSize == 1, !planner.strict, limiter == nil, !stop.isFired else { return false }
+        guard !planner.strict, limiter == nil, !stop.isFired else { return false }
+        if planner.batchSize > 1 { return startNextComposed(stop: stop) }
         let current = now()
         let next = state.withLock { state -> Delivery? in
             guard state.pause == nil, !state.cancelling, current < state.nextStoreRead, !state.readAhead.isEmpty else { return nil }
@@ -388,6 +449,22 @@ public final class Dispatcher<C: Clock>: Sendable where C.Duration == Duration, 
         state.withLock { state in
             state.sending -= 1
             state.readAhead.insert(next, at: 0)
+        }
+        return false
+    }
+
+    /// Starts the next batch composed ahead, as ``startNextInHand(stop:)`` does a single row.
+    private func startNextComposed(stop: StopSignal) -> Bool {
+        let next = state.withLock { state -> Job? in
+            guard state.pause == nil, !state.cancelling, !state.composedAhead.isEmpty else { return nil }
+            state.sending += 1
+            return state.composedAhead.removeFirst()
+        }
+        guard let next else { return false }
+        if startNow(next, stop: stop) { return true }
+        state.withLock { state in
+            state.sending -= 1
+            state.composedAhead.insert(next, at: 0)
         }
         return false
     }
@@ -574,8 +651,7 @@ public final class Dispatcher<C: Clock>: Sendable where C.Duration == Duration, 
         var expired = 0
         // Rows read ahead are not carried by a request: they may go, and are read again if they stay.
         let carried = state.withLock { state -> Set<Int64> in
-            state.unsettled.subtract(state.readAhead.map(\.id))
-            state.readAhead = []
+            state.releaseHeld()
             state.caughtUp = false
             return state.unsettled
         }
