@@ -11,15 +11,21 @@ import Testing
     @Test func pagesReadWhileACommitRunsGoInOneCommitOfAtMostTenPages() async throws {
         try await withIngest { fixture in
             fixture.api.log.addBacklog(count: 2_500, from: ingestEpoch - 3_600_000, to: ingestEpoch - 120_000)
-            let store = GatedCommitStore(fixture.store, holding: 1)
+            // A long queue of a subscription this source does not feed says nothing about this poll's deliveries.
+            _ = try await fixture.store.enqueue(
+                source: "other", events: Self.queued(5_000, "other", for: "elsewhere"), advance: MarkAdvance(), now: fixture.now)
+            let store = GatedCommitStore(fixture.store, holding: 2)
             let poller = fixture.poller(fixture.source(rateLimit: RateLimit(perSecond: 10_000, burst: 10_000)), [Self.all], store: store)
             let poll = Task { try await poller.pollLive() }
-            // The first commit is held: the walk reads on, ten pages and no further, before it waits for it.
-            while fixture.api.counts.pages < 11 { await Task.yield() }
-            while !store.releaseOne() { await Task.yield() }
+            // The first commit is held: the walk reads on, ten pages and no further, before it waits for it. So it
+            // does while the second is held.
+            try #require(await eventually { fixture.api.counts.pages >= 11 })
+            try #require(await eventually { store.releaseOne() })
+            try #require(await eventually { fixture.api.counts.pages >= 21 })
+            try #require(await eventually { store.releaseOne() })
             try await poll.value
             let commits = store.pagesPerCommit
-            #expect(commits.prefix(2) == [1, 10])
+            #expect(commits.prefix(3) == [1, 10, 10])
             #expect(commits.allSatisfy { $0 <= 10 })
             #expect(commits.reduce(0, +) == fixture.api.counts.pages, "every page read is committed")
             #expect(try await fixture.store.queuedEventIDs(subscription: "all") == fixture.expectedIDs)
@@ -29,30 +35,72 @@ import Testing
     @Test func aPollWhoseDeliveriesAreBehindCommitsPageByPage() async throws {
         try await withIngest { fixture in
             fixture.api.log.addBacklog(count: 2_500, from: ingestEpoch - 3_600_000, to: ingestEpoch - 120_000)
-            // Another subscription has 1,000 events queued: the relay delivers slower than it reads.
-            let queued = (0..<1_000).map { index in
-                RoutedEvent(
-                    event: Event(
-                        id: "queued-\(index)", time: Timestamp(millisecondsSinceEpoch: ingestEpoch - 7_200_000 + Int64(index)),
-                        action: "a", timeValue: .null, raw: Array("{}".utf8)),
-                    subscriptions: ["slow"])
-            }
-            _ = try await fixture.store.enqueue(source: "other", events: queued, cursor: fixture.now, now: fixture.now)
+            // The subscription has 1,000 events queued from before: the relay delivers slower than it reads. They are
+            // queued without moving the source's marks, so that the poll still reads the whole backlog.
+            let earlier = Self.queued(1_000, "earlier", for: "all")
+            _ = try await fixture.store.enqueue(source: "acme", events: earlier, advance: MarkAdvance(), now: fixture.now)
             let store = GatedCommitStore(fixture.store, holding: 2)
             let poller = fixture.poller(fixture.source(rateLimit: RateLimit(perSecond: 10_000, burst: 10_000)), [Self.all], store: store)
             let poll = Task { try await poller.pollLive() }
             // Before the first commit says how long the queues are, the walk reads ahead as usual...
-            while fixture.api.counts.pages < 11 { await Task.yield() }
-            while !store.releaseOne() { await Task.yield() }
+            try #require(await eventually { fixture.api.counts.pages >= 11 })
+            try #require(await eventually { store.releaseOne() })
             // ...after it, it waits for each commit: while the second is held it reads one page, not ten.
-            while !store.releaseOne() { await Task.yield() }
+            try #require(await eventually { store.releaseOne() })
             try await poll.value
             let commits = store.pagesPerCommit
             #expect(commits.prefix(3) == [1, 10, 1])
             #expect(commits.reduce(0, +) == fixture.api.counts.pages, "every page read is committed")
-            #expect(try await fixture.store.queuedEventIDs(subscription: "all") == fixture.expectedIDs)
+            #expect(try await fixture.store.queuedEventIDs(subscription: "all") == earlier.map(\.event.id) + fixture.expectedIDs)
         }
     }
+
+    /// `count` events two hours before the epoch, one a millisecond, for `subscription`.
+    static func queued(_ count: Int, _ prefix: String, for subscription: String) -> [RoutedEvent] {
+        (0..<count).map { index in
+            RoutedEvent(
+                event: Event(
+                    id: "\(prefix)-\(index)", time: Timestamp(millisecondsSinceEpoch: ingestEpoch - 7_200_000 + Int64(index)),
+                    action: "a", timeValue: .null, raw: Array("{}".utf8)),
+                subscriptions: [subscription])
+        }
+    }
+
+    @Test func pagesReadAreCommittedWhileTheNextFetchFailsAndBacksOff() async throws {
+        try await withIngest { fixture in
+            fixture.api.log.addBacklog(count: 2_500, from: ingestEpoch - 3_600_000, to: ingestEpoch - 120_000)
+            let store = GatedCommitStore(fixture.store, holding: 1)
+            let poller = fixture.poller(fixture.source(rateLimit: RateLimit(perSecond: 10_000, burst: 10_000)), [Self.all], store: store)
+            let poll = Task { try await poller.pollLive() }
+            // Pages wait behind the held commit; then the API fails every request, and the commit is let go.
+            try #require(await eventually { fixture.api.counts.pages >= 3 })
+            fixture.api.update { $0.faults.unavailable = 1 }
+            try #require(await eventually { store.releaseOne() })
+            let deadline = ContinuousClock.now.advanced(by: .seconds(20))
+            var queued = 0
+            while ContinuousClock.now < deadline {
+                queued = try await fixture.store.queueDepth("all")
+                if fixture.api.counts.byStatus[503, default: 0] >= 3, queued == fixture.api.counts.eventsServed { break }
+                await Task.yield()
+            }
+            poll.cancel()
+            _ = try? await poll.value
+            #expect(fixture.api.counts.byStatus[503, default: 0] >= 3)
+            #expect(fixture.api.counts.eventsServed >= 300)
+            #expect(queued == fixture.api.counts.eventsServed, "every event read is queued while the API fails")
+        }
+    }
+}
+
+/// Whether `condition` came to hold within 20 s, asked again after each yield: a test that goes wrong fails
+/// instead of hanging.
+func eventually(_ condition: () async throws -> Bool) async rethrows -> Bool {
+    let deadline = ContinuousClock.now.advanced(by: .seconds(20))
+    while ContinuousClock.now < deadline {
+        if try await condition() { return true }
+        await Task.yield()
+    }
+    return false
 }
 
 /// The real store, whose first `holding` page commits wait until the test releases them, one at a time, and which

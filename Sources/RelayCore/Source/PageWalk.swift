@@ -98,8 +98,29 @@ struct PageWalk<C: Clock>: Sendable where C.Duration == Duration, C: Sendable {
                 return commit == nil || result.filled.isEmpty
             }
 
+            /// Commits the pages waiting, once the commit in flight has ended.
+            func commitWaiting() async throws {
+                guard !waiting.isEmpty else { return }
+                _ = try await awaitCommit()
+                let (store, name, now, pages, limits) = (self.store, source.name, now(), waiting, queueLimits())
+                waiting = []
+                commitEnded.reset()
+                commits.addTask { [progress] in
+                    defer { commitEnded.set() }
+                    return try await progress.step("source \(name)") {
+                        try await store.enqueue(source: name, pages: pages, queueLimits: limits, now: now)
+                    }
+                }
+                commitInFlight = true
+            }
+
             while true {
-                let (decoded, apiNow) = try await fetchWithRetries(edge, start: queryStart, end: end, from: from)
+                // Pages already read never wait on a fetch: not on the next one once the writer is free, nor on a
+                // fetch that fails and backs off.
+                if commitEnded.isSet { try await commitWaiting() }
+                let (decoded, apiNow) = try await fetchWithRetries(edge, start: queryStart, end: end, from: from) {
+                    try await commitWaiting()
+                }
                 let events = decoded.events.enumerated().sorted {
                     ($0.element.time, $0.offset) < ($1.element.time, $1.offset)
                 }.map(\.element)
@@ -122,17 +143,7 @@ struct PageWalk<C: Clock>: Sendable where C.Duration == Duration, C: Sendable {
                         events: events.map { RoutedEvent(event: $0, subscriptions: router.route($0)) }, advance: marks,
                         skipped: decoded.skipped))
                     if !commitInFlight || commitEnded.isSet || !readAhead || waiting.count >= Self.pagesPerCommit || endsWalk {
-                        _ = try await awaitCommit()
-                        let (pages, limits) = (waiting, queueLimits())
-                        waiting = []
-                        commitEnded.reset()
-                        commits.addTask { [progress] in
-                            defer { commitEnded.set() }
-                            return try await progress.step("source \(name)") {
-                                try await store.enqueue(source: name, pages: pages, queueLimits: limits, now: now)
-                            }
-                        }
-                        commitInFlight = true
+                        try await commitWaiting()
                     }
                 }
                 health.update {
@@ -182,7 +193,7 @@ struct PageWalk<C: Clock>: Sendable where C.Duration == Duration, C: Sendable {
 
     /// Asks until a page decodes, backing off between failures; logs when the source turns unhealthy and back.
     private func fetchWithRetries(
-        _ edge: PollEdge, start: Timestamp, end: Timestamp?, from: Int
+        _ edge: PollEdge, start: Timestamp, end: Timestamp?, from: Int, beforeBackoff: () async throws -> Void
     ) async throws -> (EventPageDecoder.Page, Timestamp) {
         var failures = 0
         var random = SystemRandomNumberGenerator()
@@ -229,6 +240,7 @@ struct PageWalk<C: Clock>: Sendable where C.Duration == Duration, C: Sendable {
                             "retry_in_s": .stringConvertible(LogSeconds(wait)),
                         ])
                 }
+                try await beforeBackoff()
                 try await time.sleep(for: wait)
             }
         }

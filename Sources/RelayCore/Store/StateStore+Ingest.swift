@@ -14,8 +14,8 @@ public struct EnqueueResult: Sendable, Equatable {
     /// What the shared poll's commit queued, per subscription, as the dispatchers would read it back: handed to
     /// them in memory, so that a subscription that is caught up does not read the store for what it was just given.
     public var handOff: [String: [Delivery]] = [:]
-    /// The longest queue of any subscription once the commit was done, when the store says (0 when it does not): a
-    /// poller whose deliveries are behind has no reason to read faster than one commit a page.
+    /// The longest queue of the subscriptions the pages went to, once the commit was done, when the store says (0
+    /// when it does not): a poller whose deliveries are behind has no reason to read faster than one commit a page.
     public var longestQueue = 0
 
     public static func == (lhs: EnqueueResult, rhs: EnqueueResult) -> Bool {
@@ -186,7 +186,12 @@ extension StateStore {
             for page in pages {
                 result.add(try Self.enqueue(page, source: source, queueLimits: queueLimits, now: now, db))
             }
-            result.longestQueue = try Int.fetchOne(db.cachedStatement(sql: "SELECT max(n) FROM queue_depth")) ?? 0
+            let fed = Set(pages.lazy.flatMap(\.events).flatMap(\.subscriptions))
+            if !fed.isEmpty {
+                result.longestQueue = try Int.fetchOne(
+                    db, sql: "SELECT max(n) FROM queue_depth WHERE subscription IN (\(fed.map { _ in "?" }.joined(separator: ",")))",
+                    arguments: StatementArguments(Array(fed))) ?? 0
+            }
             return result
         }
     }
