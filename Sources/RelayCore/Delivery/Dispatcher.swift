@@ -53,7 +53,7 @@ public final class Dispatcher<C: Clock>: Sendable where C.Duration == Duration, 
         var nextToken = 0
         /// Waiting for the started requests to end.
         var drainWaiters: [CheckedContinuation<Void, Never>] = []
-        /// The run was cancelled: started requests are being aborted, and none may start after them.
+        /// The run was cancelled (started requests are being aborted) or failed: none may start after this.
         var cancelling = false
 
         /// Lets go of the rows held for a request that has not started: read ahead, or in batches composed ahead
@@ -169,6 +169,21 @@ public final class Dispatcher<C: Clock>: Sendable where C.Duration == Duration, 
 
     private func deliver(stop: StopSignal) async throws {
         try await loadPause()
+        do {
+            try await deliverUntilStopped(stop: stop)
+        } catch {
+            // A store that failed ends the run: nothing in hand starts from a completion after it.
+            state.withLock { state in
+                state.cancelling = true
+                state.releaseHeld()
+            }
+            throw error
+        }
+        await drainStarted()
+        state.withLock { $0.releaseHeld() }
+    }
+
+    private func deliverUntilStopped(stop: StopSignal) async throws {
         try await withThrowingDiscardingTaskGroup { group in
             while !Task.isCancelled && !stop.isFired {
                 try await expireOldRowsWhenDue()
@@ -191,8 +206,6 @@ public final class Dispatcher<C: Clock>: Sendable where C.Duration == Duration, 
                 try await waitForWork(slotsFull: free <= 0, stop: stop)
             }
         }
-        await drainStarted()
-        state.withLock { $0.releaseHeld() }
     }
 
     /// Waits for the requests started with a completion to end (a cancel of ``run(stop:)`` has aborted them).
@@ -432,8 +445,9 @@ public final class Dispatcher<C: Clock>: Sendable where C.Duration == Duration, 
         return true
     }
 
-    /// Starts the next row read ahead (or handed over), when the loop would have started it at once anyway:
-    /// single events, not strict, nothing paused or stopping, no retry read due. False when it started none.
+    /// Starts the next row read ahead (or handed over), or the next batch composed ahead, when the loop would have
+    /// started it at once anyway: not strict, nothing paused or stopping, no retry read due (single events). False
+    /// when it started none.
     private func startNextInHand(stop: StopSignal) -> Bool {
         guard !planner.strict, limiter == nil, !stop.isFired else { return false }
         if planner.batchSize > 1 { return startNextComposed(stop: stop) }
@@ -649,7 +663,8 @@ public final class Dispatcher<C: Clock>: Sendable where C.Duration == Duration, 
         guard due else { return }
         let before = current.advanced(by: .zero - subscription.webhook.retry.maxAge - Self.expiryGrace)
         var expired = 0
-        // Rows read ahead are not carried by a request: they may go, and are read again if they stay.
+        // Rows read ahead or in batches composed ahead are not carried by a request: they may go, and are read
+        // again if they stay (a batch's rows as composed).
         let carried = state.withLock { state -> Set<Int64> in
             state.releaseHeld()
             state.caughtUp = false
