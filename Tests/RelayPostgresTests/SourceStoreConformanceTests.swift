@@ -66,12 +66,13 @@ func withSimulatedAPI(backlog: Int, _ body: (FakeEventsAPI, CurlHTTPClient, _ no
 
     static func at(_ offset: Int64) -> Timestamp { Timestamp(millisecondsSinceEpoch: start.millisecondsSinceEpoch + offset) }
 
-    /// `e0` for a, `e1` for a and b, `e2` for nobody, `e3` for b; one a millisecond from `first`.
-    static func page(from first: Int64 = 0) -> [RoutedEvent] {
+    /// `e0` for a, `e1` for a and b, `e2` for nobody, `e3` for b (each id after `prefix`); one a millisecond from
+    /// `first`.
+    static func page(from first: Int64 = 0, prefix: String = "") -> [RoutedEvent] {
         zip(0..<4, [["a"], ["a", "b"], [], ["b"]]).map { index, subscriptions in
             let time = at(first + Int64(index))
             let event = Event(
-                id: "e\(index)", time: time, action: "click", timeValue: .string(time.iso8601), 
+                id: "\(prefix)e\(index)", time: time, action: "click", timeValue: .string(time.iso8601), 
                 raw: Array(#"{"eventID":"e\#(index)"}"#.utf8))
             return RoutedEvent(event: event, subscriptions: subscriptions)
         }
@@ -124,13 +125,7 @@ func withSimulatedAPI(backlog: Int, _ body: (FakeEventsAPI, CurlHTTPClient, _ no
     func pagesCommittedTogetherDoWhatOneCommitEachWould(_ kind: StoreKind) async throws {
         try await withSourceStore(kind) { store in
             _ = try await store.initializeMarks(of: "acme", at: Self.at(-10_000), lookback: .seconds(60), now: Self.at(0))
-            let later = Self.page(from: 100).map { routed in
-                var routed = routed
-                routed.event = Event(
-                    id: "later-" + routed.event.id, time: routed.event.time, action: routed.event.action,
-                    timeValue: routed.event.timeValue, raw: routed.event.raw)
-                return routed
-            }
+            let later = Self.page(from: 100, prefix: "later-")
             let result = try await store.enqueue(
                 source: "acme",
                 pages: [
@@ -178,13 +173,7 @@ func withSimulatedAPI(backlog: Int, _ body: (FakeEventsAPI, CurlHTTPClient, _ no
             _ = try await store.initializeMarks(of: "acme", at: Self.at(0), lookback: .seconds(60), now: Self.at(0))
             // Four events at 0..3 ms and four at 10,000..10,003 ms; the marks end at 12 s live and 11 s settled.
             let early = Self.page(from: 0)
-            let late = Self.page(from: 10_000).map { routed in
-                var routed = routed
-                routed.event = Event(
-                    id: "late-" + routed.event.id, time: routed.event.time, action: routed.event.action,
-                    timeValue: routed.event.timeValue, raw: routed.event.raw)
-                return routed
-            }
+            let late = Self.page(from: 10_000, prefix: "late-")
             _ = try await Self.commit(store, early + late, MarkAdvance(live: Self.at(12_000), settled: Self.at(11_000)))
             #expect(try await store.pruneSeen(source: "acme") == 4, "ids before 10 s (11 s less a second) go")
             #expect(try await store.marks(of: "acme")?.seenHorizon == Self.at(10_000))
