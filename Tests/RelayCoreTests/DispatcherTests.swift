@@ -119,7 +119,7 @@ import Testing
                     composed = Dictionary(grouping: rows.filter { $0.batchID != nil }, by: { $0.batchID! }).mapValues { $0.map(\.eventID) }
                     // The first batch delivered (its rows gone), two more stored as composed.
                     if composed.count == 2, !composed.values.contains(where: { $0.contains(ids[0]) }) { break }
-                    await Task.yield()
+                    try await Task.sleep(for: .milliseconds(1))
                 }
                 group.cancelAll()
             }

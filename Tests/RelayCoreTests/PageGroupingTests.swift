@@ -19,10 +19,10 @@ import Testing
             let poll = Task { try await poller.pollLive() }
             // The first commit is held: the walk reads on, ten pages and no further, before it waits for it. So it
             // does while the second is held.
-            try #require(await eventually { fixture.api.counts.pages >= 11 })
-            try #require(await eventually { store.releaseOne() })
-            try #require(await eventually { fixture.api.counts.pages >= 21 })
-            try #require(await eventually { store.releaseOne() })
+            try #require(try await eventually { fixture.api.counts.pages >= 11 })
+            try #require(try await eventually { store.releaseOne() })
+            try #require(try await eventually { fixture.api.counts.pages >= 21 })
+            try #require(try await eventually { store.releaseOne() })
             try await poll.value
             let commits = store.pagesPerCommit
             #expect(commits.prefix(3) == [1, 10, 10])
@@ -43,10 +43,10 @@ import Testing
             let poller = fixture.poller(fixture.source(rateLimit: RateLimit(perSecond: 10_000, burst: 10_000)), [Self.all], store: store)
             let poll = Task { try await poller.pollLive() }
             // Before the first commit says how long the queues are, the walk reads ahead as usual...
-            try #require(await eventually { fixture.api.counts.pages >= 11 })
-            try #require(await eventually { store.releaseOne() })
+            try #require(try await eventually { fixture.api.counts.pages >= 11 })
+            try #require(try await eventually { store.releaseOne() })
             // ...after it, it waits for each commit: while the second is held it reads one page, not ten.
-            try #require(await eventually { store.releaseOne() })
+            try #require(try await eventually { store.releaseOne() })
             try await poll.value
             let commits = store.pagesPerCommit
             #expect(commits.prefix(3) == [1, 10, 1])
@@ -73,15 +73,15 @@ import Testing
             let poller = fixture.poller(fixture.source(rateLimit: RateLimit(perSecond: 10_000, burst: 10_000)), [Self.all], store: store)
             let poll = Task { try await poller.pollLive() }
             // Pages wait behind the held commit; then the API fails every request, and the commit is let go.
-            try #require(await eventually { fixture.api.counts.pages >= 3 })
+            try #require(try await eventually { fixture.api.counts.pages >= 3 })
             fixture.api.update { $0.faults.unavailable = 1 }
-            try #require(await eventually { store.releaseOne() })
+            try #require(try await eventually { store.releaseOne() })
             let deadline = ContinuousClock.now.advanced(by: .seconds(20))
             var queued = 0
             while ContinuousClock.now < deadline {
                 queued = try await fixture.store.queueDepth("all")
                 if fixture.api.counts.byStatus[503, default: 0] >= 3, queued == fixture.api.counts.eventsServed { break }
-                await Task.yield()
+                try await Task.sleep(for: .milliseconds(1))
             }
             poll.cancel()
             _ = try? await poll.value
@@ -92,13 +92,13 @@ import Testing
     }
 }
 
-/// Whether `condition` came to hold within 20 s, asked again after each yield: a test that goes wrong fails
-/// instead of hanging.
-func eventually(_ condition: () async throws -> Bool) async rethrows -> Bool {
+/// Whether `condition` came to hold within 20 s, asked every millisecond: a test that goes wrong fails instead of
+/// hanging, and waiting does not take the cooperative pool from the other suites running beside it.
+func eventually(_ condition: () async throws -> Bool) async throws -> Bool {
     let deadline = ContinuousClock.now.advanced(by: .seconds(20))
     while ContinuousClock.now < deadline {
         if try await condition() { return true }
-        await Task.yield()
+        try await Task.sleep(for: .milliseconds(1))
     }
     return false
 }
