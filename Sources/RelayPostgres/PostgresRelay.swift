@@ -353,7 +353,7 @@ public final class PostgresRelay: Service, Sendable {
             let client = EventsAPIClient(source: source, subscriptions: subscriptions, http: http, limiter: limiters.limiter(for: source), now: time.now)
             let poller = Poller(source: source, subscriptions: subscriptions, store: store, client: client, time: time, logger: logger)
             poller.onQueued(onQueued)
-            let renewedOnce = RenewalMark()
+            let renewedOnce = AtomicFlag()
             do {
                 try await withThrowingTaskGroup(of: Void.self) { group in
                     group.addTask { try await poller.run() }
@@ -363,7 +363,7 @@ public final class PostgresRelay: Service, Sendable {
                             // A renewal slower than the lease itself is no renewal.
                             let renewed = try await withQueryDeadline(ttl, "renewing the lease of \(source.name)") { try await leases.renew(lease, ttl: ttl) }
                             guard renewed else { throw LeaseLost(key: key, epoch: lease.epoch) }
-                            renewedOnce.mark()
+                            renewedOnce.set()
                             self.answered()
                         }
                     }
@@ -373,12 +373,12 @@ public final class PostgresRelay: Service, Sendable {
                 }
                 failures = LeaseFailures()
             } catch let error as LeaseLost {
-                failures.lost(afterRenewing: renewedOnce.isMarked)
+                failures.lost(afterRenewing: renewedOnce.isSet)
                 logger.notice(
                     "lost the source's lease: it ran out before it was renewed, and another instance (or this one, later) takes it",
                     metadata: ["epoch": "\(error.epoch)"])
             } catch {
-                failures.failed(afterRenewing: renewedOnce.isMarked)
+                failures.failed(afterRenewing: renewedOnce.isSet)
                 logger.warning("polling stopped on a store error; taking the lease again", metadata: ["error": "\(String(reflecting: error))"])
             }
             store.hold(nil, for: source.name)
@@ -394,12 +394,6 @@ public final class PostgresRelay: Service, Sendable {
 }
 
 /// Whether a lease was renewed at least once while it was held.
-private final class RenewalMark: Sendable {
-    private let marked = Atomic(false)
-    func mark() { marked.store(true, ordering: .relaxed) }
-    var isMarked: Bool { marked.load(ordering: .relaxed) }
-}
-
 /// Failures in a row of holding a source's lease, for the pause before the next try: as ``PostgresRelay``'s
 /// database backoff, doubling from a second up to 30 s. A lease renewed at least once before it ended means the
 /// database answered well meanwhile, so the next failure counts as a first one: a slow spell long ago does not

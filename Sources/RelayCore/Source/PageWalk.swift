@@ -1,5 +1,4 @@
 import Logging
-import Synchronization
 
 /// One page as a walk read it.
 struct WalkPage: Sendable {
@@ -66,7 +65,8 @@ struct PageWalk<C: Clock>: Sendable where C.Duration == Duration, C: Sendable {
     ) async throws -> WalkPage {
         try await withThrowingTaskGroup(of: EnqueueResult.self) { commits in
             var commitInFlight = false
-            let commitEnded = CommitEnded()
+            /// Whether the shared poll's last commit has ended, so that pages read meanwhile can follow it at once.
+            let commitEnded = AtomicFlag()
             /// The shared poll's pages read while a commit was in flight, committed together when it ends.
             var waiting: [PageCommit] = []
             /// Whether pages may wait for the commit in flight: not while deliveries are behind (see below).
@@ -104,7 +104,7 @@ struct PageWalk<C: Clock>: Sendable where C.Duration == Duration, C: Sendable {
                 _ = try await awaitCommit()
                 let (store, name, now, pages, limits) = (self.store, source.name, now(), waiting, queueLimits())
                 waiting = []
-                commitEnded.reset()
+                commitEnded.clear()
                 commits.addTask { [progress] in
                     defer { commitEnded.set() }
                     return try await progress.step("source \(name)") {
@@ -130,10 +130,8 @@ struct PageWalk<C: Clock>: Sendable where C.Duration == Duration, C: Sendable {
                 let endsWalk = page.isLast || nowWithin.map({ page.reaches(within: $0) }) == true
                 if let commit {
                     guard try await awaitCommit() else { return page }
-                    commitEnded.reset()
                     commits.addTask { [progress] in
-                        defer { commitEnded.set() }
-                        return try await progress.step("source \(name) \(edge.rawValue)") { try await commit(events, page) }
+                        try await progress.step("source \(name) \(edge.rawValue)") { try await commit(events, page) }
                     }
                     commitInFlight = true
                 } else {
@@ -268,14 +266,6 @@ struct PageWalk<C: Clock>: Sendable where C.Duration == Duration, C: Sendable {
         case .rateLimited, .serverError, .transport, .malformed: return Backoff(initial: .seconds(1), maximum: .seconds(60))
         }
     }
-}
-
-/// Whether the commit a walk started last has ended, so that pages read meanwhile can follow it without waiting.
-private final class CommitEnded: Sendable {
-    private let ended = Atomic<Bool>(false)
-    var isSet: Bool { ended.load(ordering: .acquiring) }
-    func set() { ended.store(true, ordering: .releasing) }
-    func reset() { ended.store(false, ordering: .relaxed) }
 }
 
 extension Int {
