@@ -91,6 +91,65 @@ import Testing
         #expect(try await store.queueCountProblems() == [])
     }
 
+    /// A batch composed from never-attempted rows is one row: its members stay where ingest queued them until it is
+    /// answered. Read back (after a restart too) it comes whole, in its order, under its id; a retry, or the maxAge
+    /// sweep taking some members, turns it into attempted rows that keep its id.
+    @Test func aComposedBatchIsOneRowUntilItsFirstAnswer() async throws {
+        let directory = StateStoreTests.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let store = try StateStore.open(directory: directory.path)
+        let events = (0..<12).map { RoutedEvent(event: StateStoreTests.event("evt-\($0)", 1_000 + Int64($0)), subscriptions: ["x"]) }
+        _ = try await store.enqueue(source: "s", events: events, cursor: Self.at(2_000), now: Self.at(3_000))
+        let rows = try await store.deliveries(subscription: "x", due: Self.at(3_000), limit: 12, strict: false, excluding: [])
+        // As the planner composes them: in reverse here, so that body order is not read order.
+        func composed(_ id: String, _ members: ArraySlice<Delivery>) -> (id: String, deliveries: [Delivery]) {
+            (id, members.reversed().enumerated().map { position, row in
+                var row = row
+                (row.batchID, row.batchPosition) = (id, position)
+                return row
+            })
+        }
+        let (a, b, c) = (composed("batch-a", rows[0..<5]), composed("batch-b", rows[5..<10]), composed("batch-c", rows[10..<12]))
+        try await store.assignBatches([a, b, c])
+        #expect(try await Self.rawCount(store, "SELECT count(*) FROM composed_batch") == 3)
+        #expect(try await Self.rawCount(store, "SELECT count(*) FROM delivery") == 12)
+        #expect(try await Self.rawCount(store, "SELECT count(*) FROM delivery_attempt") == 0)
+        #expect(try await store.queueCountProblems() == [])
+
+        // Read by a store opened again, with a limit that cuts the first batch: it comes whole, in its order.
+        let reopened = try StateStore.open(directory: directory.path)
+        let head = try await reopened.deliveries(subscription: "x", due: Self.at(3_000), limit: 3, strict: false, excluding: [])
+        #expect(head.map(\.eventID) == a.deliveries.map(\.eventID))
+        #expect(head.map(\.batchID) == Array(repeating: "batch-a", count: 5))
+        #expect(head.map(\.batchPosition) == [0, 1, 2, 3, 4])
+        // Strict reads see the same batches.
+        let strictHead = try await reopened.deliveries(subscription: "x", due: Self.at(3_000), limit: 1, strict: true, excluding: [])
+        #expect(strictHead.map(\.eventID) == a.deliveries.map(\.eventID))
+
+        // Delivered: its row goes with its members. Retried: its members become attempted rows under its id.
+        try await reopened.record([
+            DeliveryOutcome(deliveries: a.deliveries, decision: .delivered, attemptedAt: Self.at(3_100)),
+            DeliveryOutcome(deliveries: b.deliveries, decision: .retry(at: Self.at(9_000)), attemptedAt: Self.at(3_100), status: 500),
+        ])
+        #expect(try await Self.rawCount(reopened, "SELECT count(*) FROM composed_batch") == 1)
+        #expect(try await Self.rawCount(reopened, "SELECT count(*) FROM delivery_attempt WHERE batch_id = 'batch-b' AND attempts = 1") == 5)
+        #expect(try await reopened.queueCountProblems() == [])
+        let retried = try await reopened.deliveries(subscription: "x", due: Self.at(9_000), limit: 1, strict: false, excluding: [])
+        #expect(retried.map(\.eventID) == b.deliveries.map(\.eventID))
+        #expect(retried.map(\.batchPosition) == [0, 1, 2, 3, 4])
+
+        // The sweep takes one member of the last batch; the other goes on alone under the batch's id.
+        let cut = try await reopened.expire(
+            subscription: "x", queuedBefore: Self.at(5_000), excluding: Set(b.deliveries.map(\.id)), now: Self.at(11_000), limit: 1)
+        #expect(cut == 1)
+        #expect(try await Self.rawCount(reopened, "SELECT count(*) FROM composed_batch") == 0)
+        #expect(try await reopened.queueCountProblems() == [])
+        let rest = try await reopened.deliveries(
+            subscription: "x", due: Self.at(3_000), limit: 5, strict: false, excluding: Set(b.deliveries.map(\.id)))
+        #expect(rest.count == 1)
+        #expect(rest.first?.batchID == "batch-c")
+    }
+
     @Test func rowsQueuedUnderTheOldOutboxAreKeptWhenTheStoreIsUpgraded() async throws {
         // The store as the first release made it, with one event queued for two subscriptions (one of them has
         // tried it once) and another for one.

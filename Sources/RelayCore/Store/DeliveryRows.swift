@@ -185,6 +185,24 @@ extension StateStore {
                     WHERE NOT EXISTS (SELECT 1 FROM event e WHERE e.id = r.event)
                     """) ?? 0
             if orphaned > 0 { problems.append("\(orphaned) deliveries without their event row") }
+            // A composed batch is answered or spilled as a whole: none is left without a queued member, or with one
+            // that was attempted.
+            let queued = try FastStatement(db, sql: "SELECT 1 FROM delivery WHERE subscription = ? AND event_time = ? AND event = ?")
+            let attempted = try FastStatement(
+                db, sql: "SELECT 1 FROM delivery_attempt WHERE subscription = ? AND event_time = ? AND event = ?")
+            let batches = try FastStatement(db, sql: "SELECT subscription, batch_id, members FROM composed_batch")
+                .query([]) { ($0.integer(0), $0.text(1), ComposedBatches.decode($0.blob(2))) }
+            for (key, batch, members) in batches {
+                var anyQueued = false
+                for member in members {
+                    let arguments: [FastValue] = [.integer(key), .integer(member.eventTime), .integer(member.event)]
+                    if try !queued.query(arguments, { _ in true }).isEmpty { anyQueued = true }
+                    if try !attempted.query(arguments, { _ in true }).isEmpty {
+                        problems.append("composed batch \(batch) has event row \(member.event) in delivery_attempt")
+                    }
+                }
+                if !anyQueued { problems.append("composed batch \(batch) has no queued member") }
+            }
             return problems
         }
     }

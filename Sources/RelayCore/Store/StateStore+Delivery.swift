@@ -182,7 +182,14 @@ extension StateStore {
     ) throws -> [Delivery] {
         guard let key = try DeliveryRows.existingKey(of: subscription, db) else { return [] }
         let wanted = Int64(limit + excluding.count)
-        let read = { (row: FastRow) in Self.delivery(row, subscription: subscription) }
+        let composed = try ComposedBatches(subscription: key, db)
+        let read = { (row: FastRow) -> Delivery in
+            var delivery = Self.delivery(row, subscription: subscription)
+            if delivery.batchID == nil, let place = composed.place[delivery.id] {
+                (delivery.batchID, delivery.batchPosition) = (place.batch, place.position)
+            }
+            return delivery
+        }
         // Keys first, then the rows the keys left after the ones in flight: a draining subscription has hundreds of
         // rows in flight at the head of its queue, and reading each with its payload only to drop it was the largest
         // cost of a read.
@@ -215,8 +222,12 @@ extension StateStore {
         let batches = Set(rows.compactMap(\.batchID))
         if !batches.isEmpty {
             let members = try FastStatement(db, sql: Self.deliveryQueries["batch"]!)
+            let queuedByKey = try FastStatement(db, sql: Self.deliveryQueries["queued by key"]!)
             for batch in batches {
-                let whole = try members.query([.integer(key), .text(batch)], read).filter { !excluding.contains($0.id) }
+                var whole = try composed.members[batch].map { fresh in
+                    try fresh.flatMap { try queuedByKey.query([.integer(key), .integer($0.eventTime), .integer($0.event)], read) }
+                } ?? members.query([.integer(key), .text(batch)], read)
+                whole.removeAll { excluding.contains($0.id) }
                 // In place of its first member, so that the order of the read (due time, or event time) holds.
                 guard let at = rows.firstIndex(where: { $0.batchID == batch }) else { continue }
                 rows.removeAll { $0.batchID == batch }
@@ -233,9 +244,10 @@ extension StateStore {
     }
 
     /// Fixes the members and their order of each batch a dispatcher composed, before its first attempt, so that
-    /// retries and restarts send the same body under the same id: their rows move to `delivery_attempt`, due as they
-    /// were. One transaction for them all: a draining subscription composes one per free place, and a commit each
-    /// would queue them all behind the writer.
+    /// retries and restarts send the same body under the same id. A batch of never-attempted rows is one row of
+    /// ``ComposedBatches``; one with a row attempted before moves its rows to `delivery_attempt`, due as they were.
+    /// One transaction for them all: a draining subscription composes one per free place, and a commit each would
+    /// queue them all behind the writer.
     public func assignBatches(_ batches: [(id: String, deliveries: [Delivery])]) async throws(StoreError) {
         guard !batches.isEmpty else { return }
         try await write("composing \(batches.count) batches") { db in
@@ -254,6 +266,12 @@ extension StateStore {
                     """)
             for (batchID, deliveries) in batches {
                 guard let key = try DeliveryRows.existingKey(of: deliveries.first?.subscription ?? "", db) else { continue }
+                // A row never attempted is in `delivery`; one attempted before, in `delivery_attempt`.
+                if deliveries.allSatisfy({ $0.attempts == 0 }) {
+                    let members = deliveries.map { ComposedBatches.Member(eventTime: $0.eventTime.millisecondsSinceEpoch, event: $0.id) }
+                    try ComposedBatches.store(batchID, subscription: key, members: members, db)
+                    continue
+                }
                 for (position, delivery) in deliveries.enumerated() {
                     let (time, seq) = (delivery.eventTime.millisecondsSinceEpoch, Int64(position))
                     if try take.run(.integer(key), .integer(time), .integer(delivery.id)) == 1 {
@@ -309,11 +327,20 @@ extension StateStore {
                     """)
             let bury = try Self.bury(db)
             var stats = DeliveryStatsChanges()
+            var composed: [Int64: ComposedBatches] = [:]
             for outcome in outcomes {
                 let subscription = outcome.deliveries[0].subscription
                 let key = try rows.key(of: subscription)
                 let at = outcome.attemptedAt.millisecondsSinceEpoch
                 let status: FastValue = outcome.status.map { .integer(Int64($0)) } ?? .integer(0)
+                // A composed batch answered: retried, its members become attempted rows under its id first; delivered
+                // or dead, its row goes with them.
+                if composed[key] == nil { composed[key] = try ComposedBatches(subscription: key, db) }
+                let answered = Set(outcome.deliveries.compactMap { composed[key]!.place[$0.id]?.batch })
+                let retried = if case .retry = outcome.decision { true } else { false }
+                if retried {
+                    for batch in answered { try composed[key]!.spill(batch, subscription: key, db) }
+                }
                 switch outcome.decision {
                 case .delivered:
                     for delivery in outcome.deliveries {
@@ -340,6 +367,9 @@ extension StateStore {
                     }
                     stats.failed(subscription, at: at, failure: reason)
                 }
+                if !retried {
+                    for batch in answered { try composed[key]!.settle(batch, answered: outcome.deliveries, subscription: key, db) }
+                }
             }
             try rows.finish()
             for (subscription, change) in stats.changes {
@@ -365,6 +395,11 @@ extension StateStore {
             let expired = try select.query(
                 [.integer(queuedBefore.millisecondsSinceEpoch), .integer(key), .integer(key), .integer(Int64(limit + excluding.count))]
             ) { ($0.integer(0), $0.integer(1)) }.filter { !excluding.contains($0.0) }.prefix(limit)
+            // A composed batch losing members to the sweep goes on without them, under its id, as an attempted one would.
+            var composed = try ComposedBatches(subscription: key, db)
+            for batch in Set(expired.compactMap { composed.place[$0.0]?.batch }) {
+                try composed.spill(batch, subscription: key, db)
+            }
             let bury = try Self.bury(db)
             let nowMS = now.millisecondsSinceEpoch
             for (event, time) in expired {

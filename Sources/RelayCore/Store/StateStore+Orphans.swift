@@ -98,6 +98,9 @@ extension StateStore {
             for table in ["delivery_stats", "subscription_pause", "subscription_cursor", "join_tail", "replay_request", "orphan", "queue_depth"] {
                 try db.execute(sql: "DELETE FROM \(table) WHERE subscription = ?", arguments: [subscription])
             }
+            try db.execute(
+                sql: "DELETE FROM composed_batch WHERE subscription = (SELECT id FROM subscription_key WHERE name = ?)",
+                arguments: [subscription])
         }
         return counts
     }

@@ -401,6 +401,19 @@ public final class StateStore: Sendable {
                     ALTER TABLE subscription_cursor ADD COLUMN boundary_ids TEXT NOT NULL DEFAULT '[]';
                     """)
         }
+        migrator.registerMigration("v11: a composed batch is one row") { db in
+            // See ComposedBatches: its never-attempted members stay in `delivery`. Batches composed by an older
+            // version stay in `delivery_attempt`, where this one reads them as before.
+            try db.execute(
+                sql: """
+                    CREATE TABLE composed_batch (
+                        subscription INTEGER NOT NULL,
+                        batch_id TEXT NOT NULL,
+                        members BLOB NOT NULL,
+                        PRIMARY KEY (subscription, batch_id)
+                    ) WITHOUT ROWID;
+                    """)
+        }
         return migrator
     }()
 }

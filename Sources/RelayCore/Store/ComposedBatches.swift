@@ -1,0 +1,101 @@
+import GRDB
+
+/// Batches composed from never-attempted deliveries and not yet answered, as stored: one row per batch naming its
+/// members in body order, while the members' rows stay in `delivery` where ingest put them.
+///
+/// Fixing a batch used to move each member from `delivery` to `delivery_attempt` and its two indexes: seven B-tree
+/// changes per event between its composition and its removal, where one row per batch does. A batch leaves this
+/// form at its first answer: delivered or dead, its row goes with its members; to be retried, its members move to
+/// `delivery_attempt` with its id and their places, as any attempted row.
+struct ComposedBatches {
+    struct Member: Equatable {
+        var eventTime: Int64
+        var event: Int64
+    }
+
+    /// Members in body order, by batch id.
+    private(set) var members: [String: [Member]] = [:]
+    /// Each member's batch and place, by event row.
+    private(set) var place: [Int64: (batch: String, position: Int)] = [:]
+
+    /// The subscription's stored batches; few: they are the ones in flight or composed ahead, or left by a stop.
+    init(subscription key: Int64, _ db: Database) throws {
+        let rows = try FastStatement(db, sql: "SELECT batch_id, members FROM composed_batch WHERE subscription = ?")
+            .query([.integer(key)]) { ($0.text(0), Self.decode($0.blob(1))) }
+        for (batch, members) in rows {
+            self.members[batch] = members
+            for (position, member) in members.enumerated() { place[member.event] = (batch, position) }
+        }
+    }
+
+    /// Stores a batch of rows queued in `delivery`, in body order.
+    static func store(_ batch: String, subscription key: Int64, members: [Member], _ db: Database) throws {
+        try FastStatement(db, sql: "INSERT OR REPLACE INTO composed_batch (subscription, batch_id, members) VALUES (?, ?, ?)")
+            .run(.integer(key), .text(batch), .blob(encode(members)))
+    }
+
+    /// Forgets a batch that was answered; 1 if it was stored in this form, else 0.
+    @discardableResult
+    static func forget(_ batch: String, subscription key: Int64, _ db: Database) throws -> Int {
+        try FastStatement(db, sql: "DELETE FROM composed_batch WHERE subscription = ? AND batch_id = ?").run(.integer(key), .text(batch))
+    }
+
+    /// After an answer that removed `answered` (delivered, or dead): forgets the batch if they were all its members,
+    /// else spills the rest (a batch sent as single events after `batchSize` went down).
+    mutating func settle(_ batch: String, answered: [Delivery], subscription key: Int64, _ db: Database) throws {
+        guard let members = members[batch] else { return }
+        let removed = Set(answered.map(\.id))
+        if members.allSatisfy({ removed.contains($0.event) }) {
+            try Self.forget(batch, subscription: key, db)
+            drop(batch)
+        } else {
+            try spill(batch, subscription: key, db)
+        }
+    }
+
+    /// Moves a batch's members still in `delivery` to `delivery_attempt`, with its id and their places and due as
+    /// they were, and forgets its row: for a path that takes some members and not the rest (a retry, the maxAge
+    /// sweep), after which the batch is an attempted one like any other.
+    mutating func spill(_ batch: String, subscription key: Int64, _ db: Database) throws {
+        guard let members = members[batch] else { return }
+        let take = try FastStatement(db, sql: "DELETE FROM delivery WHERE subscription = ? AND event_time = ? AND event = ?")
+        let move = try FastStatement(
+            db,
+            sql: """
+                INSERT INTO delivery_attempt (subscription, event_time, event, next_attempt_at, attempts, batch_id, batch_seq)
+                SELECT ?1, ?2, ?3, e.queued_at, 0, ?4, ?5 FROM event e WHERE e.id = ?3
+                """)
+        for (position, member) in members.enumerated()
+        where try take.run(.integer(key), .integer(member.eventTime), .integer(member.event)) == 1 {
+            try move.run(.integer(key), .integer(member.eventTime), .integer(member.event), .text(batch), .integer(Int64(position)))
+        }
+        try Self.forget(batch, subscription: key, db)
+        drop(batch)
+    }
+
+    private mutating func drop(_ batch: String) {
+        for member in members.removeValue(forKey: batch) ?? [] { place[member.event] = nil }
+    }
+
+    /// 16 bytes a member: its event time and event row, little-endian.
+    static func encode(_ members: [Member]) -> [UInt8] {
+        var bytes: [UInt8] = []
+        bytes.reserveCapacity(members.count * 16)
+        for member in members {
+            withUnsafeBytes(of: member.eventTime.littleEndian) { bytes += $0 }
+            withUnsafeBytes(of: member.event.littleEndian) { bytes += $0 }
+        }
+        return bytes
+    }
+
+    static func decode(_ bytes: [UInt8]) -> [Member] {
+        func integer(at offset: Int) -> Int64 {
+            var value: Int64 = 0
+            for index in (0..<8).reversed() { value = value << 8 | Int64(bytes[offset + index]) }
+            return value
+        }
+        return stride(from: 0, to: bytes.count - bytes.count % 16, by: 16).map {
+            Member(eventTime: integer(at: $0), event: integer(at: $0 + 8))
+        }
+    }
+}
