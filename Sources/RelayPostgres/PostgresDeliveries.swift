@@ -312,7 +312,8 @@ public struct PostgresDeliveries: ClaimQueue, PostgresPart {
                         INSERT INTO \(unescaped: schema).dead_letter (subscription, source, event_id, event_time, action, time_value, payload,
                             reason, last_status, response, attempts, first_attempt_at, last_attempt_at, dead_at)
                         SELECT d.subscription, e.source, e.event_id, e.event_time, e.action, e.time_value, e.payload, \(reason), \(outcome.status),
-                            \(ByteBuffer(bytes: outcome.responseSnippet.prefix(1024))), d.attempts + 1, coalesce(d.first_attempt_at, \(at)), \(at), \(at)
+                            \(ByteBuffer(bytes: outcome.responseSnippet.prefix(1024))), d.attempts + 1, coalesce(d.first_attempt_at, \(at)), \(at),
+                            \(outcome.decidedAt.millisecondsSinceEpoch)
                         FROM \(unescaped: schema).delivery d JOIN \(unescaped: schema).event e ON e.id = d.event
                         WHERE d.subscription = \(subscription) AND d.claim_token = \(claimed.token)
                         """, logger: logger)

@@ -97,6 +97,24 @@ import Testing
         }
     }
 
+    /// A dead letter's time is when its answer was judged, not when its attempt started: an attempt started
+    /// before `maxAge` and failed after it is dead after `maxAge`.
+    @Test func aDeadLetterIsDeadWhenItsAnswerIsJudged() async throws {
+        try await withDelivery(autoAdvance: false) { fixture in
+            let subscription = fixture.subscription("slow")
+            fixture.receiver.script("/hooks/slow", [.status(400)])
+            // The request takes 30 s of the relay's clock.
+            let clock = fixture.clock
+            fixture.receiver.observe { _ in clock.advance(by: .seconds(30)) }
+            let attemptedAt = fixture.now
+            try await fixture.enqueue(1, for: ["slow"])
+            try await fixture.deliver([fixture.dispatcher(subscription)], until: Self.outboxEmpty("slow"))
+            let dead = try #require(try await fixture.store.deadLetters(subscription: "slow").first)
+            #expect(dead.lastAttemptAt == attemptedAt)
+            #expect(dead.deadAt == attemptedAt.advanced(by: .seconds(30)))
+        }
+    }
+
     /// While every slot is busy, the next full batch is composed and stored ahead: after a stop it stays stored as
     /// composed, and the next run sends it whole, under the id it was given, once.
     @Test func aBatchComposedAheadOfAFreeSlotIsStoredAndSentAsComposedAfterARestart() async throws {
@@ -256,12 +274,19 @@ import Testing
             try await fixture.deliver([fixture.dispatcher(subscription)], until: Self.outboxEmpty("down"))
             let dead = try await fixture.store.deadLetters(subscription: "down")
             #expect(dead.count == 200)
-            // Not before maxAge since queued, and not long after it: the grace and one sweep interval, or for the
-            // few rows requests were already carrying, a breaker probe (5 min) each.
+            // Not before maxAge since queued: a row an attempt carried is dead when its answer is judged, never at
+            // the attempt's start. The ones the breaker held back go at a sweep after the grace, which runs when the
+            // dispatcher wakes (a breaker probe, 5 min, at most; with the probes' own requests, up to one each per
+            // place). Rows an attempt carried die at its answer, which this auto-advancing clock can put any time
+            // later: it jumps whenever the dispatcher sleeps, real HTTP in flight or not.
             let deadline = queuedAt.advanced(by: .seconds(3600))
-            let latest = deadline.advanced(
+            let swept = deadline.advanced(
                 by: Dispatcher<TestClock>.expiryGrace + Dispatcher<TestClock>.expiryInterval + .seconds(300) * subscription.webhook.concurrency)
-            #expect(dead.allSatisfy { $0.deadAt >= deadline && $0.deadAt <= latest }, "\(dead.map(\.deadAt.iso8601).min()!) \(dead.map(\.deadAt.iso8601).max()!) \(deadline.iso8601)")
+            let early = dead.filter { $0.deadAt < deadline }
+            #expect(early.isEmpty, "\(early.map { "\($0.deadAt.iso8601) \($0.reason) last attempt \($0.lastAttemptAt?.iso8601 ?? "-")" })")
+            let neverAttempted = dead.filter { $0.reason == "max_age (never attempted)" }
+            #expect(neverAttempted.allSatisfy { $0.deadAt >= deadline.advanced(by: Dispatcher<TestClock>.expiryGrace) && $0.deadAt <= swept },
+                    "\(neverAttempted.map(\.deadAt.iso8601).min() ?? "-") \(neverAttempted.map(\.deadAt.iso8601).max() ?? "-")")
             // Most never reached an attempt: the breaker held them back.
             #expect(dead.filter { $0.reason == "max_age (never attempted)" }.count > 150, "\(Set(dead.map(\.reason)))")
             #expect(dead.allSatisfy { $0.reason.hasPrefix("max_age") })

@@ -5,7 +5,7 @@ import RelayPostgres
 import Testing
 
 /// A store of `kind` holding 25 dead letters of "hook", the same on either store: e0–e19 died with a 410 (e0's
-/// receiver answered "gone"), e20–e24 with a 500, one a second from `t0`; each event is also queued for "other".
+/// receiver answered "gone"), e20–e24 with a 500, attempted one a second from `t0`, each answer judged 250 ms later; each event is also queued for "other".
 /// `due` lists the event ids due for a subscription now, as its deliverer would take them.
 struct DeadLetterFixture {
     static let t0 = Timestamp(millisecondsSinceEpoch: 1_714_521_600_000)
@@ -22,9 +22,11 @@ struct DeadLetterFixture {
 
     static func outcome(_ index: Int, _ deliveries: [Delivery]) -> DeliveryOutcome {
         let status = index < 20 ? 410 : 500
+        // Judged 250 ms after the attempt started: the letter is dead from then.
+        let attemptedAt = t0.advanced(by: .seconds(Int64(index)))
         var outcome = DeliveryOutcome(
-            deliveries: deliveries, decision: .deadLetter(reason: "http_\(status)"), attemptedAt: t0.advanced(by: .seconds(Int64(index))),
-            status: status, error: "http_\(status)")
+            deliveries: deliveries, decision: .deadLetter(reason: "http_\(status)"), attemptedAt: attemptedAt,
+            decidedAt: attemptedAt.advanced(by: .milliseconds(250)), status: status, error: "http_\(status)")
         if index == 0 { outcome.responseSnippet = Array("gone".utf8) }
         return outcome
     }
@@ -100,7 +102,8 @@ struct DeadLetterFixture {
             let first = try #require(try await fixture.store.deadLetters(DeadLetterFilter(limit: 1)).first)
             let shown = try #require(try await fixture.store.deadLetter(id: first.id))
             #expect(shown.eventID == "e0" && shown.reason == "http_410" && shown.status == 410 && shown.attempts == 1)
-            #expect(shown.eventTime == Self.t0 && shown.deadAt == Self.t0 && shown.firstAttemptAt == Self.t0 && shown.lastAttemptAt == Self.t0)
+            #expect(shown.eventTime == Self.t0 && shown.firstAttemptAt == Self.t0 && shown.lastAttemptAt == Self.t0)
+            #expect(shown.deadAt == Self.t0.advanced(by: .milliseconds(250)))
             #expect(shown.responseSnippet == Array("gone".utf8))
             #expect(shown.payload == DeadLetterFixture.events[0].raw)
             #expect(try await fixture.store.deadLetter(id: -1) == nil)

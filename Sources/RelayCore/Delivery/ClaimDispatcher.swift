@@ -368,14 +368,15 @@ public final class ClaimDispatcher<C: Clock>: Sendable where C.Duration == Durat
     private func conclude(
         _ claim: ClaimedRequest, _ result: Result<HTTPResponse, CurlHTTPError>, attemptedAt: Timestamp, started: ContinuousClock.Instant
     ) async -> DeliveryOutcome {
-        let answer = WebhookAnswer(result, now: time.now())
+        let decidedAt = time.now()
+        let answer = WebhookAnswer(result, now: decidedAt)
         let deliveries = claim.deliveries
         let attempts = (deliveries.map(\.attempts).max() ?? 0) + 1
         var random = SystemRandomNumberGenerator()
         let decided = decisionWhilePaused(
             policy.decide(
                 status: answer.status, transportError: answer.transportError, retryAfter: answer.retryAfter, attempts: attempts,
-                queuedAt: deliveries.map(\.queuedAt).min() ?? attemptedAt, now: time.now(), random: &random),
+                queuedAt: deliveries.map(\.queuedAt).min() ?? attemptedAt, now: decidedAt, random: &random),
             token: claim.token)
         recordFlow(answer)
         await recordBreaker(answer)
@@ -388,7 +389,7 @@ public final class ClaimDispatcher<C: Clock>: Sendable where C.Duration == Durat
                                             "attempts": "\(attempts)"])
         }
         return DeliveryOutcome(
-            deliveries: deliveries, decision: decision, attemptedAt: attemptedAt, status: answer.status, error: answer.errorText,
+            deliveries: deliveries, decision: decision, attemptedAt: attemptedAt, decidedAt: decidedAt, status: answer.status, error: answer.errorText,
             responseSnippet: answer.snippet)
     }
 

@@ -69,6 +69,9 @@ public struct DeliveryOutcome: Sendable {
     public var decision: Decision
     /// When this attempt started.
     public var attemptedAt: Timestamp
+    /// When its answer was judged: a dead letter's time. Later than `attemptedAt` by the request's duration, so
+    /// that an attempt started before `maxAge` and failed after it is dead after `maxAge`, not before.
+    public var decidedAt: Timestamp
     /// The HTTP status, when there was one.
     public var status: Int?
     /// A short description of what went wrong, never a secret.
@@ -78,12 +81,13 @@ public struct DeliveryOutcome: Sendable {
 
     /// An outcome as given.
     public init(
-        deliveries: [Delivery], decision: Decision, attemptedAt: Timestamp, status: Int? = nil, error: String? = nil,
-        responseSnippet: [UInt8] = []
+        deliveries: [Delivery], decision: Decision, attemptedAt: Timestamp, decidedAt: Timestamp? = nil, status: Int? = nil,
+        error: String? = nil, responseSnippet: [UInt8] = []
     ) {
         self.deliveries = deliveries
         self.decision = decision
         self.attemptedAt = attemptedAt
+        self.decidedAt = max(decidedAt ?? attemptedAt, attemptedAt)
         self.status = status
         self.error = error
         self.responseSnippet = responseSnippet

@@ -536,7 +536,8 @@ public final class Dispatcher<C: Clock>: Sendable where C.Duration == Duration, 
             state.withLock { $0.unsettled.subtract(job.ids) }
             return .none
         }
-        let answer = WebhookAnswer(result, now: now())
+        let decidedAt = now()
+        let answer = WebhookAnswer(result, now: decidedAt)
         let (status, transportError, retryAfter, snippet) = (answer.status, answer.transportError, answer.retryAfter, answer.snippet)
         let attempts = (job.deliveries.map(\.attempts).max() ?? 0) + 1
         let queuedAt = job.deliveries.map(\.queuedAt).min() ?? attemptedAt
@@ -544,7 +545,7 @@ public final class Dispatcher<C: Clock>: Sendable where C.Duration == Duration, 
         let (decision, step) = countTowardsPause(
             policy.decide(
                 status: status, transportError: transportError, retryAfter: retryAfter, attempts: attempts,
-                queuedAt: queuedAt, now: now(), random: &random),
+                queuedAt: queuedAt, now: decidedAt, random: &random),
             events: job.deliveries.count)
         recordEndpoint(answer)
         metrics.latency.recordNanoseconds(Int64((ContinuousClock.now - started) / .nanoseconds(1)))
@@ -563,7 +564,7 @@ public final class Dispatcher<C: Clock>: Sendable where C.Duration == Duration, 
                                             "reason": "\(reason)", "attempts": .stringConvertible(attempts)])
         }
         let outcome = DeliveryOutcome(
-            deliveries: job.deliveries, decision: decision, attemptedAt: attemptedAt, status: status, error: error,
+            deliveries: job.deliveries, decision: decision, attemptedAt: attemptedAt, decidedAt: decidedAt, status: status, error: error,
             responseSnippet: snippet)
         let ids = job.ids
         if subscription.webhook.ordering == .strict, decision != .delivered { state.withLock { $0.failedHead = ids } }

@@ -362,7 +362,7 @@ extension StateStore {
                     for delivery in outcome.deliveries {
                         try bury.run(
                             .text(subscription), .integer(key), .text(reason), status, .blob(Array(outcome.responseSnippet.prefix(1024))),
-                            .integer(1), .integer(at), .integer(at), .integer(delivery.id))
+                            .integer(1), .integer(at), .integer(outcome.decidedAt.millisecondsSinceEpoch), .integer(delivery.id))
                         try rows.remove(subscription: subscription, eventTime: delivery.eventTime.millisecondsSinceEpoch, event: delivery.id)
                     }
                     stats.failed(subscription, at: at, failure: reason)
