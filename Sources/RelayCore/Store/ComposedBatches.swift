@@ -20,7 +20,7 @@ struct ComposedBatches {
 
     /// The subscription's stored batches; few: they are the ones in flight or composed ahead, or left by a stop.
     init(subscription key: Int64, _ db: Database) throws {
-        let rows = try FastStatement(db, sql: "SELECT batch_id, members FROM composed_batch WHERE subscription = ?")
+        let rows = try FastStatement(db, sql: StateStore.deliveryQueries["composed batches"]!)
             .query([.integer(key)]) { ($0.text(0), Self.decode($0.blob(1))) }
         for (batch, members) in rows {
             self.members[batch] = members

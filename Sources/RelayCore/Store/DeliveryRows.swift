@@ -40,8 +40,8 @@ struct DeliveryRows {
         insertEvent = try FastStatement(
             db,
             sql: """
-                INSERT OR IGNORE INTO event (source, event_id, event_time, action, time_value, payload, queued_at, pending)
-                VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+                INSERT OR IGNORE INTO event (source, event_id, event_time, action, time_value, payload, queued_at, pending, stored_at)
+                VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?7)
                 """)
         findEvent = try FastStatement(db, sql: "SELECT id FROM event WHERE source = ? AND event_time = ? AND event_id = ?")
         insertDelivery = try FastStatement(db, sql: "INSERT OR IGNORE INTO delivery (subscription, event_time, event) VALUES (?, ?, ?)")

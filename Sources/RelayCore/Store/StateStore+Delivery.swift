@@ -141,12 +141,14 @@ extension StateStore {
         "queued by key": select(attempted: false, "WHERE d.subscription = ? AND d.event_time = ? AND d.event = ?"),
         "attempted by key": select(attempted: true, "WHERE d.subscription = ? AND d.event_time = ? AND d.event = ?"),
         "batch": select(attempted: true, "WHERE d.subscription = ? AND d.batch_id = ? ORDER BY d.batch_seq"),
+        "first stored from": "SELECT stored_at FROM event WHERE id >= ? ORDER BY id LIMIT 1",
         "expired": """
-            SELECT e.id, e.event_time FROM event e WHERE e.queued_at < ?
+            SELECT e.id, e.event_time FROM event e WHERE e.id < ? AND e.queued_at < ?
                 AND (EXISTS (SELECT 1 FROM delivery d WHERE d.subscription = ? AND d.event_time = e.event_time AND d.event = e.id)
                      OR EXISTS (SELECT 1 FROM delivery_attempt d WHERE d.subscription = ? AND d.event_time = e.event_time AND d.event = e.id))
-            ORDER BY e.queued_at LIMIT ?
+            ORDER BY e.id LIMIT ?
             """,
+        "composed batches": "SELECT batch_id, members FROM composed_batch WHERE subscription = ?",
     ]
 
     /// Up to `limit` deliveries of a subscription that are due: retries that are due first, oldest due first,
@@ -391,9 +393,11 @@ extension StateStore {
         try await write("expiring old rows of \(subscription)") { db in
             guard let key = try DeliveryRows.existingKey(of: subscription, db) else { return 0 }
             var rows = try DeliveryRows(db)
+            let cutoff = queuedBefore.millisecondsSinceEpoch
             let select = try FastStatement(db, sql: Self.deliveryQueries["expired"]!)
             let expired = try select.query(
-                [.integer(queuedBefore.millisecondsSinceEpoch), .integer(key), .integer(key), .integer(Int64(limit + excluding.count))]
+                [.integer(try Self.firstEventStored(since: cutoff, db)), .integer(cutoff), .integer(key), .integer(key),
+                 .integer(Int64(limit + excluding.count))]
             ) { ($0.integer(0), $0.integer(1)) }.filter { !excluding.contains($0.0) }.prefix(limit)
             // A composed batch losing members to the sweep goes on without them, under its id, as an attempted one would.
             var composed = try ComposedBatches(subscription: key, db)
@@ -414,6 +418,22 @@ extension StateStore {
             }
             return expired.count
         }
+    }
+
+    /// A row id below which the event rows are those stored before `time`, found by bisecting the row ids, which
+    /// grow with the time rows are stored: what the sweep reads below it is every row that can have been queued
+    /// before `time` (a row's queue time is never before its store time), without an index of queue times that
+    /// every ingest and removal would write.
+    static func firstEventStored(since time: Int64, _ db: Database) throws -> Int64 {
+        let first = try FastStatement(db, sql: Self.deliveryQueries["first stored from"]!)
+        var low: Int64 = 0
+        var high = (try Int64.fetchOne(db.cachedStatement(sql: "SELECT max(id) FROM event")) ?? 0) + 1
+        while low < high {
+            let middle = low + (high - low) / 2
+            let storedAt = try first.query([.integer(middle)]) { $0.integer(0) }.first ?? .max
+            if storedAt >= time { high = middle } else { low = middle + 1 }
+        }
+        return low
     }
 
     /// A group commit's changes to `delivery_stats`, written once per subscription rather than once per outcome.
