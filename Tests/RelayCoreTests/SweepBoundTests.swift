@@ -35,7 +35,7 @@ import Testing
         #expect(try await empty.read { try StateStore.firstEventStored(since: 5, $0) } <= 1)
     }
 
-    @Test func rowsStoredAfterTheCutoffOrQueuedAgainAfterItStay() async throws {
+    @Test func rowsStoredAfterTheCutoffOrQueuedAgainAfterItStayAndStoreTimesNeverGoBack() async throws {
         let directory = StateStoreTests.temporaryDirectory()
         defer { try? FileManager.default.removeItem(at: directory) }
         let store = try StateStore.open(directory: directory.path)
@@ -44,6 +44,8 @@ import Testing
         }
         _ = try await store.enqueue(source: "s", events: events(0..<5), cursor: Self.at(2_000), now: Self.at(3_000))
         _ = try await store.enqueue(source: "s", events: events(5..<10), cursor: Self.at(2_000), now: Self.at(8_000))
+        // The clock steps back: these are stored, and queued, at the newest row's time, not before it.
+        _ = try await store.enqueue(source: "s", events: events(10..<12), cursor: Self.at(2_000), now: Self.at(4_000))
         // evt-2, stored at 3,000, queued again at 9,000, as a replay that finds its row still stored does.
         let queue = try DatabaseQueue(path: directory.appendingPathComponent(StateStore.fileName).path)
         try await queue.write { try $0.execute(sql: "UPDATE event SET queued_at = 9000 WHERE event_id = 'evt-2'") }
@@ -51,7 +53,7 @@ import Testing
         let expired = try await store.expire(subscription: "x", queuedBefore: Self.at(5_000), excluding: [], now: Self.at(11_000))
         #expect(try await queue.read { try Int64.fetchAll($0, sql: "SELECT DISTINCT stored_at FROM event ORDER BY 1") } == [3_000, 8_000])
         #expect(expired == 4)
-        #expect(try await store.queuedEventIDs(subscription: "x") == ["evt-2", "evt-5", "evt-6", "evt-7", "evt-8", "evt-9"])
+        #expect(try await store.queuedEventIDs(subscription: "x") == ["evt-2", "evt-5", "evt-6", "evt-7", "evt-8", "evt-9", "evt-10", "evt-11"])
         #expect(try await store.queueCountProblems() == [])
     }
 }

@@ -6,7 +6,8 @@ import GRDB
 /// Fixing a batch used to move each member from `delivery` to `delivery_attempt` and its two indexes: seven B-tree
 /// changes per event between its composition and its removal, where one row per batch does. A batch leaves this
 /// form at its first answer: delivered or dead, its row goes with its members; to be retried, its members move to
-/// `delivery_attempt` with its id and their places, as any attempted row.
+/// `delivery_attempt` with its id and their places, as any attempted row. The maxAge sweep, taking some members,
+/// moves the rest so too.
 struct ComposedBatches {
     struct Member: Equatable {
         var eventTime: Int64

@@ -34,6 +34,8 @@ struct DeliveryRows {
     private let releaseEvent: FastStatement
     private var keys: [String: Int64] = [:]
     private var depthChanges: [String: Int] = [:]
+    /// The newest event row's store time, read once per transaction: see ``insert(_:source:now:pending:)``.
+    private var lastStored: Int64?
 
     init(_ db: Database) throws {
         self.db = db
@@ -106,11 +108,19 @@ struct DeliveryRows {
     }
 
     /// Inserts the event's row with `pending` deliveries, unless its (source, id) is stored already; rows added.
+    /// Its store and queue time is `now`, or the newest row's store time if that is later (a clock stepped back, a
+    /// page stamped before it waited for the writer): store times never go back as row ids grow, which the maxAge
+    /// sweep's bisection relies on (StateStore.firstEventStored).
     @discardableResult
-    private func insert(_ event: StoredEvent, source: String, now: Int64, pending: Int) throws -> Int {
-        try insertEvent.run(
+    private mutating func insert(_ event: StoredEvent, source: String, now: Int64, pending: Int) throws -> Int {
+        if lastStored == nil {
+            lastStored = try Int64.fetchOne(db.cachedStatement(sql: "SELECT stored_at FROM event ORDER BY id DESC LIMIT 1")) ?? 0
+        }
+        let at = max(now, lastStored!)
+        lastStored = at
+        return try insertEvent.run(
             .text(source), .text(event.id), .integer(event.time), .text(event.action), .text(event.timeValue),
-            .blob(event.payload), .integer(now), .integer(Int64(pending)))
+            .blob(event.payload), .integer(at), .integer(Int64(pending)))
     }
 
     /// Removes a delivery, queued or attempted, and releases its event; false if there was none.

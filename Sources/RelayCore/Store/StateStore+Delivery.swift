@@ -420,10 +420,10 @@ extension StateStore {
         }
     }
 
-    /// A row id below which the event rows are those stored before `time`, found by bisecting the row ids, which
-    /// grow with the time rows are stored: what the sweep reads below it is every row that can have been queued
-    /// before `time` (a row's queue time is never before its store time), without an index of queue times that
-    /// every ingest and removal would write.
+    /// A row id below which the event rows are those stored before `time`, found by bisecting the row ids (store
+    /// times never go back as ids grow: DeliveryRows stamps them so). What the sweep reads below it is every row that
+    /// can have been queued before `time`, since a row's queue time is never before its store time, without an index
+    /// of queue times that every ingest and removal would write.
     static func firstEventStored(since time: Int64, _ db: Database) throws -> Int64 {
         let first = try FastStatement(db, sql: Self.deliveryQueries["first stored from"]!)
         var low: Int64 = 0

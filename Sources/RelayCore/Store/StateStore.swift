@@ -417,11 +417,11 @@ public final class StateStore: Sendable {
         migrator.registerMigration("v12: event rows keep when they were stored; no index of queue times") { db in
             // The maxAge sweep found old rows through an index on queue time that every ingest and every removal
             // wrote, a tenth of a drain's writer time; it bisects the row ids by store time instead
-            // (StateStore.firstEventStored).
+            // (StateStore.firstEventStored). Rows stored before have 0, which keeps store times in id order (their
+            // queue times are not: a row queued again moved its own) and never after their queue time.
             try db.execute(
                 sql: """
                     ALTER TABLE event ADD COLUMN stored_at INTEGER NOT NULL DEFAULT 0;
-                    UPDATE event SET stored_at = queued_at;
                     DROP INDEX event_by_age;
                     """)
         }
