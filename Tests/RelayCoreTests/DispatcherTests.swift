@@ -17,6 +17,21 @@ import Testing
         #expect(signature == "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE=")
     }
 
+    /// A batch stored before `batchSize` went down to 1 still goes as a batch: a JSON array under its stored id.
+    @Test func aStoredBatchGoesAsABatchAfterBatchSizeWentDownToOne() throws {
+        let subscription = SubscriptionConfig(name: "s", source: "acme", webhook: WebhookConfig(url: "http://127.0.0.1:1/hook"))
+        #expect(subscription.webhook.batchSize == 1)
+        let members = (0..<3).map { n in
+            Delivery(
+                id: Int64(n), subscription: "s", eventID: "e\(n)", eventTime: Timestamp(millisecondsSinceEpoch: Int64(n)), action: "click",
+                timeValue: "\(n)", payload: Array(#"{"eventID":"e\#(n)"}"#.utf8), attempts: 1, firstAttemptAt: nil,
+                batchID: "s:batch-stored", batchPosition: n, nextAttemptAt: Timestamp(millisecondsSinceEpoch: 0))
+        }
+        let request = WebhookRequestBuilder(subscription: subscription).request(for: members, now: Timestamp(millisecondsSinceEpoch: 0))
+        #expect(request.headers["webhook-id"] == "s:batch-stored")
+        #expect(try JSONParser.parse(try #require(request.body)).arrayValue?.count == 3)
+    }
+
     @Test(arguments: [PayloadFormat.event, .envelope], [1, 3])
     func signedRequestsVerifyAtTheReceiverAndCarryTheRightBody(_ payload: PayloadFormat, _ batchSize: Int) async throws {
         try await withDelivery { fixture in

@@ -32,7 +32,8 @@ public struct WebhookRequestBuilder: Sendable {
     /// The request for `deliveries` attempted at `now`.
     public func request(for deliveries: [Delivery], now: Timestamp) -> HTTPRequest {
         let webhook = subscription.webhook
-        let batched = webhook.batchSize > 1
+        // A stored batch goes as one even after `batchSize` went down to 1 (a strict subscription sends it whole).
+        let batched = webhook.batchSize > 1 || deliveries.count > 1
         // A batch's id is the one stored at its first attempt, never recomputed (invariant 4).
         let id = batched
             ? deliveries[0].batchID ?? Self.webhookID(subscription: subscription.name, eventIDs: deliveries.map(\.eventID), batched: true)
