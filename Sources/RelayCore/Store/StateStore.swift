@@ -416,7 +416,7 @@ public final class StateStore: Sendable {
         }
         migrator.registerMigration("v12: event rows keep when they were stored; no index of queue times") { db in
             // The maxAge sweep found old rows through an index on queue time that every ingest and every removal
-            // wrote, a tenth of a drain's writer time; it bisects the row ids by store time instead
+            // wrote, two B-tree changes per event for a read once a minute; it bisects the row ids by store time instead
             // (StateStore.firstEventStored). Rows stored before have 0, which keeps store times in id order (their
             // queue times are not: a row queued again moved its own) and never after their queue time.
             try db.execute(
