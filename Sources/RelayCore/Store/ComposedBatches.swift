@@ -59,16 +59,9 @@ struct ComposedBatches {
     /// sweep), after which the batch is an attempted one like any other.
     mutating func spill(_ batch: String, subscription key: Int64, _ db: Database) throws {
         guard let members = members[batch] else { return }
-        let take = try FastStatement(db, sql: "DELETE FROM delivery WHERE subscription = ? AND event_time = ? AND event = ?")
-        let move = try FastStatement(
-            db,
-            sql: """
-                INSERT INTO delivery_attempt (subscription, event_time, event, next_attempt_at, attempts, batch_id, batch_seq)
-                SELECT ?1, ?2, ?3, e.queued_at, 0, ?4, ?5 FROM event e WHERE e.id = ?3
-                """)
-        for (position, member) in members.enumerated()
-        where try take.run(.integer(key), .integer(member.eventTime), .integer(member.event)) == 1 {
-            try move.run(.integer(key), .integer(member.eventTime), .integer(member.event), .text(batch), .integer(Int64(position)))
+        let move = try QueuedToBatch(db)
+        for (position, member) in members.enumerated() {
+            try move(subscription: key, eventTime: member.eventTime, event: member.event, batch: batch, position: position)
         }
         try Self.forget(batch, subscription: key, db)
         drop(batch)
@@ -98,5 +91,34 @@ struct ComposedBatches {
         return stride(from: 0, to: bytes.count - bytes.count % 16, by: 16).map {
             Member(eventTime: integer(at: $0), event: integer(at: $0 + 8))
         }
+    }
+}
+
+/// Moves a never-attempted row from `delivery` to `delivery_attempt` under a batch's id, at its place, due as it was
+/// (`due`, or its event's queue time, which is when a row in `delivery` is due): how a batch's members become
+/// attempted rows, whether the batch was composed with an attempted row or spilled from ``ComposedBatches``.
+struct QueuedToBatch {
+    private let take: FastStatement
+    private let move: FastStatement
+
+    init(_ db: Database) throws {
+        take = try FastStatement(db, sql: "DELETE FROM delivery WHERE subscription = ? AND event_time = ? AND event = ?")
+        move = try FastStatement(
+            db,
+            sql: """
+                INSERT INTO delivery_attempt (subscription, event_time, event, next_attempt_at, attempts, batch_id, batch_seq)
+                SELECT ?1, ?2, ?3, coalesce(?6, e.queued_at), 0, ?4, ?5 FROM event e WHERE e.id = ?3
+                """)
+    }
+
+    /// False when the row was not in `delivery` (attempted already, or gone).
+    @discardableResult
+    func callAsFunction(
+        subscription key: Int64, eventTime: Int64, event: Int64, batch: String, position: Int, due: Int64? = nil
+    ) throws -> Bool {
+        guard try take.run(.integer(key), .integer(eventTime), .integer(event)) == 1 else { return false }
+        try move.run(
+            .integer(key), .integer(eventTime), .integer(event), .text(batch), .integer(Int64(position)), due.map(FastValue.integer) ?? .null)
+        return true
     }
 }

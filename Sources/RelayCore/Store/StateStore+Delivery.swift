@@ -259,13 +259,7 @@ extension StateStore {
                     UPDATE delivery_attempt SET batch_id = ?, batch_seq = ?
                     WHERE subscription = ? AND event_time = ? AND event = ? AND batch_id IS NULL
                     """)
-            let take = try FastStatement(db, sql: "DELETE FROM delivery WHERE subscription = ? AND event_time = ? AND event = ?")
-            let move = try FastStatement(
-                db,
-                sql: """
-                    INSERT INTO delivery_attempt (subscription, event_time, event, next_attempt_at, attempts, batch_id, batch_seq)
-                    VALUES (?, ?, ?, ?, 0, ?, ?)
-                    """)
+            let move = try QueuedToBatch(db)
             for (batchID, deliveries) in batches {
                 guard let key = try DeliveryRows.existingKey(of: deliveries.first?.subscription ?? "", db) else { continue }
                 // A row never attempted is in `delivery`; one attempted before, in `delivery_attempt`.
@@ -275,13 +269,12 @@ extension StateStore {
                     continue
                 }
                 for (position, delivery) in deliveries.enumerated() {
-                    let (time, seq) = (delivery.eventTime.millisecondsSinceEpoch, Int64(position))
-                    if try take.run(.integer(key), .integer(time), .integer(delivery.id)) == 1 {
-                        try move.run(
-                            .integer(key), .integer(time), .integer(delivery.id), .integer(delivery.nextAttemptAt.millisecondsSinceEpoch),
-                            .text(batchID), .integer(seq))
-                    } else {
-                        try assign.run(.text(batchID), .integer(seq), .integer(key), .integer(time), .integer(delivery.id))
+                    let time = delivery.eventTime.millisecondsSinceEpoch
+                    if try !move(
+                        subscription: key, eventTime: time, event: delivery.id, batch: batchID, position: position,
+                        due: delivery.nextAttemptAt.millisecondsSinceEpoch)
+                    {
+                        try assign.run(.text(batchID), .integer(Int64(position)), .integer(key), .integer(time), .integer(delivery.id))
                     }
                 }
             }
