@@ -188,8 +188,10 @@ extension StateStore {
             }
             let fed = Set(pages.lazy.flatMap(\.events).flatMap(\.subscriptions))
             if !fed.isEmpty {
+                // Cached: one text per number of subscriptions, and a compile was a percent of the relay's time.
                 result.longestQueue = try Int.fetchOne(
-                    db, sql: "SELECT max(n) FROM queue_depth WHERE subscription IN (\(fed.map { _ in "?" }.joined(separator: ",")))",
+                    db.cachedStatement(
+                        sql: "SELECT max(n) FROM queue_depth WHERE subscription IN (\(fed.map { _ in "?" }.joined(separator: ",")))"),
                     arguments: StatementArguments(Array(fed))) ?? 0
             }
             return result
