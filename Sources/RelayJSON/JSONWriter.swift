@@ -29,6 +29,13 @@ public enum JSONWriter {
     /// Appends `string` as a JSON string literal, escaping what JSON requires.
     public static func writeString(_ string: String, to out: inout String) {
         out += "\""
+        // Most strings (ids, actions, timestamps) need no escape: appended whole, not scalar by scalar. A byte below
+        // 0x80 is a whole scalar in UTF-8, so a scan of the bytes finds every character that needs one.
+        if !string.utf8.contains(where: { $0 == UInt8(ascii: "\"") || $0 == UInt8(ascii: "\\") || $0 < 0x20 }) {
+            out += string
+            out += "\""
+            return
+        }
         for scalar in string.unicodeScalars {
             switch scalar {
             case "\"": out += "\\\""
