@@ -15,6 +15,9 @@ struct EndToEndBenchmark {
         var events: Int
         var seconds: Double
         var cpuSeconds: Double
+        /// This process's CPU over the drain: the simulator and the receiver, which share the machine's cores with
+        /// the relay, so that a figure can be read against what the harness itself took.
+        var harnessCPUSeconds: Double
         var peakRSSMiB: Double
         var idleRSSMiB: Double
         /// Idle anonymous (private) memory: what the process itself holds, without mapped code and libraries.
@@ -25,6 +28,7 @@ struct EndToEndBenchmark {
         var stateMiB: Double
         var eventsPerSecond: Double { Double(events) / seconds }
         var cpuPer10k: Double { cpuSeconds / Double(events) * 10_000 }
+        var harnessCPUPer10k: Double { harnessCPUSeconds / Double(events) * 10_000 }
         var requestsPer1000: Double { Double(apiRequests) / Double(events) * 1000 }
     }
 
@@ -43,6 +47,7 @@ struct EndToEndBenchmark {
         try Self.config(api: api, receiver: receiver, names: names, batchSize: batchSize, concurrency: concurrency, lookback: "60s")
             .write(to: directory.appendingPathComponent("config.json"), atomically: true, encoding: .utf8)
         let started = ContinuousClock.now
+        let harnessBefore = Self.ownCPUSeconds()
         let relay = try ChildProcess(binary: relayBinary, arguments: ["run", "--config", "config.json", "--log-level", "warning"], directory: directory)
         let total = backlog * subscriptions
         let done = await receiver.waitUntil(timeout: .seconds(1800)) { record in
@@ -50,6 +55,7 @@ struct EndToEndBenchmark {
             names.allSatisfy { record.successesByPath["/\($0)", default: 0] * batchSize >= backlog - batchSize + 1 }
         }
         let seconds = started.duration(to: .now) / .seconds(1)
+        let harness = Self.ownCPUSeconds() - harnessBefore
         guard done else { throw BenchmarkError("the drain did not finish") }
         // Counted when the backlog is through: idle polls afterwards re-read the lookback and are not drain cost.
         let requests = api.counts.requests
@@ -65,15 +71,23 @@ struct EndToEndBenchmark {
         try await api.shutdown()
         try await receiver.shutdown()
         return Drain(
-            events: total, seconds: seconds, cpuSeconds: cpu, peakRSSMiB: Double(peak) / 1024, idleRSSMiB: Double(idle) / 1024,
+            events: total, seconds: seconds, cpuSeconds: cpu, harnessCPUSeconds: harness, peakRSSMiB: Double(peak) / 1024, idleRSSMiB: Double(idle) / 1024,
             idlePrivateMiB: Double(idlePrivate) / 1024, apiRequests: requests, stateMiB: Double(state) / 1_048_576)
     }
 
     static func describe(_ drain: Drain) -> String {
         String(
-            format: "drain: %d deliveries in %.2f s = %.0f events/s, %.3f CPU-s per 10,000, peak RSS %.1f MiB, idle RSS %.1f MiB (private %.1f MiB), state %.1f MiB, %d API requests",
+            format: "drain: %d deliveries in %.2f s = %.0f events/s, %.3f CPU-s per 10,000, peak RSS %.1f MiB, idle RSS %.1f MiB (private %.1f MiB), state %.1f MiB, %d API requests, harness %.3f CPU-s per 10,000",
             drain.events, drain.seconds, drain.eventsPerSecond, drain.cpuPer10k, drain.peakRSSMiB, drain.idleRSSMiB,
-            drain.idlePrivateMiB, drain.stateMiB, drain.apiRequests)
+            drain.idlePrivateMiB, drain.stateMiB, drain.apiRequests, drain.harnessCPUPer10k)
+    }
+
+    /// User plus system CPU seconds of this process, all threads.
+    static func ownCPUSeconds() -> Double {
+        var usage = rusage()
+        getrusage(__rusage_who_t(RUSAGE_SELF.rawValue), &usage)
+        func seconds(_ time: timeval) -> Double { Double(time.tv_sec) + Double(time.tv_usec) / 1_000_000 }
+        return seconds(usage.ru_utime) + seconds(usage.ru_stime)
     }
 
     /// Latency from an event becoming visible to its receipt, caught up, with live traffic.
