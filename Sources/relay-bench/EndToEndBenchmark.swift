@@ -47,7 +47,7 @@ struct EndToEndBenchmark {
         try Self.config(api: api, receiver: receiver, names: names, batchSize: batchSize, concurrency: concurrency, lookback: "60s")
             .write(to: directory.appendingPathComponent("config.json"), atomically: true, encoding: .utf8)
         let started = ContinuousClock.now
-        let harnessBefore = Self.ownCPUSeconds()
+        let harnessBefore = ProcessCPU.seconds()
         let relay = try ChildProcess(binary: relayBinary, arguments: ["run", "--config", "config.json", "--log-level", "warning"], directory: directory)
         let total = backlog * subscriptions
         let done = await receiver.waitUntil(timeout: .seconds(1800)) { record in
@@ -55,7 +55,7 @@ struct EndToEndBenchmark {
             names.allSatisfy { record.successesByPath["/\($0)", default: 0] * batchSize >= backlog - batchSize + 1 }
         }
         let seconds = started.duration(to: .now) / .seconds(1)
-        let harness = Self.ownCPUSeconds() - harnessBefore
+        let harness = ProcessCPU.seconds() - harnessBefore
         guard done else { throw BenchmarkError("the drain did not finish") }
         // Counted when the backlog is through: idle polls afterwards re-read the lookback and are not drain cost.
         let requests = api.counts.requests
@@ -80,14 +80,6 @@ struct EndToEndBenchmark {
             format: "drain: %d deliveries in %.2f s = %.0f events/s, %.3f CPU-s per 10,000, peak RSS %.1f MiB, idle RSS %.1f MiB (private %.1f MiB), state %.1f MiB, %d API requests, harness %.3f CPU-s per 10,000",
             drain.events, drain.seconds, drain.eventsPerSecond, drain.cpuPer10k, drain.peakRSSMiB, drain.idleRSSMiB,
             drain.idlePrivateMiB, drain.stateMiB, drain.apiRequests, drain.harnessCPUPer10k)
-    }
-
-    /// User plus system CPU seconds of this process, all threads.
-    static func ownCPUSeconds() -> Double {
-        var usage = rusage()
-        getrusage(__rusage_who_t(RUSAGE_SELF.rawValue), &usage)
-        func seconds(_ time: timeval) -> Double { Double(time.tv_sec) + Double(time.tv_usec) / 1_000_000 }
-        return seconds(usage.ru_utime) + seconds(usage.ru_stime)
     }
 
     /// Latency from an event becoming visible to its receipt, caught up, with live traffic.
@@ -195,14 +187,7 @@ final class ChildProcess {
     var anonymousKiB: Int { ProcessMemory.anonymousKiB(pid: String(process.processIdentifier)) }
 
     /// User plus system CPU seconds so far.
-    var cpuSeconds: Double {
-        guard let text = try? String(contentsOfFile: "/proc/\(process.processIdentifier)/stat", encoding: .utf8),
-            let close = text.lastIndex(of: ")")
-        else { return 0 }
-        let fields = text[text.index(after: close)...].split(separator: " ")
-        let ticks = (Double(fields[11]) ?? 0) + (Double(fields[12]) ?? 0)
-        return ticks / Double(sysconf(Int32(_SC_CLK_TCK)))
-    }
+    var cpuSeconds: Double { ProcessCPU.seconds(pid: String(process.processIdentifier)) }
 
     func terminate() {
         kill(process.processIdentifier, SIGTERM)

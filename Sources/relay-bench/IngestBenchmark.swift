@@ -99,6 +99,18 @@ struct BenchmarkError: Error, CustomStringConvertible {
     init(_ description: String) { self.description = description }
 }
 
+/// A process's user plus system CPU seconds so far, all threads, from `/proc/<pid>/stat`: a child's, or this one's.
+enum ProcessCPU {
+    static func seconds(pid: String = "self") -> Double {
+        guard let text = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
+            let close = text.lastIndex(of: ")")
+        else { return 0 }
+        let fields = text[text.index(after: close)...].split(separator: " ")
+        let ticks = (Double(fields[11]) ?? 0) + (Double(fields[12]) ?? 0)
+        return ticks / Double(sysconf(Int32(_SC_CLK_TCK)))
+    }
+}
+
 /// Memory figures from `/proc/<pid>/status`, for this process (`self`) or a child.
 enum ProcessMemory {
     /// VmHWM: the peak resident set, in KiB.
