@@ -11,7 +11,9 @@ public struct QueryDeadlineExceeded: Error, CustomStringConvertible {
 }
 
 /// Runs `body`, giving up after `limit`: the caller gets ``QueryDeadlineExceeded`` then, and `body` is cancelled and
-/// left to end by itself. Cancelling the caller cancels `body`.
+/// left to end by itself. Cancelling the caller does the same at once (`CancellationError`): postgres-nio does not
+/// end a query in flight when its task is cancelled, and a caller being cancelled (a poller whose lease was lost)
+/// must not wait out a query on a connection the server has already closed.
 public func withQueryDeadline<T: Sendable>(
     _ limit: Duration, _ what: String, _ body: @escaping @Sendable () async throws -> T
 ) async throws -> T {
@@ -21,7 +23,7 @@ public func withQueryDeadline<T: Sendable>(
             race.start(continuation, body: body, limit: limit, what: what)
         }
     } onCancel: {
-        race.cancelWork()
+        race.cancel()
     }
 }
 
@@ -37,7 +39,11 @@ private final class DeadlineRace<T: Sendable>: Sendable {
 
     func start(_ continuation: CheckedContinuation<T, any Error>, body: @escaping @Sendable () async throws -> T, limit: Duration, what: String) {
         // The continuation first: either side may end before the tasks are stored.
-        state.withLock { $0.continuation = continuation }
+        let cancelledAlready = state.withLock { state -> Bool in
+            if !state.cancelled { state.continuation = continuation }
+            return state.cancelled
+        }
+        guard !cancelledAlready else { return continuation.resume(throwing: CancellationError()) }
         let work = Task {
             let result: Result<T, any Error>
             do { result = .success(try await body()) } catch { result = .failure(error) }
@@ -47,14 +53,16 @@ private final class DeadlineRace<T: Sendable>: Sendable {
             guard (try? await Task.sleep(for: limit)) != nil else { return }
             self.finish(.failure(QueryDeadlineExceeded(what: what, limit: limit)), timedOut: true)?.cancel()
         }
-        let (ended, cancelled) = state.withLock { state -> (Bool, Bool) in
+        let ended = state.withLock { state -> Bool in
             state.work = work
             state.timer = timer
-            return (state.continuation == nil, state.cancelled)
+            return state.continuation == nil
         }
-        // Already over (before the tasks were stored, so the winner could not cancel the other), or cancelled.
-        if ended { timer.cancel() }
-        if cancelled || ended { work.cancel() }
+        // Over before the tasks were stored (one side won, or the caller was cancelled): neither was cancelled yet.
+        if ended {
+            timer.cancel()
+            work.cancel()
+        }
     }
 
     /// Resumes the caller unless the other side did; returns the other side's task, to cancel.
@@ -68,12 +76,16 @@ private final class DeadlineRace<T: Sendable>: Sendable {
         return other
     }
 
-    func cancelWork() {
-        let work = state.withLock { state -> Task<Void, Never>? in
+    /// The caller was cancelled: it gets `CancellationError` now, and both sides are cancelled.
+    func cancel() {
+        let (continuation, work, timer) = state.withLock { state in
             state.cancelled = true
-            return state.work
+            defer { state.continuation = nil }
+            return (state.continuation, state.work, state.timer)
         }
+        continuation?.resume(throwing: CancellationError())
         work?.cancel()
+        timer?.cancel()
     }
 }
 
