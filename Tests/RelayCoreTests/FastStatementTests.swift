@@ -1,0 +1,56 @@
+import GRDB
+import GRDBSQLite
+@testable import RelayCore
+import Testing
+
+/// FastStatement binds text and blobs in place, without copies: what it writes reads back byte for byte, whatever
+/// the value (small or large, empty, with a NUL inside), and the cached statement keeps no pointer once it returns.
+@Suite struct FastStatementTests {
+    static func table() throws -> DatabaseQueue {
+        let queue = try DatabaseQueue()
+        try queue.write { db in try db.execute(sql: "CREATE TABLE t (id INTEGER PRIMARY KEY, name TEXT, body BLOB)") }
+        return queue
+    }
+
+    @Test(arguments: ["", "a", "short id", String(repeating: "long text past the inline size ", count: 20), "nul\u{0}inside", "é ✓ 🙂"])
+    func textAndBlobsReadBackAsWritten(_ name: String) throws {
+        let queue = try Self.table()
+        let body = Array(name.utf8) + [0, 255]
+        let rows = try queue.write { db -> [(String, [UInt8])] in
+            let insert = try FastStatement(db, sql: "INSERT INTO t (name, body) VALUES (?, ?)")
+            #expect(try insert.run(.text(name), .blob(body)) == 1)
+            let select = try FastStatement(db, sql: "SELECT name, body FROM t WHERE name = ?")
+            return try select.query([.text(name)]) { ($0.text(0), $0.blob(1)) }
+        }
+        #expect(rows.count == 1, "found by the text it was written with")
+        #expect(rows.first?.0 == name)
+        #expect(rows.first?.1 == body)
+        let stored = try queue.read { db in
+            try Row.fetchOne(db, sql: "SELECT typeof(name) AS n, typeof(body) AS b, length(CAST(name AS BLOB)) AS l FROM t")
+        }
+        #expect(stored?["n"] == "text", "empty text is '' and not NULL")
+        #expect(stored?["l"] == name.utf8.count)
+        #expect(stored?["b"] == "blob")
+    }
+
+    @Test func anEmptyBlobIsABlobAndNotNull() throws {
+        let queue = try Self.table()
+        try queue.write { db in
+            try FastStatement(db, sql: "INSERT INTO t (name, body) VALUES (?, ?)").run(.text("x"), .blob([]))
+        }
+        #expect(try queue.read { db in try String.fetchOne(db, sql: "SELECT typeof(body) FROM t") } == "blob")
+    }
+
+    @Test func theCachedStatementKeepsNoBindingOnceARunReturns() throws {
+        let queue = try Self.table()
+        let sql = "INSERT INTO t (name, body) VALUES (?, ?)"
+        let expanded = try queue.write { db -> String? in
+            try FastStatement(db, sql: sql).run(.text(String(repeating: "gone ", count: 40)), .blob([1, 2, 3]))
+            // The same cached statement, as GRDB would find it: its parameters are NULL, not the bytes now freed.
+            guard let text = sqlite3_expanded_sql(try db.cachedStatement(sql: sql).sqliteStatement) else { return nil }
+            defer { sqlite3_free(text) }
+            return String(cString: text)
+        }
+        #expect(expanded == "INSERT INTO t (name, body) VALUES (NULL, NULL)")
+    }
+}
