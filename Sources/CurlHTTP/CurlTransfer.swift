@@ -82,7 +82,7 @@ final class CurlTransfer: @unchecked Sendable {
         guard code == CURLE_OK else {
             throw code == CURLE_UNSUPPORTED_PROTOCOL ? .protocolNotAllowed(url) : .invalidURL(url)
         }
-        if let userAgent { try check(ccurl_easy_setopt_string(easy, CURLOPT_USERAGENT, userAgent)) }
+        if let userAgent { try check(userAgent.withCString { ccurl_easy_setopt_string(easy, CURLOPT_USERAGENT, $0) }) }
 
         switch request.method {
         case "GET": try check(ccurl_easy_setopt_long(easy, CURLOPT_HTTPGET, 1))
@@ -99,11 +99,7 @@ final class CurlTransfer: @unchecked Sendable {
 
         // "Expect:" stops curl from waiting for a 100-continue on larger bodies, a round trip receivers never need.
         var list = curl_slist_append(nil, "Expect:")
-        for field in request.headers.fields {
-            // "Name;" is curl's way to send a header with an empty value.
-            let line = field.value.isEmpty ? "\(field.name);" : "\(field.name): \(field.value)"
-            list = curl_slist_append(list, line)
-        }
+        for field in request.headers.fields { list = Self.append(field.name, field.value, to: list) }
         headerList = list
         try check(ccurl_easy_setopt_slist(easy, CURLOPT_HTTPHEADER, list))
 
@@ -113,6 +109,21 @@ final class CurlTransfer: @unchecked Sendable {
         try check(ccurl_easy_setopt_callback(easy, CURLOPT_WRITEFUNCTION, curlWriteBody))
         try check(ccurl_easy_setopt_pointer(easy, CURLOPT_HEADERDATA, me))
         try check(ccurl_easy_setopt_callback(easy, CURLOPT_HEADERFUNCTION, curlWriteHeader))
+    }
+
+    /// Appends the header line `name: value` to `list` (curl copies it), written into a stack buffer: a Swift string
+    /// built per line, then passed as a C string, cost two allocations per header of every request.
+    private static func append(_ name: String, _ value: String, to list: UnsafeMutablePointer<curl_slist>?) -> UnsafeMutablePointer<curl_slist>? {
+        // "Name;" is curl's way to send a header with an empty value.
+        let separator: StaticString = value.isEmpty ? ";" : ": "
+        let count = name.utf8.count + separator.utf8CodeUnitCount + value.utf8.count + 1
+        return withUnsafeTemporaryAllocation(of: UInt8.self, capacity: count) { line in
+            var end = line.initialize(fromContentsOf: name.utf8)
+            end = line[end...].initialize(fromContentsOf: UnsafeBufferPointer(start: separator.utf8Start, count: separator.utf8CodeUnitCount))
+            end = line[end...].initialize(fromContentsOf: value.utf8)
+            line.initializeElement(at: end, to: 0)
+            return line.withMemoryRebound(to: CChar.self) { curl_slist_append(list, $0.baseAddress) }
+        }
     }
 
     // MARK: - Driver thread

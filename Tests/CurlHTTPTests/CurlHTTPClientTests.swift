@@ -181,7 +181,11 @@ func expectCurlError(
             let payload = Array("{\"a\": [1, 2.50, \"é\"]}".utf8) + [UInt8](repeating: 32, count: 4000)
             let request = HTTPRequest(
                 method: "POST", url: "\(server.baseURL)/hook",
-                headers: ["content-type": "application/json", "webhook-id": "sub:evt-1", "x-empty": ""],
+                headers: [
+                    "content-type": "application/json", "webhook-id": "sub:evt-1", "x-empty": "",
+                    // Longer than a stack buffer is given for: the header line is built on the heap then.
+                    "x-long": String(repeating: "0123456789", count: 800),
+                ],
                 body: payload)
             let response = try await client.execute(request)
             #expect(response.status == 204)
@@ -191,6 +195,7 @@ func expectCurlError(
             #expect(seen.body == payload)
             #expect(seen.header("webhook-id") == "sub:evt-1")
             #expect(seen.header("x-empty") == "")
+            #expect(seen.header("x-long") == String(repeating: "0123456789", count: 800))
             #expect(seen.header("expect") == nil)
         }
     }
