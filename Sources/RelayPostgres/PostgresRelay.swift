@@ -385,7 +385,9 @@ public final class PostgresRelay: Service, Sendable {
             SourceMetrics.leaseHeld(source: source.name, false)
             if stop.isFired {
                 // Given up at once, so that another instance polls at its next try rather than after the TTL.
-                _ = try? await withQueryDeadline(ttl, "giving up the lease of \(source.name)") { try await leases.release(lease) }
+                _ = try? await withQueryDeadline(ttl, "giving up the lease of \(source.name)", whenCancelled: .finish) {
+                    try await leases.release(lease)
+                }
             } else if let pause = failures.pause {
                 await self.pause(for: pause, until: stop)
             }

@@ -11,7 +11,7 @@ public final class PostgresSourceStore: SourceStore, ReplayStore, SubscriptionCu
     private let replays: PostgresReplays
     private let cursors: PostgresCursors
     private let held = Mutex<[String: Lease]>([:])
-    /// The deadline of every call (``withQueryDeadline(_:_:_:)``).
+    /// The deadline of every call (``withQueryDeadline(_:_:whenCancelled:_:)``).
     private let limit: Duration
 
     /// The state of the sources in `database`; each call gives up after `limit`.

@@ -10,24 +10,39 @@ public struct QueryDeadlineExceeded: Error, CustomStringConvertible {
     public var description: String { "\(what) took longer than \(LogSeconds(limit)) s; given up (the database may be unreachable)" }
 }
 
+/// What a call under ``withQueryDeadline(_:_:whenCancelled:_:)`` does when its caller is cancelled.
+public enum QueryCancelling: Sendable {
+    /// The caller gets `CancellationError` at once and the call is cancelled and left to end by itself:
+    /// postgres-nio does not end a query in flight when its task is cancelled, and a caller being cancelled (a
+    /// poller whose lease was lost) must not wait out a query on a connection the server has already closed.
+    case giveUp
+    /// The call runs on, uncancelled, within its deadline, and the caller waits for it: for the writes a stop makes
+    /// on its way out (outcomes recorded, claims and leases given back), which would otherwise be left for a
+    /// visibility timeout or a TTL to undo.
+    case finish
+}
+
 /// Runs `body`, giving up after `limit`: the caller gets ``QueryDeadlineExceeded`` then, and `body` is cancelled and
-/// left to end by itself. Cancelling the caller does the same at once (`CancellationError`): postgres-nio does not
-/// end a query in flight when its task is cancelled, and a caller being cancelled (a poller whose lease was lost)
-/// must not wait out a query on a connection the server has already closed.
+/// left to end by itself. Cancelling the caller does what `whenCancelled` says.
 public func withQueryDeadline<T: Sendable>(
-    _ limit: Duration, _ what: String, _ body: @escaping @Sendable () async throws -> T
+    _ limit: Duration, _ what: String, whenCancelled: QueryCancelling = .giveUp, _ body: @escaping @Sendable () async throws -> T
 ) async throws -> T {
     let race = DeadlineRace<T>()
-    return try await withTaskCancellationHandler {
+    let run = {
         try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<T, any Error>) in
             race.start(continuation, body: body, limit: limit, what: what)
         }
-    } onCancel: {
-        race.cancel()
+    }
+    switch whenCancelled {
+    case .finish:
+        // The call and its timer are unstructured tasks: the caller's cancellation does not reach them.
+        return try await run()
+    case .giveUp:
+        return try await withTaskCancellationHandler { try await run() } onCancel: { race.cancel() }
     }
 }
 
-/// The two sides of ``withQueryDeadline(_:_:_:)``: whichever ends first resumes the caller and cancels the other.
+/// The two sides of ``withQueryDeadline(_:_:whenCancelled:_:)``: whichever ends first resumes the caller and cancels the other.
 private final class DeadlineRace<T: Sendable>: Sendable {
     private struct State {
         var continuation: CheckedContinuation<T, any Error>?
@@ -89,7 +104,7 @@ private final class DeadlineRace<T: Sendable>: Sendable {
     }
 }
 
-/// The shared queue with ``withQueryDeadline(_:_:_:)`` around every call.
+/// The shared queue with ``withQueryDeadline(_:_:whenCancelled:_:)`` around every call.
 public struct DeadlineClaimQueue: ClaimQueue {
     let queue: any ClaimQueue
     let limit: Duration
@@ -114,17 +129,19 @@ public struct DeadlineClaimQueue: ClaimQueue {
     }
 
     public func record(_ outcomes: [ClaimedOutcome], now: Timestamp) async throws -> (applied: Int, stale: Int) {
-        try await withQueryDeadline(limit, "recording \(outcomes.count) outcomes") { [queue] in try await queue.record(outcomes, now: now) }
+        try await withQueryDeadline(limit, "recording \(outcomes.count) outcomes", whenCancelled: .finish) { [queue] in
+            try await queue.record(outcomes, now: now)
+        }
     }
 
     public func release(_ tokens: [Int64], subscription: String) async throws {
-        try await withQueryDeadline(limit, "releasing claims of \(subscription)") { [queue] in
+        try await withQueryDeadline(limit, "releasing claims of \(subscription)", whenCancelled: .finish) { [queue] in
             try await queue.release(tokens, subscription: subscription)
         }
     }
 }
 
-/// The shared rate limits and breakers with ``withQueryDeadline(_:_:_:)`` around every call.
+/// The shared rate limits and breakers with ``withQueryDeadline(_:_:whenCancelled:_:)`` around every call.
 public struct DeadlineWebhookGuards: SharedWebhookGuards {
     let guards: any SharedWebhookGuards
     let limit: Duration
@@ -148,7 +165,7 @@ public struct DeadlineWebhookGuards: SharedWebhookGuards {
     }
 }
 
-/// The shared pauses with ``withQueryDeadline(_:_:_:)`` around every call.
+/// The shared pauses with ``withQueryDeadline(_:_:whenCancelled:_:)`` around every call.
 public struct DeadlinePauses: SharedPauses {
     let pauses: any SharedPauses
     let limit: Duration

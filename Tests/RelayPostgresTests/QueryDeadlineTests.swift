@@ -77,6 +77,45 @@ extension QueryDeadlineTests {
     }
 }
 
+extension QueryDeadlineTests {
+    /// A stop's last writes (outcomes, claims and leases given back) finish although their caller was cancelled.
+    @Test func aCallThatMustFinishRunsOnUncancelledAndItsCallerWaits() async throws {
+        let gate = DeafGate()
+        let sawCancel = Mutex(false)
+        let caller = Task {
+            try await withQueryDeadline(.seconds(30), "recording outcomes", whenCancelled: .finish) {
+                await gate.wait()
+                sawCancel.withLock { $0 = Task.isCancelled }
+                return 7
+            }
+        }
+        await gate.waitUntilEntered()
+        caller.cancel()
+        gate.open()
+        #expect(try await caller.value == 7, "the caller waited for the call and got its result")
+        #expect(sawCancel.withLock { $0 } == false, "the call was not cancelled")
+    }
+
+    @Test func aCallThatMustFinishRunsEvenWhenItsCallerWasCancelledBeforeIt() async throws {
+        let caller = Task {
+            await withUnsafeCurrentTask { $0?.cancel() }
+            return try await withQueryDeadline(.seconds(30), "giving up a lease", whenCancelled: .finish) { 7 }
+        }
+        #expect(try await caller.value == 7)
+    }
+
+    @Test func aCallThatMustFinishIsStillGivenUpAtItsDeadline() async throws {
+        let gate = DeafGate()
+        await #expect(throws: QueryDeadlineExceeded.self) {
+            try await withQueryDeadline(.milliseconds(50), "releasing claims", whenCancelled: .finish) {
+                await gate.wait()
+                return 0
+            }
+        }
+        gate.open()
+    }
+}
+
 /// A wait that ignores cancellation, as a postgres-nio query does; ended only by `open()`.
 private final class DeafGate: Sendable {
     private struct State {
