@@ -113,13 +113,16 @@ final class CurlTransfer: @unchecked Sendable {
 
     /// Appends the header line `name: value` to `list` (curl copies it), written into a stack buffer: a Swift string
     /// built per line, then passed as a C string, cost two allocations per header of every request.
-    private static func append(_ name: String, _ value: String, to list: UnsafeMutablePointer<curl_slist>?) -> UnsafeMutablePointer<curl_slist>? {
+    private static func append(
+        _ name: String, _ value: String, to list: UnsafeMutablePointer<curl_slist>?
+    ) -> UnsafeMutablePointer<curl_slist>? {
         // "Name;" is curl's way to send a header with an empty value.
         let separator: StaticString = value.isEmpty ? ";" : ": "
-        let count = name.utf8.count + separator.utf8CodeUnitCount + value.utf8.count + 1
+        let separatorBytes = UnsafeBufferPointer(start: separator.utf8Start, count: separator.utf8CodeUnitCount)
+        let count = name.utf8.count + separatorBytes.count + value.utf8.count + 1
         return withUnsafeTemporaryAllocation(of: UInt8.self, capacity: count) { line in
             var end = line.initialize(fromContentsOf: name.utf8)
-            end = line[end...].initialize(fromContentsOf: UnsafeBufferPointer(start: separator.utf8Start, count: separator.utf8CodeUnitCount))
+            end = line[end...].initialize(fromContentsOf: separatorBytes)
             end = line[end...].initialize(fromContentsOf: value.utf8)
             line.initializeElement(at: end, to: 0)
             return line.withMemoryRebound(to: CChar.self) { curl_slist_append(list, $0.baseAddress) }

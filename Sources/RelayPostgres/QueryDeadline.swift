@@ -25,7 +25,8 @@ public enum QueryCancelling: Sendable {
 /// Runs `body`, giving up after `limit`: the caller gets ``QueryDeadlineExceeded`` then, and `body` is cancelled and
 /// left to end by itself. Cancelling the caller does what `whenCancelled` says.
 public func withQueryDeadline<T: Sendable>(
-    _ limit: Duration, _ what: String, whenCancelled: QueryCancelling = .giveUp, _ body: @escaping @Sendable () async throws -> T
+    _ limit: Duration, _ what: String, whenCancelled: QueryCancelling = .giveUp,
+    _ body: @escaping @Sendable () async throws -> T
 ) async throws -> T {
     let race = DeadlineRace<T>()
     let run = {
@@ -42,7 +43,8 @@ public func withQueryDeadline<T: Sendable>(
     }
 }
 
-/// The two sides of ``withQueryDeadline(_:_:whenCancelled:_:)``: whichever ends first resumes the caller and cancels the other.
+/// The two sides of ``withQueryDeadline(_:_:whenCancelled:_:)``: whichever ends first resumes the caller and
+/// cancels the other.
 private final class DeadlineRace<T: Sendable>: Sendable {
     private struct State {
         var continuation: CheckedContinuation<T, any Error>?

@@ -12,7 +12,9 @@ import Testing
         return queue
     }
 
-    @Test(arguments: ["", "a", "short id", String(repeating: "long text past the inline size ", count: 20), "nul\u{0}inside", "é ✓ 🙂"])
+    @Test(arguments: [
+        "", "a", "short id", String(repeating: "long text past the inline size ", count: 20), "nul\u{0}inside", "é ✓ 🙂",
+    ])
     func textAndBlobsReadBackAsWritten(_ name: String) throws {
         let queue = try Self.table()
         let body = Array(name.utf8) + [0, 255]
