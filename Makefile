@@ -66,6 +66,7 @@ release: deps stamp-commit
 	rm -rf $(RELEASE_SHARE) && mkdir -p $(RELEASE_SHARE)/man $(RELEASE_SHARE)/completions
 	$(RELEASE_DIR)/generate-manual $(RELEASE_DIR)/intilery-relay --multi-page \
 	  --date "$$(git log -1 --format=%cs 2>/dev/null || date +%F)" --output-directory $(RELEASE_SHARE)/man
+	packaging/man-names $(RELEASE_SHARE)/man
 	$(RELEASE_DIR)/intilery-relay --generate-completion-script bash > $(RELEASE_SHARE)/completions/intilery-relay.bash
 	$(RELEASE_DIR)/intilery-relay --generate-completion-script zsh > $(RELEASE_SHARE)/completions/_intilery-relay
 	$(RELEASE_DIR)/intilery-relay --generate-completion-script fish > $(RELEASE_SHARE)/completions/intilery-relay.fish
