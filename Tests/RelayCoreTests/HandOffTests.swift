@@ -10,9 +10,14 @@ import Testing
 @Suite struct HandOffTests {
     /// Queues three events, overwrites their stored bytes, then hands them over as the poller does: the bodies
     /// that arrive say whether the dispatcher read the store.
-    static func bodiesAfterTamperingWithTheStore(ordering: DeliveryOrdering) async throws -> (accepted: Bool, bodies: [String]) {
+    static func bodiesAfterTamperingWithTheStore(
+        ordering: DeliveryOrdering, batchSize: Int = 1
+    ) async throws -> (accepted: Bool, bodies: [String]) {
         try await withDelivery(autoAdvance: false) { fixture in
-            let subscription = fixture.subscription("h") { $0.ordering = ordering }
+            let subscription = fixture.subscription("h") {
+                $0.ordering = ordering
+                $0.batchSize = batchSize
+            }
             let dispatcher = fixture.dispatcher(subscription)
             return try await withThrowingTaskGroup(of: Void.self) { group in
                 group.addTask { try await fixture.writer.run() }
@@ -20,9 +25,7 @@ import Testing
                 // cannot have read them before.
                 if ordering == .none {
                     group.addTask { try await dispatcher.run() }
-                    // Caught up once its first read of the (empty) store is done, and parked on the (manual)
-                    // clock, so that no read of its own races the commit below.
-                    while dispatcher.handOff([]) == nil || fixture.clock.sleeperCount == 0 { await Task.yield() }
+                    try #require(await Self.parkedCaughtUp(dispatcher, fixture))
                 }
                 let (_, result) = try await fixture.enqueueResult(3, for: ["h"])
                 let queue = try DatabaseQueue(path: fixture.store.directory + "/" + StateStore.fileName)
@@ -37,6 +40,18 @@ import Testing
         }
     }
 
+    /// Waits until the dispatcher has read the (empty) store, so that it takes rows in hand, and is parked on the
+    /// (manual) clock, so that no read of its own races what the test does next. False if it never gets there: one
+    /// that takes nothing in hand.
+    static func parkedCaughtUp(_ dispatcher: Dispatcher<TestClock>, _ fixture: DeliveryFixture) async -> Bool {
+        let deadline = ContinuousClock.now.advanced(by: .seconds(20))
+        while dispatcher.handOff([]) == nil || fixture.clock.sleeperCount == 0 {
+            if ContinuousClock.now > deadline { return false }
+            await Task.yield()
+        }
+        return true
+    }
+
     @Test func aCaughtUpDispatcherSendsWhatItWasHandedWithoutReadingItBack() async throws {
         let (accepted, bodies) = try await Self.bodiesAfterTamperingWithTheStore(ordering: .none)
         #expect(accepted)
@@ -48,13 +63,53 @@ import Testing
         #expect(strictBodies == Array(repeating: #"{"tampered":true}"#, count: 3))
     }
 
+    @Test func aCaughtUpBatchDispatcherComposesWhatItWasHandedWithoutReadingItBack() async throws {
+        let (accepted, bodies) = try await Self.bodiesAfterTamperingWithTheStore(ordering: .none, batchSize: 3)
+        #expect(accepted)
+        #expect(bodies.count == 1)
+        let body = try #require(bodies.first)
+        let items = try #require(try JSONParser.parse(Array(body.utf8)).arrayValue)
+        #expect(items.compactMap { $0.objectValue?["eventID"]?.stringValue } == ["evt-0", "evt-1", "evt-2"])
+    }
+
+    /// A batch composed from rows in hand is stored before its first attempt, like one read from the store: a
+    /// retry, and a new dispatcher (a restart), send the same members in the same order under the same id.
+    @Test func aBatchComposedFromRowsInHandIsTheSameOnEveryAttempt() async throws {
+        try await withDelivery(autoAdvance: false) { fixture in
+            let subscription = fixture.subscription("b") { $0.batchSize = 4 }
+            fixture.receiver.script("/hooks/b", [.status(503)], then: .ok)
+            let first = fixture.dispatcher(subscription)
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                group.addTask { try await fixture.writer.run() }
+                group.addTask { try await first.run() }
+                try #require(await Self.parkedCaughtUp(first, fixture))
+                let (_, result) = try await fixture.enqueueResult(3, for: ["b"])
+                #expect(first.handOff(result.handOff["b"] ?? []) == 3)
+                first.wakeup.signal()
+                #expect(await fixture.receiver.waitUntil { $0.requests(to: "/hooks/b").count == 1 })
+                try await fixture.writer.flush()
+                group.cancelAll()
+            }
+            // Queued later, with an earlier event time: a batch composed again would take it.
+            try await fixture.enqueue(1, for: ["b"], startingAt: -5)
+            fixture.clock.advance(by: .seconds(3_600))
+            try await fixture.deliver([fixture.dispatcher(subscription)], until: DispatcherTests.outboxEmpty("b"))
+            let requests = fixture.receiver.record.requests(to: "/hooks/b")
+            #expect(requests.count == 3)
+            #expect(requests[0].webhookID == requests[1].webhookID)
+            #expect(requests[0].body == requests[1].body)
+            #expect(BatchOrderTests.eventIDs(requests[1]) == ["evt-0", "evt-1", "evt-2"])
+            #expect(BatchOrderTests.eventIDs(requests[2]) == ["evt--5"])
+        }
+    }
+
     @Test func rowsHandedOverAfterAReadCouldSeeThemAreLeftToTheStore() async throws {
         try await withDelivery(autoAdvance: false) { fixture in
             let dispatcher = fixture.dispatcher(fixture.subscription("late"))
             try await withThrowingTaskGroup(of: Void.self) { group in
                 group.addTask { try await fixture.writer.run() }
                 group.addTask { try await dispatcher.run() }
-                while dispatcher.handOff([]) == nil || fixture.clock.sleeperCount == 0 { await Task.yield() }
+                try #require(await Self.parkedCaughtUp(dispatcher, fixture))
                 // The commit's hand-over comes late: the dispatcher has read these from the store and sent them.
                 let (_, result) = try await fixture.enqueueResult(5, for: ["late"])
                 dispatcher.wakeup.signal()
@@ -72,9 +127,13 @@ import Testing
         }
     }
 
-    @Test func rowsHandedOverWhileTheStoreIsReadAreSentOnce() async throws {
+    @Test(arguments: [1, 10])
+    func rowsHandedOverWhileTheStoreIsReadAreSentOnce(batchSize: Int) async throws {
         try await withDelivery(autoAdvance: false) { fixture in
-            let subscription = fixture.subscription("once") { $0.concurrency = 16 }
+            let subscription = fixture.subscription("once") {
+                $0.concurrency = 16
+                $0.batchSize = batchSize
+            }
             let dispatcher = fixture.dispatcher(subscription)
             let total = 3_000
             try await withThrowingTaskGroup(of: Void.self) { group in
@@ -89,9 +148,11 @@ import Testing
                 while try await !DispatcherTests.outboxEmpty("once")(fixture.store) { await fixture.writer.committed.wait() }
                 group.cancelAll()
             }
-            let ids = fixture.eventIDs(sentTo: "once")
+            let requests = fixture.receiver.record.requests(to: "/hooks/once")
+            let ids = batchSize == 1 ? fixture.eventIDs(sentTo: "once") : requests.flatMap(BatchOrderTests.eventIDs)
             #expect(ids.count == total)
             #expect(Set(ids).count == total)
+            #expect(requests.allSatisfy { batchSize == 1 || (1...batchSize).contains(BatchOrderTests.eventIDs($0).count) })
             #expect(try await fixture.store.queueCountProblems() == [])
         }
     }

@@ -18,8 +18,8 @@ public final class Dispatcher<C: Clock>: Sendable where C.Duration == Duration, 
         var sending = 0
         /// Rows read, being sent, or whose outcome is not committed yet: not to be read again as due.
         var unsettled = Set<Int64>()
-        /// Due rows read ahead in one slice (batchSize 1 only), so that a freed slot does not cost a query, and
-        /// rows the poller handed over as it queued them.
+        /// Rows the poller handed over as it queued them and, with batchSize 1, due rows read ahead in one slice,
+        /// so that a freed slot does not cost a query. With batches, the loose rows new batches are composed from.
         var readAhead: [Delivery] = []
         /// Batches composed and stored before a slot was free for them (batchSize > 1, not strict): a freed slot
         /// sends the next one without waiting for a read and a write of the store.
@@ -32,6 +32,9 @@ public final class Dispatcher<C: Clock>: Sendable where C.Duration == Duration, 
         var nextStoreRead = Timestamp(millisecondsSinceEpoch: 0)
         /// A read of queued rows is running: rows handed over now might be in it too.
         var storeReadRunning = false
+        /// Rows were refused while that read ran: committed after it began, they may not be in it, so it cannot
+        /// say the dispatcher is caught up.
+        var refusedDuringRead = false
         /// The newest event row a finished read of queued rows could see: a row handed over late (its commit's
         /// hand-over comes after that read, which may have sent it already) is at or below it.
         var storeReadThrough: Int64 = 0
@@ -78,25 +81,27 @@ public final class Dispatcher<C: Clock>: Sendable where C.Duration == Duration, 
     /// How many batches are composed ahead of a free slot, at most.
     private var batchesAhead: Int { min(planner.slots, 4) }
 
-    /// At most this many rows are held in memory; beyond it, rows wait in the store.
-    private static var handOffLimit: Int { 1_024 }
+    /// At most this many rows are held in memory; beyond it, rows wait in the store. With batches, enough for a few
+    /// requests on every place (a commit hands over up to ten pages at once), within a bound on memory.
+    private var handOffLimit: Int { max(1_024, min(4 * planner.slots * planner.batchSize, 4_096)) }
 
     /// The subscription's name.
     public var name: String { subscription.name }
 
-    /// Takes rows the poller has just queued (committed) for this subscription, when it is caught up, takes
-    /// single events, and is not strict or paused: they are sent without reading them back from the store.
+    /// Takes rows the poller has just queued (committed) for this subscription, when it is caught up and is not
+    /// strict or paused: they are sent, or composed into batches, without reading them back from the store.
     /// Otherwise the rows are left to be read from the store as usual.
     /// Returns how many it took (rows a read of the store could see are left to the store), nil if it takes none
     /// now.
     @discardableResult
     public func handOff(_ rows: [Delivery]) -> Int? {
-        guard planner.batchSize == 1, !planner.strict else { return nil }
+        guard !planner.strict else { return nil }
         return state.withLock { state -> Int? in
             guard state.caughtUp, !state.storeReadRunning, state.pause == nil,
-                state.readAhead.count + rows.count <= Self.handOffLimit
+                state.readAhead.count + rows.count <= handOffLimit
             else {
                 state.caughtUp = false
+                if state.storeReadRunning, !rows.isEmpty { state.refusedDuringRead = true }
                 return nil
             }
             // Rows a read could see are the store's to give: that read may have sent them already.
@@ -289,12 +294,23 @@ public final class Dispatcher<C: Clock>: Sendable where C.Duration == Duration, 
              state.pause == nil ? batchesAhead - state.composedAhead.count : 0)
         }
         guard wanted > 0 || ahead > 0 else { return [] }
-        let rows = try await store.deliveries(
-            subscription: subscription.name, due: current, limit: planner.rowsToRead(for: wanted + max(ahead, 0)), strict: false,
-            excluding: inFlight.unsettled)
-        let requests = planner.plan(rows, inFlight: inFlight, now: current, wanted: wanted, ahead: ahead)
-        // Stored before the first attempt, so that a retry or a restart sends these members, in this order, under this id.
-        try await store.assignBatches(requests.compactMap { request in request.composedBatch.map { ($0, request.deliveries) } })
+        let (rows, held) = try await rowsToCompose(
+            limit: planner.rowsToRead(for: wanted + max(ahead, 0)), now: current, unsettled: inFlight.unsettled)
+        var planning = inFlight
+        planning.unsettled.subtract(held)
+        let requests = planner.plan(rows, inFlight: planning, now: current, wanted: wanted, ahead: ahead)
+        let planned = Set(requests.flatMap { $0.deliveries.map(\.id) })
+        // Rows in hand that no request took stay in hand, ahead of any handed over meanwhile.
+        let unused = rows.filter { held.contains($0.id) && !planned.contains($0.id) }
+        if !unused.isEmpty { state.withLock { $0.readAhead.insert(contentsOf: unused, at: 0) } }
+        do {
+            // Stored before the first attempt, so that a retry or a restart sends these members, in this order, under this id.
+            try await store.assignBatches(requests.compactMap { request in request.composedBatch.map { ($0, request.deliveries) } })
+        } catch {
+            // Not sent: the rows taken from those in hand are the store's again.
+            state.withLock { $0.unsettled.subtract(held.intersection(planned)) }
+            throw error
+        }
         let jobs = requests.map { Job(deliveries: $0.deliveries) }
         let sending = min(wanted, jobs.count)
         state.withLock { state in
@@ -325,24 +341,8 @@ public final class Dispatcher<C: Clock>: Sendable where C.Duration == Duration, 
         }
         guard dry || retriesDue else { return taken.map { Job(deliveries: [$0]) } }
         // Dry, nothing but rows in flight is held, so excluding them costs little; otherwise only retries are read.
-        if dry { state.withLock { $0.storeReadRunning = true } }
-        let fetched: [Delivery]
-        let newest: Int64
-        do {
-            (fetched, newest) = try await store.deliveriesAndNewestEvent(
-                subscription: subscription.name, due: current, limit: Self.readAheadSlice, strict: false, excluding: unsettled,
-                retriesOnly: !dry)
-        } catch {
-            state.withLock { $0.storeReadRunning = false }
-            throw error
-        }
+        let fetched = try await readQueued(limit: Self.readAheadSlice, now: current, excluding: unsettled, retriesOnly: !dry)
         state.withLock { state in
-            if dry {
-                state.caughtUp = fetched.count < Self.readAheadSlice
-                state.storeReadRunning = false
-                state.storeReadThrough = max(state.storeReadThrough, newest)
-            }
-            state.nextStoreRead = current.advanced(by: .seconds(1))
             // Rows handed over while the read ran are held already.
             let fresh = fetched.filter { !state.unsettled.contains($0.id) }
             state.unsettled.formUnion(fresh.map(\.id))
@@ -353,6 +353,58 @@ public final class Dispatcher<C: Clock>: Sendable where C.Duration == Duration, 
             state.readAhead.removeFirst(needed)
         }
         return taken.map { Job(deliveries: [$0]) }
+    }
+
+    /// Rows to compose batches from, with the ids of those taken from the rows in hand (already unsettled). Rows in
+    /// hand alone while there are any and no retry read is due: caught up, the store holds nothing else to send
+    /// (a commit whose rows are not handed over ends that). Otherwise the store is read, due retries first, with
+    /// what is in hand after them.
+    private func rowsToCompose(limit: Int, now current: Timestamp, unsettled: Set<Int64>) async throws -> ([Delivery], Set<Int64>) {
+        let (inHand, retriesDue) = state.withLock { state -> ([Delivery], Bool) in
+            let count = min(limit, state.readAhead.count)
+            defer { state.readAhead.removeFirst(count) }
+            return (Array(state.readAhead.prefix(count)), current >= state.nextStoreRead)
+        }
+        let held = Set(inHand.map(\.id))
+        guard inHand.isEmpty || retriesDue else { return (inHand, held) }
+        let fetched: [Delivery]
+        do {
+            fetched = try await readQueued(limit: limit, now: current, excluding: unsettled, retriesOnly: !inHand.isEmpty)
+        } catch {
+            state.withLock { $0.readAhead.insert(contentsOf: inHand, at: 0) }
+            throw error
+        }
+        return (fetched.filter { !held.contains($0.id) } + inHand, held)
+    }
+
+    /// Reads due rows from the store, leaving out `excluding`. A full read (not `retriesOnly`) says whether the
+    /// dispatcher is caught up, and which rows handed over later it may have seen (``handOff(_:)``).
+    private func readQueued(limit: Int, now current: Timestamp, excluding: Set<Int64>, retriesOnly: Bool) async throws -> [Delivery] {
+        if !retriesOnly {
+            state.withLock { state in
+                state.storeReadRunning = true
+                state.refusedDuringRead = false
+            }
+        }
+        let fetched: [Delivery]
+        let newest: Int64
+        do {
+            (fetched, newest) = try await store.deliveriesAndNewestEvent(
+                subscription: subscription.name, due: current, limit: limit, strict: false, excluding: excluding,
+                retriesOnly: retriesOnly)
+        } catch {
+            if !retriesOnly { state.withLock { $0.storeReadRunning = false } }
+            throw error
+        }
+        state.withLock { state in
+            if !retriesOnly {
+                state.caughtUp = fetched.count < limit && !state.refusedDuringRead
+                state.storeReadRunning = false
+                state.storeReadThrough = max(state.storeReadThrough, newest)
+            }
+            state.nextStoreRead = current.advanced(by: .seconds(1))
+        }
+        return fetched
     }
 
     private func waitForWork(slotsFull: Bool, stop: StopSignal) async throws {
