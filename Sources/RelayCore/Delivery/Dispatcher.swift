@@ -78,8 +78,10 @@ public final class Dispatcher<C: Clock>: Sendable where C.Duration == Duration, 
     /// How many due rows one read fetches ahead for single-event requests.
     private static var readAheadSlice: Int { 256 }
 
-    /// How many batches are composed ahead of a free slot, at most.
-    private var batchesAhead: Int { min(planner.slots, 4) }
+    /// How many batches are composed ahead of a free slot, at most. Each round of composing costs a read and a
+    /// commit behind the poller's, a few milliseconds on a busy writer, so it composes enough to keep every place
+    /// busy until the next: up to 16 batches of at most 1,000 rows in all, and never fewer than one per place up to 4.
+    private var batchesAhead: Int { max(min(planner.slots, 4), min(16, 1_000 / planner.batchSize)) }
 
     /// At most this many rows are held in memory; beyond it, rows wait in the store. With batches, enough for a few
     /// requests on every place (a commit hands over up to ten pages at once), within a bound on memory.
