@@ -152,7 +152,9 @@ import Testing
             let ids = batchSize == 1 ? fixture.eventIDs(sentTo: "once") : requests.flatMap(BatchOrderTests.eventIDs)
             #expect(ids.count == total)
             #expect(Set(ids).count == total)
-            #expect(requests.allSatisfy { batchSize == 1 || (1...batchSize).contains(BatchOrderTests.eventIDs($0).count) })
+            #expect(requests.allSatisfy {
+                batchSize == 1 || (1...batchSize).contains(BatchOrderTests.eventIDs($0).count)
+            })
             #expect(try await fixture.store.queueCountProblems() == [])
         }
     }

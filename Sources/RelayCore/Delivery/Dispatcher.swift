@@ -306,8 +306,10 @@ public final class Dispatcher<C: Clock>: Sendable where C.Duration == Duration, 
         let unused = rows.filter { held.contains($0.id) && !planned.contains($0.id) }
         if !unused.isEmpty { state.withLock { $0.readAhead.insert(contentsOf: unused, at: 0) } }
         do {
-            // Stored before the first attempt, so that a retry or a restart sends these members, in this order, under this id.
-            try await store.assignBatches(requests.compactMap { request in request.composedBatch.map { ($0, request.deliveries) } })
+            // Stored before the first attempt, so that a retry or a restart sends these members, in this order, under
+            // this id.
+            try await store.assignBatches(
+                requests.compactMap { request in request.composedBatch.map { ($0, request.deliveries) } })
         } catch {
             // Not sent: the rows taken from those in hand are the store's again.
             state.withLock { $0.unsettled.subtract(held.intersection(planned)) }
@@ -343,7 +345,8 @@ public final class Dispatcher<C: Clock>: Sendable where C.Duration == Duration, 
         }
         guard dry || retriesDue else { return taken.map { Job(deliveries: [$0]) } }
         // Dry, nothing but rows in flight is held, so excluding them costs little; otherwise only retries are read.
-        let fetched = try await readQueued(limit: Self.readAheadSlice, now: current, excluding: unsettled, retriesOnly: !dry)
+        let fetched = try await readQueued(
+            limit: Self.readAheadSlice, now: current, excluding: unsettled, retriesOnly: !dry)
         state.withLock { state in
             // Rows handed over while the read ran are held already.
             let fresh = fetched.filter { !state.unsettled.contains($0.id) }
@@ -361,7 +364,9 @@ public final class Dispatcher<C: Clock>: Sendable where C.Duration == Duration, 
     /// hand alone while there are any and no retry read is due: caught up, the store holds nothing else to send
     /// (a commit whose rows are not handed over ends that). Otherwise the store is read, due retries first, with
     /// what is in hand after them.
-    private func rowsToCompose(limit: Int, now current: Timestamp, unsettled: Set<Int64>) async throws -> ([Delivery], Set<Int64>) {
+    private func rowsToCompose(
+        limit: Int, now current: Timestamp, unsettled: Set<Int64>
+    ) async throws -> ([Delivery], Set<Int64>) {
         let (inHand, retriesDue) = state.withLock { state -> ([Delivery], Bool) in
             let count = min(limit, state.readAhead.count)
             defer { state.readAhead.removeFirst(count) }
@@ -371,7 +376,8 @@ public final class Dispatcher<C: Clock>: Sendable where C.Duration == Duration, 
         guard inHand.isEmpty || retriesDue else { return (inHand, held) }
         let fetched: [Delivery]
         do {
-            fetched = try await readQueued(limit: limit, now: current, excluding: unsettled, retriesOnly: !inHand.isEmpty)
+            fetched = try await readQueued(
+                limit: limit, now: current, excluding: unsettled, retriesOnly: !inHand.isEmpty)
         } catch {
             state.withLock { $0.readAhead.insert(contentsOf: inHand, at: 0) }
             throw error
@@ -381,7 +387,9 @@ public final class Dispatcher<C: Clock>: Sendable where C.Duration == Duration, 
 
     /// Reads due rows from the store, leaving out `excluding`. A full read (not `retriesOnly`) says whether the
     /// dispatcher is caught up, and which rows handed over later it may have seen (``handOff(_:)``).
-    private func readQueued(limit: Int, now current: Timestamp, excluding: Set<Int64>, retriesOnly: Bool) async throws -> [Delivery] {
+    private func readQueued(
+        limit: Int, now current: Timestamp, excluding: Set<Int64>, retriesOnly: Bool
+    ) async throws -> [Delivery] {
         if !retriesOnly {
             state.withLock { state in
                 state.storeReadRunning = true
