@@ -59,6 +59,13 @@ public final class Dispatcher<C: Clock>: Sendable where C.Duration == Duration, 
         /// The run was cancelled (started requests are being aborted) or failed: none may start after this.
         var cancelling = false
 
+        /// Takes up to `count` of the rows in hand, in the order they are held.
+        mutating func takeInHand(_ count: Int) -> [Delivery] {
+            let taken = Array(readAhead.prefix(count))
+            readAhead.removeFirst(taken.count)
+            return taken
+        }
+
         /// Lets go of the rows held for a request that has not started: read ahead, or in batches composed ahead
         /// (those stay stored as composed, and are read back whole).
         mutating func releaseHeld() {
@@ -338,11 +345,8 @@ public final class Dispatcher<C: Clock>: Sendable where C.Duration == Duration, 
     /// dry. Retries are looked for at least once a second whatever it holds: a stream of handed-over rows must not
     /// keep them waiting.
     private func readAheadJobs(max jobCount: Int, now current: Timestamp, unsettled: Set<Int64>) async throws -> [Job] {
-        var (taken, dry, retriesDue) = state.withLock { state -> ([Delivery], Bool, Bool) in
-            let count = min(jobCount, state.readAhead.count)
-            defer { state.readAhead.removeFirst(count) }
-            return (Array(state.readAhead.prefix(count)), count < jobCount, current >= state.nextStoreRead)
-        }
+        var (taken, retriesDue) = state.withLock { ($0.takeInHand(jobCount), current >= $0.nextStoreRead) }
+        let dry = taken.count < jobCount
         guard dry || retriesDue else { return taken.map { Job(deliveries: [$0]) } }
         // Dry, nothing but rows in flight is held, so excluding them costs little; otherwise only retries are read.
         let fetched = try await readQueued(
@@ -353,9 +357,7 @@ public final class Dispatcher<C: Clock>: Sendable where C.Duration == Duration, 
             state.unsettled.formUnion(fresh.map(\.id))
             // Read from the store, they go first: due retries among them have waited longest.
             state.readAhead.insert(contentsOf: fresh, at: 0)
-            let needed = min(jobCount - taken.count, state.readAhead.count)
-            taken += state.readAhead.prefix(needed)
-            state.readAhead.removeFirst(needed)
+            taken += state.takeInHand(jobCount - taken.count)
         }
         return taken.map { Job(deliveries: [$0]) }
     }
@@ -367,11 +369,7 @@ public final class Dispatcher<C: Clock>: Sendable where C.Duration == Duration, 
     private func rowsToCompose(
         limit: Int, now current: Timestamp, unsettled: Set<Int64>
     ) async throws -> ([Delivery], Set<Int64>) {
-        let (inHand, retriesDue) = state.withLock { state -> ([Delivery], Bool) in
-            let count = min(limit, state.readAhead.count)
-            defer { state.readAhead.removeFirst(count) }
-            return (Array(state.readAhead.prefix(count)), current >= state.nextStoreRead)
-        }
+        let (inHand, retriesDue) = state.withLock { ($0.takeInHand(limit), current >= $0.nextStoreRead) }
         let held = Set(inHand.map(\.id))
         guard inHand.isEmpty || retriesDue else { return (inHand, held) }
         let fetched: [Delivery]
