@@ -19,18 +19,22 @@ import Testing
             let status = try await fixture.store.status(sources: [], subscriptions: ["p"]).subscriptions[0]
             #expect(status.pause == pause && status.pending == 80)
 
-            // Still rejecting: one probe every five minutes, none dead-lettered.
-            // (Requests already in flight when it paused arrive within seconds of it; probes come minutes later.)
-            let settled = pause.since.millisecondsSinceEpoch + 60_000
-            try await fixture.deliver([dispatcher]) { _ in
-                fixture.receiver.record.requests(to: "/hooks/p").filter { $0.receivedAt > settled }.count >= 3
+            // Still rejecting: one probe every five minutes, none dead-lettered. Requests are told apart by when they
+            // were sent (`webhook-timestamp`), not by when the receiver got them: one cut short as the first run
+            // stopped may reach it minutes later on the test clock, which runs ahead while nothing is due.
+            @Sendable func sentAt() -> [Int64] {
+                fixture.receiver.record.requests(to: "/hooks/p").compactMap { $0.header("webhook-timestamp").flatMap { Int64($0) } }
+                    .map { $0 * 1_000 }
             }
-            let times = fixture.receiver.record.requests(to: "/hooks/p").map(\.receivedAt)
-            let probes = times.filter { $0 > settled }
-            #expect(times.filter { $0 > pause.since.millisecondsSinceEpoch + 10_000 && $0 <= settled }.isEmpty)
-            // Five minutes apart, give or take the seconds the test clock may jump while a request is out: a probe
-            // sent late shortens the gap to the next one (seen: 301, 612, 901 s after the pause).
-            #expect(zip(probes, probes.dropFirst()).allSatisfy { (285_000...315_000).contains($1 - $0) }, "\(probes.map { $0 - pause.since.millisecondsSinceEpoch })")
+            let since = pause.since.millisecondsSinceEpoch
+            try await fixture.deliver([dispatcher]) { _ in sentAt().filter { $0 > since }.count >= 3 }
+            let times = sentAt()
+            #expect(times.count == fixture.receiver.record.requests(to: "/hooks/p").count, "every request has a webhook-timestamp")
+            let probes = times.filter { $0 > since }.sorted()
+            // None sent between the pause and the first probe, five minutes later (the header counts whole seconds).
+            #expect(probes.first.map { $0 - since >= 299_000 } == true, "\(probes.map { $0 - since })")
+            // Five minutes apart, give or take the seconds the test clock may jump while the loop starts a probe.
+            #expect(zip(probes, probes.dropFirst()).allSatisfy { (299_000...315_000).contains($1 - $0) }, "\(probes.map { $0 - since })")
             #expect(try await fixture.store.deadLetters(subscription: "p").count == 20)
 
             // The receiver is fixed: the next probe delivers and everything else follows.

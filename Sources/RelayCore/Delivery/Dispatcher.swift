@@ -171,6 +171,8 @@ public final class Dispatcher<C: Clock>: Sendable where C.Duration == Duration, 
     /// flight finish and submit their outcomes; cancelling cuts them short, leaving their rows queued as they were.
     /// Throws only for the state store.
     public func run(stop: StopSignal = StopSignal()) async throws {
+        // A run cancelled before this one aborted what it had started; this one starts afresh.
+        state.withLock { $0.cancelling = false }
         // A cancel is seen at once by the HTTP client's thread, which starts the next row in hand without the loop:
         // waiting for the loop to notice it would let that chain go on for as long as the loop takes to be
         // scheduled.
@@ -755,10 +757,13 @@ public final class Dispatcher<C: Clock>: Sendable where C.Duration == Duration, 
             logger.notice("resumed: the webhook changed", metadata: ["was": "\(stored.reason)"])
             return
         }
-        // The probe schedule carries on from the pause: a restart does not probe early.
-        state.withLock {
-            $0.pause = (stored, stored.since.advanced(by: Self.probeInterval))
-            $0.pauseStored = true
+        // The probe schedule carries on from the pause, or from this dispatcher's last probe when it is run again
+        // under the same pause: a restart does not probe early.
+        state.withLock { state in
+            let fromPause = stored.since.advanced(by: Self.probeInterval)
+            let held = state.pause.flatMap { $0.pause == stored ? $0.nextProbe : nil }
+            state.pause = (stored, max(fromPause, held ?? fromPause))
+            state.pauseStored = true
         }
         metrics.paused.record(1)
         logger.warning("\(stored.reason); one queued event probes every 5 minutes", metadata: ["since": "\(stored.since.iso8601)"])
