@@ -99,16 +99,19 @@ import Testing
                 let batched = try await Self.outboxEmpty("batched")(store)
                 return single && batched
             }
+            // A request the first run's stop cut short is sent again by the second (at least once): counts are minimums,
+            // ids and bodies exact.
             let singles = fixture.receiver.record.requests(to: "/hooks/single")
-            #expect(singles.count == 3)
+            #expect(Array(singles.compactMap(\.answeredStatus).prefix(3)) == [500, 502, 200])
             #expect(Set(singles.map(\.webhookID)) == ["single:evt-0"])
             let batches = fixture.receiver.record.requests(to: "/hooks/batched")
             let first = try #require(batches.first)
             let retries = batches.filter { $0.webhookID == first.webhookID }
-            #expect(retries.count == 2)
-            #expect(retries[0].body == retries[1].body)
-            #expect(try JSONParser.parse(retries[1].body).arrayValue?.count == 3)
-            #expect(batches.count == 3)
+            #expect(retries.count >= 2)
+            #expect(Set(retries.map(\.body)).count == 1)
+            #expect(try JSONParser.parse(retries[0].body).arrayValue?.count == 3)
+            // The first batch and the one composed of the two rows queued later.
+            #expect(Set(batches.map(\.webhookID)).count == 2)
         }
     }
 
