@@ -566,7 +566,10 @@ public final class Dispatcher<C: Clock>: Sendable where C.Duration == Duration, 
         // Waiting for the rate limit, a Retry-After or a breaker probe is not "in flight": a stop ends it at once.
         guard await waitForPermission(until: stop) else {
             // Nothing was attempted: the rows stay due.
-            state.withLock { $0.unsettled.subtract(job.ids) }
+            state.withLock { state in
+                state.unsettled.subtract(job.ids)
+                if job.isProbe { state.probeInFlight = false }
+            }
             return
         }
         defer { flow.leave() }
@@ -594,8 +597,12 @@ public final class Dispatcher<C: Clock>: Sendable where C.Duration == Duration, 
         _ job: Job, _ result: Result<HTTPResponse, CurlHTTPError>, attemptedAt: Timestamp, started: ContinuousClock.Instant
     ) -> PauseStep {
         if case .failure(let error) = result, error.code == .cancelled || error.code == .shutDown {
-            // Cut short by shutdown: not an attempt; the rows stay queued as they were.
-            state.withLock { $0.unsettled.subtract(job.ids) }
+            // Cut short by shutdown: not an attempt; the rows stay queued as they were, and a probe is not out any more
+            // (a later run would otherwise wait for its outcome for ever).
+            state.withLock { state in
+                state.unsettled.subtract(job.ids)
+                if job.isProbe { state.probeInFlight = false }
+            }
             return .none
         }
         let decidedAt = now()
