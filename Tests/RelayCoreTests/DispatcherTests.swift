@@ -115,6 +115,21 @@ import Testing
         }
     }
 
+    /// Run again after a cancelled run (whose cancel aborted what it had started), a dispatcher delivers everything,
+    /// sending again only what the cancel cut short.
+    @Test(.timeLimit(.minutes(1))) func aDispatcherRunAgainAfterACancelDeliversEverything() async throws {
+        try await withDelivery { fixture in
+            let subscription = fixture.subscription("again") { $0.concurrency = 4 }
+            try await fixture.enqueue(50, for: ["again"])
+            let dispatcher = fixture.dispatcher(subscription)
+            try await fixture.deliver([dispatcher]) { _ in fixture.receiver.record.countsByPath["/hooks/again", default: 0] >= 1 }
+            try await fixture.deliver([dispatcher], until: Self.outboxEmpty("again"))
+            let sent = fixture.eventIDs(sentTo: "again")
+            #expect(Set(sent).count == 50)
+            #expect(sent.count <= 50 + 4, "\(sent.count) requests for 50 events")
+        }
+    }
+
     /// A dead letter's time is when its answer was judged, not when its attempt started: an attempt started
     /// before `maxAge` and failed after it is dead after `maxAge`.
     @Test func aDeadLetterIsDeadWhenItsAnswerIsJudged() async throws {

@@ -20,15 +20,10 @@ import Testing
             #expect(status.pause == pause && status.pending == 80)
 
             // Still rejecting: one probe every five minutes, none dead-lettered. Requests are told apart by when they
-            // were sent (`webhook-timestamp`), not by when the receiver got them: one cut short as the first run
-            // stopped may reach it minutes later on the test clock, which runs ahead while nothing is due.
-            @Sendable func sentAt() -> [Int64] {
-                fixture.receiver.record.requests(to: "/hooks/p").compactMap { $0.header("webhook-timestamp").flatMap { Int64($0) } }
-                    .map { $0 * 1_000 }
-            }
+            // were sent, not by when the receiver got them (``DeliveryFixture/sentAt(_:)``).
             let since = pause.since.millisecondsSinceEpoch
-            try await fixture.deliver([dispatcher]) { _ in sentAt().filter { $0 > since }.count >= 3 }
-            let times = sentAt()
+            try await fixture.deliver([dispatcher]) { _ in fixture.sentAt("p").filter { $0 > since }.count >= 3 }
+            let times = fixture.sentAt("p")
             #expect(times.count == fixture.receiver.record.requests(to: "/hooks/p").count, "every request has a webhook-timestamp")
             let probes = times.filter { $0 > since }.sorted()
             // None sent between the pause and the first probe, five minutes later (the header counts whole seconds).
@@ -42,6 +37,54 @@ import Testing
             try await fixture.deliver([dispatcher], until: DispatcherTests.outboxEmpty("p"))
             #expect(try await fixture.store.pause(of: "p") == nil)
             #expect(try await fixture.store.deadLetters(subscription: "p").count == 20)
+        }
+    }
+
+    /// Run again under the same pause (as the tests do), a dispatcher keeps the schedule of the probes it sent: the next
+    /// probe is five minutes after its last one, not due at once because the pause began over five minutes ago.
+    @Test func aDispatcherRunAgainKeepsItsProbeSchedule() async throws {
+        try await withDelivery { fixture in
+            fixture.receiver.script("/hooks/s", [], then: .status(401))
+            let subscription = fixture.subscription("s") {
+                $0.pauseAfter = 3
+                $0.concurrency = 1
+            }
+            try await fixture.enqueue(10, for: ["s"])
+            let dispatcher = fixture.dispatcher(subscription)
+            _ = try await fixture.deliverUntilPaused(dispatcher, "s")
+            let since = try #require(try await fixture.store.pause(of: "s")).since.millisecondsSinceEpoch
+            try await fixture.deliver([dispatcher]) { _ in !fixture.sentAt("s").filter { $0 > since }.isEmpty }
+            try await fixture.deliver([dispatcher]) { _ in fixture.sentAt("s").filter { $0 > since }.count >= 2 }
+            let probes = fixture.sentAt("s").filter { $0 > since }.sorted()
+            #expect(probes.count >= 2 && probes[1] - probes[0] >= 299_000, "\(probes.map { $0 - since })")
+        }
+    }
+
+    /// A probe cut short by a stop is not out any more: run again, the dispatcher sends the next one on time.
+    @Test(.timeLimit(.minutes(1))) func aProbeCutShortByAStopDoesNotHoldUpTheNext() async throws {
+        try await withDelivery { fixture in
+            fixture.receiver.script("/hooks/c", [], then: .status(401))
+            let subscription = fixture.subscription("c") {
+                $0.pauseAfter = 3
+                $0.concurrency = 1
+            }
+            try await fixture.enqueue(10, for: ["c"])
+            let dispatcher = fixture.dispatcher(subscription)
+            _ = try await fixture.deliverUntilPaused(dispatcher, "c")
+            let since = try #require(try await fixture.store.pause(of: "c")).since.millisecondsSinceEpoch
+
+            // The probe gets no answer, and the run stops while it is out. Nothing commits meanwhile, so its arrival is
+            // what wakes the check.
+            fixture.receiver.script("/hooks/c", [], then: .neverAnswer)
+            let writer = fixture.writer
+            fixture.receiver.observe { _ in writer.committed.signal() }
+            try await fixture.deliver([dispatcher]) { _ in fixture.sentAt("c").contains { $0 > since } }
+
+            // The receiver takes events again: the next probe delivers, and the rest follow.
+            fixture.receiver.script("/hooks/c", [], then: .ok)
+            try await fixture.deliver([dispatcher], until: DispatcherTests.outboxEmpty("c"))
+            #expect(try await fixture.store.pause(of: "c") == nil)
+            #expect(fixture.sentAt("c").filter { $0 > since }.count >= 2)
         }
     }
 
@@ -88,5 +131,13 @@ extension DeliveryFixture {
     func deliverUntilPaused(_ dispatcher: Dispatcher<TestClock>, _ name: String) async throws -> Int {
         try await deliver([dispatcher]) { store in try await store.pause(of: name) != nil }
         return receiver.record.countsByPath["/hooks/\(name)", default: 0]
+    }
+
+    /// When each request to `/hooks/<name>` was sent (its `webhook-timestamp`, in milliseconds), in arrival order. Not
+    /// when it arrived: the test clock runs ahead while nothing is due, so a request cut short as a run stopped may
+    /// reach the receiver minutes later on it.
+    func sentAt(_ name: String) -> [Int64] {
+        receiver.record.requests(to: "/hooks/\(name)").compactMap { $0.header("webhook-timestamp").flatMap { Int64($0) } }
+            .map { $0 * 1_000 }
     }
 }
