@@ -60,34 +60,6 @@ import Testing
         }
     }
 
-    /// A probe cut short by a stop is not out any more: run again, the dispatcher sends the next one on time.
-    @Test(.timeLimit(.minutes(1))) func aProbeCutShortByAStopDoesNotHoldUpTheNext() async throws {
-        try await withDelivery { fixture in
-            fixture.receiver.script("/hooks/c", [], then: .status(401))
-            let subscription = fixture.subscription("c") {
-                $0.pauseAfter = 3
-                $0.concurrency = 1
-            }
-            try await fixture.enqueue(10, for: ["c"])
-            let dispatcher = fixture.dispatcher(subscription)
-            _ = try await fixture.deliverUntilPaused(dispatcher, "c")
-            let since = try #require(try await fixture.store.pause(of: "c")).since.millisecondsSinceEpoch
-
-            // The probe gets no answer, and the run stops while it is out. Nothing commits meanwhile, so its arrival is
-            // what wakes the check.
-            fixture.receiver.script("/hooks/c", [], then: .neverAnswer)
-            let writer = fixture.writer
-            fixture.receiver.observe { _ in writer.committed.signal() }
-            try await fixture.deliver([dispatcher]) { _ in fixture.sentAt("c").contains { $0 > since } }
-
-            // The receiver takes events again: the next probe delivers, and the rest follow.
-            fixture.receiver.script("/hooks/c", [], then: .ok)
-            try await fixture.deliver([dispatcher], until: DispatcherTests.outboxEmpty("c"))
-            #expect(try await fixture.store.pause(of: "c") == nil)
-            #expect(fixture.sentAt("c").filter { $0 > since }.count >= 2)
-        }
-    }
-
     @Test func resumeLiftsThePauseAndAChangedWebhookDoesToo() async throws {
         try await withDelivery { fixture in
             fixture.receiver.script("/hooks/r", [], then: .status(400))
