@@ -74,6 +74,13 @@ public final class Dispatcher<C: Clock>: Sendable where C.Duration == Duration, 
             for job in composedAhead { unsettled.subtract(job.ids) }
             composedAhead = []
         }
+
+        /// Lets go of a job that was not attempted (stopped, or cut short, before an answer): its rows stay due as
+        /// they were, and a probe is not out any more (a later run would otherwise wait for its outcome for ever).
+        mutating func releaseUnattempted(_ job: Job) {
+            unsettled.subtract(job.ids)
+            if job.isProbe { probeInFlight = false }
+        }
     }
 
     /// Requests being sent now (what `/metrics` reports as `requests_in_flight` when scraped).
@@ -566,16 +573,13 @@ public final class Dispatcher<C: Clock>: Sendable where C.Duration == Duration, 
         // Waiting for the rate limit, a Retry-After or a breaker probe is not "in flight": a stop ends it at once.
         guard await waitForPermission(until: stop) else {
             // Nothing was attempted: the rows stay due.
-            state.withLock { state in
-                state.unsettled.subtract(job.ids)
-                if job.isProbe { state.probeInFlight = false }
-            }
+            state.withLock { $0.releaseUnattempted(job) }
             return
         }
         defer { flow.leave() }
         // Paused while this waited: only the probe goes.
         if !job.isProbe, state.withLock({ $0.pause != nil }) {
-            state.withLock { $0.unsettled.subtract(job.ids) }
+            state.withLock { $0.releaseUnattempted(job) }
             return
         }
         let attemptedAt = now()
@@ -597,12 +601,8 @@ public final class Dispatcher<C: Clock>: Sendable where C.Duration == Duration, 
         _ job: Job, _ result: Result<HTTPResponse, CurlHTTPError>, attemptedAt: Timestamp, started: ContinuousClock.Instant
     ) -> PauseStep {
         if case .failure(let error) = result, error.code == .cancelled || error.code == .shutDown {
-            // Cut short by shutdown: not an attempt; the rows stay queued as they were, and a probe is not out any more
-            // (a later run would otherwise wait for its outcome for ever).
-            state.withLock { state in
-                state.unsettled.subtract(job.ids)
-                if job.isProbe { state.probeInFlight = false }
-            }
+            // Cut short by shutdown: not an attempt.
+            state.withLock { $0.releaseUnattempted(job) }
             return .none
         }
         let decidedAt = now()
