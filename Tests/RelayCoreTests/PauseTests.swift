@@ -44,14 +44,7 @@ import Testing
     /// probe is five minutes after its last one, not due at once because the pause began over five minutes ago.
     @Test func aDispatcherRunAgainKeepsItsProbeSchedule() async throws {
         try await withDelivery { fixture in
-            fixture.receiver.script("/hooks/s", [], then: .status(401))
-            let subscription = fixture.subscription("s") {
-                $0.pauseAfter = 3
-                $0.concurrency = 1
-            }
-            try await fixture.enqueue(10, for: ["s"])
-            let dispatcher = fixture.dispatcher(subscription)
-            _ = try await fixture.deliverUntilPaused(dispatcher, "s")
+            let (_, dispatcher) = try await fixture.pausedSubscription("s", answering: 401, pauseAfter: 3, events: 10)
             let since = try #require(try await fixture.store.pause(of: "s")).since.millisecondsSinceEpoch
             try await fixture.deliver([dispatcher]) { _ in !fixture.sentAt("s").filter { $0 > since }.isEmpty }
             try await fixture.deliver([dispatcher]) { _ in fixture.sentAt("s").filter { $0 > since }.count >= 2 }
@@ -62,13 +55,7 @@ import Testing
 
     @Test func resumeLiftsThePauseAndAChangedWebhookDoesToo() async throws {
         try await withDelivery { fixture in
-            fixture.receiver.script("/hooks/r", [], then: .status(400))
-            let subscription = fixture.subscription("r") {
-                $0.pauseAfter = 5
-                $0.concurrency = 1
-            }
-            try await fixture.enqueue(30, for: ["r"])
-            _ = try await fixture.deliverUntilPaused(fixture.dispatcher(subscription), "r")
+            let (subscription, _) = try await fixture.pausedSubscription("r", answering: 400, pauseAfter: 5, events: 30)
             #expect(try await fixture.store.deadLetters(subscription: "r").count == 5)
 
             // `intilery-relay resume` writes to the store; the running dispatcher notices.
@@ -103,6 +90,22 @@ extension DeliveryFixture {
     func deliverUntilPaused(_ dispatcher: Dispatcher<TestClock>, _ name: String) async throws -> Int {
         try await deliver([dispatcher]) { store in try await store.pause(of: name) != nil }
         return receiver.record.countsByPath["/hooks/\(name)", default: 0]
+    }
+
+    /// A subscription `name` (one request at a time) whose receiver answers `status` to everything, with `events`
+    /// queued, run until it has paused after `pauseAfter` dead letters; with the dispatcher that ran it.
+    func pausedSubscription(
+        _ name: String, answering status: Int, pauseAfter: Int, events: Int
+    ) async throws -> (SubscriptionConfig, Dispatcher<TestClock>) {
+        receiver.script("/hooks/\(name)", [], then: .status(status))
+        let subscription = self.subscription(name) {
+            $0.pauseAfter = pauseAfter
+            $0.concurrency = 1
+        }
+        try await enqueue(events, for: [name])
+        let dispatcher = dispatcher(subscription)
+        _ = try await deliverUntilPaused(dispatcher, name)
+        return (subscription, dispatcher)
     }
 
     /// When each request to `/hooks/<name>` was sent (its `webhook-timestamp`, in milliseconds), in arrival order. Not
