@@ -3,13 +3,13 @@ public struct Delivery: Sendable, Equatable {
     /// The outbox row id.
     public var id: Int64
     public var subscription: String
-    public var eventID: String
+    public var eventID: String { fields.eventID }
     public var eventTime: Timestamp
-    public var action: String
+    public var action: String { fields.action }
     /// The event time as JSON text, exactly as the event wrote it.
-    public var timeValue: String
+    public var timeValue: String { fields.timeValue }
     /// The event's bytes as received.
-    public var payload: [UInt8]
+    public var payload: [UInt8] { fields.payload }
     /// Attempts made so far.
     public var attempts: Int
     public var firstAttemptAt: Timestamp?
@@ -21,6 +21,30 @@ public struct Delivery: Sendable, Equatable {
     public var nextAttemptAt: Timestamp
     /// When it was queued for the subscription (or put back by a replay): `maxAge` counts from here.
     public var queuedAt: Timestamp
+    /// The event's part, behind one reference: a delivery is copied several times on its way (planned, batched, sent,
+    /// its outcome recorded), and with each string and the payload its own reference, each copy cost up to four
+    /// retains and four releases. Shared by the deliveries of one event to several subscriptions.
+    private let fields: Fields
+
+    private final class Fields: Sendable, Equatable {
+        let eventID: String
+        let action: String
+        let timeValue: String
+        let payload: [UInt8]
+
+        init(eventID: String, action: String, timeValue: String, payload: [UInt8]) {
+            self.eventID = eventID
+            self.action = action
+            self.timeValue = timeValue
+            self.payload = payload
+        }
+
+        static func == (lhs: Fields, rhs: Fields) -> Bool {
+            lhs === rhs
+                || (lhs.eventID, lhs.action, lhs.timeValue) == (rhs.eventID, rhs.action, rhs.timeValue)
+                    && lhs.payload == rhs.payload
+        }
+    }
 
     public init(
         id: Int64, subscription: String, eventID: String, eventTime: Timestamp, action: String, timeValue: String,
@@ -29,11 +53,8 @@ public struct Delivery: Sendable, Equatable {
     ) {
         self.id = id
         self.subscription = subscription
-        self.eventID = eventID
+        fields = Fields(eventID: eventID, action: action, timeValue: timeValue, payload: payload)
         self.eventTime = eventTime
-        self.action = action
-        self.timeValue = timeValue
-        self.payload = payload
         self.attempts = attempts
         self.firstAttemptAt = firstAttemptAt
         self.batchID = batchID

@@ -223,14 +223,19 @@ extension StateStore {
             guard !admitted.isEmpty else { continue }
             let stored = StoredEvent(event)
             let (row, queued) = try rows.queueNew(stored, source: source, for: admitted, now: nowMS)
+            // One delivery, its event's part shared by every subscription's copy.
+            var handed: Delivery?
             for (subscription, count) in zip(admitted, queued) {
                 lanes.count(subscription, count)
                 result.queued += count
                 guard count == 1, let row else { continue }
-                result.handOff[subscription, default: []].append(Delivery(
+                var delivery = handed ?? Delivery(
                     id: row, subscription: subscription, eventID: event.id, eventTime: event.time, action: event.action,
                     timeValue: stored.timeValue, payload: event.raw, attempts: 0, firstAttemptAt: nil, batchID: nil,
-                    nextAttemptAt: now))
+                    nextAttemptAt: now)
+                delivery.subscription = subscription
+                handed = delivery
+                result.handOff[subscription, default: []].append(delivery)
             }
         }
         try rows.finish()
