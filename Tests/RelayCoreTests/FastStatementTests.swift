@@ -1,10 +1,12 @@
+import Foundation
 import GRDB
 import GRDBSQLite
 @testable import RelayCore
 import Testing
 
-/// FastStatement binds text and blobs in place, without copies: what it writes reads back byte for byte, whatever
-/// the value (small or large, empty, with a NUL inside), and the cached statement keeps no pointer once it returns.
+/// FastStatement binds text and blobs from one scratch buffer, without SQLite copying them: what it writes reads back
+/// byte for byte, whatever the value (small or large, empty, with a NUL inside) and wherever it stands among the
+/// others, and the cached statement keeps no pointer once it returns.
 @Suite struct FastStatementTests {
     static func table() throws -> DatabaseQueue {
         let queue = try DatabaseQueue()
@@ -33,6 +35,26 @@ import Testing
         #expect(stored?["n"] == "text", "empty text is '' and not NULL")
         #expect(stored?["l"] == name.utf8.count)
         #expect(stored?["b"] == "blob")
+    }
+
+    @Test func manyValuesEachReadBackInItsOwnPlace() throws {
+        let queue = try DatabaseQueue()
+        // Past a stack allocation's size too: the scratch buffer then comes from the heap.
+        let large = (0..<1_048_576).map { UInt8(truncatingIfNeeded: $0 &* 7) }
+        let values: [FastValue] = [.text("first"), .integer(-5), .text(""), .blob([9, 8]), .null, .blob(large), .text("é last")]
+        let row = try queue.write { db -> Row? in
+            try db.execute(sql: "CREATE TABLE m (a, b, c, d, e, f, g)")
+            #expect(try FastStatement(db, sql: "INSERT INTO m VALUES (?, ?, ?, ?, ?, ?, ?)").run(values) == 1)
+            return try Row.fetchOne(db, sql: "SELECT a, b, c, typeof(c) AS tc, d, e, f, g FROM m")
+        }
+        #expect(row?["a"] == "first")
+        #expect(row?["b"] == -5)
+        #expect(row?["c"] == "")
+        #expect(row?["tc"] == "text")
+        #expect((row?["d"] as Data?).map { Array($0) } == [9, 8])
+        #expect(row?.hasNull(atIndex: 5) == true)
+        #expect((row?["f"] as Data?).map { Array($0) } == large)
+        #expect(row?["g"] == "é last")
     }
 
     @Test func anEmptyBlobIsABlobAndNotNull() throws {
