@@ -8,7 +8,7 @@ struct FastStatement {
     private let statement: Statement
     private let handle: OpaquePointer
     private let db: Database
-    
+
     init(_ db: Database, sql: String) throws {
         self.db = db
         statement = try db.cachedStatement(sql: sql)
