@@ -42,6 +42,37 @@ import Testing
         #expect(try await store.queueCountProblems() == [])
     }
 
+    @Test func outcomesOfSeveralSubscriptionsInOneCommitKeepTheCountsTrue() async throws {
+        let directory = StateStoreTests.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let store = try StateStore.open(directory: directory.path)
+        let names = ["a", "b", "c", "d", "e"]
+        let events = (0..<20).map { RoutedEvent(event: StateStoreTests.event("evt-\($0)", 1_000 + Int64($0)), subscriptions: names) }
+        _ = try await store.enqueue(source: "s", events: events, cursor: Self.at(2_000), now: Self.at(3_000))
+        func rows(_ name: String) async throws -> [Delivery] {
+            try await store.deliveries(subscription: name, due: Self.at(3_000), limit: 1_000, strict: false, excluding: [])
+        }
+
+        // Three subscriptions' outcomes in one commit, one of them dead letters, which copy the payload as they go.
+        try await store.record([
+            DeliveryOutcome(deliveries: try await rows("a"), decision: .delivered, attemptedAt: Self.at(3_100)),
+            DeliveryOutcome(deliveries: try await rows("b"), decision: .delivered, attemptedAt: Self.at(3_100)),
+            DeliveryOutcome(deliveries: try await rows("c"), decision: .deadLetter(reason: "http_400"), attemptedAt: Self.at(3_100)),
+        ])
+        #expect(try await Self.rawCount(store, "SELECT count(*) FROM event") == 20)
+        #expect(try await Self.rawCount(store, "SELECT count(*) FROM event WHERE pending = 2") == 20)
+        #expect(try await Self.rawCount(store, "SELECT count(*) FROM dead_letter WHERE length(payload) > 0") == 20)
+        #expect(try await store.queueCountProblems() == [])
+
+        // The last two in one commit: the rows go with them.
+        try await store.record([
+            DeliveryOutcome(deliveries: try await rows("d"), decision: .delivered, attemptedAt: Self.at(3_200)),
+            DeliveryOutcome(deliveries: try await rows("e"), decision: .delivered, attemptedAt: Self.at(3_200)),
+        ])
+        #expect(try await Self.rawCount(store, "SELECT count(*) FROM event") == 0)
+        #expect(try await store.queueCountProblems() == [])
+    }
+
     @Test func countsStayTrueThroughRetriesBatchesDeadLettersExpiryReplaysAndPurges() async throws {
         let directory = StateStoreTests.temporaryDirectory()
         defer { try? FileManager.default.removeItem(at: directory) }
