@@ -14,13 +14,21 @@ import Testing
         return try await queue.read { try Int.fetchOne($0, sql: sql) ?? -1 }
     }
 
+    /// Five subscriptions, each taking every event.
+    static let names = ["a", "b", "c", "d", "e"]
+
+    /// Queues `count` events, each for every one of ``names``.
+    static func enqueueForAll(_ count: Int, _ store: StateStore) async throws -> EnqueueResult {
+        let events = (0..<count).map { RoutedEvent(event: StateStoreTests.event("evt-\($0)", 1_000 + Int64($0)), subscriptions: names) }
+        return try await store.enqueue(source: "s", events: events, cursor: Self.at(2_000), now: Self.at(3_000))
+    }
+
     @Test func aPayloadIsStoredOnceAndGoesWithItsLastDelivery() async throws {
         let directory = StateStoreTests.temporaryDirectory()
         defer { try? FileManager.default.removeItem(at: directory) }
         let store = try StateStore.open(directory: directory.path)
-        let names = ["a", "b", "c", "d", "e"]
-        let events = (0..<100).map { RoutedEvent(event: StateStoreTests.event("evt-\($0)", 1_000 + Int64($0)), subscriptions: names) }
-        let result = try await store.enqueue(source: "s", events: events, cursor: Self.at(2_000), now: Self.at(3_000))
+        let names = Self.names
+        let result = try await Self.enqueueForAll(100, store)
         #expect(result.queued == 500)
         #expect(try await Self.rawCount(store, "SELECT count(*) FROM event") == 100)
         #expect(try await Self.rawCount(store, "SELECT count(*) FROM delivery") == 500)
@@ -46,9 +54,7 @@ import Testing
         let directory = StateStoreTests.temporaryDirectory()
         defer { try? FileManager.default.removeItem(at: directory) }
         let store = try StateStore.open(directory: directory.path)
-        let names = ["a", "b", "c", "d", "e"]
-        let events = (0..<20).map { RoutedEvent(event: StateStoreTests.event("evt-\($0)", 1_000 + Int64($0)), subscriptions: names) }
-        _ = try await store.enqueue(source: "s", events: events, cursor: Self.at(2_000), now: Self.at(3_000))
+        _ = try await Self.enqueueForAll(20, store)
         func rows(_ name: String) async throws -> [Delivery] {
             try await store.deliveries(subscription: name, due: Self.at(3_000), limit: 1_000, strict: false, excluding: [])
         }
