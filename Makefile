@@ -124,6 +124,9 @@ bench: release bench-deps
 	@echo "== Ingest alone (poll, route, queue; no delivery), each backlog in a fresh process"
 	.build/release/relay-bench ingest 100000
 	.build/release/relay-bench ingest 400000
+	@echo "== The state store's writer alone (the wall of a batched drain), one subscription and five"
+	.build/release/relay-bench store 100000 1
+	.build/release/relay-bench store 100000 5
 	@echo "== Delivery isolation"
 	.build/release/relay-bench isolation 10000
 	@echo "== Strict drain (ordering strict, one request at a time, after an outage)"

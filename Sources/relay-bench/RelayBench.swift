@@ -20,6 +20,14 @@ struct RelayBench {
             print(EndToEndBenchmark.describe(drain))
             return
         }
+        if arguments.first == "store" {
+            // relay-bench store [EVENTS [SUBSCRIPTIONS]]: the state store's writer alone, for changes to it.
+            let numbers = arguments.dropFirst().compactMap { Int($0) }
+            let (events, subscriptions) = (numbers.first ?? 100_000, numbers.dropFirst().first ?? 1)
+            let result = try await StoreWriterBenchmark(events: events, subscriptions: subscriptions).run()
+            print(StoreWriterBenchmark.describe(result, subscriptions: subscriptions))
+            return
+        }
         if arguments.first == "postgres" {
             // relay-bench postgres: several instances on the cluster RELAY_TEST_POSTGRES_SOCKET names (scripts/with-postgres).
             try await PostgresBenchmark(relayBinary: binary).run()
