@@ -57,6 +57,20 @@ import Testing
         #expect(row?["g"] == "é last")
     }
 
+    @Test func integersBindInTheirPlacesAndAMissingThirdIsNull() throws {
+        let queue = try DatabaseQueue()
+        let rows = try queue.write { db -> [Row] in
+            try db.execute(sql: "CREATE TABLE i (a, b, c)")
+            let insert = try FastStatement(db, sql: "INSERT INTO i VALUES (?, ?, ?)")
+            #expect(try insert.run(integers: .min, 0, .max) == 1)
+            // A third given before must not stay bound to the cached statement.
+            #expect(try insert.run(integers: 7, -7) == 1)
+            #expect(try FastStatement(db, sql: "DELETE FROM i WHERE a = ? AND b = ?").run(integers: 1, 2) == 0)
+            return try Row.fetchAll(db, sql: "SELECT a, b, c FROM i ORDER BY rowid")
+        }
+        #expect(rows.map { [$0["a"], $0["b"], $0["c"]] as [Int64?] } == [[.min, 0, .max], [7, -7, nil]])
+    }
+
     @Test func anEmptyBlobIsABlobAndNotNull() throws {
         let queue = try Self.table()
         try queue.write { db in

@@ -116,7 +116,7 @@ struct QueuedToBatch {
     func callAsFunction(
         subscription key: Int64, eventTime: Int64, event: Int64, batch: String, position: Int, due: Int64? = nil
     ) throws -> Bool {
-        guard try take.run(.integer(key), .integer(eventTime), .integer(event)) == 1 else { return false }
+        guard try take.run(integers: key, eventTime, event) == 1 else { return false }
         try move.run(
             .integer(key), .integer(eventTime), .integer(event), .text(batch), .integer(Int64(position)), due.map(FastValue.integer) ?? .null)
         return true

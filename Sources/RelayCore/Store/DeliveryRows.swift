@@ -86,7 +86,7 @@ struct DeliveryRows {
         }
         let row = db.lastInsertedRowID
         for subscription in subscriptions {
-            try insertDelivery.run(.integer(try key(of: subscription)), .integer(event.time), .integer(row))
+            try insertDelivery.run(integers: try key(of: subscription), event.time, row)
             depthChanges[subscription, default: 0] += 1
         }
         return (row, Array(repeating: 1, count: subscriptions.count))
@@ -100,13 +100,13 @@ struct DeliveryRows {
         if let existing = try findEvent.query([.text(source), .integer(event.time), .text(event.id)], { $0.integer(0) }).first {
             row = existing
             guard try attemptedExists.query([.integer(key), .integer(event.time), .integer(row)], { _ in true }).isEmpty,
-                try insertDelivery.run(.integer(key), .integer(event.time), .integer(row)) == 1
+                try insertDelivery.run(integers: key, event.time, row) == 1
             else { return 0 }
-            try holdEvent.run(.integer(now), .integer(row))
+            try holdEvent.run(integers: now, row)
         } else {
             try insert(event, source: source, now: now, pending: 1)
             row = db.lastInsertedRowID
-            try insertDelivery.run(.integer(key), .integer(event.time), .integer(row))
+            try insertDelivery.run(integers: key, event.time, row)
         }
         depthChanges[subscription, default: 0] += 1
         return 1
@@ -132,8 +132,8 @@ struct DeliveryRows {
     @discardableResult
     mutating func remove(subscription: String, eventTime: Int64, event: Int64) throws -> Bool {
         let key = try key(of: subscription)
-        guard try deleteFresh.run(.integer(key), .integer(eventTime), .integer(event)) == 1
-            || deleteAttempted.run(.integer(key), .integer(eventTime), .integer(event)) == 1
+        guard try deleteFresh.run(integers: key, eventTime, event) == 1
+            || deleteAttempted.run(integers: key, eventTime, event) == 1
         else { return false }
         releases.append(event)
         depthChanges[subscription, default: 0] -= 1
@@ -148,8 +148,8 @@ struct DeliveryRows {
         while index < releases.endIndex {
             let event = releases[index]
             let next = releases[index...].firstIndex { $0 != event } ?? releases.endIndex
-            let released = FastValue.integer(Int64(next - index))
-            if try dropEvent.run(.integer(event), released) == 0 { try releaseEvent.run(.integer(event), released) }
+            let released = Int64(next - index)
+            if try dropEvent.run(integers: event, released) == 0 { try releaseEvent.run(integers: event, released) }
             index = next
         }
         releases.removeAll()

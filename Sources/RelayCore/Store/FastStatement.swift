@@ -34,6 +34,21 @@ struct FastStatement {
     @discardableResult
     func run(_ values: FastValue...) throws -> Int { try run(values) }
 
+    /// Binds two or three integers and runs the statement; returns rows changed. The delivery rows' statements,
+    /// run once or twice per delivery, take only integers: without the array of values and the scratch buffer of
+    /// ``withBound``, whose retains, releases and allocations were a twentieth of the writer's time.
+    @discardableResult
+    func run(integers first: Int64, _ second: Int64, _ third: Int64? = nil) throws -> Int {
+        sqlite3_reset(handle)
+        defer { unbind() }
+        sqlite3_bind_int64(handle, 1, first)
+        sqlite3_bind_int64(handle, 2, second)
+        if let third { sqlite3_bind_int64(handle, 3, third) }
+        let code = sqlite3_step(handle)
+        guard code == SQLITE_DONE else { throw error(code) }
+        return Int(sqlite3_changes(db.sqliteConnection))
+    }
+
     /// Binds `values` and runs the statement; returns rows changed.
     @discardableResult
     func run(_ values: [FastValue]) throws -> Int {
