@@ -16,17 +16,44 @@ struct ComposedBatches {
 
     /// Members in body order, by batch id.
     private(set) var members: [String: [Member]] = [:]
-    /// Each member's batch and place, by event row.
+    /// Each member's batch and place, by event row, once ``indexMembers()`` has built it.
     private(set) var place: [Int64: (batch: String, position: Int)] = [:]
+    private var indexed = false
 
     /// The subscription's stored batches; few: they are the ones in flight or composed ahead, or left by a stop.
-    init(subscription key: Int64, _ db: Database) throws {
+    /// Without `indexingMembers`, ``place`` is left empty until ``indexMembers()``: an outcome names its batch, and
+    /// indexing the 800 and more members of a draining subscription's batches cost its commit more than its rows.
+    init(subscription key: Int64, _ db: Database, indexingMembers: Bool = true) throws {
         let rows = try FastStatement(db, sql: StateStore.deliveryQueries["composed batches"]!)
             .query([.integer(key)]) { ($0.text(0), Self.decode($0.blob(1))) }
-        for (batch, members) in rows {
-            self.members[batch] = members
+        for (batch, members) in rows { self.members[batch] = members }
+        if indexingMembers { indexMembers() }
+    }
+
+    /// Fills ``place``.
+    mutating func indexMembers() {
+        guard !indexed else { return }
+        indexed = true
+        for (batch, members) in members {
             for (position, member) in members.enumerated() { place[member.event] = (batch, position) }
         }
+    }
+
+    /// The stored batches that `deliveries` are members of.
+    mutating func batches(of deliveries: [Delivery]) -> Set<String> {
+        guard deliveries.allSatisfy({ $0.batchID != nil }) else {
+            // Rows that do not name their batch (composed by a caller that kept no ids): found by their event rows.
+            indexMembers()
+            return Set(deliveries.compactMap { place[$0.id]?.batch })
+        }
+        var batches: Set<String> = []
+        var last: String?
+        for delivery in deliveries {
+            guard let batch = delivery.batchID, batch != last else { continue }
+            last = batch
+            if members[batch] != nil { batches.insert(batch) }
+        }
+        return batches
     }
 
     /// Stores a batch of rows queued in `delivery`, in body order.

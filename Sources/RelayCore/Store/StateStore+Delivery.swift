@@ -330,8 +330,8 @@ extension StateStore {
                 let status: FastValue = outcome.status.map { .integer(Int64($0)) } ?? .integer(0)
                 // A composed batch answered: retried, its members become attempted rows under its id first; delivered
                 // or dead, its row goes with them.
-                if composed[key] == nil { composed[key] = try ComposedBatches(subscription: key, db) }
-                let answered = Set(outcome.deliveries.compactMap { composed[key]!.place[$0.id]?.batch })
+                if composed[key] == nil { composed[key] = try ComposedBatches(subscription: key, db, indexingMembers: false) }
+                let answered = composed[key]!.batches(of: outcome.deliveries)
                 let retried = if case .retry = outcome.decision { true } else { false }
                 if retried {
                     for batch in answered { try composed[key]!.spill(batch, subscription: key, db) }
