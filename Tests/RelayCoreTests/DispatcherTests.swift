@@ -17,6 +17,16 @@ import Testing
         #expect(signature == "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE=")
     }
 
+    /// A batch's id is stored with it and compared after upgrades: the hash of its ids must never change.
+    @Test func batchIDsAreTheFirstTwelveBytesOfTheSHA256OfTheIDsJoinedByNewlines() {
+        // Expected values from Python's hashlib.sha256(...).hexdigest()[:24].
+        #expect(WebhookRequestBuilder.webhookID(subscription: "s", eventIDs: ["evt-1", "evt-2", "evt-3"], batched: true)
+            == "s:batch-8d3f182a04c6d2bcb51a2e6f")
+        #expect(WebhookRequestBuilder.webhookID(subscription: "s", eventIDs: ["é", ""], batched: true) == "s:batch-edd3a863872a04239eb29ad4")
+        #expect(WebhookRequestBuilder.webhookID(subscription: "s", eventIDs: [""], batched: true) == "s:batch-e3b0c44298fc1c149afbf4c8")
+        #expect(WebhookRequestBuilder.webhookID(subscription: "s", eventIDs: ["evt-1"], batched: false) == "s:evt-1")
+    }
+
     /// A batch stored before `batchSize` went down to 1 still goes as a batch: a JSON array under its stored id.
     @Test func aStoredBatchGoesAsABatchAfterBatchSizeWentDownToOne() throws {
         let subscription = SubscriptionConfig(name: "s", source: "acme", webhook: WebhookConfig(url: "http://127.0.0.1:1/hook"))

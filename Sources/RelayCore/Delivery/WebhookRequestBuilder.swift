@@ -13,11 +13,26 @@ public struct WebhookRequestBuilder: Sendable {
 
     /// The `webhook-id` of a request carrying these deliveries: `<subscription>:<eventID>` for one event; for a
     /// batch, `<subscription>:batch-<hash of the event ids>`, a pure function of its contents (invariant 4).
+    ///
+    /// The hash is SHA-256 of the ids joined by newlines, its first 12 bytes in lower-case hex: ids stored with a
+    /// batch are compared with it after an upgrade, so it never changes. Fed id by id and written digit by digit: the
+    /// joined copy and `String(format:)` per byte were 2.5% of the relay's time in a batched drain.
     public static func webhookID(subscription: String, eventIDs: [String], batched: Bool) -> String {
         guard batched else { return "\(subscription):\(eventIDs[0])" }
-        let digest = SHA256.hash(data: Array(eventIDs.joined(separator: "\n").utf8))
-        let hex = digest.prefix(12).map { String(format: "%02x", $0) }.joined()
-        return "\(subscription):batch-\(hex)"
+        var hasher = SHA256()
+        for (index, id) in eventIDs.enumerated() {
+            if index > 0 { hasher.update(data: [UInt8(ascii: "\n")]) }
+            var id = id
+            id.withUTF8 { hasher.update(bufferPointer: UnsafeRawBufferPointer($0)) }
+        }
+        let digits = Array("0123456789abcdef".utf8)
+        var hex: [UInt8] = []
+        hex.reserveCapacity(24)
+        for byte in hasher.finalize().prefix(12) {
+            hex.append(digits[Int(byte >> 4)])
+            hex.append(digits[Int(byte & 0x0f)])
+        }
+        return "\(subscription):batch-\(String(decoding: hex, as: UTF8.self))"
     }
 
     /// A short hash of where and how requests go (URL, headers, signing key): it tells whether a webhook changed
