@@ -34,6 +34,7 @@ struct ComposedBatches {
     mutating func indexMembers() {
         guard !indexed else { return }
         indexed = true
+        place.reserveCapacity(members.values.reduce(0) { $0 + $1.count })
         for (batch, members) in members {
             for (position, member) in members.enumerated() { place[member.event] = (batch, position) }
         }
