@@ -17,7 +17,7 @@ import Testing
         #expect(signature == "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE=")
     }
 
-    /// A batch's id is stored with it and compared after upgrades: the hash of its ids must never change.
+    /// The same events give the same batch id from every release: the hash of the ids must never change.
     @Test func batchIDsAreTheFirstTwelveBytesOfTheSHA256OfTheIDsJoinedByNewlines() {
         // Expected values from Python's hashlib.sha256(...).hexdigest()[:24].
         #expect(WebhookRequestBuilder.webhookID(subscription: "s", eventIDs: ["evt-1", "evt-2", "evt-3"], batched: true)

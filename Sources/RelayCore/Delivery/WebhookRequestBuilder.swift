@@ -14,9 +14,11 @@ public struct WebhookRequestBuilder: Sendable {
     /// The `webhook-id` of a request carrying these deliveries: `<subscription>:<eventID>` for one event; for a
     /// batch, `<subscription>:batch-<hash of the event ids>`, a pure function of its contents (invariant 4).
     ///
-    /// The hash is SHA-256 of the ids joined by newlines, its first 12 bytes in lower-case hex: ids stored with a
-    /// batch are compared with it after an upgrade, so it never changes. Fed id by id and written digit by digit: the
-    /// joined copy and `String(format:)` per byte were 2.5% of the relay's time in a batched drain.
+    /// The hash is SHA-256 of the ids joined by newlines, its first 12 bytes in lower-case hex, as every release has
+    /// made it: the same events give the same id whichever release composes them (a backup restored after going
+    /// back to an older release delivers events again "under their original webhook-ids", docs/operations.md, and
+    /// receivers dedupe on them). Fed id by id and written digit by digit: the joined copy and `String(format:)`
+    /// per byte were 2.5% of the relay's time in a batched drain.
     public static func webhookID(subscription: String, eventIDs: [String], batched: Bool) -> String {
         guard batched else { return "\(subscription):\(eventIDs[0])" }
         var hasher = SHA256()
