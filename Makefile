@@ -124,7 +124,7 @@ bench: release bench-deps
 	@echo "== Ingest alone (poll, route, queue; no delivery), each backlog in a fresh process"
 	.build/release/relay-bench ingest 100000
 	.build/release/relay-bench ingest 400000
-	@echo "== The state store's writer alone (the wall of a batched drain), one subscription and five"
+	@echo "== The state store's writer alone (over half a batched drain's CPU), one subscription and five"
 	.build/release/relay-bench store 100000 1
 	.build/release/relay-bench store 100000 5
 	@echo "== Delivery isolation"
