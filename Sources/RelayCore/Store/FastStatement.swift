@@ -44,9 +44,7 @@ struct FastStatement {
         sqlite3_bind_int64(handle, 1, first)
         sqlite3_bind_int64(handle, 2, second)
         if let third { sqlite3_bind_int64(handle, 3, third) }
-        let code = sqlite3_step(handle)
-        guard code == SQLITE_DONE else { throw error(code) }
-        return Int(sqlite3_changes(db.sqliteConnection))
+        return try changes(afterStep: sqlite3_step(handle))
     }
 
     /// Binds `values` and runs the statement; returns rows changed.
@@ -54,7 +52,11 @@ struct FastStatement {
     func run(_ values: [FastValue]) throws -> Int {
         sqlite3_reset(handle)
         defer { unbind() }
-        let code = withBound(values) { sqlite3_step(handle) }
+        return try changes(afterStep: withBound(values) { sqlite3_step(handle) })
+    }
+
+    /// The rows the step that returned `code` changed, or its error.
+    private func changes(afterStep code: Int32) throws -> Int {
         guard code == SQLITE_DONE else { throw error(code) }
         return Int(sqlite3_changes(db.sqliteConnection))
     }
