@@ -50,6 +50,33 @@ import Testing
         #expect(try await store.queueCountProblems() == [])
     }
 
+    /// Rows of new events are inserted a subscription at a time, many to a statement (DeliveryRows): each
+    /// subscription still gets exactly its events, in order, when each takes a different part of a page, a page
+    /// repeats an event, and the page's size is not a statement's.
+    @Test func eachSubscriptionGetsExactlyItsEventsWhenAPageIsQueuedManyRowsToAStatement() async throws {
+        let directory = StateStoreTests.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let store = try StateStore.open(directory: directory.path)
+        // Subscription k takes the events whose number is not a multiple of k + 2.
+        func takes(_ name: String, _ number: Int) -> Bool { number % (Self.names.firstIndex(of: name)! + 2) != 0 }
+        var events = (0..<203).map { number in
+            RoutedEvent(
+                event: StateStoreTests.event("evt-\(number)", 1_000 + Int64(number)),
+                subscriptions: Self.names.filter { takes($0, number) })
+        }
+        events.insert(events[7], at: 150)
+        let result = try await store.enqueue(source: "s", events: events, cursor: Self.at(2_000), now: Self.at(3_000))
+        #expect(result.duplicates == 1)
+        for name in Self.names {
+            let expected = (0..<203).filter { takes(name, $0) }.map { "evt-\($0)" }
+            let rows = try await store.deliveries(subscription: name, due: Self.at(3_000), limit: 1_000, strict: true, excluding: [])
+            #expect(rows.map(\.eventID) == expected, "\(name)")
+            #expect(result.handOff[name]?.map(\.eventID) == expected, "\(name)")
+            #expect(try await store.queueDepth(name) == expected.count)
+        }
+        #expect(try await store.queueCountProblems() == [])
+    }
+
     @Test func outcomesOfSeveralSubscriptionsInOneCommitKeepTheCountsTrue() async throws {
         let directory = StateStoreTests.temporaryDirectory()
         defer { try? FileManager.default.removeItem(at: directory) }

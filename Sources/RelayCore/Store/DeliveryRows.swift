@@ -41,6 +41,10 @@ struct DeliveryRows {
     private var releases: [Int64] = []
     /// The newest event row's store time, read once per transaction: see ``insert(_:source:now:pending:)``.
     private var lastStored: Int64?
+    /// Delivery rows of new events not inserted yet, inserted
+    /// by ``insertQueued()`` a subscription at a time, many rows to a statement: with five subscriptions, a statement
+    /// per row was a third of the queueing commit, and each subscription's rows land together in its part of the key.
+    private var queuedNew: [(key: Int64, time: Int64, event: Int64)] = []
 
     init(_ db: Database) throws {
         self.db = db
@@ -86,15 +90,53 @@ struct DeliveryRows {
         }
         let row = db.lastInsertedRowID
         for subscription in subscriptions {
-            try insertDelivery.run(integers: try key(of: subscription), event.time, row)
+            queuedNew.append((try key(of: subscription), event.time, row))
             depthChanges[subscription, default: 0] += 1
         }
         return (row, Array(repeating: 1, count: subscriptions.count))
     }
 
+    /// Inserts the rows ``queueNew(_:source:for:now:)`` collected, before anything else reads or changes the queue:
+    /// a subscription at a time, in event order.
+    private mutating func insertQueued() throws {
+        guard !queuedNew.isEmpty else { return }
+        var keys: [Int64] = []
+        for row in queuedNew where !keys.contains(row.key) { keys.append(row.key) }
+        var values: [Int64] = []
+        values.reserveCapacity(64 * 3)
+        for key in keys {
+            var remaining = queuedNew.lazy.filter { $0.key == key }.count
+            var index = queuedNew.startIndex
+            while remaining > 0 {
+                // Statements of 64, 32, ... 1 rows: seven texts in the statement cache, whatever the page size.
+                var size = 64
+                while size > remaining { size /= 2 }
+                values.removeAll(keepingCapacity: true)
+                while values.count < size * 3 {
+                    let row = queuedNew[index]
+                    index += 1
+                    guard row.key == key else { continue }
+                    values.append(row.key)
+                    values.append(row.time)
+                    values.append(row.event)
+                }
+                try FastStatement(db, sql: Self.insertDeliveries[size.trailingZeroBitCount]).run(integerList: values)
+                remaining -= size
+            }
+        }
+        queuedNew.removeAll(keepingCapacity: true)
+    }
+
+    /// Inserts of 1, 2, 4 ... 64 rows.
+    private static let insertDeliveries = (0...6).map { power in
+        "INSERT OR IGNORE INTO delivery (subscription, event_time, event) VALUES "
+            + repeatElement("(?, ?, ?)", count: 1 << power).joined(separator: ", ")
+    }
+
     /// Queues an event for one subscription unless it is queued for it already; 1 if queued, else 0. An event
     /// row stored already is shared, and its queue time moves to now (`maxAge` counts from the latest queueing).
     mutating func queue(_ event: StoredEvent, source: String, for subscription: String, now: Int64) throws -> Int {
+        try insertQueued()
         let key = try key(of: subscription)
         let row: Int64
         if let existing = try findEvent.query([.text(source), .integer(event.time), .text(event.id)], { $0.integer(0) }).first {
@@ -131,6 +173,7 @@ struct DeliveryRows {
     /// Removes a delivery, queued or attempted, and releases its event; false if there was none.
     @discardableResult
     mutating func remove(subscription: String, eventTime: Int64, event: Int64) throws -> Bool {
+        try insertQueued()
         let key = try key(of: subscription)
         guard try deleteFresh.run(integers: key, eventTime, event) == 1
             || deleteAttempted.run(integers: key, eventTime, event) == 1
@@ -143,6 +186,7 @@ struct DeliveryRows {
     /// Releases the event rows of the removed deliveries (a row goes with the last delivery that needs it) and
     /// applies the queue-depth changes; called once, before the transaction commits.
     mutating func finish() throws {
+        try insertQueued()
         releases.sort()
         var index = releases.startIndex
         while index < releases.endIndex {

@@ -47,6 +47,15 @@ struct FastStatement {
         return try changes(afterStep: sqlite3_step(handle))
     }
 
+    /// Binds integers to ?1, ?2... and runs the statement; returns rows changed. For statements of many rows.
+    @discardableResult
+    func run(integerList values: [Int64]) throws -> Int {
+        sqlite3_reset(handle)
+        defer { unbind() }
+        for (index, value) in values.enumerated() { sqlite3_bind_int64(handle, Int32(index + 1), value) }
+        return try changes(afterStep: sqlite3_step(handle))
+    }
+
     /// Binds `values` and runs the statement; returns rows changed.
     @discardableResult
     func run(_ values: [FastValue]) throws -> Int {
