@@ -77,6 +77,48 @@ import Testing
         #expect(try await store.queueCountProblems() == [])
     }
 
+    /// A delivered batch's rows go with one range delete over their span of event times (DeliveryRows) only when
+    /// nothing else is queued in that span: a late event inside it stays queued, and members attempted before (in
+    /// `delivery_attempt`) go too.
+    @Test func aDeliveredBatchTakesOnlyItsOwnRowsFromItsSpan() async throws {
+        let directory = StateStoreTests.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let store = try StateStore.open(directory: directory.path)
+        func queue(_ ids: [(String, Int64)]) async throws {
+            let events = ids.map { RoutedEvent(event: StateStoreTests.event($0.0, $0.1), subscriptions: ["a"]) }
+            _ = try await store.enqueue(source: "s", events: events, cursor: Self.at(2_000), now: Self.at(3_000))
+        }
+        func queued() async throws -> [String] {
+            try await store.deliveries(subscription: "a", due: Self.at(9_000), limit: 1_000, strict: true, excluding: [])
+                .map(\.eventID)
+        }
+        try await queue((0..<30).map { ("evt-\($0)", 1_000 + 2 * Int64($0)) })
+        let first = Array(try await store.deliveries(subscription: "a", due: Self.at(3_000), limit: 10, strict: true, excluding: []))
+        let second = Array(
+            try await store.deliveries(subscription: "a", due: Self.at(3_000), limit: 10, strict: true, excluding: Set(first.map(\.id))))
+        // A late event inside the first batch's span, one after the second's; one of the second's members attempted.
+        try await queue([("late-1", 1_005), ("late-2", 1_041)])
+        try await store.record([
+            DeliveryOutcome(deliveries: [second[3]], decision: .retry(at: Self.at(3_500)), attemptedAt: Self.at(3_100), status: 500)
+        ])
+        try await store.record([
+            DeliveryOutcome(deliveries: first, decision: .delivered, attemptedAt: Self.at(3_200), status: 200),
+            DeliveryOutcome(deliveries: second, decision: .delivered, attemptedAt: Self.at(3_200), status: 200),
+        ])
+        let expected = ["late-1", "late-2"] + (20..<30).map { "evt-\($0)" }
+        #expect(try await queued().sorted() == expected.sorted())
+        #expect(try await store.queueDepth("a") == expected.count)
+        #expect(try await store.queueCountProblems() == [])
+
+        // With nothing else in its span, a batch takes all of it.
+        let rest = try await store.deliveries(subscription: "a", due: Self.at(9_000), limit: 10, strict: true, excluding: [])
+        #expect(rest.count == 10)
+        try await store.record([DeliveryOutcome(deliveries: rest, decision: .delivered, attemptedAt: Self.at(3_300), status: 200)])
+        #expect(rest.map(\.eventID) == ["late-1", "evt-20", "late-2"] + (21...27).map { "evt-\($0)" })
+        #expect(try await queued() == ["evt-28", "evt-29"])
+        #expect(try await store.queueCountProblems() == [])
+    }
+
     @Test func outcomesOfSeveralSubscriptionsInOneCommitKeepTheCountsTrue() async throws {
         let directory = StateStoreTests.temporaryDirectory()
         defer { try? FileManager.default.removeItem(at: directory) }

@@ -338,9 +338,7 @@ extension StateStore {
                 }
                 switch outcome.decision {
                 case .delivered:
-                    for delivery in outcome.deliveries {
-                        try rows.remove(subscription: subscription, eventTime: delivery.eventTime.millisecondsSinceEpoch, event: delivery.id)
-                    }
+                    try rows.remove(subscription: subscription, deliveries: outcome.deliveries)
                     stats.delivered(outcome.deliveries.count, subscription, at: at)
                 case .retry(let next):
                     for delivery in outcome.deliveries {
