@@ -170,10 +170,14 @@ extension StateStore {
         source: String, events: [RoutedEvent], advance: MarkAdvance, skipped: [EventPageDecoder.SkipReason: Int] = [:],
         queueLimits: [String: Int] = [:], now: Timestamp
     ) async throws(StoreError) -> EnqueueResult {
-        try await write("queueing \(events.count) events of \(source)") { db in
-            try Self.enqueue(
-                PageCommit(events: events, advance: advance, skipped: skipped), source: source, queueLimits: queueLimits, now: now, db)
+        let page = PageCommit(events: events, advance: advance, skipped: skipped)
+        var (result, stored) = try await write("queueing \(events.count) events of \(source)") { db in
+            var stored = StoredRows()
+            let result = try Self.enqueue(page, source: source, queueLimits: queueLimits, now: now, stored: &stored, db)
+            return (result, stored)
         }
+        result.handOff = stored.deliveries(of: [page], now: now)
+        return result
     }
 
     /// Commits pages in one transaction, each as its own commit would: a poller that reads faster than one commit
@@ -181,10 +185,11 @@ extension StateStore {
     public func enqueue(
         source: String, pages: [PageCommit], queueLimits: [String: Int] = [:], now: Timestamp
     ) async throws(StoreError) -> EnqueueResult {
-        try await write("queueing \(pages.count) pages of \(source)") { db in
+        var (result, stored) = try await write("queueing \(pages.count) pages of \(source)") { db in
             var result = EnqueueResult()
+            var stored = StoredRows()
             for page in pages {
-                result.add(try Self.enqueue(page, source: source, queueLimits: queueLimits, now: now, db))
+                result.add(try Self.enqueue(page, source: source, queueLimits: queueLimits, now: now, stored: &stored, db))
             }
             let fed = Set(pages.lazy.flatMap(\.events).flatMap(\.subscriptions))
             if !fed.isEmpty {
@@ -194,13 +199,17 @@ extension StateStore {
                         sql: "SELECT max(n) FROM queue_depth WHERE subscription IN (\(fed.map { _ in "?" }.joined(separator: ",")))"),
                     arguments: StatementArguments(Array(fed))) ?? 0
             }
-            return result
+            return (result, stored)
         }
+        result.handOff = stored.deliveries(of: pages, now: now)
+        return result
     }
 
     private static func enqueue(
-        _ page: PageCommit, source: String, queueLimits: [String: Int], now: Timestamp, _ db: Database
+        _ page: PageCommit, source: String, queueLimits: [String: Int], now: Timestamp, stored: inout StoredRows,
+        _ db: Database
     ) throws -> EnqueueResult {
+        stored.nextPage()
         let (events, advance, skipped) = (page.events, page.advance, page.skipped)
         var result = EnqueueResult()
         var lanes = try SubscriptionLanes(db, source: source, limits: queueLimits, liveAfter: advance.live)
@@ -208,7 +217,7 @@ extension StateStore {
         var rows = try DeliveryRows(db)
         let nowMS = now.millisecondsSinceEpoch
         var admitted: [String] = []
-        for routed in events {
+        for (index, routed) in events.enumerated() {
             let event = routed.event
             let time = event.time.millisecondsSinceEpoch
             guard try markSeen.run(.text(source), .text(event.id), .integer(time)) == 1 else {
@@ -221,22 +230,13 @@ extension StateStore {
                 admitted.append(subscription)
             }
             guard !admitted.isEmpty else { continue }
-            let stored = StoredEvent(event)
-            let (row, queued) = try rows.queueNew(stored, source: source, for: admitted, now: nowMS)
-            // One delivery, its event's part shared by every subscription's copy.
-            var handed: Delivery?
+            let (row, queued) = try rows.queueNew(StoredEvent(event), source: source, for: admitted, now: nowMS)
             for (subscription, count) in zip(admitted, queued) {
                 lanes.count(subscription, count)
                 result.queued += count
-                guard count == 1, let row else { continue }
-                var delivery = handed ?? Delivery(
-                    id: row, subscription: subscription, eventID: event.id, eventTime: event.time, action: event.action,
-                    timeValue: stored.timeValue, payload: event.raw, attempts: 0, firstAttemptAt: nil, batchID: nil,
-                    nextAttemptAt: now)
-                delivery.subscription = subscription
-                handed = delivery
-                result.handOff[subscription, default: []].append(delivery)
             }
+            // A new event row is queued for every subscription admitted.
+            if let row { stored.add(event: index, row: row, for: admitted.count == routed.subscriptions.count ? nil : admitted) }
         }
         try rows.finish()
         result.filled = lanes.filled
@@ -346,5 +346,40 @@ extension StateStore {
         try await read("counting seen ids") { db in
             try Int.fetchOne(db, sql: "SELECT count(*) FROM seen WHERE source = ?", arguments: [source]) ?? 0
         }
+    }
+}
+
+/// The event rows a commit stored for its pages' new events, with the subscriptions each was queued for: what the
+/// poller hands to the dispatchers, as deliveries built once the commit is done. Building them inside it, a delivery
+/// and a dictionary update per subscription and event, was writer time that no other commit could use.
+struct StoredRows: Sendable {
+    private var pages: [[(event: Int, row: Int64, subscriptions: [String]?)]] = []
+
+    mutating func nextPage() { pages.append([]) }
+
+    /// The page's event at `event` was stored as `row` for `subscriptions` (nil: all it was routed to).
+    mutating func add(event: Int, row: Int64, for subscriptions: [String]?) {
+        pages[pages.count - 1].append((event, row, subscriptions))
+    }
+
+    /// The deliveries queued, per subscription, in queue order; `pages` as committed.
+    func deliveries(of committed: [PageCommit], now: Timestamp) -> [String: [Delivery]] {
+        var handOff: [String: [Delivery]] = [:]
+        for (page, stored) in zip(committed, pages) {
+            for (index, row, subscriptions) in stored {
+                let routed = page.events[index]
+                let event = routed.event
+                // One delivery, its event's part shared by every subscription's copy.
+                var delivery = Delivery(
+                    id: row, subscription: "", eventID: event.id, eventTime: event.time, action: event.action,
+                    timeValue: event.timeValue.description, payload: event.raw, attempts: 0, firstAttemptAt: nil,
+                    batchID: nil, nextAttemptAt: now)
+                for subscription in subscriptions ?? routed.subscriptions {
+                    delivery.subscription = subscription
+                    handOff[subscription, default: []].append(delivery)
+                }
+            }
+        }
+        return handOff
     }
 }
