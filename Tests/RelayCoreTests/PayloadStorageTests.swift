@@ -119,6 +119,32 @@ import Testing
         #expect(try await store.queueCountProblems() == [])
     }
 
+    /// A read of queued rows takes the ones the keys pick in one pass from the first that is not in flight
+    /// (StateStore.deliveries): it returns the same rows, in the same order, as reading each by its key, with rows
+    /// in flight before, inside and after the run, and at a millisecond shared by several events.
+    @Test func aReadOfQueuedRowsLeavesOutExactlyTheOnesInFlight() async throws {
+        let directory = StateStoreTests.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let store = try StateStore.open(directory: directory.path)
+        // Three events to a millisecond.
+        let events = (0..<60).map { RoutedEvent(event: StateStoreTests.event("evt-\($0)", 1_000 + Int64($0 / 3)), subscriptions: ["a"]) }
+        _ = try await store.enqueue(source: "s", events: events, cursor: Self.at(2_000), now: Self.at(3_000))
+        let all = try await store.deliveries(subscription: "a", due: Self.at(3_000), limit: 100, strict: false, excluding: [])
+        #expect(all.map(\.eventID) == (0..<60).map { "evt-\($0)" })
+        for (inFlight, limit) in [
+            (Set(0..<7).union([9, 13]), 20),  // a head in flight and two inside the run: one pass
+            (Set(0..<4).union(stride(from: 5, to: 40, by: 2)), 10),  // every other one in flight: a read each
+            (Set([1, 2]), 60),  // fewer rows than the limit
+            (Set(0..<58), 10),  // too few left for one pass
+        ] {
+            let excluding = Set(inFlight.map { all[$0].id })
+            let rows = try await store.deliveries(subscription: "a", due: Self.at(3_000), limit: limit, strict: false, excluding: excluding)
+            let expected = all.filter { !excluding.contains($0.id) }.prefix(limit)
+            #expect(rows.map(\.eventID) == expected.map(\.eventID), "\(inFlight.sorted())")
+            #expect(rows.map(\.payload) == expected.map(\.payload))
+        }
+    }
+
     @Test func outcomesOfSeveralSubscriptionsInOneCommitKeepTheCountsTrue() async throws {
         let directory = StateStoreTests.temporaryDirectory()
         defer { try? FileManager.default.removeItem(at: directory) }
