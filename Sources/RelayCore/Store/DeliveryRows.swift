@@ -34,6 +34,8 @@ struct DeliveryRows {
     private let deleteSpan: FastStatement
     private let dropEvent: FastStatement
     private let releaseEvent: FastStatement
+    private let dropEvents: FastStatement
+    private let releaseEvents: FastStatement
     private var keys: [String: Int64] = [:]
     private var depthChanges: [String: Int] = [:]
     /// The event row of each delivery removed, released in ``finish()``: an event delivered to five subscriptions in
@@ -69,6 +71,8 @@ struct DeliveryRows {
         deleteSpan = try FastStatement(db, sql: "DELETE FROM delivery WHERE subscription = ? AND event_time BETWEEN ? AND ?")
         dropEvent = try FastStatement(db, sql: "DELETE FROM event WHERE id = ?1 AND pending <= ?2")
         releaseEvent = try FastStatement(db, sql: "UPDATE event SET pending = pending - ?2 WHERE id = ?1")
+        dropEvents = try FastStatement(db, sql: "DELETE FROM event WHERE id BETWEEN ?1 AND ?2 AND pending <= ?3")
+        releaseEvents = try FastStatement(db, sql: "UPDATE event SET pending = pending - ?3 WHERE id BETWEEN ?1 AND ?2")
     }
 
     /// The subscription's integer key, created on first use.
@@ -243,14 +247,23 @@ struct DeliveryRows {
     mutating func finish() throws {
         try insertQueued()
         releases.sort()
+        // Runs of consecutive event rows that each lost as many deliveries, as a drain's commits have them, go with
+        // a statement or two a run: those rows with no delivery left, then the rest's counts.
         var index = releases.startIndex
+        var run: (first: Int64, last: Int64, released: Int64)?
         while index < releases.endIndex {
             let event = releases[index]
             let next = releases[index...].firstIndex { $0 != event } ?? releases.endIndex
             let released = Int64(next - index)
-            if try dropEvent.run(integers: event, released) == 0 { try releaseEvent.run(integers: event, released) }
+            if let current = run, current.last + 1 == event, current.released == released {
+                run!.last = event
+            } else {
+                if let run { try release(run) }
+                run = (event, event, released)
+            }
             index = next
         }
+        if let run { try release(run) }
         releases.removeAll()
         for (subscription, change) in depthChanges where change != 0 {
             try db.cachedStatement(
@@ -260,6 +273,17 @@ struct DeliveryRows {
                     """
             ).execute(arguments: [subscription, change])
         }
+    }
+
+    /// Releases each of the event rows `first...last` from `released` deliveries: a row with no more goes.
+    private func release(_ run: (first: Int64, last: Int64, released: Int64)) throws {
+        guard run.first < run.last else {
+            if try dropEvent.run(integers: run.first, run.released) == 0 { try releaseEvent.run(integers: run.first, run.released) }
+            return
+        }
+        let dropped = try dropEvents.run(integers: run.first, run.last, run.released)
+        // Every row of the run is stored (a queued delivery keeps its event's row): those left need their counts.
+        if dropped < run.last - run.first + 1 { try releaseEvents.run(integers: run.first, run.last, run.released) }
     }
 
     /// A subscription's key, or nil if it never had a delivery.
