@@ -145,6 +145,53 @@ import Testing
         }
     }
 
+    /// Compositions given at once share transactions (StateStore.assignBatches): each caller returns once its
+    /// batches are stored, and a transaction that fails fails each of its callers, without stopping the next ones.
+    @Test func compositionsGivenAtOnceAreEachStoredOrEachFail() async throws {
+        let directory = StateStoreTests.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let store = try StateStore.open(directory: directory.path)
+        _ = try await Self.enqueueForAll(40, store)
+        func unbatched(_ name: String) async throws -> [Delivery] {
+            try await store.deliveries(subscription: name, due: Self.at(3_000), limit: 100, strict: true, excluding: [])
+                .filter { $0.batchID == nil }
+        }
+        // Four batches of five for each subscription, each given by its own caller, all at once.
+        var given: [(id: String, deliveries: [Delivery])] = []
+        for name in Self.names {
+            let rows = try await unbatched(name)
+            for batch in 0..<4 { given.append(("\(name):batch-\(batch)", Array(rows[batch * 5..<batch * 5 + 5]))) }
+        }
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            for batch in given { group.addTask { try await store.assignBatches([batch]) } }
+            try await group.waitForAll()
+        }
+        for name in Self.names {
+            let rows = try await store.deliveries(subscription: name, due: Self.at(3_000), limit: 100, strict: true, excluding: [])
+            #expect(rows.prefix(20).map(\.batchID) == (0..<4).flatMap { Array(repeating: "\(name):batch-\($0)", count: 5) })
+            #expect(rows.dropFirst(20).allSatisfy { $0.batchID == nil })
+        }
+
+        // A transaction that cannot store: every caller gets the error; a composition after it is stored.
+        let queue = try DatabaseQueue(path: store.directory + "/" + StateStore.fileName)
+        try await queue.write {
+            try $0.execute(sql: "CREATE TRIGGER refuse BEFORE INSERT ON composed_batch BEGIN SELECT RAISE(ABORT, 'refused'); END")
+        }
+        var refused: [(id: String, deliveries: [Delivery])] = []
+        for name in Self.names { refused.append(("\(name):refused", Array(try await unbatched(name).prefix(5)))) }
+        let failures = await withTaskGroup(of: Bool.self) { group in
+            for batch in refused { group.addTask { (try? await store.assignBatches([batch])) == nil } }
+            return await group.reduce(0) { $0 + ($1 ? 1 : 0) }
+        }
+        #expect(failures == Self.names.count)
+        try await queue.write { try $0.execute(sql: "DROP TRIGGER refuse") }
+        try await store.assignBatches([refused[0]])
+        let first = try await store.deliveries(subscription: "a", due: Self.at(3_000), limit: 100, strict: true, excluding: [])
+        #expect(first.filter { $0.batchID == "a:refused" }.count == 5)
+        #expect(try await unbatched("b").count == 20)
+        #expect(try await store.queueCountProblems() == [])
+    }
+
     @Test func outcomesOfSeveralSubscriptionsInOneCommitKeepTheCountsTrue() async throws {
         let directory = StateStoreTests.temporaryDirectory()
         defer { try? FileManager.default.removeItem(at: directory) }

@@ -1,4 +1,5 @@
 import GRDB
+import Synchronization
 
 /// Batches composed from never-attempted deliveries and not yet answered, as stored: one row per batch naming its
 /// members in body order, while the members' rows stay in `delivery` where ingest put them.
@@ -149,4 +150,22 @@ struct QueuedToBatch {
             .integer(key), .integer(eventTime), .integer(event), .text(batch), .integer(Int64(position)), due.map(FastValue.integer) ?? .null)
         return true
     }
+}
+
+/// The compositions ``StateStore/assignBatches(_:)`` was given and has not committed: those waiting for a
+/// transaction, and those in the one running, whose callers it resumes when it ends.
+final class CompositionCommits: Sendable {
+    struct Waiting {
+        var batches: [(id: String, deliveries: [Delivery])]
+        var done: CheckedContinuation<Result<Void, StoreError>, Never>
+    }
+
+    struct State {
+        var waiting: [Waiting] = []
+        var inTransaction: [Waiting] = []
+        /// A task is committing: a new composition waits for its next transaction.
+        var committing = false
+    }
+
+    let state = Mutex(State())
 }

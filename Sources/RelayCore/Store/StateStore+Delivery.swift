@@ -272,32 +272,73 @@ extension StateStore {
     /// ``ComposedBatches``; one with a row attempted before moves its rows to `delivery_attempt`, due as they were.
     /// One transaction for them all: a draining subscription composes one per free place, and a commit each would
     /// queue them all behind the writer.
+    ///
+    /// The dispatchers a commit's hand-off wakes compose at once, one commit each behind the poller's; so a
+    /// transaction takes every composition waiting when it begins (``CompositionCommits``), and each caller
+    /// returns once the transaction with its batches has committed.
     public func assignBatches(_ batches: [(id: String, deliveries: [Delivery])]) async throws(StoreError) {
         guard !batches.isEmpty else { return }
-        try await write("composing \(batches.count) batches") { db in
-            let assign = try FastStatement(
-                db,
-                sql: """
-                    UPDATE delivery_attempt SET batch_id = ?, batch_seq = ?
-                    WHERE subscription = ? AND event_time = ? AND event = ? AND batch_id IS NULL
-                    """)
-            let move = try QueuedToBatch(db)
-            for (batchID, deliveries) in batches {
-                guard let key = try DeliveryRows.existingKey(of: deliveries.first?.subscription ?? "", db) else { continue }
-                // A row never attempted is in `delivery`; one attempted before, in `delivery_attempt`.
-                if deliveries.allSatisfy({ $0.attempts == 0 }) {
-                    let members = deliveries.map { ComposedBatches.Member(eventTime: $0.eventTime.millisecondsSinceEpoch, event: $0.id) }
-                    try ComposedBatches.store(batchID, subscription: key, members: members, db)
-                    continue
-                }
-                for (position, delivery) in deliveries.enumerated() {
-                    let time = delivery.eventTime.millisecondsSinceEpoch
-                    if try !move(
-                        subscription: key, eventTime: time, event: delivery.id, batch: batchID, position: position,
-                        due: delivery.nextAttemptAt.millisecondsSinceEpoch)
-                    {
-                        try assign.run(.text(batchID), .integer(Int64(position)), .integer(key), .integer(time), .integer(delivery.id))
+        let result: Result<Void, StoreError> = await withCheckedContinuation { done in
+            let lead = compositions.state.withLock { state in
+                state.waiting.append(CompositionCommits.Waiting(batches: batches, done: done))
+                defer { state.committing = true }
+                return !state.committing
+            }
+            if lead { Task { await self.commitCompositions() } }
+        }
+        try result.get()
+    }
+
+    /// Commits the compositions waiting, a transaction at a time, until none is left.
+    private func commitCompositions() async {
+        while true {
+            let outcome: Result<Void, StoreError>
+            do {
+                try await write("composing batches") { db in
+                    let taken = self.compositions.state.withLock { state in
+                        state.inTransaction = state.waiting
+                        state.waiting = []
+                        return state.inTransaction
                     }
+                    for composition in taken { try Self.assign(composition.batches, db) }
+                }
+                outcome = .success(())
+            } catch {
+                outcome = .failure(error)
+            }
+            let (done, more) = compositions.state.withLock { state in
+                defer { state.inTransaction = [] }
+                state.committing = !state.waiting.isEmpty
+                return (state.inTransaction.map(\.done), state.committing)
+            }
+            for caller in done { caller.resume(returning: outcome) }
+            guard more else { return }
+        }
+    }
+
+    private static func assign(_ batches: [(id: String, deliveries: [Delivery])], _ db: Database) throws {
+        let assign = try FastStatement(
+            db,
+            sql: """
+                UPDATE delivery_attempt SET batch_id = ?, batch_seq = ?
+                WHERE subscription = ? AND event_time = ? AND event = ? AND batch_id IS NULL
+                """)
+        let move = try QueuedToBatch(db)
+        for (batchID, deliveries) in batches {
+            guard let key = try DeliveryRows.existingKey(of: deliveries.first?.subscription ?? "", db) else { continue }
+            // A row never attempted is in `delivery`; one attempted before, in `delivery_attempt`.
+            if deliveries.allSatisfy({ $0.attempts == 0 }) {
+                let members = deliveries.map { ComposedBatches.Member(eventTime: $0.eventTime.millisecondsSinceEpoch, event: $0.id) }
+                try ComposedBatches.store(batchID, subscription: key, members: members, db)
+                continue
+            }
+            for (position, delivery) in deliveries.enumerated() {
+                let time = delivery.eventTime.millisecondsSinceEpoch
+                if try !move(
+                    subscription: key, eventTime: time, event: delivery.id, batch: batchID, position: position,
+                    due: delivery.nextAttemptAt.millisecondsSinceEpoch)
+                {
+                    try assign.run(.text(batchID), .integer(Int64(position)), .integer(key), .integer(time), .integer(delivery.id))
                 }
             }
         }

@@ -15,6 +15,8 @@ public final class StateStore: Sendable {
     let pool: DatabasePool
     /// The state directory.
     public let directory: String
+    /// Batch compositions waiting for their commit: see ``assignBatches(_:)``.
+    let compositions = CompositionCommits()
 
     private init(pool: DatabasePool, directory: String) {
         self.pool = pool
