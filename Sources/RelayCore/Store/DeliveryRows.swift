@@ -45,9 +45,9 @@ struct DeliveryRows {
     private var releases: [Int64] = []
     /// The newest event row's store time, read once per transaction: see ``insert(_:source:now:pending:)``.
     private var lastStored: Int64?
-    /// Delivery rows of new events not inserted yet, inserted
-    /// by ``insertQueued()`` a subscription at a time, many rows to a statement: with five subscriptions, a statement
-    /// per row was a third of the queueing commit, and each subscription's rows land together in its part of the key.
+    /// Delivery rows of new events, not inserted yet: ``insertQueued()`` inserts them a subscription at a time, many
+    /// rows to a statement. With five subscriptions, a statement a row was a third of the queueing commit; and each
+    /// subscription's rows land together in its part of the key.
     private var queuedNew: [(key: Int64, time: Int64, event: Int64)] = []
 
     init(_ db: Database) throws {

@@ -307,9 +307,16 @@ extension StateStore {
                 outcome = .failure(error)
             }
             let (done, more) = compositions.state.withLock { state in
-                defer { state.inTransaction = [] }
+                var done = state.inTransaction
+                state.inTransaction = []
+                // A failed write fails those still waiting too: it may have failed before its transaction took them,
+                // and trying again at once would fail the same way, with no caller told.
+                if case .failure = outcome {
+                    done += state.waiting
+                    state.waiting = []
+                }
                 state.committing = !state.waiting.isEmpty
-                return (state.inTransaction.map(\.done), state.committing)
+                return (done.map(\.done), state.committing)
             }
             for caller in done { caller.resume(returning: outcome) }
             guard more else { return }
