@@ -210,8 +210,8 @@ extension StateStore {
             return found
         }
         // The queued rows the keys pick, read in one pass from the first: those not in flight are usually one run
-        // after the ones in flight, and a query each cost a third of a draining subscription's read. Nil when
-        // the run has many rows in flight inside it, which are then not read with their payloads.
+        // after the ones in flight, where a query a row cost a statement and two seeks each. Nil when the run picks
+        // fewer than 8 rows, or holds more rows in flight than not (read a row each, those are not read at all).
         func readQueuedSpan(_ keys: [(time: Int64, event: Int64)]) throws -> [Delivery]? {
             guard let first = keys.firstIndex(where: { !excluding.contains($0.event) }) else { return [] }
             var last = first
