@@ -199,10 +199,7 @@ struct DeliveryRows {
     mutating func remove(subscription: String, deliveries: [Delivery]) throws {
         try insertQueued()
         guard deliveries.count >= 8 else {
-            for delivery in deliveries {
-                try remove(subscription: subscription, eventTime: delivery.eventTime.millisecondsSinceEpoch, event: delivery.id)
-            }
-            return
+            return try removeEach(deliveries, subscription: subscription)
         }
         let key = try key(of: subscription)
         var (earliest, latest) = (Int64.max, Int64.min)
@@ -213,10 +210,7 @@ struct DeliveryRows {
         let inSpan = try queuedInSpan.query(
             [.integer(key), .integer(earliest), .integer(latest), .integer(Int64(deliveries.count + 1))]) { $0.integer(0) }
         guard inSpan.count <= deliveries.count, Self.contains(deliveries.map(\.id).sorted(), all: inSpan.sorted()) else {
-            for delivery in deliveries {
-                try remove(subscription: subscription, eventTime: delivery.eventTime.millisecondsSinceEpoch, event: delivery.id)
-            }
-            return
+            return try removeEach(deliveries, subscription: subscription)
         }
         let removed = try deleteSpan.run(integers: key, earliest, latest)
         guard removed == inSpan.count else {
@@ -227,7 +221,12 @@ struct DeliveryRows {
         // Members not queued there were attempted before, or are gone already.
         guard removed < deliveries.count else { return }
         let queued = Set(inSpan)
-        for delivery in deliveries where !queued.contains(delivery.id) {
+        try removeEach(deliveries.lazy.filter { !queued.contains($0.id) }, subscription: subscription)
+    }
+
+    /// Removes each of `deliveries` with ``remove(subscription:eventTime:event:)``.
+    private mutating func removeEach(_ deliveries: some Sequence<Delivery>, subscription: String) throws {
+        for delivery in deliveries {
             try remove(subscription: subscription, eventTime: delivery.eventTime.millisecondsSinceEpoch, event: delivery.id)
         }
     }
