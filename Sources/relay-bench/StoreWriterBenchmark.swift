@@ -77,13 +77,15 @@ struct StoreWriterBenchmark {
                 guard full > 0 else { continue }
                 pending[name] = Array(rows[full...])
                 composed.append(stride(from: 0, to: full, by: Self.batchSize).map { offset in
+                    // Every member names its batch, as the dispatcher's do: an outcome finds its batch by that name.
+                    let id = "\(name):batch-\(rows[offset].id)"
                     let members = rows[offset..<offset + Self.batchSize].enumerated().map { position, row in
                         var row = row
-                        row.batchID = "\(name):batch-\(row.id)"
+                        row.batchID = id
                         row.batchPosition = position
                         return row
                     }
-                    return (id: members[0].batchID!, deliveries: Array(members))
+                    return (id: id, deliveries: Array(members))
                 })
             }
             let composing = clock.now
