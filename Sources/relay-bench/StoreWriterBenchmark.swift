@@ -35,6 +35,8 @@ struct StoreWriterBenchmark {
         defer { try? FileManager.default.removeItem(at: directory) }
         let store = try StateStore.open(directory: directory.path)
         let names = (0..<subscriptions).map { "s\($0)" }
+        // Every subscription has a limit (`maxQueued`, 1,000,000 unless set), and the poller passes them all.
+        let queueLimits = Dictionary(uniqueKeysWithValues: names.map { ($0, 1_000_000) })
         // The simulator's events: 365 bytes as received, ids as the API's.
         let padding = String(repeating: "x", count: 300)
         var result = Result()
@@ -64,7 +66,7 @@ struct StoreWriterBenchmark {
             }
             let now = Timestamp(millisecondsSinceEpoch: 1_800_000_000_000)
             let start = clock.now
-            let queued = try await store.enqueue(source: "bench", pages: pages, now: now)
+            let queued = try await store.enqueue(source: "bench", pages: pages, queueLimits: queueLimits, now: now)
             result.ingest += clock.now - start
             for name in names { pending[name, default: []] += queued.handOff[name] ?? [] }
 
