@@ -31,6 +31,18 @@ struct ComposedBatches {
         if indexingMembers { indexMembers() }
     }
 
+    /// Only the stored batches among `batches`, members not indexed: what outcomes that name their batches need.
+    /// A draining subscription has its 16 batches composed ahead stored, and reading them all for each recording
+    /// commit cost a fifth as much as removing the delivered rows.
+    init(subscription key: Int64, batches: some Sequence<String>, _ db: Database) throws {
+        let read = try FastStatement(db, sql: StateStore.deliveryQueries["composed batch"]!)
+        for batch in batches {
+            for members in try read.query([.integer(key), .text(batch)], { Self.decode($0.blob(0)) }) {
+                self.members[batch] = members
+            }
+        }
+    }
+
     /// Fills ``place``.
     mutating func indexMembers() {
         guard !indexed else { return }
@@ -74,8 +86,9 @@ struct ComposedBatches {
     /// else spills the rest (a batch sent as single events after `batchSize` went down).
     mutating func settle(_ batch: String, answered: [Delivery], subscription key: Int64, _ db: Database) throws {
         guard let members = members[batch] else { return }
-        let removed = Set(answered.map(\.id))
-        if members.allSatisfy({ removed.contains($0.event) }) {
+        // Usually the answer carried the batch whole, in body order: then it is all of them without a set to build.
+        let whole = answered.count == members.count && zip(answered, members).allSatisfy { $0.id == $1.event }
+        if whole || members.allSatisfy({ [removed = Set(answered.map(\.id))] in removed.contains($0.event) }) {
             try Self.forget(batch, subscription: key, db)
             drop(batch)
         } else {
@@ -97,7 +110,9 @@ struct ComposedBatches {
     }
 
     private mutating func drop(_ batch: String) {
-        for member in members.removeValue(forKey: batch) ?? [] { place[member.event] = nil }
+        let dropped = members.removeValue(forKey: batch) ?? []
+        guard indexed else { return }
+        for member in dropped { place[member.event] = nil }
     }
 
     /// 16 bytes a member: its event time and event row, little-endian.

@@ -151,6 +151,7 @@ extension StateStore {
             ORDER BY e.id LIMIT ?
             """,
         "composed batches": "SELECT batch_id, members FROM composed_batch WHERE subscription = ?",
+        "composed batch": "SELECT members FROM composed_batch WHERE subscription = ? AND batch_id = ?",
     ]
 
     /// Up to `limit` deliveries of a subscription that are due: retries that are due first, oldest due first,
@@ -392,6 +393,18 @@ extension StateStore {
                     """)
             let bury = try Self.bury(db)
             var stats = DeliveryStatsChanges()
+            // Per subscription, the batches its outcomes name, of which only the stored ones are read. A delivery that
+            // names none (composed by a caller that kept no ids) has them all read, to find its batch by its row.
+            var named: [String: Set<String>] = [:]
+            var unnamed: Set<String> = []
+            for outcome in outcomes {
+                let subscription = outcome.deliveries[0].subscription
+                var last: String?
+                for delivery in outcome.deliveries where delivery.batchID == nil || delivery.batchID != last {
+                    last = delivery.batchID
+                    if let batch = last { named[subscription, default: []].insert(batch) } else { unnamed.insert(subscription) }
+                }
+            }
             var composed: [Int64: ComposedBatches] = [:]
             for outcome in outcomes {
                 let subscription = outcome.deliveries[0].subscription
@@ -400,7 +413,11 @@ extension StateStore {
                 let status: FastValue = outcome.status.map { .integer(Int64($0)) } ?? .integer(0)
                 // A composed batch answered: retried, its members become attempted rows under its id first; delivered
                 // or dead, its row goes with them.
-                if composed[key] == nil { composed[key] = try ComposedBatches(subscription: key, db, indexingMembers: false) }
+                if composed[key] == nil {
+                    composed[key] = unnamed.contains(subscription)
+                        ? try ComposedBatches(subscription: key, db, indexingMembers: false)
+                        : try ComposedBatches(subscription: key, batches: named[subscription] ?? [], db)
+                }
                 let answered = composed[key]!.batches(of: outcome.deliveries)
                 let retried = if case .retry = outcome.decision { true } else { false }
                 if retried {
