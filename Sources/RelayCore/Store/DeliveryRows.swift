@@ -49,6 +49,9 @@ struct DeliveryRows {
     /// rows to a statement. With five subscriptions, a statement a row was a third of the queueing commit; and each
     /// subscription's rows land together in its part of the key.
     private var queuedNew: [(key: Int64, time: Int64, event: Int64)] = []
+    /// The subscriptions the last new events were queued for, their keys, and how many events: a page's events
+    /// mostly go to the same ones, whose keys and depths are then looked up once for the run, not once a delivery.
+    private var newRun: (names: [String], keys: [Int64], events: Int) = ([], [], 0)
 
     init(_ db: Database) throws {
         self.db = db
@@ -92,17 +95,28 @@ struct DeliveryRows {
     /// Queues an event the source had not given before for `subscriptions` (not empty): one event row, one small
     /// row each. Falls back to ``queue(_:source:for:now:)`` when its row is still stored (its seen id was pruned
     /// while a subscription kept it queued, or a replay stored it). Returns the event's row when it is new, and
-    /// the rows queued per subscription.
-    mutating func queueNew(_ event: StoredEvent, source: String, for subscriptions: [String], now: Int64) throws -> (Int64?, [Int]) {
+    /// the rows queued per subscription (nil: one each).
+    mutating func queueNew(
+        _ event: StoredEvent, source: String, for subscriptions: [String], now: Int64
+    ) throws -> (row: Int64?, queued: [Int]?) {
         guard try insert(event, source: source, now: now, pending: subscriptions.count) == 1 else {
             return (nil, try subscriptions.map { try queue(event, source: source, for: $0, now: now) })
         }
         let row = db.lastInsertedRowID
-        for subscription in subscriptions {
-            queuedNew.append((try key(of: subscription), event.time, row))
-            depthChanges[subscription, default: 0] += 1
+        if subscriptions != newRun.names {
+            endNewRun()
+            newRun = (subscriptions, try subscriptions.map { try key(of: $0) }, 0)
         }
-        return (row, Array(repeating: 1, count: subscriptions.count))
+        newRun.events += 1
+        for key in newRun.keys { queuedNew.append((key, event.time, row)) }
+        return (row, nil)
+    }
+
+    /// Adds the events queued for the last run's subscriptions to their depths.
+    private mutating func endNewRun() {
+        guard newRun.events > 0 else { return }
+        for subscription in newRun.names { depthChanges[subscription, default: 0] += newRun.events }
+        newRun.events = 0
     }
 
     /// Inserts the rows ``queueNew(_:source:for:now:)`` collected, before anything else reads or changes the queue:
@@ -245,6 +259,7 @@ struct DeliveryRows {
     /// applies the queue-depth changes; called once, before the transaction commits.
     mutating func finish() throws {
         try insertQueued()
+        endNewRun()
         releases.sort()
         // Runs of consecutive event rows that each lost as many deliveries, as a drain's commits have them, go with
         // a statement or two a run: those rows with no delivery left, then the rest's counts.

@@ -191,7 +191,14 @@ extension StateStore {
             for page in pages {
                 result.add(try Self.enqueue(page, source: source, queueLimits: queueLimits, now: now, stored: &stored, db))
             }
-            let fed = Set(pages.lazy.flatMap(\.events).flatMap(\.subscriptions))
+            // Events routed alike, as a page's mostly are, are counted once: a set of every event's names was a
+            // string hash per delivery.
+            var fed: Set<String> = []
+            var last: [String]?
+            for routed in pages.lazy.flatMap(\.events) where routed.subscriptions != last {
+                last = routed.subscriptions
+                fed.formUnion(routed.subscriptions)
+            }
             if !fed.isEmpty {
                 // Cached: one text per number of subscriptions, and a compile was a percent of the relay's time.
                 result.longestQueue = try Int.fetchOne(
@@ -216,7 +223,7 @@ extension StateStore {
         let markSeen = try FastStatement(db, sql: "INSERT OR IGNORE INTO seen (source, event_id, event_time) VALUES (?, ?, ?)")
         var rows = try DeliveryRows(db)
         let nowMS = now.millisecondsSinceEpoch
-        var admitted: [String] = []
+        var (admitted, admittedNames): ([Int], [String]) = ([], [])
         for (index, routed) in events.enumerated() {
             let event = routed.event
             let time = event.time.millisecondsSinceEpoch
@@ -226,17 +233,22 @@ extension StateStore {
             }
             result.newEvents += 1
             admitted.removeAll(keepingCapacity: true)
-            for subscription in routed.subscriptions where try lanes.admits(subscription, at: event.time, now: now) {
-                admitted.append(subscription)
+            admittedNames.removeAll(keepingCapacity: true)
+            for lane in lanes.lanes(of: routed.subscriptions) where try lanes.admits(lane, at: event.time, now: now) {
+                admitted.append(lane)
+                admittedNames.append(lanes.lanes[lane].name)
             }
             guard !admitted.isEmpty else { continue }
-            let (row, queued) = try rows.queueNew(StoredEvent(event), source: source, for: admitted, now: nowMS)
-            for (subscription, count) in zip(admitted, queued) {
-                lanes.count(subscription, count)
+            let (row, queued) = try rows.queueNew(StoredEvent(event), source: source, for: admittedNames, now: nowMS)
+            for (position, lane) in admitted.enumerated() {
+                let count = queued?[position] ?? 1
+                lanes.count(lane, count)
                 result.queued += count
             }
             // A new event row is queued for every subscription admitted.
-            if let row { stored.add(event: index, row: row, for: admitted.count == routed.subscriptions.count ? nil : admitted) }
+            if let row {
+                stored.add(event: index, row: row, for: admitted.count == routed.subscriptions.count ? nil : admittedNames)
+            }
         }
         try rows.finish()
         result.filled = lanes.filled
@@ -364,22 +376,34 @@ struct StoredRows: Sendable {
 
     /// The deliveries queued, per subscription, in queue order; `pages` as committed.
     func deliveries(of committed: [PageCommit], now: Timestamp) -> [String: [Delivery]] {
-        var handOff: [String: [Delivery]] = [:]
+        // Lists by subscription, found once for a run of events routed alike rather than once a delivery.
+        var lists: [(subscription: String, deliveries: [Delivery])] = []
+        var listNamed: [String: Int] = [:]
+        var lastRouted: (names: [String], lists: [Int]) = ([], [])
         for (page, stored) in zip(committed, pages) {
             for (index, row, subscriptions) in stored {
                 let routed = page.events[index]
                 let event = routed.event
+                let names = subscriptions ?? routed.subscriptions
+                if names != lastRouted.names {
+                    lastRouted = (names, names.map { name in
+                        if let list = listNamed[name] { return list }
+                        lists.append((name, []))
+                        listNamed[name] = lists.count - 1
+                        return lists.count - 1
+                    })
+                }
                 // One delivery, its event's part shared by every subscription's copy.
                 var delivery = Delivery(
                     id: row, subscription: "", eventID: event.id, eventTime: event.time, action: event.action,
                     timeValue: event.timeValue.description, payload: event.raw, attempts: 0, firstAttemptAt: nil,
                     batchID: nil, nextAttemptAt: now)
-                for subscription in subscriptions ?? routed.subscriptions {
-                    delivery.subscription = subscription
-                    handOff[subscription, default: []].append(delivery)
+                for list in lastRouted.lists {
+                    delivery.subscription = lists[list].subscription
+                    lists[list].deliveries.append(delivery)
                 }
             }
         }
-        return handOff
+        return Dictionary(uniqueKeysWithValues: lists.lazy.map { ($0.subscription, $0.deliveries) })
     }
 }
