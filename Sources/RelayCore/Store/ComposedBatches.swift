@@ -117,23 +117,23 @@ struct ComposedBatches {
 
     /// 16 bytes a member: its event time and event row, little-endian.
     static func encode(_ members: [Member]) -> [UInt8] {
-        var bytes: [UInt8] = []
-        bytes.reserveCapacity(members.count * 16)
-        for member in members {
-            withUnsafeBytes(of: member.eventTime.littleEndian) { bytes += $0 }
-            withUnsafeBytes(of: member.event.littleEndian) { bytes += $0 }
+        [UInt8](unsafeUninitializedCapacity: members.count * 16) { buffer, count in
+            let raw = UnsafeMutableRawBufferPointer(buffer)
+            for (index, member) in members.enumerated() {
+                raw.storeBytes(of: member.eventTime.littleEndian, toByteOffset: index * 16, as: Int64.self)
+                raw.storeBytes(of: member.event.littleEndian, toByteOffset: index * 16 + 8, as: Int64.self)
+            }
+            count = members.count * 16
         }
-        return bytes
     }
 
     static func decode(_ bytes: [UInt8]) -> [Member] {
-        func integer(at offset: Int) -> Int64 {
-            var value: Int64 = 0
-            for index in (0..<8).reversed() { value = value << 8 | Int64(bytes[offset + index]) }
-            return value
-        }
-        return stride(from: 0, to: bytes.count - bytes.count % 16, by: 16).map {
-            Member(eventTime: integer(at: $0), event: integer(at: $0 + 8))
+        bytes.withUnsafeBytes { raw in
+            (0..<raw.count / 16).map { index in
+                Member(
+                    eventTime: Int64(littleEndian: raw.loadUnaligned(fromByteOffset: index * 16, as: Int64.self)),
+                    event: Int64(littleEndian: raw.loadUnaligned(fromByteOffset: index * 16 + 8, as: Int64.self)))
+            }
         }
     }
 }
