@@ -20,6 +20,8 @@ struct ComposedBatches {
     /// Each member's batch and place, by event row, once ``indexMembers()`` has built it.
     private(set) var place: [Int64: (batch: String, position: Int)] = [:]
     private var indexed = false
+    /// The lowest and highest event row of any member, when there is one.
+    private var memberRows: ClosedRange<Int64>?
 
     /// The subscription's stored batches; few: they are the ones in flight or composed ahead, or left by a stop.
     /// Without `indexingMembers`, ``place`` is left empty until ``indexMembers()``: an outcome names its batch, and
@@ -28,7 +30,19 @@ struct ComposedBatches {
         let rows = try FastStatement(db, sql: StateStore.deliveryQueries["composed batches"]!)
             .query([.integer(key)]) { ($0.text(0), Self.decode($0.blob(1))) }
         for (batch, members) in rows { self.members[batch] = members }
+        for member in rows.lazy.flatMap(\.1) {
+            memberRows = memberRows.map { min($0.lowerBound, member.event)...max($0.upperBound, member.event) } ?? member.event...member.event
+        }
         if indexingMembers { indexMembers() }
+    }
+
+    /// The batch and place of the member with event row `event`, if one is: a read asks for every row it reads,
+    /// which in a draining subscription all come after the members of its batches composed ahead, so the index is
+    /// built only for a row within their range.
+    mutating func placeOfMember(_ event: Int64) -> (batch: String, position: Int)? {
+        guard let memberRows, memberRows.contains(event) else { return nil }
+        indexMembers()
+        return place[event]
     }
 
     /// Only the stored batches among `batches`, members not indexed: what outcomes that name their batches need.
