@@ -21,16 +21,17 @@ public struct WebhookRequestBuilder: Sendable {
     /// per byte were 2.5% of the relay's time in a batched drain.
     public static func webhookID(subscription: String, eventIDs: [String], batched: Bool) -> String {
         guard batched else { return "\(subscription):\(eventIDs[0])" }
-        var hasher = SHA256()
+        // The ids one per line, hashed at once: an update per id and separator cost four times the hashing.
+        var lines: [UInt8] = []
+        lines.reserveCapacity(eventIDs.count * 40)
         for (index, id) in eventIDs.enumerated() {
-            if index > 0 { hasher.update(data: [UInt8(ascii: "\n")]) }
-            var id = id
-            id.withUTF8 { hasher.update(bufferPointer: UnsafeRawBufferPointer($0)) }
+            if index > 0 { lines.append(UInt8(ascii: "\n")) }
+            lines += id.utf8
         }
         let digits = Array("0123456789abcdef".utf8)
         var hex: [UInt8] = []
         hex.reserveCapacity(24)
-        for byte in hasher.finalize().prefix(12) {
+        for byte in SHA256.hash(data: lines).prefix(12) {
             hex.append(digits[Int(byte >> 4)])
             hex.append(digits[Int(byte & 0x0f)])
         }
