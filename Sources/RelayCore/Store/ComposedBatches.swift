@@ -29,10 +29,7 @@ struct ComposedBatches {
     init(subscription key: Int64, _ db: Database, indexingMembers: Bool = true) throws {
         let rows = try FastStatement(db, sql: StateStore.deliveryQueries["composed batches"]!)
             .query([.integer(key)]) { ($0.text(0), Self.decode($0.blob(1))) }
-        for (batch, members) in rows { self.members[batch] = members }
-        for member in rows.lazy.flatMap(\.1) {
-            memberRows = memberRows.map { min($0.lowerBound, member.event)...max($0.upperBound, member.event) } ?? member.event...member.event
-        }
+        for (batch, members) in rows { add(batch, members) }
         if indexingMembers { indexMembers() }
     }
 
@@ -51,10 +48,14 @@ struct ComposedBatches {
     init(subscription key: Int64, batches: some Sequence<String>, _ db: Database) throws {
         let read = try FastStatement(db, sql: StateStore.deliveryQueries["composed batch"]!)
         for batch in batches {
-            for members in try read.query([.integer(key), .text(batch)], { Self.decode($0.blob(0)) }) {
-                self.members[batch] = members
-            }
+            for members in try read.query([.integer(key), .text(batch)], { Self.decode($0.blob(0)) }) { add(batch, members) }
         }
+    }
+
+    private mutating func add(_ batch: String, _ members: [Member]) {
+        self.members[batch] = members
+        guard let low = members.lazy.map(\.event).min(), let high = members.lazy.map(\.event).max() else { return }
+        memberRows = memberRows.map { min($0.lowerBound, low)...max($0.upperBound, high) } ?? low...high
     }
 
     /// Fills ``place``.

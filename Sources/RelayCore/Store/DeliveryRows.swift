@@ -300,8 +300,8 @@ struct DeliveryRows {
         if dropped < run.last - run.first + 1 { try releaseEvents.run(integers: run.first, run.last, run.released) }
     }
 
-    /// A subscription's key, or nil if it never had a delivery. Read once for each batch composed: through GRDB's
-    /// arguments and cursor it cost as much as encoding the batch's members.
+    /// A subscription's key, or nil if it never had a delivery. Read for each batch composed and each read of a
+    /// queue: through GRDB's arguments and cursor it cost as much as encoding a batch's members.
     static func existingKey(of subscription: String, _ db: Database) throws -> Int64? {
         try FastStatement(db, sql: "SELECT id FROM subscription_key WHERE name = ?").query([.text(subscription)]) { $0.integer(0) }.first
     }

@@ -236,10 +236,7 @@ extension StateStore {
 }
 
 /// Within one page's transaction: which subscriptions the shared poll feeds, and whose queues are full.
-///
-/// A subscription is a lane, numbered in the order the page names them: ``lanes(of:)`` looks the names up once for
-/// a run of events routed alike, as a page's events mostly are. By name, each delivery cost nine string-keyed
-/// look-ups between here and its row, a tenth of the writer's instructions with five subscriptions.
+/// A subscription is a lane, numbered as ``NameNumbers`` numbers it.
 struct SubscriptionLanes {
     /// One subscription's state in this transaction.
     struct Lane {
@@ -257,9 +254,7 @@ struct SubscriptionLanes {
     /// Subscriptions behind when the transaction began, by name, with their positions.
     private let behindAtStart: [String: Int64]
     private(set) var lanes: [Lane] = []
-    private var laneNamed: [String: Int] = [:]
-    /// The last names ``lanes(of:)`` was given, and their lanes.
-    private var lastRouted: (names: [String], lanes: [Int]) = ([], [])
+    private var numbering = NameNumbers()
     private(set) var filled: [String] = []
     /// The live cursor before this page and where this page moves it.
     private let liveBefore: Int64
@@ -284,14 +279,10 @@ struct SubscriptionLanes {
 
     /// The lanes of `subscriptions`, in their order.
     mutating func lanes(of subscriptions: [String]) -> [Int] {
-        guard subscriptions != lastRouted.names else { return lastRouted.lanes }
-        let found = subscriptions.map { name in
-            if let lane = laneNamed[name] { return lane }
+        let found = numbering.numbers(of: subscriptions)
+        for name in numbering.names[lanes.count...] {
             lanes.append(Lane(name: name, limit: limits[name], behind: behindAtStart[name]))
-            laneNamed[name] = lanes.count - 1
-            return lanes.count - 1
         }
-        lastRouted = (subscriptions, found)
         return found
     }
 

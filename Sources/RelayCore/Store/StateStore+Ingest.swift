@@ -191,14 +191,9 @@ extension StateStore {
             for page in pages {
                 result.add(try Self.enqueue(page, source: source, queueLimits: queueLimits, now: now, stored: &stored, db))
             }
-            // Events routed alike, as a page's mostly are, are counted once: a set of every event's names was a
-            // string hash per delivery.
-            var fed: Set<String> = []
-            var last: [String]?
-            for routed in pages.lazy.flatMap(\.events) where routed.subscriptions != last {
-                last = routed.subscriptions
-                fed.formUnion(routed.subscriptions)
-            }
+            var numbering = NameNumbers()
+            for routed in pages.lazy.flatMap(\.events) { _ = numbering.numbers(of: routed.subscriptions) }
+            let fed = numbering.names
             if !fed.isEmpty {
                 // Cached: one text per number of subscriptions, and a compile was a percent of the relay's time.
                 result.longestQueue = try Int.fetchOne(
@@ -376,34 +371,26 @@ struct StoredRows: Sendable {
 
     /// The deliveries queued, per subscription, in queue order; `pages` as committed.
     func deliveries(of committed: [PageCommit], now: Timestamp) -> [String: [Delivery]] {
-        // Lists by subscription, found once for a run of events routed alike rather than once a delivery.
-        var lists: [(subscription: String, deliveries: [Delivery])] = []
-        var listNamed: [String: Int] = [:]
-        var lastRouted: (names: [String], lists: [Int]) = ([], [])
+        // A list per subscription, by its number.
+        var numbering = NameNumbers()
+        var lists: [[Delivery]] = []
         for (page, stored) in zip(committed, pages) {
             for (index, row, subscriptions) in stored {
                 let routed = page.events[index]
                 let event = routed.event
-                let names = subscriptions ?? routed.subscriptions
-                if names != lastRouted.names {
-                    lastRouted = (names, names.map { name in
-                        if let list = listNamed[name] { return list }
-                        lists.append((name, []))
-                        listNamed[name] = lists.count - 1
-                        return lists.count - 1
-                    })
-                }
+                let numbers = numbering.numbers(of: subscriptions ?? routed.subscriptions)
+                while lists.count < numbering.names.count { lists.append([]) }
                 // One delivery, its event's part shared by every subscription's copy.
                 var delivery = Delivery(
                     id: row, subscription: "", eventID: event.id, eventTime: event.time, action: event.action,
                     timeValue: event.timeValue.description, payload: event.raw, attempts: 0, firstAttemptAt: nil,
                     batchID: nil, nextAttemptAt: now)
-                for list in lastRouted.lists {
-                    delivery.subscription = lists[list].subscription
-                    lists[list].deliveries.append(delivery)
+                for number in numbers {
+                    delivery.subscription = numbering.names[number]
+                    lists[number].append(delivery)
                 }
             }
         }
-        return Dictionary(uniqueKeysWithValues: lists.lazy.map { ($0.subscription, $0.deliveries) })
+        return Dictionary(uniqueKeysWithValues: zip(numbering.names, lists))
     }
 }
