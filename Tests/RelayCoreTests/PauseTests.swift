@@ -53,6 +53,43 @@ import Testing
         }
     }
 
+    /// One probe at a time: an answer to a request sent before the pause, coming while the probe is out, does not
+    /// let a second probe go when the next is due.
+    @Test func aLateAnswerFromBeforeThePauseDoesNotLetASecondProbeGo() async throws {
+        try await withDelivery(autoAdvance: false) { fixture in
+            // Two requests at once: one answered 500 a second later, the other 400 at once, which pauses. The probe
+            // and anything after it are never answered.
+            fixture.receiver.script("/hooks/q", [.status(500, after: .seconds(1)), .status(400)], then: .neverAnswer)
+            let subscription = fixture.subscription("q") {
+                $0.pauseAfter = 1
+                $0.concurrency = 2
+                $0.timeout = .seconds(3_600)
+            }
+            try await fixture.enqueue(5, for: ["q"])
+            let dispatcher = fixture.dispatcher(subscription)
+            func requests() -> Int { fixture.receiver.record.requests(to: "/hooks/q").count }
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                group.addTask { try await fixture.writer.run() }
+                group.addTask { try await dispatcher.run() }
+                while try await fixture.store.pause(of: "q") == nil { try await Task.sleep(for: .milliseconds(5)) }
+                // Five minutes on, the probe goes, before the late answer.
+                fixture.clock.advance(by: .seconds(300))
+                #expect(await fixture.receiver.waitUntil { $0.requests(to: "/hooks/q").count == 3 })
+                // The late 500 is recorded as a retry while the probe is out...
+                while try await fixture.store.deliveries(
+                    subscription: "q", due: Timestamp(millisecondsSinceEpoch: .max), limit: 10, strict: false, excluding: []
+                ).allSatisfy({ $0.attempts == 0 }) {
+                    try await Task.sleep(for: .milliseconds(5))
+                }
+                #expect(requests() == 3, "the late answer came before the probe")
+                // ...and when the next probe would be due, no other request goes.
+                fixture.clock.advance(by: .seconds(301))
+                #expect(await !fixture.receiver.waitUntil(timeout: .milliseconds(500)) { $0.requests(to: "/hooks/q").count > 3 })
+                group.cancelAll()
+            }
+        }
+    }
+
     @Test func resumeLiftsThePauseAndAChangedWebhookDoesToo() async throws {
         try await withDelivery { fixture in
             let (subscription, _) = try await fixture.pausedSubscription("r", answering: 400, pauseAfter: 5, events: 30)

@@ -615,7 +615,7 @@ public final class Dispatcher<C: Clock>: Sendable where C.Duration == Duration, 
             policy.decide(
                 status: status, transportError: transportError, retryAfter: retryAfter, attempts: attempts,
                 queuedAt: queuedAt, now: decidedAt, random: &random),
-            events: job.deliveries.count)
+            events: job.deliveries.count, probe: job.isProbe)
         recordEndpoint(answer)
         metrics.latency.recordNanoseconds(Int64((ContinuousClock.now - started) / .nanoseconds(1)))
         metrics.record(decision, events: job.deliveries.count)
@@ -779,11 +779,14 @@ public final class Dispatcher<C: Clock>: Sendable where C.Duration == Duration, 
     /// Counts a decision towards `pauseAfter`, pausing when it is reached; while paused, nothing is dead-lettered (a
     /// failed probe stays queued for the next one) and a delivery resumes. The pause is in force at once; storing
     /// it (or the resume) is the returned step, for ``apply(_:)``.
-    private func countTowardsPause(_ decision: DeliveryOutcome.Decision, events: Int) -> (DeliveryOutcome.Decision, PauseStep) {
+    private func countTowardsPause(
+        _ decision: DeliveryOutcome.Decision, events: Int, probe: Bool
+    ) -> (DeliveryOutcome.Decision, PauseStep) {
         let pauseAfter = subscription.webhook.pauseAfter
         let (fingerprint, current) = (webhookFingerprint, now())
         return state.withLock { state -> (DeliveryOutcome.Decision, PauseStep) in
-            state.probeInFlight = false
+            // Only the probe's own answer ends it: a request sent before the pause may be answered while it is out.
+            if probe { state.probeInFlight = false }
             switch decision {
             case .delivered:
                 state.consecutiveDeadLetters = 0
@@ -806,7 +809,7 @@ public final class Dispatcher<C: Clock>: Sendable where C.Duration == Duration, 
         }
     }
 
-    /// Stores a pause, or lifts one, as ``countTowardsPause(_:events:)`` decided.
+    /// Stores a pause, or lifts one, as ``countTowardsPause(_:events:probe:)`` decided.
     private func apply(_ step: PauseStep) async {
         switch step {
         case .none: break
