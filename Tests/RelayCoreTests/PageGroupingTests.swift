@@ -23,7 +23,7 @@ import Testing
             try #require(try await eventually { store.releaseOne() })
             try #require(try await eventually { fixture.api.counts.pages >= 21 })
             try #require(try await eventually { store.releaseOne() })
-            try await poll.value
+            _ = try await poll.value
             let commits = store.pagesPerCommit
             #expect(commits.prefix(3) == [1, 10, 10])
             #expect(commits.allSatisfy { $0 <= 10 })
@@ -47,7 +47,7 @@ import Testing
             try #require(try await eventually { store.releaseOne() })
             // ...after it, it waits for each commit: while the second is held it reads one page, not ten.
             try #require(try await eventually { store.releaseOne() })
-            try await poll.value
+            _ = try await poll.value
             let commits = store.pagesPerCommit
             #expect(commits.prefix(3) == [1, 10, 1])
             #expect(commits.reduce(0, +) == fixture.api.counts.pages, "every page read is committed")

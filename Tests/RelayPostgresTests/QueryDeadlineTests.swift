@@ -66,7 +66,7 @@ extension QueryDeadlineTests {
     @Test func aCallerCancelledBeforeItStartsNeverRunsTheCall() async throws {
         let ran = StopSignal()
         let caller = Task {
-            await withUnsafeCurrentTask { $0?.cancel() }
+            withUnsafeCurrentTask { $0?.cancel() }
             return try await withQueryDeadline(.seconds(30), "a call too late to start") {
                 ran.fire()
                 return 0
@@ -98,7 +98,7 @@ extension QueryDeadlineTests {
 
     @Test func aCallThatMustFinishRunsEvenWhenItsCallerWasCancelledBeforeIt() async throws {
         let caller = Task {
-            await withUnsafeCurrentTask { $0?.cancel() }
+            withUnsafeCurrentTask { $0?.cancel() }
             return try await withQueryDeadline(.seconds(30), "giving up a lease", whenCancelled: .finish) { 7 }
         }
         #expect(try await caller.value == 7)

@@ -27,9 +27,9 @@ struct ReplayFixture {
                 let database = TestDatabase.database(client, schema)
                 try await PostgresSchema.migrate(database)
                 let store = PostgresSourceStore(database)
-                store.hold(
-                    try #require(try await PostgresLeases(database).acquire(PostgresSourceStore.leaseKey(of: "acme"), for: "relay-1", ttl: .seconds(300))),
-                    for: "acme")
+                let lease = try #require(
+                    try await PostgresLeases(database).acquire(PostgresSourceStore.leaseKey(of: "acme"), for: "relay-1", ttl: .seconds(300)))
+                store.hold(lease, for: "acme")
                 let queue = PostgresDeliveries(database)
                 try await body(ReplayFixture(store: store) { subscription in
                     let claimed = try await queue.claim(subscription, requests: 1_000, batchSize: 1, by: "relay-1", visibility: .seconds(300))

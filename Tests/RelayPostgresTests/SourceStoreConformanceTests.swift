@@ -231,12 +231,15 @@ struct PostgresPollerLeaseTests {
                 let leases = PostgresLeases(database)
                 let key = PostgresSourceStore.leaseKey(of: "acme")
                 let (stalled, holder) = (PostgresSourceStore(database), PostgresSourceStore(database))
-                stalled.hold(try #require(try await leases.acquire(key, for: "relay-1", ttl: .seconds(300))), for: "acme")
+                // Bound first: passed straight to `hold`, which takes an optional, `#require` checked nothing.
+                let first = try #require(try await leases.acquire(key, for: "relay-1", ttl: .seconds(300)))
+                stalled.hold(first, for: "acme")
                 let stalledPoller = SourceStoreConformanceTests.poller(api: api, http: http, store: stalled)
                 try await stalledPoller.startingMarks()
                 // relay-1 stalls past its lease; relay-2 takes the source over.
                 try await TestDatabase.expire(key, schema: schema, client)
-                holder.hold(try #require(try await leases.acquire(key, for: "relay-2", ttl: .seconds(300))), for: "acme")
+                let second = try #require(try await leases.acquire(key, for: "relay-2", ttl: .seconds(300)))
+                holder.hold(second, for: "acme")
 
                 await #expect(throws: LeaseLost.self) { try await stalledPoller.pollLive() }
                 #expect(try await stalled.queueDepth("all") == 0, "the former holder queued nothing")
