@@ -32,8 +32,6 @@ struct DeliveryRows {
     private let deleteAttempted: FastStatement
     private let queuedInSpan: FastStatement
     private let deleteSpan: FastStatement
-    private let dropEvent: FastStatement
-    private let releaseEvent: FastStatement
     private let dropEvents: FastStatement
     private let releaseEvents: FastStatement
     private var keys: [String: Int64] = [:]
@@ -72,8 +70,6 @@ struct DeliveryRows {
         queuedInSpan = try FastStatement(
             db, sql: "SELECT event FROM delivery WHERE subscription = ? AND event_time BETWEEN ? AND ? LIMIT ?")
         deleteSpan = try FastStatement(db, sql: "DELETE FROM delivery WHERE subscription = ? AND event_time BETWEEN ? AND ?")
-        dropEvent = try FastStatement(db, sql: "DELETE FROM event WHERE id = ?1 AND pending <= ?2")
-        releaseEvent = try FastStatement(db, sql: "UPDATE event SET pending = pending - ?2 WHERE id = ?1")
         dropEvents = try FastStatement(db, sql: "DELETE FROM event WHERE id BETWEEN ?1 AND ?2 AND pending <= ?3")
         releaseEvents = try FastStatement(db, sql: "UPDATE event SET pending = pending - ?3 WHERE id BETWEEN ?1 AND ?2")
     }
@@ -289,12 +285,9 @@ struct DeliveryRows {
         }
     }
 
-    /// Releases each of the event rows `first...last` from `released` deliveries: a row with no more goes.
+    /// Releases each of the event rows `first...last` (one, or a run) from `released` deliveries: a row with no more
+    /// goes.
     private func release(_ run: (first: Int64, last: Int64, released: Int64)) throws {
-        guard run.first < run.last else {
-            if try dropEvent.run(integers: run.first, run.released) == 0 { try releaseEvent.run(integers: run.first, run.released) }
-            return
-        }
         let dropped = try dropEvents.run(integers: run.first, run.last, run.released)
         // Every row of the run is stored (a queued delivery keeps its event's row): those left need their counts.
         if dropped < run.last - run.first + 1 { try releaseEvents.run(integers: run.first, run.last, run.released) }
