@@ -199,7 +199,7 @@ extension StateStore {
                 result.longestQueue = try Int.fetchOne(
                     db.cachedStatement(
                         sql: "SELECT max(n) FROM queue_depth WHERE subscription IN (\(fed.map { _ in "?" }.joined(separator: ",")))"),
-                    arguments: StatementArguments(Array(fed))) ?? 0
+                    arguments: StatementArguments(fed)) ?? 0
             }
             return (result, stored)
         }
@@ -234,7 +234,8 @@ extension StateStore {
                 admittedNames.append(lanes.lanes[lane].name)
             }
             guard !admitted.isEmpty else { continue }
-            let (row, queued) = try rows.queueNew(StoredEvent(event), source: source, for: admittedNames, now: nowMS)
+            let storedEvent = StoredEvent(event)
+            let (row, queued) = try rows.queueNew(storedEvent, source: source, for: admittedNames, now: nowMS)
             for (position, lane) in admitted.enumerated() {
                 let count = queued?[position] ?? 1
                 lanes.count(lane, count)
@@ -242,7 +243,9 @@ extension StateStore {
             }
             // A new event row is queued for every subscription admitted.
             if let row {
-                stored.add(event: index, row: row, for: admitted.count == routed.subscriptions.count ? nil : admittedNames)
+                stored.add(
+                    event: index, row: row, timeValue: storedEvent.timeValue,
+                    for: admitted.count == routed.subscriptions.count ? nil : admittedNames)
             }
         }
         try rows.finish()
@@ -360,13 +363,14 @@ extension StateStore {
 /// poller hands to the dispatchers, as deliveries built once the commit is done. Building them inside it, a delivery
 /// and a dictionary update per subscription and event, was writer time that no other commit could use.
 struct StoredRows: Sendable {
-    private var pages: [[(event: Int, row: Int64, subscriptions: [String]?)]] = []
+    private var pages: [[(event: Int, row: Int64, timeValue: String, subscriptions: [String]?)]] = []
 
     mutating func nextPage() { pages.append([]) }
 
-    /// The page's event at `event` was stored as `row` for `subscriptions` (nil: all it was routed to).
-    mutating func add(event: Int, row: Int64, for subscriptions: [String]?) {
-        pages[pages.count - 1].append((event, row, subscriptions))
+    /// The page's event at `event` was stored as `row`, its time as `timeValue` (written once, for the row), for
+    /// `subscriptions` (nil: all it was routed to).
+    mutating func add(event: Int, row: Int64, timeValue: String, for subscriptions: [String]?) {
+        pages[pages.count - 1].append((event, row, timeValue, subscriptions))
     }
 
     /// The deliveries queued, per subscription, in queue order; `pages` as committed.
@@ -375,7 +379,7 @@ struct StoredRows: Sendable {
         var numbering = NameNumbers()
         var lists: [[Delivery]] = []
         for (page, stored) in zip(committed, pages) {
-            for (index, row, subscriptions) in stored {
+            for (index, row, timeValue, subscriptions) in stored {
                 let routed = page.events[index]
                 let event = routed.event
                 let numbers = numbering.numbers(of: subscriptions ?? routed.subscriptions)
@@ -383,7 +387,7 @@ struct StoredRows: Sendable {
                 // One delivery, its event's part shared by every subscription's copy.
                 var delivery = Delivery(
                     id: row, subscription: "", eventID: event.id, eventTime: event.time, action: event.action,
-                    timeValue: event.timeValue.description, payload: event.raw, attempts: 0, firstAttemptAt: nil,
+                    timeValue: timeValue, payload: event.raw, attempts: 0, firstAttemptAt: nil,
                     batchID: nil, nextAttemptAt: now)
                 for number in numbers {
                     delivery.subscription = numbering.names[number]
