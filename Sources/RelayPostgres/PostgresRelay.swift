@@ -86,13 +86,12 @@ public final class PostgresRelay: Service, Sendable {
         let running = dispatchers.withLock { $0 }
         await scrape.refresh {
             let status = PostgresStatus(database)
-            let (depths, letters, oldest, paused) = (
-                try await status.queueDepths(), try await status.deadLetterCounts(), try await status.oldestQueued(), try await status.paused()
-            )
+            let gauges = try await status.queueGauges()
             for subscription in config.subscriptions.map(\.name) {
+                let queue = gauges[subscription] ?? .init()
                 SubscriptionMetrics.recordShared(
-                    subscription: subscription, pending: depths[subscription] ?? 0, oldestEventTime: oldest[subscription],
-                    deadLetters: letters[subscription] ?? 0, paused: paused.contains(subscription),
+                    subscription: subscription, pending: queue.pending, oldestEventTime: queue.oldestEventTime,
+                    deadLetters: queue.deadLetters, paused: queue.paused,
                     inFlight: running.first { $0.subscriptionName == subscription }?.requestsInFlight ?? 0, now: time.now())
             }
         }

@@ -65,28 +65,50 @@ public struct PostgresStatus: Sendable, PostgresPart {
         return out
     }
 
+    /// One subscription's shared queue as the metrics page shows it.
+    public struct QueueGauges: Sendable, Equatable {
+        /// Deliveries queued, claimed or not.
+        public var pending = 0
+        /// The time of the oldest event queued; nil when none is.
+        public var oldestEventTime: Timestamp?
+        public var deadLetters = 0
+        public var paused = false
+
+        public init(pending: Int = 0, oldestEventTime: Timestamp? = nil, deadLetters: Int = 0, paused: Bool = false) {
+            self.pending = pending
+            self.oldestEventTime = oldestEventTime
+            self.deadLetters = deadLetters
+            self.paused = paused
+        }
+    }
+
+    /// Every subscription's queue gauges, read in one statement so that they come from one snapshot: a delivery
+    /// dead-lettered between two separate reads would count in both its queue and its dead letters.
+    public func queueGauges() async throws -> [String: QueueGauges] {
+        let rows = try await client.query(
+            """
+            SELECT 'queued', subscription, count(*)::int8, min(event_time) FROM \(unescaped: schema).delivery GROUP BY subscription
+            UNION ALL
+            SELECT 'dead', subscription, count(*)::int8, NULL FROM \(unescaped: schema).dead_letter GROUP BY subscription
+            UNION ALL
+            SELECT 'paused', subscription, 0, NULL FROM \(unescaped: schema).subscription_pause WHERE reason IS NOT NULL
+            """, logger: logger)
+        var gauges: [String: QueueGauges] = [:]
+        for try await (kind, subscription, count, oldest) in rows.decode((String, String, Int64, Int64?).self) {
+            switch kind {
+            case "queued":
+                gauges[subscription, default: .init()].pending = Int(count)
+                gauges[subscription, default: .init()].oldestEventTime = oldest.map { Timestamp(millisecondsSinceEpoch: $0) }
+            case "dead": gauges[subscription, default: .init()].deadLetters = Int(count)
+            default: gauges[subscription, default: .init()].paused = true
+            }
+        }
+        return gauges
+    }
+
     /// Queued deliveries per subscription, claimed or not.
     public func queueDepths() async throws -> [String: Int] {
         try await counts("SELECT subscription, count(*)::int8 FROM \(unescaped: schema).delivery GROUP BY subscription")
-    }
-
-    /// Dead letters per subscription.
-    public func deadLetterCounts() async throws -> [String: Int] {
-        try await counts("SELECT subscription, count(*)::int8 FROM \(unescaped: schema).dead_letter GROUP BY subscription")
-    }
-
-    /// The time of the oldest event queued per subscription.
-    public func oldestQueued() async throws -> [String: Timestamp] {
-        try await counts("SELECT subscription, min(event_time) FROM \(unescaped: schema).delivery GROUP BY subscription")
-            .mapValues { Timestamp(millisecondsSinceEpoch: Int64($0)) }
-    }
-
-    /// The subscriptions paused now.
-    public func paused() async throws -> Set<String> {
-        var names: Set<String> = []
-        let rows = try await client.query("SELECT subscription FROM \(unescaped: schema).subscription_pause WHERE reason IS NOT NULL", logger: logger)
-        for try await name in rows.decode(String.self) { names.insert(name) }
-        return names
     }
 
     private func counts(_ query: PostgresQuery) async throws -> [String: Int] {

@@ -81,12 +81,12 @@ struct PostgresStatusReport: Sendable {
             let holder = holders.first { $0.key == key && $0.expiresIn != nil }
             sources.append(Source(name: source.name, marks: try await ingest.marks(of: source.name), holder: holder))
         }
-        let (depths, letters, inFlight) = (try await status.queueDepths(), try await status.deadLetterCounts(), try await status.inFlight())
+        let (queues, inFlight) = (try await status.queueGauges(), try await status.inFlight())
         var subscriptions: [Subscription] = []
         for subscription in config.subscriptions {
             subscriptions.append(
                 Subscription(
-                    name: subscription.name, pending: depths[subscription.name] ?? 0, deadLetters: letters[subscription.name] ?? 0,
+                    name: subscription.name, pending: queues[subscription.name]?.pending ?? 0, deadLetters: queues[subscription.name]?.deadLetters ?? 0,
                     inFlight: inFlight.filter { $0.subscription == subscription.name }, pause: try await PostgresPauses(database).pause(of: subscription.name)))
         }
         // As the instances recorded them, less any name this config has brought back (taken up at the next reload).
