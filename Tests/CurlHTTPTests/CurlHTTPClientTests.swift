@@ -275,7 +275,7 @@ func expectCurlError(
     }
 
     @Test func truncatedResponseIsAConnectionFailure() async throws {
-        try await withClientAndServer(handler: { _ in
+        _ = try await withClientAndServer(handler: { _ in
             .truncate(status: 200, body: Array(repeating: UInt8(ascii: "z"), count: 1000), sentBytes: 10)
         }) { client, server in
             await expectCurlError(.connectionFailed(url: "")) {

@@ -73,7 +73,7 @@ import Testing
 
     @Test func anEmptyBlobIsABlobAndNotNull() throws {
         let queue = try Self.table()
-        try queue.write { db in
+        _ = try queue.write { db in
             try FastStatement(db, sql: "INSERT INTO t (name, body) VALUES (?, ?)").run(.text("x"), .blob([]))
         }
         #expect(try queue.read { db in try String.fetchOne(db, sql: "SELECT typeof(body) FROM t") } == "blob")

@@ -41,9 +41,9 @@ struct CursorStore {
                 let database = RelayDatabase(client: client, schema: schema, logger: Logger(label: "test"))
                 try await PostgresSchema.migrate(database)
                 let store = PostgresSourceStore(database)
-                store.hold(
-                    try #require(try await PostgresLeases(database).acquire(PostgresSourceStore.leaseKey(of: "acme"), for: "relay-1", ttl: .seconds(3600))),
-                    for: "acme")
+                let lease = try #require(
+                    try await PostgresLeases(database).acquire(PostgresSourceStore.leaseKey(of: "acme"), for: "relay-1", ttl: .seconds(3600)))
+                store.hold(lease, for: "acme")
                 try await body(CursorStore(store: store) { subscription, _ in
                     // Everything queued, delivered at once, in one statement: claiming and recording each request
                     // (tested elsewhere) would make this test about the delivery path's speed.
