@@ -91,4 +91,31 @@ import Testing
         }
         #expect(expanded == "INSERT INTO t (name, body) VALUES (NULL, NULL)")
     }
+
+    @Test func steppingStopsWhereTheCallerSaysAndLeavesNoBinding() throws {
+        let queue = try Self.table()
+        let sql = "SELECT id FROM t WHERE name >= ? ORDER BY id"
+        let (seen, again, expanded) = try queue.write { db -> ([Int64], [Int64], String?) in
+            let insert = try FastStatement(db, sql: "INSERT INTO t (name, body) VALUES (?, ?)")
+            for n in 1...10 { try insert.run(.text("n\(n)"), .blob([])) }
+            let select = try FastStatement(db, sql: sql)
+            var seen: [Int64] = []
+            try select.step([.text("n")]) { row in
+                seen.append(row.integer(0))
+                return seen.count < 3
+            }
+            // Stopped mid-result, the statement still starts over from its first row when stepped again.
+            var again: [Int64] = []
+            try select.step([.text("n")]) { row in
+                again.append(row.integer(0))
+                return true
+            }
+            guard let text = sqlite3_expanded_sql(try db.cachedStatement(sql: sql).sqliteStatement) else { return (seen, again, nil) }
+            defer { sqlite3_free(text) }
+            return (seen, again, String(cString: text))
+        }
+        #expect(seen == [1, 2, 3], "no row handed on after the body said stop")
+        #expect(again == Array(1...10))
+        #expect(expanded == "SELECT id FROM t WHERE name >= NULL ORDER BY id")
+    }
 }

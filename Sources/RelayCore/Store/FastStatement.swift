@@ -30,6 +30,21 @@ struct FastStatement {
         }
     }
 
+    /// Binds `values` and hands result rows to `body` until it returns false or they run out: a caller that needs
+    /// only some of the rows a LIMIT allows does not pay for stepping through the rest.
+    func step(_ values: [FastValue], _ body: (FastRow) -> Bool) throws {
+        sqlite3_reset(handle)
+        defer { unbind() }
+        try withBound(values) {
+            while true {
+                let code = sqlite3_step(handle)
+                if code == SQLITE_DONE { return }
+                guard code == SQLITE_ROW else { throw error(code) }
+                if !body(FastRow(handle: handle)) { return }
+            }
+        }
+    }
+
     /// Binds `values` (`String`, `Int64`, `[UInt8]`) to ?1, ?2... and runs the statement; returns rows changed.
     @discardableResult
     func run(_ values: FastValue...) throws -> Int { try run(values) }
