@@ -38,6 +38,18 @@ public final class Dispatcher<C: Clock>: Sendable where C.Duration == Duration, 
         /// The newest event row a finished read of queued rows could see: a row handed over late (its commit's
         /// hand-over comes after that read, which may have sent it already) is at or below it.
         var storeReadThrough: Int64 = 0
+        /// Where the next read of never-attempted rows starts: each one before it was read and is held here, or
+        /// gone, but for rows queued by another process. Rows the poller queues later lower it (``handOff(_:)``);
+        /// nil (read from the queue's head) once rows held go back to the store unsent.
+        var queuedFrom: StateStore.QueuedKey?
+        /// The first of the rows the poller queued while a read ran: that read may not have seen them.
+        var queuedDuringRead: StateStore.QueuedKey?
+        /// Times rows held went back to the store unsent: a read that began before one cannot say where the next
+        /// starts (it left out a row that is due again).
+        var releases = 0
+        /// When a read next starts from the queue's head whatever `queuedFrom` says, for rows queued by another
+        /// process (`dead-letters replay`).
+        var nextReadFromHead = Timestamp(millisecondsSinceEpoch: 0)
         /// Dead letters in a row with no success between them, towards `pauseAfter`.
         var consecutiveDeadLetters = 0
         /// Set while paused after repeated dead letters, with when the next probe may go.
@@ -69,6 +81,7 @@ public final class Dispatcher<C: Clock>: Sendable where C.Duration == Duration, 
         /// Lets go of the rows held for a request that has not started: read ahead, or in batches composed ahead
         /// (those stay stored as composed, and are read back whole).
         mutating func releaseHeld() {
+            forgetQueuedFrom()
             unsettled.subtract(readAhead.map(\.id))
             readAhead = []
             for job in composedAhead { unsettled.subtract(job.ids) }
@@ -78,8 +91,25 @@ public final class Dispatcher<C: Clock>: Sendable where C.Duration == Duration, 
         /// Lets go of a job that was not attempted (stopped, or cut short, before an answer): its rows stay due as
         /// they were, and a probe is not out any more (a later run would otherwise wait for its outcome for ever).
         mutating func releaseUnattempted(_ job: Job) {
+            forgetQueuedFrom()
             unsettled.subtract(job.ids)
             if job.isProbe { probeInFlight = false }
+        }
+
+        /// Rows held go back to the store unsent: the next read starts from the queue's head.
+        mutating func forgetQueuedFrom() {
+            queuedFrom = nil
+            releases += 1
+        }
+
+        /// Rows were queued in the store and not taken in hand: the next read must reach them.
+        mutating func leftInStore(_ rows: some Sequence<Delivery>) {
+            guard let first = rows.lazy.map(StateStore.QueuedKey.init).min() else { return }
+            if storeReadRunning {
+                queuedDuringRead = min(queuedDuringRead ?? first, first)
+            } else if let from = queuedFrom {
+                queuedFrom = min(from, first)
+            }
         }
     }
 
@@ -118,10 +148,13 @@ public final class Dispatcher<C: Clock>: Sendable where C.Duration == Duration, 
             else {
                 state.caughtUp = false
                 if state.storeReadRunning, !rows.isEmpty { state.refusedDuringRead = true }
+                state.leftInStore(rows)
                 return nil
             }
             // Rows a read could see are the store's to give: that read may have sent them already.
             let fresh = rows.filter { $0.id > state.storeReadThrough && !state.unsettled.contains($0.id) }
+            let (through, unsettled) = (state.storeReadThrough, state.unsettled)
+            state.leftInStore(rows.lazy.filter { $0.id <= through && !unsettled.contains($0.id) })
             state.readAhead.append(contentsOf: fresh)
             state.unsettled.formUnion(fresh.map(\.id))
             return fresh.count
@@ -178,8 +211,12 @@ public final class Dispatcher<C: Clock>: Sendable where C.Duration == Duration, 
     /// flight finish and submit their outcomes; cancelling cuts them short, leaving their rows queued as they were.
     /// Throws only for the state store.
     public func run(stop: StopSignal = StopSignal()) async throws {
-        // A run cancelled before this one aborted what it had started; this one starts afresh.
-        state.withLock { $0.cancelling = false }
+        // A run cancelled before this one aborted what it had started; this one starts afresh, reading from the
+        // queue's head.
+        state.withLock { state in
+            state.cancelling = false
+            state.forgetQueuedFrom()
+        }
         // A cancel is seen at once by the HTTP client's thread, which starts the next row in hand without the loop:
         // waiting for the loop to notice it would let that chain go on for as long as the loop takes to be
         // scheduled.
@@ -280,7 +317,7 @@ public final class Dispatcher<C: Clock>: Sendable where C.Duration == Duration, 
         guard count > 0 else { return [] }
         let current = now()
         if !planner.strict && planner.batchSize == 1 {
-            return try await readAheadJobs(max: count, now: current, unsettled: inFlight.unsettled)
+            return try await readAheadJobs(max: count, now: current)
         }
         if !planner.strict { return try await batchJobs(max: count, now: current) }
         let rows = try await store.deliveries(
@@ -313,7 +350,7 @@ public final class Dispatcher<C: Clock>: Sendable where C.Duration == Duration, 
         }
         guard wanted > 0 || ahead > 0 else { return [] }
         let (rows, held) = try await rowsToCompose(
-            limit: planner.rowsToRead(for: wanted + max(ahead, 0)), now: current, unsettled: inFlight.unsettled)
+            limit: planner.rowsToRead(for: wanted + max(ahead, 0)), now: current)
         var planning = inFlight
         planning.unsettled.subtract(held)
         let requests = planner.plan(rows, inFlight: planning, now: current, wanted: wanted, ahead: ahead)
@@ -321,6 +358,10 @@ public final class Dispatcher<C: Clock>: Sendable where C.Duration == Duration, 
         // Rows in hand that no request took stay in hand, ahead of any handed over meanwhile.
         let unused = rows.filter { held.contains($0.id) && !planned.contains($0.id) }
         if !unused.isEmpty { state.withLock { $0.readAhead.insert(contentsOf: unused, at: 0) } }
+        // Rows read from the store that no request took stay there: the next read must reach them.
+        let left = rows.lazy.filter { !held.contains($0.id) && !planned.contains($0.id) && $0.attempts == 0 }
+            .map(StateStore.QueuedKey.init)
+        if let low = left.min() { state.withLock { $0.queuedFrom = $0.queuedFrom.map { min($0, low) } } }
         do {
             // Stored before the first attempt, so that a retry or a restart sends these members, in this order, under
             // this id.
@@ -328,7 +369,10 @@ public final class Dispatcher<C: Clock>: Sendable where C.Duration == Duration, 
                 requests.compactMap { request in request.composedBatch.map { ($0, request.deliveries) } })
         } catch {
             // Not sent: the rows taken from those in hand are the store's again.
-            state.withLock { $0.unsettled.subtract(held.intersection(planned)) }
+            state.withLock { state in
+                state.unsettled.subtract(held.intersection(planned))
+                state.forgetQueuedFrom()
+            }
             throw error
         }
         let jobs = requests.map { Job(deliveries: $0.deliveries) }
@@ -353,13 +397,14 @@ public final class Dispatcher<C: Clock>: Sendable where C.Duration == Duration, 
     /// Single-event jobs from the read-ahead slice (and rows handed over), refilled with one query when it runs
     /// dry. Retries are looked for at least once a second whatever it holds: a stream of handed-over rows must not
     /// keep them waiting.
-    private func readAheadJobs(max jobCount: Int, now current: Timestamp, unsettled: Set<Int64>) async throws -> [Job] {
-        var (taken, retriesDue) = state.withLock { ($0.takeInHand(jobCount), current >= $0.nextStoreRead) }
+    private func readAheadJobs(max jobCount: Int, now current: Timestamp) async throws -> [Job] {
+        var (taken, retriesDue, headDue) = state.withLock {
+            ($0.takeInHand(jobCount), current >= $0.nextStoreRead, current >= $0.nextReadFromHead)
+        }
         let dry = taken.count < jobCount
-        guard dry || retriesDue else { return taken.map { Job(deliveries: [$0]) } }
-        // Dry, nothing but rows in flight is held, so excluding them costs little; otherwise only retries are read.
-        let fetched = try await readQueued(
-            limit: Self.readAheadSlice, now: current, excluding: unsettled, retriesOnly: !dry)
+        guard dry || retriesDue || headDue else { return taken.map { Job(deliveries: [$0]) } }
+        // Dry, or a look from the head due: due rows, after those held; otherwise only retries are read.
+        let fetched = try await readQueued(limit: Self.readAheadSlice, now: current, retriesOnly: !dry && !headDue)
         state.withLock { state in
             // Rows handed over while the read ran are held already.
             let fresh = fetched.filter { !state.unsettled.contains($0.id) }
@@ -372,19 +417,20 @@ public final class Dispatcher<C: Clock>: Sendable where C.Duration == Duration, 
     }
 
     /// Rows to compose batches from, with the ids of those taken from the rows in hand (already unsettled). Rows in
-    /// hand alone while there are any and no retry read is due: caught up, the store holds nothing else to send
-    /// (a commit whose rows are not handed over ends that). Otherwise the store is read, due retries first, with
-    /// what is in hand after them.
+    /// hand alone while there are any and no read of retries or from the head is due: caught up, the store holds
+    /// nothing else to send (a commit whose rows are not handed over ends that). Otherwise the store is read, due
+    /// retries first, with what is in hand after them.
     private func rowsToCompose(
-        limit: Int, now current: Timestamp, unsettled: Set<Int64>
+        limit: Int, now current: Timestamp
     ) async throws -> ([Delivery], Set<Int64>) {
-        let (inHand, retriesDue) = state.withLock { ($0.takeInHand(limit), current >= $0.nextStoreRead) }
+        let (inHand, retriesDue, headDue) = state.withLock {
+            ($0.takeInHand(limit), current >= $0.nextStoreRead, current >= $0.nextReadFromHead)
+        }
         let held = Set(inHand.map(\.id))
-        guard inHand.isEmpty || retriesDue else { return (inHand, held) }
+        guard inHand.isEmpty || retriesDue || headDue else { return (inHand, held) }
         let fetched: [Delivery]
         do {
-            fetched = try await readQueued(
-                limit: limit, now: current, excluding: unsettled, retriesOnly: !inHand.isEmpty)
+            fetched = try await readQueued(limit: limit, now: current, retriesOnly: !inHand.isEmpty && !headDue)
         } catch {
             state.withLock { $0.readAhead.insert(contentsOf: inHand, at: 0) }
             throw error
@@ -392,36 +438,45 @@ public final class Dispatcher<C: Clock>: Sendable where C.Duration == Duration, 
         return (fetched.filter { !held.contains($0.id) } + inHand, held)
     }
 
-    /// Reads due rows from the store, leaving out `excluding`. A full read (not `retriesOnly`) says whether the
-    /// dispatcher is caught up, and which rows handed over later it may have seen (``handOff(_:)``).
-    private func readQueued(
-        limit: Int, now current: Timestamp, excluding: Set<Int64>, retriesOnly: Bool
-    ) async throws -> [Delivery] {
-        if !retriesOnly {
-            state.withLock { state in
+    /// Reads due rows from the store, leaving out those held here. A full read (not `retriesOnly`) says whether the
+    /// dispatcher is caught up, and which rows handed over later it may have seen (``handOff(_:)``); it starts where
+    /// the last one left off (rows the poller queued since lower that), and from the queue's head at least once a
+    /// second, for rows another process queued.
+    private func readQueued(limit: Int, now current: Timestamp, retriesOnly: Bool) async throws -> [Delivery] {
+        let (excluding, from, releases) = state.withLock { state in
+            if !retriesOnly {
                 state.storeReadRunning = true
                 state.refusedDuringRead = false
+                state.queuedDuringRead = nil
             }
+            guard !retriesOnly, current < state.nextReadFromHead else {
+                if !retriesOnly { state.nextReadFromHead = current.advanced(by: .seconds(1)) }
+                return (state.unsettled, nil as StateStore.QueuedKey?, state.releases)
+            }
+            return (state.unsettled, state.queuedFrom, state.releases)
         }
-        let fetched: [Delivery]
-        let newest: Int64
+        let read: StateStore.QueueRead
         do {
-            (fetched, newest) = try await store.deliveriesAndNewestEvent(
+            read = try await store.readQueue(
                 subscription: subscription.name, due: current, limit: limit, strict: false, excluding: excluding,
-                retriesOnly: retriesOnly)
+                retriesOnly: retriesOnly, queuedFrom: from)
         } catch {
             if !retriesOnly { state.withLock { $0.storeReadRunning = false } }
             throw error
         }
         state.withLock { state in
             if !retriesOnly {
-                state.caughtUp = fetched.count < limit && !state.refusedDuringRead
+                state.caughtUp = read.rows.count < limit && !state.refusedDuringRead
                 state.storeReadRunning = false
-                state.storeReadThrough = max(state.storeReadThrough, newest)
+                state.storeReadThrough = max(state.storeReadThrough, read.newestEvent)
+                // Rows that went back to the store during the read may lie before where it says to go on, and rows
+                // queued during it may be missing from it.
+                let next = [read.queuedFrom, state.queuedDuringRead].compactMap { $0 }.min()
+                state.queuedFrom = state.releases == releases ? next : nil
             }
             state.nextStoreRead = current.advanced(by: .seconds(1))
         }
-        return fetched
+        return read.rows
     }
 
     private func waitForWork(slotsFull: Bool, stop: StopSignal) async throws {
@@ -452,7 +507,11 @@ public final class Dispatcher<C: Clock>: Sendable where C.Duration == Duration, 
             return
         }
         let wait = next.millisecondsSinceEpoch - now().millisecondsSinceEpoch
-        guard wait > 0 else { return }
+        guard wait > 0 else {
+            // Due, and not read: queued before where reads go on, by another process. The next read starts at the head.
+            state.withLock { $0.forgetQueuedFrom() }
+            return
+        }
         try await race(until: stop) { await self.wakeup.wait() } or: { [time] in try await time.sleep(for: .milliseconds(wait)) }
     }
 

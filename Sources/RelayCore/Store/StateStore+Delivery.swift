@@ -136,6 +136,8 @@ extension StateStore {
     /// test that checks each one uses an index at a million queued rows.
     public static let deliveryQueries: [String: String] = [
         "queued": selectKeys(attempted: false, "WHERE d.subscription = ? ORDER BY d.event_time, d.event LIMIT ?"),
+        "queued keys from": selectKeys(
+            attempted: false, "WHERE d.subscription = ? AND (d.event_time, d.event) >= (?, ?) ORDER BY d.event_time, d.event LIMIT ?"),
         "due retries": selectKeys(attempted: true, "WHERE d.subscription = ? AND d.next_attempt_at <= ? ORDER BY d.next_attempt_at LIMIT ?"),
         "attempted in time order": selectKeys(attempted: true, "WHERE d.subscription = ? ORDER BY d.event_time, d.event LIMIT ?"),
         "queued by key": select(attempted: false, "WHERE d.subscription = ? AND d.event_time = ? AND d.event = ?"),
@@ -164,28 +166,68 @@ extension StateStore {
     public func deliveries(
         subscription: String, due now: Timestamp, limit: Int, strict: Bool, excluding: Set<Int64>, retriesOnly: Bool = false
     ) async throws(StoreError) -> [Delivery] {
-        try await deliveriesAndNewestEvent(
+        try await readQueue(
             subscription: subscription, due: now, limit: limit, strict: strict, excluding: excluding, retriesOnly: retriesOnly
         ).rows
     }
 
-    /// ``deliveries(subscription:due:limit:strict:excluding:retriesOnly:)``, with the newest event row the read
-    /// could see: a row handed over in memory with a higher id cannot have been read by it.
-    public func deliveriesAndNewestEvent(
-        subscription: String, due now: Timestamp, limit: Int, strict: Bool, excluding: Set<Int64>, retriesOnly: Bool = false
-    ) async throws(StoreError) -> (rows: [Delivery], newestEvent: Int64) {
+    /// A never-attempted delivery's place in its subscription's queue: event time, then event row.
+    public struct QueuedKey: Sendable, Comparable {
+        public var eventTime: Int64
+        public var event: Int64
+
+        public init(eventTime: Int64, event: Int64) {
+            self.eventTime = eventTime
+            self.event = event
+        }
+
+        /// The key of a delivery read from the queue.
+        public init(_ delivery: Delivery) {
+            self.init(eventTime: delivery.eventTime.millisecondsSinceEpoch, event: delivery.id)
+        }
+
+        /// The first key after this one.
+        var next: QueuedKey { QueuedKey(eventTime: eventTime, event: event + 1) }
+
+        public static func < (lhs: QueuedKey, rhs: QueuedKey) -> Bool { (lhs.eventTime, lhs.event) < (rhs.eventTime, rhs.event) }
+    }
+
+    /// What one read of a subscription's queue found.
+    public struct QueueRead: Sendable {
+        public var rows: [Delivery]
+        /// The newest event row the read could see: a row handed over in memory with a higher id cannot have been
+        /// read by it.
+        public var newestEvent: Int64
+        /// Where the next read of never-attempted rows may start (`queuedFrom`), if the caller keeps every row this
+        /// read returned until its outcome is recorded: each such row before it was returned or excluded. Nil for a
+        /// read of retries only.
+        public var queuedFrom: QueuedKey?
+    }
+
+    /// ``deliveries(subscription:due:limit:strict:excluding:retriesOnly:)``, with what the caller needs to read
+    /// on from here. With `queuedFrom` (not strict), never-attempted rows are read from that key on, passing over the
+    /// rows before it without a look: a subscription's oldest rows are the ones it has in flight, hundreds, and
+    /// stepping over them was half of every read. Rows queued before the key since the read that gave it (an event
+    /// visible late, a replay) are not seen: the caller lowers the key for the rows it is told were queued, and
+    /// reads from the head now and then for any others.
+    public func readQueue(
+        subscription: String, due now: Timestamp, limit: Int, strict: Bool, excluding: Set<Int64>, retriesOnly: Bool = false,
+        queuedFrom: QueuedKey? = nil
+    ) async throws(StoreError) -> QueueRead {
         try await read("reading the queue of \(subscription)") { db in
             let newest = try Int64.fetchOne(db.cachedStatement(sql: "SELECT max(id) FROM event")) ?? 0
-            return (try Self.deliveries(
-                subscription: subscription, due: now, limit: limit, strict: strict, excluding: excluding, retriesOnly: retriesOnly, db),
-                newest)
+            let (rows, from) = try Self.deliveries(
+                subscription: subscription, due: now, limit: limit, strict: strict, excluding: excluding, retriesOnly: retriesOnly,
+                queuedFrom: strict ? nil : queuedFrom, db)
+            return QueueRead(rows: rows, newestEvent: newest, queuedFrom: retriesOnly || strict ? nil : from)
         }
     }
 
     private static func deliveries(
-        subscription: String, due now: Timestamp, limit: Int, strict: Bool, excluding: Set<Int64>, retriesOnly: Bool, _ db: Database
-    ) throws -> [Delivery] {
-        guard let key = try DeliveryRows.existingKey(of: subscription, db) else { return [] }
+        subscription: String, due now: Timestamp, limit: Int, strict: Bool, excluding: Set<Int64>, retriesOnly: Bool,
+        queuedFrom: QueuedKey? = nil, _ db: Database
+    ) throws -> (rows: [Delivery], queuedFrom: QueuedKey?) {
+        guard let key = try DeliveryRows.existingKey(of: subscription, db) else { return ([], nil) }
         let wanted = Int64(limit + excluding.count)
         var composed = try ComposedBatches(subscription: key, db, indexingMembers: false)
         let read = { (row: FastRow) -> Delivery in
@@ -203,8 +245,15 @@ extension StateStore {
         // rows in flight at the head of its queue, and reading each with its payload only to drop it was the largest
         // cost of a read.
         func readDue(_ query: String, _ arguments: [FastValue], attempted: Bool) throws -> [Delivery] {
-            let keys = try FastStatement(db, sql: Self.deliveryQueries[query]!)
-                .query(arguments + [.integer(wanted)]) { (time: $0.integer(0), event: $0.integer(1)) }
+            // Keys up to the limit's worth not in flight: those after are not read.
+            var keys: [(time: Int64, event: Int64)] = []
+            var picked = 0
+            try FastStatement(db, sql: Self.deliveryQueries[query]!).step(arguments + [.integer(wanted)]) { row in
+                keys.append((time: row.integer(0), event: row.integer(1)))
+                if !excluded(keys[keys.count - 1].event) { picked += 1 }
+                return picked < limit
+            }
+            if !attempted { queuedKeys = keys }
             if !attempted, let rows = try readQueuedSpan(keys) { return rows }
             let byKey = try FastStatement(db, sql: Self.deliveryQueries[attempted ? "attempted by key" : "queued by key"]!)
             var found: [Delivery] = []
@@ -233,7 +282,13 @@ extension StateStore {
                 [.integer(key), .integer(keys[first].time), .integer(keys[first].event), .integer(Int64(span))], read)
             return rows.filter { !excluded($0.id) }
         }
-        let queued = retriesOnly ? [] : try readDue("queued", [.integer(key)], attempted: false)
+        var queuedKeys: [(time: Int64, event: Int64)] = []
+        var queued: [Delivery] = []
+        if !retriesOnly, let from = queuedFrom {
+            queued = try readDue("queued keys from", [.integer(key), .integer(from.eventTime), .integer(from.event)], attempted: false)
+        } else if !retriesOnly {
+            queued = try readDue("queued", [.integer(key)], attempted: false)
+        }
         var rows: [Delivery]
         if strict {
             let attempted = try readDue("attempted in time order", [.integer(key)], attempted: true)
@@ -241,6 +296,12 @@ extension StateStore {
         } else {
             rows = try readDue("due retries", [.integer(key), .integer(now.millisecondsSinceEpoch)], attempted: true) + queued
         }
+        // Every queued row up to the last key looked at was returned or is excluded, unless the limit cuts some
+        // off: the next read starts at the first of those.
+        let queuedKept = max(0, limit - (rows.count - queued.count))
+        let nextFrom = queuedKept < queued.count
+            ? QueuedKey(queued[queuedKept])
+            : queuedKeys.last.map { QueuedKey(eventTime: $0.time, event: $0.event).next } ?? queuedFrom
         rows = Array(rows.prefix(limit))
         if strict, let joinedAt = try FastStatement(
             db, sql: "SELECT position FROM subscription_cursor WHERE subscription = ? AND state = 'joining'"
@@ -263,7 +324,7 @@ extension StateStore {
                 rows.insert(contentsOf: whole, at: min(at, rows.count))
             }
         }
-        return rows
+        return (rows, nextFrom)
     }
 
     /// When the subscription's earliest queued delivery is due; nil when nothing is queued.
