@@ -120,7 +120,7 @@ public final class PostgresRelay: Service, Sendable {
                 for await command in commands {
                     switch command {
                     case .shutdown:
-                        logger.info("stopping: polling stopped, letting deliveries in flight finish", metadata: ["grace_s": "\(LogSeconds(config.shutdownGrace))"])
+                        logger.info("stopping: polling stopped, letting deliveries in flight finish", metadata: ["grace_s": .stringConvertible(LogSeconds(config.shutdownGrace))])
                         notifier.stopping(within: config.shutdownGrace + SystemdNotifier.stopMargin)
                         generation.ended.fire()
                         await generation.finished.wait()
@@ -136,13 +136,13 @@ public final class PostgresRelay: Service, Sendable {
                             }
                             logger.notice(
                                 "reloading: polling stopped, letting deliveries in flight finish, then starting with the new config",
-                                metadata: ["grace_s": "\(LogSeconds(config.shutdownGrace))"])
+                                metadata: ["grace_s": .stringConvertible(LogSeconds(config.shutdownGrace))])
                             generation.ended.fire()
                             await generation.finished.wait()
                             config = next
                             current.withLock { $0 = next }
                             generation = start(config, http: http, in: &group)
-                            logger.notice("reloaded", metadata: ["sources": "\(config.sources.count)", "subscriptions": "\(config.subscriptions.count)"])
+                            logger.notice("reloaded", metadata: ["sources": .stringConvertible(config.sources.count), "subscriptions": .stringConvertible(config.subscriptions.count)])
                             answer(ReloadAnswer(pid: getpid(), startedAt: startedAt, outcome: .applied, needsRestart: needsRestart))
                         case .failure(let error):
                             answer(ReloadAnswer(pid: getpid(), startedAt: startedAt, outcome: .rejected, problems: error.lines))
@@ -208,7 +208,7 @@ public final class PostgresRelay: Service, Sendable {
             }
             logger.info(
                 "started on PostgreSQL", metadata: ["version": "\(RelayVersion.current)", "schema": "\(database.schema)",
-                                                     "sources": "\(config.sources.count)", "subscriptions": "\(config.subscriptions.count)"])
+                                                     "sources": .stringConvertible(config.sources.count), "subscriptions": .stringConvertible(config.subscriptions.count)])
             await ended.wait()
             delivering.fire()
             await withTaskGroup(of: Void.self) { grace in
@@ -255,7 +255,7 @@ public final class PostgresRelay: Service, Sendable {
                 let pruned = try await withQueryDeadline(Self.queryDeadline, "pruning dead letters") {
                     try await letters.pruneDeadLetters(before: now.advanced(by: .zero - config.deadLetters.retention))
                 }
-                if pruned > 0 { logger.info("pruned dead letters past retention", metadata: ["count": "\(pruned)"]) }
+                if pruned > 0 { logger.info("pruned dead letters past retention", metadata: ["count": .stringConvertible(pruned)]) }
                 let removed = try await withQueryDeadline(Self.queryDeadline, "deleting removed subscriptions past orphanRetention") {
                     try await orphans.pruneOrphans(olderThan: config.orphanRetention, now: now)
                 }
@@ -295,7 +295,7 @@ public final class PostgresRelay: Service, Sendable {
                 failures += 1
             } catch {
                 failures += 1
-                logger.warning("cannot reach PostgreSQL; retrying", metadata: ["error": "\(String(reflecting: error))", "failures": "\(failures)"])
+                logger.warning("cannot reach PostgreSQL; retrying", metadata: ["error": "\(String(reflecting: error))", "failures": .stringConvertible(failures)])
             }
             await pause(for: Self.backoff(failures), until: stop)
         }
@@ -346,7 +346,7 @@ public final class PostgresRelay: Service, Sendable {
                 await pause(for: failures.pause ?? .zero, until: stop)
                 continue
             }
-            logger.notice("took the source's lease: polling it", metadata: ["epoch": "\(lease.epoch)"])
+            logger.notice("took the source's lease: polling it", metadata: ["epoch": .stringConvertible(lease.epoch)])
             store.hold(lease, for: source.name)
             SourceMetrics.leaseHeld(source: source.name, true)
             let client = EventsAPIClient(source: source, subscriptions: subscriptions, http: http, limiter: limiters.limiter(for: source), now: time.now)
@@ -375,7 +375,7 @@ public final class PostgresRelay: Service, Sendable {
                 failures.lost(afterRenewing: renewedOnce.isSet)
                 logger.notice(
                     "lost the source's lease: it ran out before it was renewed, and another instance (or this one, later) takes it",
-                    metadata: ["epoch": "\(error.epoch)"])
+                    metadata: ["epoch": .stringConvertible(error.epoch)])
             } catch {
                 failures.failed(afterRenewing: renewedOnce.isSet)
                 logger.warning("polling stopped on a store error; taking the lease again", metadata: ["error": "\(String(reflecting: error))"])

@@ -29,7 +29,7 @@ public enum ConfigInForce {
         do {
             return .success(try ConfigLoader.load(file: file, environment: ConfigEnvironment(variables: environment)))
         } catch {
-            logger.error("reload rejected: the config has problems; the running config stays", metadata: ["problems": "\(error.problems.count)"])
+            logger.error("reload rejected: the config has problems; the running config stays", metadata: ["problems": .stringConvertible(error.problems.count)])
             for line in error.lines { logger.error("\(line)") }
             return .failure(error)
         }
@@ -53,7 +53,7 @@ public enum ConfigInForce {
             logger.warning(
                 "subscription is no longer in the config: its events are kept, not sent, until orphanRetention",
                 metadata: [
-                    "subscription": "\(orphan.subscription)", "queued": "\(orphan.queued)", "dead_letters": "\(orphan.deadLetters)",
+                    "subscription": "\(orphan.subscription)", "queued": .stringConvertible(orphan.queued), "dead_letters": .stringConvertible(orphan.deadLetters),
                     "since": "\(orphan.since.iso8601)", "deleted_at": "\(orphan.since.advanced(by: config.orphanRetention).iso8601)",
                 ])
         }

@@ -143,7 +143,7 @@ public final class ClaimDispatcher<C: Clock>: Sendable where C.Duration == Durat
                     continue
                 } catch {
                     failures += 1
-                    logger.warning("could not claim deliveries; retrying", metadata: ["error": "\(error)", "failures": "\(failures)"])
+                    logger.warning("could not claim deliveries; retrying", metadata: ["error": "\(error)", "failures": .stringConvertible(failures)])
                     await idle(for: min(.seconds(1) * (1 << min(failures, 5)), .seconds(30)), stop: stop)
                     continue
                 }
@@ -354,13 +354,13 @@ public final class ClaimDispatcher<C: Clock>: Sendable where C.Duration == Durat
             do {
                 let (_, stale) = try await queue.record(batch, now: time.now())
                 if stale > 0 {
-                    logger.notice("outcomes came after their claims timed out: another instance has the rows", metadata: ["stale": "\(stale)"])
+                    logger.notice("outcomes came after their claims timed out: another instance has the rows", metadata: ["stale": .stringConvertible(stale)])
                 }
             } catch {
                 // Not retried: a claim that outlives its visibility goes to the next claimant, who sends it again.
                 logger.warning(
                     "could not record outcomes; their events are sent again once the claims time out",
-                    metadata: ["error": "\(error)", "outcomes": "\(batch.count)"])
+                    metadata: ["error": "\(error)", "outcomes": .stringConvertible(batch.count)])
             }
         }
     }
@@ -385,8 +385,8 @@ public final class ClaimDispatcher<C: Clock>: Sendable where C.Duration == Durat
         metrics.record(decision, events: deliveries.count)
         if case .deadLetter(let reason) = decision {
             logger.warning(
-                "dead-lettered", metadata: ["events": "\(deliveries.count)", "first_event": "\(deliveries[0].eventID)", "reason": "\(reason)",
-                                            "attempts": "\(attempts)"])
+                "dead-lettered", metadata: ["events": .stringConvertible(deliveries.count), "first_event": "\(deliveries[0].eventID)", "reason": "\(reason)",
+                                            "attempts": .stringConvertible(attempts)])
         }
         return DeliveryOutcome(
             deliveries: deliveries, decision: decision, attemptedAt: attemptedAt, decidedAt: decidedAt, status: answer.status, error: answer.errorText,
@@ -398,7 +398,7 @@ public final class ClaimDispatcher<C: Clock>: Sendable where C.Duration == Durat
         if answer.isFlowControl {
             flow.throttled(retryAfter: answer.retryAfter.map { time.now().advanced(by: min($0, .seconds(3600))) }, inFlight: inFlight.withLock { $0 })
             if answer.retryAfter == nil {
-                logger.debug("throttled without Retry-After: fewer requests in flight", metadata: ["limit": "\(flow.current.limit ?? 0)"])
+                logger.debug("throttled without Retry-After: fewer requests in flight", metadata: ["limit": .stringConvertible(flow.current.limit ?? 0)])
             }
         } else if answer.status != nil {
             flow.answered()
@@ -424,7 +424,7 @@ public final class ClaimDispatcher<C: Clock>: Sendable where C.Duration == Durat
             switch try await guards.record(guardKey, success: !endpointFailed, rule: breakerRule) {
             case .opened(let interval)?:
                 metrics.circuit.record(1)
-                logger.notice("circuit open for every instance: pausing deliveries", metadata: ["probe_in_s": "\(LogSeconds(interval))"])
+                logger.notice("circuit open for every instance: pausing deliveries", metadata: ["probe_in_s": .stringConvertible(LogSeconds(interval))])
             case .closed?:
                 metrics.circuit.record(0)
                 logger.notice("circuit closed: endpoint answering again")

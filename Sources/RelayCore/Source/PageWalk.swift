@@ -205,7 +205,7 @@ struct PageWalk<C: Clock>: Sendable where C.Duration == Duration, C: Sendable {
                 logger.debug(
                     "page read", metadata: [
                         "edge": "\(edge.rawValue)", "start": "\(start.iso8601)", "end": "\(end?.iso8601 ?? "-")",
-                        "from": .stringConvertible(from), "events": .stringConvertible(page.events.count),
+                        "offset": .stringConvertible(from), "events": .stringConvertible(page.events.count),
                         "took_s": .stringConvertible(LogSeconds(asked.duration(to: time.clock.now))),
                     ])
                 if failures > 0 || health.snapshot.problem != nil {
