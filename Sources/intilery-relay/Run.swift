@@ -41,6 +41,8 @@ struct Run: AsyncParsableCommand {
         LoggingSystem.bootstrap { label in RelayLogHandler(label: label, format: format, level: level, syslogPriorities: journal) }
         let summaries = RelayLogHandler(label: "intilery-relay", format: format, level: level, syslogPriorities: journal)
         let logger = Logger(label: "intilery-relay")
+        // Repeats held back in the last minute are counted in the log before the process goes, however it ends.
+        defer { summaries.writeSuppressedSummaries(stopping: true) }
 
         let environment = ProcessInfo.processInfo.environment
         let config: RelayConfig

@@ -120,6 +120,10 @@ import Glibc
             // second minute begin).
             let deadLettered = records.filter { $0["msg"] as? String == "dead-lettered" }.count
             #expect((10..<30).contains(deadLettered), "\(deadLettered) dead-lettered lines")
+            // Those held back are all counted by the stop, in the last minute's window too.
+            let heldBack = records.filter { ($0["msg"] as? String)?.wholeMatch(of: /suppressed \d+ lines like: dead-lettered/) != nil }
+                .compactMap { $0["suppressed"] as? Int }.reduce(0, +)
+            #expect(deadLettered + heldBack == 30, "\(deadLettered) written, \(heldBack) counted as held back")
             // --log-level debug shows each page read, trace each request, with numbers.
             let pageRead = try #require(records.first { $0["msg"] as? String == "page read" })
             #expect(pageRead["events"] is Int && pageRead["took_s"] is NSNumber, "\(pageRead)")

@@ -102,4 +102,24 @@ import Testing
         handler.writeSuppressedSummaries()
         #expect(lines.all.filter { $0.contains("suppressed") }.count == 1, "each count is written once")
     }
+
+    @Test func atTheStopCountsOfWindowsStillOpenAreWrittenToo() {
+        let clock = Mutex(ContinuousClock.now)
+        let repeats = RepeatLimiter(now: { clock.withLock { $0 } })
+        let lines = Lines()
+        let handler = RelayLogHandler(
+            label: "test", format: .logfmt, level: .info, repeats: repeats, write: { line in lines.written.withLock { $0.append(line) } })
+        let logger = Logger(label: "test", factory: { _ in handler })
+        for _ in 0..<14 { logger.warning("dead-lettered", metadata: ["subscription": "bad"]) }
+        for _ in 0..<3 { logger.warning("request failed", metadata: ["subscription": "bad"]) }
+        clock.withLock { $0 = $0.advanced(by: .seconds(5)) }
+        handler.writeSuppressedSummaries()
+        #expect(!lines.all.contains { $0.contains("suppressed") }, "the window is still open")
+        handler.writeSuppressedSummaries(stopping: true)
+        let summaries = lines.all.filter { $0.contains("suppressed") }
+        #expect(summaries.count == 1, "a key with nothing held back has no summary: \(summaries)")
+        #expect(summaries.first?.contains("suppressed 4 lines like: dead-lettered") == true, "\(summaries)")
+        handler.writeSuppressedSummaries(stopping: true)
+        #expect(lines.all.filter { $0.contains("suppressed") }.count == 1, "each count is written once")
+    }
 }

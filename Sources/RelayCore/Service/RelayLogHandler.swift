@@ -59,10 +59,11 @@ public struct RelayLogHandler: LogHandler {
         emit(level: event.level, message: message, metadata: merged)
     }
 
-    /// Writes the counts of repeats held back in windows that have ended: called every few seconds and at the
-    /// stop, so that a burst followed by silence is still counted in the log.
-    public func writeSuppressedSummaries() {
-        for summary in repeats.takeEnded() { emit(summary) }
+    /// Writes the counts of repeats held back in windows that have ended: called every few seconds, so that a burst
+    /// followed by silence is still counted in the log. At the stop (`stopping`), those of windows still open too:
+    /// the log is all there is of them once the process is gone.
+    public func writeSuppressedSummaries(stopping: Bool = false) {
+        for summary in stopping ? repeats.takeAll() : repeats.takeEnded() { emit(summary) }
     }
 
     private func emit(_ summary: RepeatLimiter.Summary) {
@@ -236,6 +237,14 @@ public final class RepeatLimiter: Sendable {
     public func takeEnded() -> [Summary] {
         let now = now()
         return windows.withLock { Self.takeEnded(&$0, now: now) }
+    }
+
+    /// The counts of every window, ended or not, which are all forgotten: for the stop.
+    public func takeAll() -> [Summary] {
+        windows.withLock { windows in
+            defer { windows = [:] }
+            return windows.filter { $0.value.suppressed > 0 }.map { Summary(key: $0.key, count: $0.value.suppressed) }
+        }
     }
 
     private static func takeEnded(_ windows: inout [Key: Window], now: ContinuousClock.Instant) -> [Summary] {
