@@ -204,11 +204,16 @@ extension SeveralInstancesTests {
                 .write(to: setup.configFile, atomically: true, encoding: .utf8)
             var environment = setup.environment
             environment["RELAY_POSTGRES_URL"] = url
-            let relay = try RelayProcess(arguments: ["run", "--config", setup.configFile.path], environment: environment, directory: setup.directory)
+            let relay = try RelayProcess(
+                arguments: ["run", "--config", setup.configFile.path, "--log-level", "trace"], environment: environment, directory: setup.directory)
             defer { relay.signal(SIGKILL) }
             #expect(await relay.waitForLog(containing: "metrics listening", timeout: .seconds(30)))
             let port = try #require(SubscriptionCursorDaemonTests.metricsPort(relay.log))
             #expect(await relay.waitForLog(containing: "consecutive dead letters", timeout: .seconds(30)), "\(relay.log)")
+            // --log-level trace: a line for each request, as on SQLite.
+            let requestDone = relay.log.split(separator: "\n").first { $0.contains(#"msg="request done""#) }
+            #expect(requestDone.map { $0.contains("status=400") && $0.contains("outcome=dead_letter") && $0.contains("attempt=1") } == true,
+                    "\(relay.log)")
             func value(_ series: String, in page: String) -> Double? {
                 page.split(separator: "\n").first { $0.hasPrefix(series + " ") }.flatMap { Double($0.split(separator: " ").last ?? "") }
             }

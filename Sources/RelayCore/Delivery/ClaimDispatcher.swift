@@ -383,6 +383,11 @@ public final class ClaimDispatcher<C: Clock>: Sendable where C.Duration == Durat
         let decision = await countTowardsPause(decided, events: deliveries.count)
         metrics.latency.recordNanoseconds(Int64((ContinuousClock.now - started) / .nanoseconds(1)))
         metrics.record(decision, events: deliveries.count)
+        logger.trace(
+            "request done",
+            metadata: RequestLogLine.metadata(
+                deliveries, attempt: attempts, took: ContinuousClock.now - started, outcome: decision, status: answer.status,
+                transportError: answer.transportError))
         if case .deadLetter(let reason) = decision {
             logger.warning(
                 "dead-lettered", metadata: ["events": .stringConvertible(deliveries.count), "first_event": "\(deliveries[0].eventID)", "reason": "\(reason)",

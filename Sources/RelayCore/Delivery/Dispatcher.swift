@@ -681,11 +681,9 @@ public final class Dispatcher<C: Clock>: Sendable where C.Duration == Duration, 
         let error = answer.errorText
         logger.trace(
             "request done",
-            metadata: [
-                "events": .stringConvertible(job.deliveries.count), "first_event": "\(job.deliveries[0].eventID)",
-                "attempt": .stringConvertible(attempts), "took_s": .stringConvertible(LogSeconds(ContinuousClock.now - started)),
-                "outcome": "\(decision.logName)",
-            ].merging(Self.answerFields(status: status, transportError: transportError)) { kept, _ in kept })
+            metadata: RequestLogLine.metadata(
+                job.deliveries, attempt: attempts, took: ContinuousClock.now - started, outcome: decision, status: status,
+                transportError: transportError))
         if case .deadLetter(let reason) = decision {
             logger.warning(
                 "dead-lettered", metadata: ["events": .stringConvertible(job.deliveries.count), "first_event": "\(job.deliveries[0].eventID)",
@@ -711,11 +709,6 @@ public final class Dispatcher<C: Clock>: Sendable where C.Duration == Duration, 
 
     /// How a request ended, for its log line: `status`, a number a log query can compare, when the receiver
     /// answered; else `error`, the transport failure. One field mixing both would be a string for every line.
-    private static func answerFields(status: Int?, transportError: CurlHTTPError?) -> Logger.Metadata {
-        if let status { return ["status": .stringConvertible(status)] }
-        return transportError.map { ["error": "\($0.shortDescription)"] } ?? [:]
-    }
-
     /// Waits for the webhook's rate limit, its flow control and its circuit breaker, and takes an in-flight place
     /// with the URL's flow control; false when `stop` fired (or the task was cancelled) first, holding no place.
     /// Waiting here is not an attempt.
