@@ -153,7 +153,7 @@ install:
 	install -d -m 0700 $(DESTDIR)$(SYSCONFDIR)/intilery-relay/credentials
 	install -D -m 0644 README.md $(DESTDIR)$(DOCDIR)/README.md
 	install -d -m 0755 $(DESTDIR)$(DOCDIR)/docs $(DESTDIR)$(DOCDIR)/config $(DESTDIR)$(PREFIX)/share/man/man1
-	install -m 0644 docs/*.md $(DESTDIR)$(DOCDIR)/docs/
+	install -m 0644 docs/*.md docs/*.yml $(DESTDIR)$(DOCDIR)/docs/
 	install -m 0644 config/example.json config/intilery-relay.schema.json $(DESTDIR)$(DOCDIR)/config/
 	install -m 0644 $(RELEASE_SHARE)/man/*.1 $(DESTDIR)$(PREFIX)/share/man/man1/
 	install -D -m 0644 $(RELEASE_SHARE)/completions/intilery-relay.bash $(DESTDIR)$(PREFIX)/share/bash-completion/completions/intilery-relay
@@ -177,7 +177,7 @@ check-install: release
 	@root=$$(mktemp -d) && trap 'rm -rf "$$root"' EXIT && \
 	$(MAKE) --no-print-directory install DESTDIR=$$root PREFIX=/usr >/dev/null && \
 	for path in usr/bin/intilery-relay usr/lib/systemd/system/intilery-relay.service etc/intilery-relay/example.json \
-	    usr/share/doc/intilery-relay/docs/operations.md usr/share/man/man1/intilery-relay.1 \
+	    usr/share/doc/intilery-relay/docs/operations.md usr/share/doc/intilery-relay/docs/alerts.yml usr/share/man/man1/intilery-relay.1 \
 	    usr/share/bash-completion/completions/intilery-relay; do \
 	  test -e $$root/$$path || { echo "check-install: $$path not installed" >&2; exit 1; }; done && \
 	grep -q '^ExecStart=/usr/bin/intilery-relay run' $$root/usr/lib/systemd/system/intilery-relay.service && \
