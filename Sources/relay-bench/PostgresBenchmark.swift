@@ -37,9 +37,30 @@ struct PostgresBenchmark {
 
         let failovers = try await failover(kills: 10, url: url, socket: socket)
         let times = failovers.times.sorted()
+        let repeats = failovers.repeatsPerKill.sorted()
         print(String(
-            format: "postgres failover: %d kills -9 of the lease holder (poll interval 1 s): to the next poller median %.2f s, worst %.2f s; %d deliveries repeated in all (%.1f a kill)",
-            times.count, times[times.count / 2], times.last ?? 0, failovers.repeats, Double(failovers.repeats) / Double(times.count)))
+            format: "postgres failover: %d kills -9 of the lease holder (poll interval 1 s): to the next poller median %.2f s, worst %.2f s; deliveries repeated per kill median %d, worst %d (%d in all, %d not after a kill)",
+            times.count, times[times.count / 2], times.last ?? 0, repeats[repeats.count / 2], repeats.last ?? 0,
+            repeats.reduce(0, +) + failovers.unattributed, failovers.unattributed))
+    }
+
+    /// Each repeated delivery, counted against the kill that stranded it: the first kill after its first arrival
+    /// (sent by an instance then killed before its outcome was stored, it is sent again once its claim times out).
+    /// Repeats with no kill after their first arrival are counted apart: no kill explains them.
+    static func repeatsPerKill(_ requests: [ReceivedWebhook], kills: [Int64]) -> (perKill: [Int], unattributed: Int) {
+        var first: [String: Int64] = [:]
+        var count: [String: Int] = [:]
+        for request in requests {
+            guard let id = request.webhookID else { continue }
+            first[id] = min(first[id] ?? request.receivedAt, request.receivedAt)
+            count[id, default: 0] += 1
+        }
+        var perKill = [Int](repeating: 0, count: kills.count)
+        var unattributed = 0
+        for (id, times) in count where times > 1 {
+            if let kill = kills.firstIndex(where: { $0 >= first[id]! }) { perKill[kill] += times - 1 } else { unattributed += times - 1 }
+        }
+        return (perKill, unattributed)
     }
 
     static func config(api: FakeEventsAPI, receiver: WebhookReceiver, schema: String) -> String {
@@ -87,7 +108,9 @@ struct PostgresBenchmark {
 
     /// Three instances under a live stream; the lease holder is killed `kills` times (and replaced), and the time
     /// until another instance holds the lease is measured each time. Then every event must arrive.
-    private func failover(kills: Int, url: String, socket: String) async throws -> (times: [Double], repeats: Int) {
+    private func failover(
+        kills: Int, url: String, socket: String
+    ) async throws -> (times: [Double], repeatsPerKill: [Int], unattributed: Int) {
         var settings = FakeEventsAPI.Settings()
         settings.rateLimit = nil
         let api = try await FakeEventsAPI.start(settings: settings, threads: 1)
@@ -111,7 +134,7 @@ struct PostgresBenchmark {
         var relays = try (0..<3).map { _ in try start() }
         let configuration = PostgresClient.Configuration(unixSocketPath: socket, username: "relay", password: nil, database: "postgres")
         let client = PostgresClient(configuration: configuration, backgroundLogger: Logger(label: "bench"))
-        let times = try await withThrowingTaskGroup(of: Void.self) { group -> [Double] in
+        let (times, killedAt) = try await withThrowingTaskGroup(of: Void.self) { group -> ([Double], [Int64]) in
             group.addTask { await client.run() }
             defer { group.cancelAll() }
             let status = PostgresStatus(RelayDatabase(client: client, schema: schema, logger: Logger(label: "bench")))
@@ -120,6 +143,7 @@ struct PostgresBenchmark {
                 return Int32(lease.holder.split(separator: "/").last ?? "")
             }
             var times: [Double] = []
+            var killedAt: [Int64] = []
             for _ in 0..<kills {
                 // Let the holder poll for a while first.
                 try await Task.sleep(for: .seconds(2))
@@ -128,6 +152,8 @@ struct PostgresBenchmark {
                 guard let victim = relays.firstIndex(where: { $0.process.processIdentifier == current }) else { throw BenchmarkError("no such holder") }
                 kill(current!, SIGKILL)
                 let killed = ContinuousClock.now
+                // On the receiver's clock, to set against its arrival times.
+                killedAt.append(Int64(Date().timeIntervalSince1970 * 1000))
                 relays[victim].process.waitUntilExit()
                 var next: Int32?
                 while next == nil || next == current {
@@ -137,7 +163,7 @@ struct PostgresBenchmark {
                 times.append(killed.duration(to: .now) / .seconds(1))
                 relays[victim] = try start()
             }
-            return times
+            return (times, killedAt)
         }
         api.log.stopLiveTraffic()
         let expected = Set(api.log.allEvents.map { "s0:\($0.eventID)" })
@@ -145,10 +171,10 @@ struct PostgresBenchmark {
         // Claims of killed instances come back after their visibility timeout (2 × 5 s + 10 s).
         try await Task.sleep(for: .seconds(25))
         for relay in relays { relay.terminate() }
-        let repeats = receiver.record.countsByWebhookID.values.reduce(0) { $0 + $1 - 1 }
+        let repeats = Self.repeatsPerKill(receiver.record.requests, kills: killedAt)
         try await api.shutdown()
         try await receiver.shutdown()
         guard arrived else { throw BenchmarkError("events were lost across the failovers") }
-        return (times, repeats)
+        return (times, repeats.perKill, repeats.unattributed)
     }
 }
