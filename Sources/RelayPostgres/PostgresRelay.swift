@@ -33,8 +33,9 @@ public final class PostgresRelay: Service, Sendable {
     private let notifier: SystemdNotifier
     private let time = RelayTime.system
     private let stop = StopSignal()
-    /// When the database last answered, by the monotonic clock; nil before the schema was migrated.
-    private let lastAnswer = Mutex<ContinuousClock.Instant?>(nil)
+    /// When the database last answered, and last failed to, by the monotonic clock; no answer before the schema
+    /// was migrated.
+    private let contact = Mutex<(answer: ContinuousClock.Instant?, failure: ContinuousClock.Instant?)>((nil, nil))
     /// The dispatchers running, for the scrape's requests in flight.
     private let dispatchers = Mutex<[ClaimDispatcher<ContinuousClock>]>([])
     private let scrape = ScrapeRefresh()
@@ -71,13 +72,18 @@ public final class PostgresRelay: Service, Sendable {
     /// `statement_timeout` (30 s), so that the server's limit speaks first when it applies.
     public static let queryDeadline: Duration = .seconds(45)
 
-    /// Ready once the schema is migrated and while the database answered within the last 30 s.
+    /// Ready once the schema is migrated, while the database answered within the last 30 s and no call to it has
+    /// failed since its last answer: a database gone away turns `/readyz` 503 at the first failed call (a lease is
+    /// renewed or tried for every fraction of a poll interval), not half a minute later.
     public func isReady() -> Bool {
-        guard let last = lastAnswer.withLock({ $0 }) else { return false }
-        return last.duration(to: .now) < .seconds(30)
+        let (answer, failure) = contact.withLock { $0 }
+        guard let answer else { return false }
+        return answer.duration(to: .now) < .seconds(30) && failure.map { $0 < answer } ?? true
     }
 
-    private func answered() { lastAnswer.withLock { $0 = .now } }
+    private func answered() { contact.withLock { $0.answer = .now } }
+
+    private func failed() { contact.withLock { $0.failure = .now } }
 
     /// Reads the shared queue's gauges (depth, oldest event's age, dead letters, pause) for every subscription,
     /// and this instance's requests in flight: called when `/metrics` is scraped, bounded in time as on SQLite.
@@ -236,6 +242,7 @@ public final class PostgresRelay: Service, Sendable {
                 answered()
                 return true
             } catch {
+                failed()
                 failures += 1
                 logger.warning("cannot reach PostgreSQL to record the subscriptions; retrying", metadata: ["error": "\(String(reflecting: error))"])
                 await pause(for: Self.backoff(failures), until: ended)
@@ -294,6 +301,7 @@ public final class PostgresRelay: Service, Sendable {
                 logger.critical("\(error)")
                 failures += 1
             } catch {
+                failed()
                 failures += 1
                 logger.warning("cannot reach PostgreSQL; retrying", metadata: ["error": "\(String(reflecting: error))", "failures": .stringConvertible(failures)])
             }
@@ -341,6 +349,7 @@ public final class PostgresRelay: Service, Sendable {
                 lease = taken
                 answered()
             } catch {
+                failed()
                 failures.failed(afterRenewing: false)
                 logger.warning("cannot reach PostgreSQL for the source's lease; retrying", metadata: ["error": "\(String(reflecting: error))"])
                 await pause(for: failures.pause ?? .zero, until: stop)
@@ -377,6 +386,7 @@ public final class PostgresRelay: Service, Sendable {
                     "lost the source's lease: it ran out before it was renewed, and another instance (or this one, later) takes it",
                     metadata: ["epoch": .stringConvertible(error.epoch)])
             } catch {
+                failed()
                 failures.failed(afterRenewing: renewedOnce.isSet)
                 logger.warning("polling stopped on a store error; taking the lease again", metadata: ["error": "\(String(reflecting: error))"])
             }

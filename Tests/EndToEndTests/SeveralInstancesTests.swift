@@ -1,3 +1,4 @@
+import CurlHTTP
 import Foundation
 import IntilerySimulator
 import Logging
@@ -299,16 +300,35 @@ extension SeveralInstancesTests {
         ["run", "--config", setup.configFile.path, "--state-dir", setup.directory.appendingPathComponent("instance-\(n)").path]
     }
 
+    /// Whether every instance's `/readyz` (on `ports`) answered a status for which `wanted` holds, within `limit`:
+    /// each asked every 100 ms until it does.
+    static func readyz(_ ports: [Int], within limit: Duration, _ wanted: (Int) -> Bool) async throws -> Bool {
+        let client = CurlHTTPClient()
+        defer { Task { await client.shutdown() } }
+        let deadline = ContinuousClock.now + limit
+        var waiting = Set(ports)
+        while !waiting.isEmpty, ContinuousClock.now < deadline {
+            for port in waiting {
+                let response = try await client.execute(HTTPRequest(url: "http://127.0.0.1:\(port)/readyz", timeout: .seconds(1)))
+                if wanted(response.status) { waiting.remove(port) }
+            }
+            if !waiting.isEmpty { try await Task.sleep(for: .milliseconds(100)) }
+        }
+        return waiting.isEmpty
+    }
+
+    /// `metrics`: each instance serves /metrics and /readyz on a port of its own (see ``readyzPort(_:)``).
     static func withThreeInstances(
         _ setup: DaemonTests.Setup, backlog: Int = 1_500, subscription: String = #"{"name": "all", "webhook": {"url": "URL", "timeout": "5s"}}"#,
-        socket: String? = TestPostgres.socket, _ body: ([RelayProcess], String) async throws -> Void
+        socket: String? = TestPostgres.socket, metrics: Bool = false, _ body: ([RelayProcess], String) async throws -> Void
     ) async throws {
         let now = Int64(Date().timeIntervalSince1970 * 1000)
         setup.api.log.addBacklog(count: backlog, from: now - 3_600_000, to: now)
         setup.api.log.startLiveTraffic(perSecond: 20)
         let schema = "e2e_" + UUID().uuidString.prefix(8).lowercased()
         let (config, url) = try Self.config(setup, schema: schema, pollInterval: "1s", socket: socket, subscription: subscription)
-        try config.write(to: setup.configFile, atomically: true, encoding: .utf8)
+        try (metrics ? config.replacingOccurrences(of: #""listen": "off""#, with: #""listen": "127.0.0.1:0""#) : config)
+            .write(to: setup.configFile, atomically: true, encoding: .utf8)
         var environment = setup.environment
         environment["RELAY_POSTGRES_URL"] = url
         let relays = try (0..<3).map { n in
@@ -476,13 +496,27 @@ extension SeveralInstancesTests {
     }
 
     private func restart(_ cluster: PrivateCluster, _ setup: DaemonTests.Setup) async throws {
-        try await Self.withThreeInstances(setup, socket: cluster.socket) { relays, schema in
+        try await Self.withThreeInstances(setup, socket: cluster.socket, metrics: true) { relays, schema in
+            var ports: [Int] = []
+            for relay in relays {
+                #expect(await relay.waitForLog(containing: "metrics listening", timeout: .seconds(30)))
+                ports.append(try #require(SubscriptionCursorDaemonTests.metricsPort(relay.log)))
+            }
             #expect(await setup.receiver.waitUntil(timeout: .seconds(60)) { $0.countsByPath["/hooks/all", default: 0] >= 300 })
+            #expect(try await Self.readyz(ports, within: .seconds(10)) { $0 == 200 }, "every instance ready before the outage")
             #expect(try await Self.pgctl(["-m", "immediate", "stop"], data: cluster.data) == 0)
+            let stopped = ContinuousClock.now
             let during = setup.receiver.record.countsByPath["/hooks/all", default: 0]
-            try await Task.sleep(for: .seconds(3))
+            // Each instance says it is not ready while the database is away: its first failed call does it (a
+            // lease is renewed or tried for several times a second), well within the 3 s of the outage.
+            let notReady = try await Self.readyz(ports, within: .seconds(3)) { $0 == 503 }
+            #expect(notReady, "every instance's /readyz is 503 while the database is away")
+            // The outage lasts 3 s whatever that took.
+            try await Task.sleep(until: stopped + .seconds(3))
             #expect(try await Self.pgctl(["-l", cluster.data + "/../restart.log", "-w", "start"], data: cluster.data) == 0)
             #expect(relays.allSatisfy { $0.process.isRunning }, "no instance exited while the database was away")
+            // And each one recovers by itself.
+            #expect(try await Self.readyz(ports, within: .seconds(30)) { $0 == 200 }, "every instance ready again")
             #expect(relays.contains { $0.log.contains("cannot reach PostgreSQL") || $0.log.contains("could not claim deliveries") }, "the outage was logged")
             let repeats = try await Self.expectEverythingDelivered(setup, schema: schema, socket: cluster.socket)
             let after = setup.receiver.record.countsByPath["/hooks/all", default: 0]
