@@ -9,15 +9,15 @@ import Testing
     static let sources = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
         .deletingLastPathComponent().appendingPathComponent("Sources").standardizedFileURL
 
-    /// Each metadata key in Sources/, with whether it was given as a number (`.stringConvertible`) or as text, and
-    /// where.
+    /// Each metadata key in Sources/ (in a literal, `"key": value`, or set on its own, `metadata["key"] = value`),
+    /// with whether it was given as a number (`.stringConvertible`) or as text, and where.
     static func metadataEntries() throws -> [(key: String, number: Bool, at: String)] {
         let files = try #require(FileManager.default.enumerator(at: sources, includingPropertiesForKeys: nil))
             .compactMap { $0 as? URL }.filter { $0.pathExtension == "swift" }
         var entries: [(key: String, number: Bool, at: String)] = []
         for file in files {
             let text = try String(contentsOf: file, encoding: .utf8)
-            for match in text.matches(of: /"([a-z_]+)": (\.stringConvertible\(|"\\\()/) {
+            for match in text.matches(of: /"([a-z_]+)"(?:: |\] = )(\.stringConvertible\(|"\\\()/) {
                 let line = text[..<match.range.lowerBound].count { $0 == "\n" } + 1
                 entries.append((String(match.output.1), match.output.2.hasPrefix("."), "\(file.lastPathComponent):\(line)"))
             }
