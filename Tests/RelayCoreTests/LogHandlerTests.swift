@@ -18,6 +18,22 @@ import Testing
         return (Logger(label: "test", factory: { _ in handler }), lines)
     }
 
+    /// A time the test moves by hand, as the repeat limiter's clock.
+    final class TestNow: Sendable {
+        let now = Mutex(ContinuousClock.now)
+        func advance(by duration: Duration) { now.withLock { $0 = $0.advanced(by: duration) } }
+    }
+
+    /// A logfmt handler at info level whose repeats are counted on a `TestNow`, for the tests of held-back lines.
+    static func clockedLogger() -> (TestNow, RelayLogHandler, Logger, Lines) {
+        let clock = TestNow()
+        let lines = Lines()
+        let handler = RelayLogHandler(
+            label: "test", format: .logfmt, level: .info, repeats: RepeatLimiter(now: { clock.now.withLock { $0 } }),
+            write: { line in lines.written.withLock { $0.append(line) } })
+        return (clock, handler, Logger(label: "test", factory: { _ in handler }), lines)
+    }
+
     @Test func jsonKeepsNumbersAndBooleansAsSuch() {
         let (logger, lines) = Self.logger(.json)
         logger.info(
@@ -60,8 +76,8 @@ import Testing
     }
 
     @Test func repeatedLinesAreHeldBackThenCounted() {
-        let clock = Mutex(ContinuousClock.now)
-        let repeats = RepeatLimiter(now: { clock.withLock { $0 } })
+        let clock = TestNow()
+        let repeats = RepeatLimiter(now: { clock.now.withLock { $0 } })
         let (logger, lines) = Self.logger(.logfmt, repeats: repeats)
         for _ in 0..<61 { logger.warning("dead-lettered", metadata: ["subscription": "bad"]) }
         // Another subscription's lines are their own.
@@ -72,7 +88,7 @@ import Testing
         for _ in 0..<20 { logger.info("page") }
         #expect(lines.all.filter { $0.contains("msg=page") }.count == 20)
 
-        clock.withLock { $0 = $0.advanced(by: .seconds(61)) }
+        clock.advance(by: .seconds(61))
         logger.warning("dead-lettered", metadata: ["subscription": "bad"])
         let summary = lines.all.first { $0.contains("suppressed 51 lines like: dead-lettered") }
         #expect(summary?.contains("subscription=bad") == true, "\(lines.all.suffix(3))")
@@ -82,12 +98,7 @@ import Testing
     }
 
     @Test func aBurstFollowedBySilenceIsStillCountedAndKindsAreKeptApart() {
-        let clock = Mutex(ContinuousClock.now)
-        let repeats = RepeatLimiter(now: { clock.withLock { $0 } })
-        let lines = Lines()
-        let handler = RelayLogHandler(
-            label: "test", format: .logfmt, level: .info, repeats: repeats, write: { line in lines.written.withLock { $0.append(line) } })
-        let logger = Logger(label: "test", factory: { _ in handler })
+        let (clock, handler, logger, lines) = Self.clockedLogger()
         for _ in 0..<15 { logger.warning("dead-lettered", metadata: ["subscription": "bad", "reason": "http_400"]) }
         // Another kind of failure of the same subscription is not hidden by the flood.
         logger.warning("dead-lettered", metadata: ["subscription": "bad", "reason": "timeout"])
@@ -95,7 +106,7 @@ import Testing
         #expect(lines.all.filter { $0.contains("reason=timeout") }.count == 1)
         handler.writeSuppressedSummaries()
         #expect(!lines.all.contains { $0.contains("suppressed") }, "not before the window has ended")
-        clock.withLock { $0 = $0.advanced(by: .seconds(60)) }
+        clock.advance(by: .seconds(60))
         handler.writeSuppressedSummaries()
         let summary = lines.all.last ?? ""
         #expect(summary.contains("suppressed 5 lines like: dead-lettered") && summary.contains("kind=http_400"), "\(summary)")
@@ -104,15 +115,10 @@ import Testing
     }
 
     @Test func atTheStopCountsOfWindowsStillOpenAreWrittenToo() {
-        let clock = Mutex(ContinuousClock.now)
-        let repeats = RepeatLimiter(now: { clock.withLock { $0 } })
-        let lines = Lines()
-        let handler = RelayLogHandler(
-            label: "test", format: .logfmt, level: .info, repeats: repeats, write: { line in lines.written.withLock { $0.append(line) } })
-        let logger = Logger(label: "test", factory: { _ in handler })
+        let (clock, handler, logger, lines) = Self.clockedLogger()
         for _ in 0..<14 { logger.warning("dead-lettered", metadata: ["subscription": "bad"]) }
         for _ in 0..<3 { logger.warning("request failed", metadata: ["subscription": "bad"]) }
-        clock.withLock { $0 = $0.advanced(by: .seconds(5)) }
+        clock.advance(by: .seconds(5))
         handler.writeSuppressedSummaries()
         #expect(!lines.all.contains { $0.contains("suppressed") }, "the window is still open")
         handler.writeSuppressedSummaries(stopping: true)
