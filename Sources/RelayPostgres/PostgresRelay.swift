@@ -207,9 +207,9 @@ public final class PostgresRelay: Service, Sendable {
             }
             group.addTask { await self.maintain(config, until: ended) }
             let limiters = APIRateLimiters(clock: time.clock)
-            for source in config.sources {
+            for sources in PostgresSourceStore.tokenGroups(config.sources) {
                 group.addTask {
-                    await self.pollWhileHoldingTheLease(source, subscriptions: config.subscriptions(of: source), http: http, limiters: limiters, until: ended, onQueued: wake)
+                    await self.pollWhileHoldingTheLease(sources, of: config, http: http, limiters: limiters, until: ended, onQueued: wake)
                 }
             }
             logger.info(
@@ -322,23 +322,31 @@ public final class PostgresRelay: Service, Sendable {
         }
     }
 
-    /// Polls `source` whenever this instance holds its lease, and tries to take the lease whenever nobody does.
+    /// Polls `sources`, a token group, whenever this instance holds the group's lease, and tries to take the lease
+    /// whenever nobody does. The lease lasts as the shortest poll interval of the group asks.
     private func pollWhileHoldingTheLease(
-        _ source: SourceConfig, subscriptions: [SubscriptionConfig], http: CurlHTTPClient, limiters: APIRateLimiters<ContinuousClock>,
+        _ sources: [SourceConfig], of config: RelayConfig, http: CurlHTTPClient, limiters: APIRateLimiters<ContinuousClock>,
         until stop: StopSignal, onQueued: @escaping @Sendable ([String: [Delivery]]) -> Void
     ) async {
         let leases = PostgresLeases(database)
         let store = PostgresSourceStore(database, limit: Self.queryDeadline)
-        let key = PostgresSourceStore.leaseKey(of: source.name)
-        let ttl = Self.leaseTTL(for: source)
+        let key = PostgresSourceStore.leaseKey(of: sources[0].name)
+        let ttl = sources.map(Self.leaseTTL(for:)).min() ?? .seconds(1)
+        let names = sources.map(\.name).joined(separator: ",")
         var logger = logger
-        logger[metadataKey: "source"] = "\(source.name)"
+        logger[metadataKey: "source"] = "\(names)"
         var failures = LeaseFailures()
-        SourceMetrics.leaseHeld(source: source.name, false)
+        func held(_ lease: Lease?) {
+            for source in sources {
+                store.hold(lease, for: source.name)
+                SourceMetrics.leaseHeld(source: source.name, lease != nil)
+            }
+        }
+        held(nil)
         while !stop.isFired {
             let lease: Lease
             do {
-                let taken = try await withQueryDeadline(ttl, "taking the lease of \(source.name)") { [instance] in
+                let taken = try await withQueryDeadline(ttl, "taking the lease of \(names)") { [instance] in
                     try await leases.acquire(key, for: instance, ttl: ttl)
                 }
                 guard let taken else {
@@ -356,20 +364,25 @@ public final class PostgresRelay: Service, Sendable {
                 continue
             }
             logger.notice("took the source's lease: polling it", metadata: ["epoch": .stringConvertible(lease.epoch)])
-            store.hold(lease, for: source.name)
-            SourceMetrics.leaseHeld(source: source.name, true)
-            let client = EventsAPIClient(source: source, subscriptions: subscriptions, http: http, limiter: limiters.limiter(for: source), now: time.now)
-            let poller = Poller(source: source, subscriptions: subscriptions, store: store, client: client, time: time, logger: logger)
-            poller.onQueued(onQueued)
+            held(lease)
+            let pollers = sources.map { source in
+                let subscriptions = config.subscriptions(of: source)
+                var logger = logger
+                logger[metadataKey: "source"] = "\(source.name)"
+                let client = EventsAPIClient(source: source, subscriptions: subscriptions, http: http, limiter: limiters.limiter(for: source), now: time.now)
+                let poller = Poller(source: source, subscriptions: subscriptions, store: store, client: client, time: time, logger: logger)
+                poller.onQueued(onQueued)
+                return poller
+            }
             let renewedOnce = AtomicFlag()
             do {
                 try await withThrowingTaskGroup(of: Void.self) { group in
-                    group.addTask { try await poller.run() }
+                    for poller in pollers { group.addTask { try await poller.run() } }
                     group.addTask { [time, stop] in
                         while !stop.isFired {
                             try await time.sleep(for: ttl / 3)
                             // A renewal slower than the lease itself is no renewal.
-                            let renewed = try await withQueryDeadline(ttl, "renewing the lease of \(source.name)") { try await leases.renew(lease, ttl: ttl) }
+                            let renewed = try await withQueryDeadline(ttl, "renewing the lease of \(names)") { try await leases.renew(lease, ttl: ttl) }
                             guard renewed else { throw LeaseLost(key: key, epoch: lease.epoch) }
                             renewedOnce.set()
                             self.answered()
@@ -390,11 +403,10 @@ public final class PostgresRelay: Service, Sendable {
                 failures.failed(afterRenewing: renewedOnce.isSet)
                 logger.warning("polling stopped on a store error; taking the lease again", metadata: ["error": "\(String(reflecting: error))"])
             }
-            store.hold(nil, for: source.name)
-            SourceMetrics.leaseHeld(source: source.name, false)
+            held(nil)
             if stop.isFired {
                 // Given up at once, so that another instance polls at its next try rather than after the TTL.
-                _ = try? await withQueryDeadline(ttl, "giving up the lease of \(source.name)", whenCancelled: .finish) {
+                _ = try? await withQueryDeadline(ttl, "giving up the lease of \(names)", whenCancelled: .finish) {
                     try await leases.release(lease)
                 }
             } else if let pause = failures.pause {

@@ -22,8 +22,22 @@ public final class PostgresSourceStore: SourceStore, ReplayStore, SubscriptionCu
         self.limit = limit
     }
 
-    /// The lease key of a source.
+    /// The lease key of a source alone in its token group.
     public static func leaseKey(of source: String) -> String { "source/\(source)" }
+
+    /// The sources of `sources` grouped by API token, each group in name order, the groups by their first name. One
+    /// instance polls a whole group: the token's `rateLimit` is kept by one process's limiter, not one per instance.
+    public static func tokenGroups(_ sources: [SourceConfig]) -> [[SourceConfig]] {
+        Dictionary(grouping: sources, by: \.authToken.exposedValue).values
+            .map { $0.sorted { $0.name < $1.name } }.sorted { $0[0].name < $1[0].name }
+    }
+
+    /// The lease `source` is polled under: its token group's, named after the group's first source, so that a
+    /// source alone in its group keeps `source/NAME`. The token itself is never written to the database.
+    public static func leaseKey(of source: SourceConfig, among sources: [SourceConfig]) -> String {
+        let group = tokenGroups(sources).first { $0.contains { $0.name == source.name } } ?? [source]
+        return leaseKey(of: group[0].name)
+    }
 
     /// Writes for `source` go under `lease` from now on (nil: none may, until a lease is held again).
     public func hold(_ lease: Lease?, for source: String) {

@@ -55,13 +55,14 @@ struct Replay: AsyncParsableCommand {
         let name = subscription
         if case .postgres(let postgres) = config.store {
             let source = config.subscriptions.first { $0.name == name }?.source ?? ""
+            let key = config.sources.first { $0.name == source }.map { PostgresSourceStore.leaseKey(of: $0, among: config.sources) }
+                ?? PostgresSourceStore.leaseKey(of: source)
             try await withPostgresState(postgres, configFile: store.config) { database in
                 let replays = PostgresReplays(database)
                 try await carryOut(
                     record: { try await replays.requestReplay(subscription: name, since: start, until: end, now: now) },
                     read: { try await replays.replayRequest($0) },
                     polled: {
-                        let key = PostgresSourceStore.leaseKey(of: source)
                         return try await PostgresStatus(database).holders().contains { $0.key == key && $0.expiresIn != nil }
                     },
                     start: start, end: end,

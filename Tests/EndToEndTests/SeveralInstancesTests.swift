@@ -152,6 +152,62 @@ struct SeveralInstancesTests {
 }
 
 extension SeveralInstancesTests {
+    /// Two sources on one API token are one token group: one instance polls both under one lease (so the token's
+    /// `rateLimit` is kept by one process), `status` names it for both, and after a kill -9 another instance takes
+    /// both over.
+    @Test func aTokenGroupIsPolledByOneInstance() async throws {
+        try await DaemonTests.withSetup { setup in
+            let now = Int64(Date().timeIntervalSince1970 * 1000)
+            setup.api.log.addBacklog(count: 300, from: now - 600_000, to: now)
+            setup.api.log.startLiveTraffic(perSecond: 20)
+            let schema = "e2e_" + UUID().uuidString.prefix(8).lowercased()
+            let (config, url) = try Self.config(setup, schema: schema, pollInterval: "1s")
+            // A second source, "beta", reads the same account with the same token; each source feeds a subscription.
+            let acme = DaemonTests.sourceJSON(setup.api, lookback: "5s").replacingOccurrences(of: #""pollInterval": "250ms""#, with: #""pollInterval": "1s""#)
+            let beta = acme.replacingOccurrences(of: #""name": "acme""#, with: #""name": "beta""#)
+            let subscriptions = #"{"name": "a", "source": "acme", "webhook": {"url": "\#(setup.receiver.url("/hooks/a"))"}}, "#
+                + #"{"name": "b", "source": "beta", "webhook": {"url": "\#(setup.receiver.url("/hooks/b"))"}}"#
+            let grouped = config.replacingOccurrences(of: "[\(acme)]", with: "[\(acme), \(beta)]")
+                .replacingOccurrences(of: #""subscriptions": \[.*\]\}"#, with: #""subscriptions": [\#(subscriptions)]}"#, options: .regularExpression)
+            #expect(grouped.contains(#""name": "beta""#) && grouped.contains("/hooks/b"), "\(grouped)")
+            try grouped.write(to: setup.configFile, atomically: true, encoding: .utf8)
+            var environment = setup.environment
+            environment["RELAY_POSTGRES_URL"] = url
+            let relays = try (0..<3).map { n in
+                try RelayProcess(arguments: Self.run(setup, instance: n), environment: environment, directory: setup.directory)
+            }
+            defer { for relay in relays { relay.signal(SIGKILL) } }
+            let took = "took the source's lease"
+            #expect(await setup.receiver.waitUntil(timeout: .seconds(60)) {
+                $0.countsByPath["/hooks/a", default: 0] >= 300 && $0.countsByPath["/hooks/b", default: 0] >= 300
+            }, "both sources are polled")
+            let holder = try #require(relays.first { $0.log.contains(took) }, "one instance polls")
+            #expect(relays.filter { $0.log.contains(took) }.count == 1, "one instance polls both sources")
+            let keys = try await TestPostgres.withDatabase(schema: schema) { try await PostgresStatus($0).holders().map(\.key) }
+            #expect(keys == ["source/acme"], "one lease for the token group, named after its first source")
+            let status = try await RelayBinary.run(["status", "--config", setup.configFile.path], environment: environment)
+            for source in ["acme", "beta"] {
+                let line = status.standardOutput.split(separator: "\n").first { $0.hasPrefix("source \(source): cursor ") } ?? ""
+                #expect(line.contains("/\(holder.process.pid) (epoch "), "\(status.standardOutput)")
+            }
+
+            holder.signal(SIGKILL)
+            let killedAt = Int64(Date().timeIntervalSince1970 * 1000)
+            _ = await holder.waitForExit(timeout: .seconds(10))
+            // Events made after the kill arrive on both paths only if the successor polls both sources.
+            _ = await setup.receiver.waitUntil(timeout: .seconds(30)) { _ in setup.api.log.allEvents.contains { $0.timestamp > killedAt + 2_000 } }
+            setup.api.log.stopLiveTraffic()
+            let expected = Set(setup.api.log.allEvents.map(\.eventID))
+            let arrived = await setup.receiver.waitUntil(timeout: .seconds(120)) { record in
+                ["a", "b"].allSatisfy { name in expected.isSubset(of: Set(record.countsByWebhookID.keys.filter { $0.hasPrefix(name + ":") }.map { String($0.dropFirst(2)) })) }
+            }
+            #expect(arrived, "every event arrived for both subscriptions, those made after the kill too")
+            #expect(relays.filter { $0 !== holder && $0.log.contains(took) }.count == 1, "one successor took the group")
+        }
+    }
+}
+
+extension SeveralInstancesTests {
     /// `replay` with a PostgreSQL config, run while three instances deliver: the one polling the source reads the
     /// range again and any instance delivers it, each replayed event once more under its first `webhook-id`.
     @Test func aReplayIsCarriedOutByWhicheverInstancePollsTheSource() async throws {
