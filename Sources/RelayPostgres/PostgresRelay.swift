@@ -330,7 +330,7 @@ public final class PostgresRelay: Service, Sendable {
     ) async {
         let leases = PostgresLeases(database)
         let store = PostgresSourceStore(database, limit: Self.queryDeadline)
-        let key = PostgresSourceStore.leaseKey(of: sources[0].name)
+        let key = PostgresSourceStore.leaseKey(ofGroup: sources)
         let ttl = sources.map(Self.leaseTTL(for:)).min() ?? .seconds(1)
         let names = sources.map(\.name).joined(separator: ",")
         var logger = logger

@@ -32,11 +32,13 @@ public final class PostgresSourceStore: SourceStore, ReplayStore, SubscriptionCu
             .map { $0.sorted { $0.name < $1.name } }.sorted { $0[0].name < $1[0].name }
     }
 
-    /// The lease `source` is polled under: its token group's, named after the group's first source, so that a
+    /// The lease a token group (one of ``tokenGroups(_:)``) is polled under, named after its first source, so that a
     /// source alone in its group keeps `source/NAME`. The token itself is never written to the database.
-    public static func leaseKey(of source: SourceConfig, among sources: [SourceConfig]) -> String {
-        let group = tokenGroups(sources).first { $0.contains { $0.name == source.name } } ?? [source]
-        return leaseKey(of: group[0].name)
+    public static func leaseKey(ofGroup group: [SourceConfig]) -> String { leaseKey(of: group[0].name) }
+
+    /// The lease the source named `source` is polled under: its token group's among `sources`.
+    public static func leaseKey(of source: String, among sources: [SourceConfig]) -> String {
+        tokenGroups(sources).first { $0.contains { $0.name == source } }.map(leaseKey(ofGroup:)) ?? leaseKey(of: source)
     }
 
     /// Writes for `source` go under `lease` from now on (nil: none may, until a lease is held again).

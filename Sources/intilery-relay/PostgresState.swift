@@ -77,7 +77,7 @@ struct PostgresStatusReport: Sendable {
         let holders = try await status.holders()
         var sources: [Source] = []
         for source in config.sources {
-            let key = PostgresSourceStore.leaseKey(of: source, among: config.sources)
+            let key = PostgresSourceStore.leaseKey(of: source.name, among: config.sources)
             let holder = holders.first { $0.key == key && $0.expiresIn != nil }
             sources.append(Source(name: source.name, marks: try await ingest.marks(of: source.name), holder: holder))
         }

@@ -55,16 +55,13 @@ struct Replay: AsyncParsableCommand {
         let name = subscription
         if case .postgres(let postgres) = config.store {
             let source = config.subscriptions.first { $0.name == name }?.source ?? ""
-            let key = config.sources.first { $0.name == source }.map { PostgresSourceStore.leaseKey(of: $0, among: config.sources) }
-                ?? PostgresSourceStore.leaseKey(of: source)
+            let key = PostgresSourceStore.leaseKey(of: source, among: config.sources)
             try await withPostgresState(postgres, configFile: store.config) { database in
                 let replays = PostgresReplays(database)
                 try await carryOut(
                     record: { try await replays.requestReplay(subscription: name, since: start, until: end, now: now) },
                     read: { try await replays.replayRequest($0) },
-                    polled: {
-                        return try await PostgresStatus(database).holders().contains { $0.key == key && $0.expiresIn != nil }
-                    },
+                    polled: { try await PostgresStatus(database).holders().contains { $0.key == key && $0.expiresIn != nil } },
                     start: start, end: end,
                     where: (polled: "the instance polling \(source) picks it up within one poll interval.",
                             unpolled: "no instance polls \(source) now: the next one to take it picks it up."),
