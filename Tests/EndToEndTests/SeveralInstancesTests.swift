@@ -53,6 +53,12 @@ enum RelayStore: String, CaseIterable, CustomTestStringConvertible, Sendable {
     .serialized, .timeLimit(.minutes(5)),
     .enabled(if: TestPostgres.socket != nil, "needs RELAY_TEST_POSTGRES_SOCKET: run under scripts/with-postgres (make test does)"))
 struct SeveralInstancesTests {
+    /// The source "acme" of every instance's config, polled every `pollInterval`.
+    static func sourceJSON(_ setup: DaemonTests.Setup, pollInterval: String) -> String {
+        DaemonTests.sourceJSON(setup.api, lookback: "5s")
+            .replacingOccurrences(of: #""pollInterval": "250ms""#, with: #""pollInterval": "\#(pollInterval)""#)
+    }
+
     /// The config of every instance (one source polled every `pollInterval`, one subscription, `schema` of the test
     /// cluster, its URL read from `RELAY_POSTGRES_URL`) and that URL.
     static func config(
@@ -62,8 +68,7 @@ struct SeveralInstancesTests {
         let socket = URL(fileURLWithPath: try #require(socket))
         let port = socket.pathExtension
         let url = "postgres://relay@/postgres?host=\(socket.deletingLastPathComponent().path)&port=\(port)"
-        let source = DaemonTests.sourceJSON(setup.api, lookback: "5s")
-            .replacingOccurrences(of: #""pollInterval": "250ms""#, with: #""pollInterval": "\#(pollInterval)""#)
+        let source = Self.sourceJSON(setup, pollInterval: pollInterval)
         let config = #"""
             {"store": {"postgres": {"url": {"env": "RELAY_POSTGRES_URL"}, "schema": "\#(schema)"}},
              "metrics": {"listen": "off"}, "shutdownGrace": "2s",
@@ -163,7 +168,7 @@ extension SeveralInstancesTests {
             let schema = "e2e_" + UUID().uuidString.prefix(8).lowercased()
             let (config, url) = try Self.config(setup, schema: schema, pollInterval: "1s")
             // A second source, "beta", reads the same account with the same token; each source feeds a subscription.
-            let acme = DaemonTests.sourceJSON(setup.api, lookback: "5s").replacingOccurrences(of: #""pollInterval": "250ms""#, with: #""pollInterval": "1s""#)
+            let acme = Self.sourceJSON(setup, pollInterval: "1s")
             let beta = acme.replacingOccurrences(of: #""name": "acme""#, with: #""name": "beta""#)
             let subscriptions = #"{"name": "a", "source": "acme", "webhook": {"url": "\#(setup.receiver.url("/hooks/a"))"}}, "#
                 + #"{"name": "b", "source": "beta", "webhook": {"url": "\#(setup.receiver.url("/hooks/b"))"}}"#
@@ -373,7 +378,7 @@ extension SeveralInstancesTests {
         return waiting.isEmpty
     }
 
-    /// `metrics`: each instance serves /metrics and /readyz on a port of its own (see ``readyzPort(_:)``).
+    /// `metrics`: each instance serves /metrics and /readyz on a port of its own, which its log names.
     static func withThreeInstances(
         _ setup: DaemonTests.Setup, backlog: Int = 1_500, subscription: String = #"{"name": "all", "webhook": {"url": "URL", "timeout": "5s"}}"#,
         socket: String? = TestPostgres.socket, metrics: Bool = false, _ body: ([RelayProcess], String) async throws -> Void
