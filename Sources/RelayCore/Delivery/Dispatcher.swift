@@ -1,4 +1,5 @@
 import CurlHTTP
+import DequeModule
 import Logging
 import Synchronization
 
@@ -20,10 +21,12 @@ public final class Dispatcher<C: Clock>: Sendable where C.Duration == Duration, 
         var unsettled = Set<Int64>()
         /// Rows the poller handed over as it queued them and, with batchSize 1, due rows read ahead in one slice,
         /// so that a freed slot does not cost a query. With batches, the loose rows new batches are composed from.
-        var readAhead: [Delivery] = []
+        /// A deque: a draining subscription holds up to ``handOffLimit`` rows here and takes one from the front per
+        /// request, which in an array moved all the others each time (a quarter of a batch-1 drain's instructions).
+        var readAhead = Deque<Delivery>()
         /// Batches composed and stored before a slot was free for them (batchSize > 1, not strict): a freed slot
         /// sends the next one without waiting for a read and a write of the store.
-        var composedAhead: [Job] = []
+        var composedAhead = Deque<Job>()
         /// The last read of the store found nothing due beyond what is held here: what the poller queues next
         /// may come in memory (``handOff(_:)``).
         var caughtUp = false
@@ -357,7 +360,7 @@ public final class Dispatcher<C: Clock>: Sendable where C.Duration == Duration, 
         let planned = Set(requests.flatMap { $0.deliveries.map(\.id) })
         // Rows in hand that no request took stay in hand, ahead of any handed over meanwhile.
         let unused = rows.filter { held.contains($0.id) && !planned.contains($0.id) }
-        if !unused.isEmpty { state.withLock { $0.readAhead.insert(contentsOf: unused, at: 0) } }
+        if !unused.isEmpty { state.withLock { $0.readAhead.prepend(contentsOf: unused) } }
         // Rows read from the store that no request took stay there: the next read must reach them.
         let left = rows.lazy.filter { !held.contains($0.id) && !planned.contains($0.id) && $0.attempts == 0 }
             .map(StateStore.QueuedKey.init)
@@ -379,7 +382,7 @@ public final class Dispatcher<C: Clock>: Sendable where C.Duration == Duration, 
         let sending = min(wanted, jobs.count)
         state.withLock { state in
             for job in jobs[sending...] { state.unsettled.formUnion(job.ids) }
-            state.composedAhead += jobs[sending...]
+            state.composedAhead.append(contentsOf: jobs[sending...])
         }
         return Array(jobs[..<sending])
     }
@@ -410,7 +413,7 @@ public final class Dispatcher<C: Clock>: Sendable where C.Duration == Duration, 
             let fresh = fetched.filter { !state.unsettled.contains($0.id) }
             state.unsettled.formUnion(fresh.map(\.id))
             // Read from the store, they go first: due retries among them have waited longest.
-            state.readAhead.insert(contentsOf: fresh, at: 0)
+            state.readAhead.prepend(contentsOf: fresh)
             taken += state.takeInHand(jobCount - taken.count)
         }
         return taken.map { Job(deliveries: [$0]) }
@@ -432,7 +435,7 @@ public final class Dispatcher<C: Clock>: Sendable where C.Duration == Duration, 
         do {
             fetched = try await readQueued(limit: limit, now: current, retriesOnly: !inHand.isEmpty && !headDue)
         } catch {
-            state.withLock { $0.readAhead.insert(contentsOf: inHand, at: 0) }
+            state.withLock { $0.readAhead.prepend(contentsOf: inHand) }
             throw error
         }
         return (fetched.filter { !held.contains($0.id) } + inHand, held)
@@ -590,7 +593,7 @@ public final class Dispatcher<C: Clock>: Sendable where C.Duration == Duration, 
         // It has to wait (flow control, the breaker): the loop sends it, with a task.
         state.withLock { state in
             state.sending -= 1
-            state.readAhead.insert(next, at: 0)
+            state.readAhead.prepend(next)
         }
         return false
     }
@@ -606,7 +609,7 @@ public final class Dispatcher<C: Clock>: Sendable where C.Duration == Duration, 
         if startNow(next, stop: stop) { return true }
         state.withLock { state in
             state.sending -= 1
-            state.composedAhead.insert(next, at: 0)
+            state.composedAhead.prepend(next)
         }
         return false
     }
