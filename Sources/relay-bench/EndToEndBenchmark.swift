@@ -26,6 +26,9 @@ struct EndToEndBenchmark {
         /// The state file and its WAL once drained; SQLite never shrinks a file without VACUUM, so this is the
         /// most the drain needed.
         var stateMiB: Double
+        /// The share of the machine's CPU time the hypervisor gave to others during the drain (0 on bare metal):
+        /// a drain's events/s there is that much short of what the machine's cores would do.
+        var stolenShare: Double = 0
         var eventsPerSecond: Double { Double(events) / seconds }
         var cpuPer10k: Double { cpuSeconds / Double(events) * 10_000 }
         var harnessCPUPer10k: Double { harnessCPUSeconds / Double(events) * 10_000 }
@@ -48,6 +51,7 @@ struct EndToEndBenchmark {
             .write(to: directory.appendingPathComponent("config.json"), atomically: true, encoding: .utf8)
         let started = ContinuousClock.now
         let harnessBefore = ProcessCPU.seconds()
+        let machineBefore = MachineCPU.now()
         let relay = try ChildProcess(binary: relayBinary, arguments: ["run", "--config", "config.json", "--log-level", "warning"], directory: directory)
         let total = backlog * subscriptions
         let done = await receiver.waitUntil(timeout: .seconds(1800)) { record in
@@ -56,6 +60,7 @@ struct EndToEndBenchmark {
         }
         let seconds = started.duration(to: .now) / .seconds(1)
         let harness = ProcessCPU.seconds() - harnessBefore
+        let stolen = MachineCPU.now().stolenShare(since: machineBefore)
         guard done else { throw BenchmarkError("the drain did not finish") }
         // Counted when the backlog is through: idle polls afterwards re-read the lookback and are not drain cost.
         let requests = api.counts.requests
@@ -72,14 +77,15 @@ struct EndToEndBenchmark {
         try await receiver.shutdown()
         return Drain(
             events: total, seconds: seconds, cpuSeconds: cpu, harnessCPUSeconds: harness, peakRSSMiB: Double(peak) / 1024, idleRSSMiB: Double(idle) / 1024,
-            idlePrivateMiB: Double(idlePrivate) / 1024, apiRequests: requests, stateMiB: Double(state) / 1_048_576)
+            idlePrivateMiB: Double(idlePrivate) / 1024, apiRequests: requests, stateMiB: Double(state) / 1_048_576,
+            stolenShare: stolen)
     }
 
     static func describe(_ drain: Drain) -> String {
         String(
-            format: "drain: %d deliveries in %.2f s = %.0f events/s, %.3f CPU-s per 10,000, peak RSS %.1f MiB, idle RSS %.1f MiB (private %.1f MiB), state %.1f MiB, %d API requests, harness %.3f CPU-s per 10,000",
+            format: "drain: %d deliveries in %.2f s = %.0f events/s, %.3f CPU-s per 10,000, peak RSS %.1f MiB, idle RSS %.1f MiB (private %.1f MiB), state %.1f MiB, %d API requests, harness %.3f CPU-s per 10,000, %.0f%% of the machine's CPU stolen",
             drain.events, drain.seconds, drain.eventsPerSecond, drain.cpuPer10k, drain.peakRSSMiB, drain.idleRSSMiB,
-            drain.idlePrivateMiB, drain.stateMiB, drain.apiRequests, drain.harnessCPUPer10k)
+            drain.idlePrivateMiB, drain.stateMiB, drain.apiRequests, drain.harnessCPUPer10k, drain.stolenShare * 100)
     }
 
     /// Latency from an event becoming visible to its receipt, caught up, with live traffic.

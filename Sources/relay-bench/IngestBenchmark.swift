@@ -111,6 +111,28 @@ enum ProcessCPU {
     }
 }
 
+/// The machine's CPU time from `/proc/stat`: on a virtual machine, the share the hypervisor gave to others ("steal")
+/// while a figure was taken says how far wall-clock rates there can be read against a target.
+struct MachineCPU {
+    var stolen: Double
+    var total: Double
+
+    static func now() -> MachineCPU {
+        guard let text = try? String(contentsOfFile: "/proc/stat", encoding: .utf8),
+            let line = text.split(separator: "\n").first(where: { $0.hasPrefix("cpu ") })
+        else { return MachineCPU(stolen: 0, total: 0) }
+        // user nice system idle iowait irq softirq steal (guest time is counted in user already)
+        let ticks = line.split(separator: " ").dropFirst().prefix(8).map { Double($0) ?? 0 }
+        return MachineCPU(stolen: ticks.count == 8 ? ticks[7] : 0, total: ticks.reduce(0, +))
+    }
+
+    /// The share of all cores' time stolen between `earlier` and this reading, 0 to 1.
+    func stolenShare(since earlier: MachineCPU) -> Double {
+        let total = self.total - earlier.total
+        return total > 0 ? (stolen - earlier.stolen) / total : 0
+    }
+}
+
 /// Memory figures from `/proc/<pid>/status`, for this process (`self`) or a child.
 enum ProcessMemory {
     /// VmHWM: the peak resident set, in KiB.
