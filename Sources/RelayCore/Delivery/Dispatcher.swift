@@ -22,7 +22,8 @@ public final class Dispatcher<C: Clock>: Sendable where C.Duration == Duration, 
         /// Rows the poller handed over as it queued them and, with batchSize 1, due rows read ahead in one slice,
         /// so that a freed slot does not cost a query. With batches, the loose rows new batches are composed from.
         /// A deque: a draining subscription holds up to ``handOffLimit`` rows here and takes one from the front per
-        /// request, which in an array moved all the others each time (a quarter of a batch-1 drain's instructions).
+        /// request, which in an array moved all the others each time (a quarter of a batch-1 drain's instructions
+        /// where the dispatcher had fallen behind the poller and the list stayed full).
         var readAhead = Deque<Delivery>()
         /// Batches composed and stored before a slot was free for them (batchSize > 1, not strict): a freed slot
         /// sends the next one without waiting for a read and a write of the store.
