@@ -110,7 +110,7 @@ import Testing
             try db.execute(sql: "ANALYZE")
         }
         #expect(try await queue.read { try Int.fetchOne($0, sql: "SELECT count(*) FROM delivery") } == 900_000)
-        #expect(StateStore.deliveryQueries.count == 12)
+        #expect(StateStore.deliveryQueries.count == 15)
         for (name, sql) in StateStore.deliveryQueries {
             let plan = try await queue.read { db in
                 try Row.fetchAll(db, sql: "EXPLAIN QUERY PLAN " + sql, arguments: StatementArguments(

@@ -46,9 +46,15 @@ import Testing
         _ = try await store.enqueue(source: "s", events: events(5..<10), cursor: Self.at(2_000), now: Self.at(8_000))
         // The clock steps back: these are stored, and queued, at the newest row's time, not before it.
         _ = try await store.enqueue(source: "s", events: events(10..<12), cursor: Self.at(2_000), now: Self.at(4_000))
-        // evt-2, stored at 3,000, queued again at 9,000, as a replay that finds its row still stored does.
+        // evt-2, stored at 3,000, dead for x and replayed at 9,000: queued again, its row still stored for y.
         let queue = try DatabaseQueue(path: directory.appendingPathComponent(StateStore.fileName).path)
-        try await queue.write { try $0.execute(sql: "UPDATE event SET queued_at = 9000 WHERE event_id = 'evt-2'") }
+        try await queue.write {
+            try $0.execute(sql: "INSERT INTO subscription_cursor (subscription, source, state) VALUES ('x', 's', 'current')")
+        }
+        let second = try await store.deliveries(subscription: "x", due: Self.at(9_000), limit: 20, strict: false, excluding: [])
+            .filter { $0.eventID == "evt-2" }
+        try await store.record([DeliveryOutcome(deliveries: second, decision: .deadLetter(reason: "http_410"), attemptedAt: Self.at(8_500))])
+        #expect(try await store.replayDeadLetters(subscription: "x", now: Self.at(9_000)) == 1)
 
         let expired = try await store.expire(subscription: "x", queuedBefore: Self.at(5_000), excluding: [], now: Self.at(11_000))
         #expect(try await queue.read { try Int64.fetchAll($0, sql: "SELECT DISTINCT stored_at FROM event ORDER BY 1") } == [3_000, 8_000])

@@ -21,6 +21,19 @@ public struct Delivery: Sendable, Equatable {
     public var nextAttemptAt: Timestamp
     /// When it was queued for the subscription (or put back by a replay): `maxAge` counts from here.
     public var queuedAt: Timestamp
+    /// Whether the store handed it out from the subscription's log (SubscriptionLogs), so that recording its outcome
+    /// need not look at the index to find where it is queued. A hint about where it was, not part of what it is.
+    var queuedInLog: Bool {
+        get { queue.inLog }
+        set { queue.inLog = newValue }
+    }
+    private var queue = QueueHint()
+
+    private struct QueueHint: Sendable, Equatable {
+        var inLog = false
+        static func == (lhs: QueueHint, rhs: QueueHint) -> Bool { true }
+    }
+
     /// The event's part, behind one reference: a delivery is copied several times on its way (planned, batched, sent,
     /// its outcome recorded), and with each string and the payload its own reference, each copy cost up to four
     /// retains and four releases. Shared by the deliveries of one event to several subscriptions.

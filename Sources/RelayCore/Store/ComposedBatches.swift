@@ -2,7 +2,7 @@ import GRDB
 import Synchronization
 
 /// Batches composed from never-attempted deliveries and not yet answered, as stored: one row per batch naming its
-/// members in body order, while the members' rows stay in `delivery` where ingest put them.
+/// members in body order, while the members stay queued where ingest put them (the log, or `delivery`).
 ///
 /// Fixing a batch used to move each member from `delivery` to `delivery_attempt` and its two indexes: seven B-tree
 /// changes per event between its composition and its removal, where one row per batch does. A batch leaves this
@@ -99,7 +99,9 @@ struct ComposedBatches {
 
     /// After an answer that removed `answered` (delivered, or dead): forgets the batch if they were all its members,
     /// else spills the rest (a batch sent as single events after `batchSize` went down).
-    mutating func settle(_ batch: String, answered: [Delivery], subscription key: Int64, _ db: Database) throws {
+    mutating func settle(
+        _ batch: String, answered: [Delivery], subscription key: Int64, logs: SubscriptionLogs, _ db: Database
+    ) throws {
         guard let members = members[batch] else { return }
         // Usually the answer carried the batch whole, in body order: then it is all of them without a set to build.
         let whole = answered.count == members.count && zip(answered, members).allSatisfy { $0.id == $1.event }
@@ -107,16 +109,16 @@ struct ComposedBatches {
             try Self.forget(batch, subscription: key, db)
             drop(batch)
         } else {
-            try spill(batch, subscription: key, db)
+            try spill(batch, subscription: key, logs: logs, db)
         }
     }
 
-    /// Moves a batch's members still in `delivery` to `delivery_attempt`, with its id and their places and due as
+    /// Moves a batch's members still queued to `delivery_attempt`, with its id and their places and due as
     /// they were, and forgets its row: for a path that takes some members and not the rest (a retry, the maxAge
     /// sweep), after which the batch is an attempted one like any other.
-    mutating func spill(_ batch: String, subscription key: Int64, _ db: Database) throws {
+    mutating func spill(_ batch: String, subscription key: Int64, logs: SubscriptionLogs, _ db: Database) throws {
         guard let members = members[batch] else { return }
-        let move = try QueuedToBatch(db)
+        let move = try QueuedToBatch(db, logs: logs)
         for (position, member) in members.enumerated() {
             try move(subscription: key, eventTime: member.eventTime, event: member.event, batch: batch, position: position)
         }
@@ -153,15 +155,16 @@ struct ComposedBatches {
     }
 }
 
-/// Moves a never-attempted row from `delivery` to `delivery_attempt` under a batch's id, at its place, due as it was
-/// (`due`, or its event's queue time, which is when a row in `delivery` is due): how a batch's members become
-/// attempted rows, whether the batch was composed with an attempted row or spilled from ``ComposedBatches``.
+/// Moves a never-attempted delivery, a row of `delivery` or in the subscription's log, to `delivery_attempt` under a
+/// batch's id, at its place, due as it was (`due`, or its event's queue time, which is when a never-attempted
+/// delivery is due): how a batch's members become attempted rows, whether the batch was composed with an attempted
+/// row or spilled from ``ComposedBatches``.
 struct QueuedToBatch {
-    private let take: FastStatement
+    private let logs: SubscriptionLogs
     private let move: FastStatement
 
-    init(_ db: Database) throws {
-        take = try FastStatement(db, sql: "DELETE FROM delivery WHERE subscription = ? AND event_time = ? AND event = ?")
+    init(_ db: Database, logs: SubscriptionLogs) throws {
+        self.logs = logs
         move = try FastStatement(
             db,
             sql: """
@@ -170,12 +173,12 @@ struct QueuedToBatch {
                 """)
     }
 
-    /// False when the row was not in `delivery` (attempted already, or gone).
+    /// False when the delivery was not queued (attempted already, or gone).
     @discardableResult
     func callAsFunction(
         subscription key: Int64, eventTime: Int64, event: Int64, batch: String, position: Int, due: Int64? = nil
     ) throws -> Bool {
-        guard try take.run(integers: key, eventTime, event) == 1 else { return false }
+        guard try logs.takeQueued(key: key, eventTime: eventTime, event: event) else { return false }
         try move.run(
             .integer(key), .integer(eventTime), .integer(event), .text(batch), .integer(Int64(position)), due.map(FastValue.integer) ?? .null)
         return true

@@ -18,11 +18,14 @@ extension StoredEvent {
     }
 }
 
-/// Writes and removes delivery rows inside the caller's transaction, keeping the counts that go with them: an
-/// event's `pending` (its row goes with the last delivery that needs it) and each subscription's `queue_depth`.
-/// Every path that queues or removes a delivery goes through here, so the counts cannot drift.
+/// Writes and removes deliveries inside the caller's transaction, in the subscriptions' logs or as rows, keeping the
+/// counts that go with them: an event's `pending` (the rows that need it: its row goes with the last of them once no
+/// log holds it) and each subscription's `queue_depth`. Every path that queues or removes a delivery goes through
+/// here, so the counts cannot drift.
 struct DeliveryRows {
     private let db: Database
+    /// The transaction's logs, which ``finish()`` finishes.
+    let logs: SubscriptionLogs
     private let insertEvent: FastStatement
     private let findEvent: FastStatement
     private let insertDelivery: FastStatement
@@ -41,7 +44,7 @@ struct DeliveryRows {
     /// (with its payload) and a delete, and a failed delete before each update. A list, sorted once at the end, as
     /// a dictionary cost a one-subscription commit more than the statements it saved.
     private var releases: [Int64] = []
-    /// The newest event row's store time, read once per transaction: see ``insert(_:source:now:pending:)``.
+    /// The newest event row's store time, read once per transaction: see ``insert(_:source:now:pending:routing:)``.
     private var lastStored: Int64?
     /// Delivery rows of new events, not inserted yet: ``insertQueued()`` inserts them a subscription at a time, many
     /// rows to a statement. With five subscriptions, a statement a row was a third of the queueing commit; and each
@@ -49,15 +52,16 @@ struct DeliveryRows {
     private var queuedNew: [(key: Int64, time: Int64, event: Int64)] = []
     /// The subscriptions the last new events were queued for, their keys, and how many events: a page's events
     /// mostly go to the same ones, whose keys and depths are then looked up once for the run, not once a delivery.
-    private var newRun: (names: [String], keys: [Int64], events: Int) = ([], [], 0)
+    private var newRun: (names: [String], keys: [Int64], logs: [(bit: Int64, from: Int64)?], events: Int) = ([], [], [], 0)
 
     init(_ db: Database) throws {
         self.db = db
+        logs = SubscriptionLogs(db)
         insertEvent = try FastStatement(
             db,
             sql: """
-                INSERT OR IGNORE INTO event (source, event_id, event_time, action, time_value, payload, queued_at, pending, stored_at)
-                VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?7)
+                INSERT INTO event (source, event_id, event_time, action, time_value, payload, queued_at, pending, stored_at, routing)
+                VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?7, ?9)
                 """)
         findEvent = try FastStatement(db, sql: "SELECT id FROM event WHERE source = ? AND event_time = ? AND event_id = ?")
         insertDelivery = try FastStatement(db, sql: "INSERT OR IGNORE INTO delivery (subscription, event_time, event) VALUES (?, ?, ?)")
@@ -70,7 +74,7 @@ struct DeliveryRows {
         queuedInSpan = try FastStatement(
             db, sql: "SELECT event FROM delivery WHERE subscription = ? AND event_time BETWEEN ? AND ? LIMIT ?")
         deleteSpan = try FastStatement(db, sql: "DELETE FROM delivery WHERE subscription = ? AND event_time BETWEEN ? AND ?")
-        dropEvents = try FastStatement(db, sql: "DELETE FROM event WHERE id BETWEEN ?1 AND ?2 AND pending <= ?3")
+        dropEvents = try FastStatement(db, sql: "DELETE FROM event WHERE id BETWEEN ?1 AND ?2 AND pending <= ?3 AND routing = 0")
         releaseEvents = try FastStatement(db, sql: "UPDATE event SET pending = pending - ?3 WHERE id BETWEEN ?1 AND ?2")
     }
 
@@ -88,24 +92,42 @@ struct DeliveryRows {
         return key
     }
 
-    /// Queues an event the source had not given before for `subscriptions` (not empty): one event row, one small
-    /// row each. Falls back to ``queue(_:source:for:now:)`` when its row is still stored (its seen id was pruned
-    /// while a subscription kept it queued, or a replay stored it). Returns the event's row when it is new, and
-    /// the rows queued per subscription (nil: one each).
+    /// Queues an event the source had not given before for `subscriptions` (not empty): one event row, routed to
+    /// the logs of those that have one, and one small row each for the others (those whose log's mark is past the
+    /// event, or that have none). Falls back to ``queue(_:source:for:now:)`` when its row is still stored (its seen
+    /// id was pruned while a subscription kept it queued, or a replay stored it). Returns the event's row when it is
+    /// new, the deliveries queued per subscription (nil: one each), and whether all of them are in logs.
     mutating func queueNew(
         _ event: StoredEvent, source: String, for subscriptions: [String], now: Int64
-    ) throws -> (row: Int64?, queued: [Int]?) {
-        guard try insert(event, source: source, now: now, pending: subscriptions.count) == 1 else {
-            return (nil, try subscriptions.map { try queue(event, source: source, for: $0, now: now) })
+    ) throws -> (row: Int64?, queued: [Int]?, inLogs: Bool) {
+        // A row can be stored already only at or before the source's newest time: a live poll's new events seldom are.
+        if let newest = try logs.newestTime(of: source), event.time <= newest,
+            try !findEvent.query([.text(source), .integer(event.time), .text(event.id)], { _ in true }).isEmpty
+        {
+            return (nil, try subscriptions.map { try queue(event, source: source, for: $0, now: now) }, false)
         }
-        let row = db.lastInsertedRowID
         if subscriptions != newRun.names {
             endNewRun()
-            newRun = (subscriptions, try subscriptions.map { try key(of: $0) }, 0)
+            let keys = try subscriptions.map { try key(of: $0) }
+            let logs = try keys.map { try self.logs.logForNew(key: $0, source: source).map { (bit: $0.bit, from: $0.mark.eventTime) } }
+            newRun = (subscriptions, keys, logs, 0)
         }
+        // A new row's id is above every mark, so its time alone says whether it is at or after a log's mark.
+        var routing: Int64 = 0
+        var rows = 0
+        for (index, log) in newRun.logs.enumerated() {
+            if let log, event.time >= log.from { routing |= log.bit } else { rows += 1 }
+        }
+        try insert(event, source: source, now: now, pending: rows, routing: routing)
+        let row = db.lastInsertedRowID
+        try logs.stored(source: source, time: event.time)
         newRun.events += 1
-        for key in newRun.keys { queuedNew.append((key, event.time, row)) }
-        return (row, nil)
+        if rows > 0 {
+            for (index, log) in newRun.logs.enumerated() where log == nil || event.time < log!.from {
+                queuedNew.append((newRun.keys[index], event.time, row))
+            }
+        }
+        return (row, nil, rows == 0)
     }
 
     /// Adds the events queued for the last run's subscriptions to their depths.
@@ -160,44 +182,48 @@ struct DeliveryRows {
         let row: Int64
         if let existing = try findEvent.query([.text(source), .integer(event.time), .text(event.id)], { $0.integer(0) }).first {
             row = existing
-            guard try attemptedExists.query([.integer(key), .integer(event.time), .integer(row)], { _ in true }).isEmpty,
+            guard try !logs.owes(key: key, eventTime: event.time, event: row),
+                try attemptedExists.query([.integer(key), .integer(event.time), .integer(row)], { _ in true }).isEmpty,
                 try insertDelivery.run(integers: key, event.time, row) == 1
             else { return 0 }
             try holdEvent.run(integers: now, row)
         } else {
-            try insert(event, source: source, now: now, pending: 1)
+            try insert(event, source: source, now: now, pending: 1, routing: 0)
             row = db.lastInsertedRowID
+            try logs.stored(source: source, time: event.time)
             try insertDelivery.run(integers: key, event.time, row)
         }
         depthChanges[subscription, default: 0] += 1
         return 1
     }
 
-    /// Inserts the event's row with `pending` deliveries, unless its (source, id) is stored already; rows added.
+    /// Inserts the event's row with `pending` delivery rows and the logs' `routing` bits (the caller knows its
+    /// (source, time, id) is not stored).
     /// Its store and queue time is `now`, or the newest row's store time if that is later (a clock stepped back, a
     /// page stamped before it waited for the writer): store times never go back as row ids grow, which the maxAge
     /// sweep's bisection relies on (StateStore.firstEventStored).
-    @discardableResult
-    private mutating func insert(_ event: StoredEvent, source: String, now: Int64, pending: Int) throws -> Int {
+    private mutating func insert(_ event: StoredEvent, source: String, now: Int64, pending: Int, routing: Int64) throws {
         if lastStored == nil {
             lastStored = try Int64.fetchOne(db.cachedStatement(sql: "SELECT stored_at FROM event ORDER BY id DESC LIMIT 1")) ?? 0
         }
         let at = max(now, lastStored!)
         lastStored = at
-        return try insertEvent.run(
+        try insertEvent.run(
             .text(source), .text(event.id), .integer(event.time), .text(event.action), .text(event.timeValue),
-            .blob(event.payload), .integer(at), .integer(Int64(pending)))
+            .blob(event.payload), .integer(at), .integer(Int64(pending)), .integer(routing))
     }
 
-    /// Removes a delivery, queued or attempted, and releases its event; false if there was none.
+    /// Removes a delivery, queued (as a row or in the log) or attempted, and releases its event; false if there was
+    /// none.
     @discardableResult
     mutating func remove(subscription: String, eventTime: Int64, event: Int64) throws -> Bool {
         try insertQueued()
         let key = try key(of: subscription)
-        guard try deleteFresh.run(integers: key, eventTime, event) == 1
-            || deleteAttempted.run(integers: key, eventTime, event) == 1
-        else { return false }
-        releases.append(event)
+        if try deleteFresh.run(integers: key, eventTime, event) == 1 || deleteAttempted.run(integers: key, eventTime, event) == 1 {
+            releases.append(event)
+        } else if try logs.take(key: key, [(eventTime, event, false)]).isEmpty {
+            return false
+        }
         depthChanges[subscription, default: 0] -= 1
         return true
     }
@@ -206,8 +232,15 @@ struct DeliveryRows {
     /// never-attempted rows are usually all the subscription's queued rows in their span of event times: then they
     /// go with one range delete, where a delete each was a third of the recording commit with five subscriptions.
     /// Any other row in the span (an event that came late, a member of another batch) and it is a delete each.
-    mutating func remove(subscription: String, deliveries: [Delivery]) throws {
+    mutating func remove(subscription: String, deliveries all: [Delivery]) throws {
         try insertQueued()
+        // Most are in the log: taken there with one look at the index, and the rest as rows.
+        let inLog = try logs.take(
+            key: try key(of: subscription), all.map { ($0.eventTime.millisecondsSinceEpoch, $0.id, $0.queuedInLog) })
+        depthChanges[subscription, default: 0] -= inLog.count
+        guard inLog.count < all.count else { return }
+        let deliveries = inLog.isEmpty ? all : all.filter { [inLog = Set(inLog)] in !inLog.contains($0.id) }
+        guard !deliveries.isEmpty else { return }
         guard deliveries.count >= 8 else {
             return try removeEach(deliveries, subscription: subscription)
         }
@@ -256,6 +289,7 @@ struct DeliveryRows {
     mutating func finish() throws {
         try insertQueued()
         endNewRun()
+        try logs.finish()
         releases.sort()
         // Runs of consecutive event rows that each lost as many deliveries, as a drain's commits have them, go with
         // a statement or two a run: those rows with no delivery left, then the rest's counts.
@@ -301,12 +335,19 @@ struct DeliveryRows {
 }
 
 extension StateStore {
-    /// What disagrees between the queue's rows and the counts kept with them: each subscription's `queue_depth`,
-    /// each event's `pending`, deliveries whose event row is missing. Empty when consistent. Reads every queued
+    /// What disagrees between the queue's rows and logs and the counts kept with them: each subscription's
+    /// `queue_depth`, each event's `pending`, deliveries whose event row is missing, event rows kept for nothing. Empty when consistent. Reads every queued
     /// row: for tests and diagnosis, not for the daemon's loops.
     public func queueCountProblems() async throws(StoreError) -> [String] {
         try await read("checking the queue's counts") { db in
             var problems: [String] = []
+            let logs = SubscriptionLogs(db)
+            var inLogs: [String: Int] = [:]
+            for (key, name) in try Row.fetchAll(db, sql: "SELECT id, name FROM subscription_key WHERE log_slot IS NOT NULL").map({
+                ($0[0] as Int64, $0[1] as String)
+            }) {
+                inLogs[name] = try logs.count(key: key)
+            }
             let depths = try Row.fetchAll(
                 db,
                 sql: """
@@ -322,8 +363,30 @@ extension StateStore {
                         AND (EXISTS (SELECT 1 FROM delivery WHERE subscription = k.id)
                              OR EXISTS (SELECT 1 FROM delivery_attempt WHERE subscription = k.id)))
                     """)
-            for row in depths where (row["kept"] as Int) != (row["counted"] as Int) {
-                problems.append("queue_depth of \(row["name"] as String) is \(row["kept"] as Int), rows \(row["counted"] as Int)")
+            var depthsSeen: Set<String> = []
+            for row in depths {
+                let name: String = row["name"]
+                depthsSeen.insert(name)
+                let counted = (row["counted"] as Int) + (inLogs[name] ?? 0)
+                if (row["kept"] as Int) != counted {
+                    problems.append("queue_depth of \(name) is \(row["kept"] as Int), rows and log \(counted)")
+                }
+            }
+            for (name, count) in inLogs where count > 0 && !depthsSeen.contains(name) {
+                let kept = try Int.fetchOne(db, sql: "SELECT n FROM queue_depth WHERE subscription = ?", arguments: [name]) ?? 0
+                if kept != count { problems.append("queue_depth of \(name) is \(kept), log \(count)") }
+            }
+            // An event row no delivery row needs is kept for a log that has not passed it, and only for that.
+            for source in try String.fetchAll(db, sql: "SELECT DISTINCT source FROM event") {
+                let marks = try logs.logs(of: source).map { (bit: $0.bit, mark: $0.mark) }
+                let unneeded = try Row.fetchAll(
+                    db, sql: "SELECT id, event_time, routing FROM event WHERE source = ? AND pending = 0", arguments: [source]
+                ).filter { row in
+                    let key = QueuedKey(eventTime: row["event_time"], event: row["id"])
+                    let routing: Int64 = row["routing"]
+                    return !marks.contains { routing & $0.bit != 0 && key >= $0.mark }
+                }
+                for row in unneeded.prefix(5) { problems.append("event row \(row["id"] as Int64) is kept for nothing") }
             }
             let pending = try Row.fetchAll(
                 db,
@@ -354,6 +417,7 @@ extension StateStore {
                 for member in members {
                     let arguments: [FastValue] = [.integer(key), .integer(member.eventTime), .integer(member.event)]
                     if try !queued.query(arguments, { _ in true }).isEmpty { anyQueued = true }
+                    if try logs.owes(key: key, eventTime: member.eventTime, event: member.event) { anyQueued = true }
                     if try !attempted.query(arguments, { _ in true }).isEmpty {
                         problems.append("composed batch \(batch) has event row \(member.event) in delivery_attempt")
                     }

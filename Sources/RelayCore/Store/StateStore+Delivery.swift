@@ -123,6 +123,9 @@ extension StateStore {
         return "d.event, e.event_id, d.event_time, e.action, e.time_value, e.payload, \(schedule), e.queued_at"
     }
 
+    /// ``deliveryColumns(attempted:)`` of a delivery in a log, from its event row alone.
+    private static let logColumns = "e.id, e.event_id, e.event_time, e.action, e.time_value, e.payload, 0, NULL, NULL, e.queued_at, NULL, e.queued_at"
+
     private static func select(attempted: Bool, _ rest: String) -> String {
         "SELECT \(deliveryColumns(attempted: attempted)) FROM \(attempted ? "delivery_attempt" : "delivery") d JOIN event e ON e.id = d.event \(rest)"
     }
@@ -143,6 +146,13 @@ extension StateStore {
         "queued by key": select(attempted: false, "WHERE d.subscription = ? AND d.event_time = ? AND d.event = ?"),
         "queued from key": select(
             attempted: false, "WHERE d.subscription = ? AND (d.event_time, d.event) >= (?, ?) ORDER BY d.event_time, d.event LIMIT ?"),
+        "log span": """
+            SELECT \(logColumns) FROM event e
+            WHERE e.source = ? AND e.event_time BETWEEN ? AND ? AND (e.event_time, e.id) >= (?, ?) AND (e.event_time, e.id) <= (?, ?)
+            ORDER BY e.event_time, e.id
+            """,
+        "log row": "SELECT \(logColumns) FROM event e WHERE e.id = ?",
+        "log from": SubscriptionLogs.from,
         "attempted by key": select(attempted: true, "WHERE d.subscription = ? AND d.event_time = ? AND d.event = ?"),
         "batch": select(attempted: true, "WHERE d.subscription = ? AND d.batch_id = ? ORDER BY d.batch_seq"),
         "first stored from": "SELECT stored_at FROM event WHERE id >= ? ORDER BY id LIMIT 1",
@@ -253,8 +263,6 @@ extension StateStore {
                 if !excluded(keys[keys.count - 1].event) { picked += 1 }
                 return picked < limit
             }
-            if !attempted { queuedKeys = keys }
-            if !attempted, let rows = try readQueuedSpan(keys) { return rows }
             let byKey = try FastStatement(db, sql: Self.deliveryQueries[attempted ? "attempted by key" : "queued by key"]!)
             var found: [Delivery] = []
             for row in keys where !excluded(row.event) {
@@ -282,12 +290,92 @@ extension StateStore {
                 [.integer(key), .integer(keys[first].time), .integer(keys[first].event), .integer(Int64(span))], read)
             return rows.filter { !excluded($0.id) }
         }
-        var queuedKeys: [(time: Int64, event: Int64)] = []
+        // Never-attempted deliveries: rows of `delivery` and the subscription's log, merged in queue order as far as
+        // both were read.
+        let logs = SubscriptionLogs(db)
+        var queuedSeen: QueuedKey?
+        func readQueued(from: QueuedKey?) throws -> [Delivery] {
+            var rowKeys: [QueuedKey] = []
+            var picked = 0
+            let (query, arguments): (String, [FastValue]) = from.map {
+                ("queued keys from", [.integer(key), .integer($0.eventTime), .integer($0.event), .integer(wanted)])
+            } ?? ("queued", [.integer(key), .integer(wanted)])
+            var rowsEnded = true
+            try FastStatement(db, sql: Self.deliveryQueries[query]!).step(arguments) { row in
+                rowKeys.append(QueuedKey(eventTime: row.integer(0), event: row.integer(1)))
+                if !excluded(row.integer(1)) { picked += 1 }
+                rowsEnded = picked < limit
+                return rowsEnded
+            }
+            if rowKeys.count == Int(wanted) { rowsEnded = false }
+            let owed = try logs.owed(key: key, from: from, limit: Int(wanted))
+            // Both lists hold every delivery up to here; past it, one of them was not read.
+            let bound = [rowsEnded ? nil : rowKeys.last, owed.complete].compactMap { $0 }.min()
+            var merged: [(key: QueuedKey, inLog: Bool)] = []
+            merged.reserveCapacity(rowKeys.count + owed.keys.count)
+            var (r, l) = (0, 0)
+            while r < rowKeys.count || l < owed.keys.count {
+                let fromLog = r == rowKeys.count || (l < owed.keys.count && owed.keys[l] < rowKeys[r])
+                let next = fromLog ? owed.keys[l] : rowKeys[r]
+                if let bound, bound < next { break }
+                merged.append((next, fromLog))
+                if fromLog { l += 1 } else { r += 1 }
+            }
+            var looked: [(key: QueuedKey, inLog: Bool)] = []
+            picked = 0
+            for entry in merged {
+                looked.append(entry)
+                if !excluded(entry.key.event) { picked += 1 }
+                if picked == limit { break }
+            }
+            queuedSeen = picked == limit ? looked.last?.key
+                : bound ?? [rowKeys.last, owed.lastScanned, looked.last?.key].compactMap { $0 }.max()
+            let inRows = looked.filter { !$0.inLog }.map { (time: $0.key.eventTime, event: $0.key.event) }
+            let inLog = looked.filter { $0.inLog && !excluded($0.key.event) }.map(\.key)
+            var found = try readQueuedSpan(inRows) ?? {
+                let byKey = try FastStatement(db, sql: Self.deliveryQueries["queued by key"]!)
+                var found: [Delivery] = []
+                for row in inRows where !excluded(row.event) {
+                    found += try byKey.query([.integer(key), .integer(row.time), .integer(row.event)], read)
+                }
+                return found
+            }()
+            let fromLog = try logRows(inLog)
+            if !fromLog.isEmpty {
+                found = found.isEmpty ? fromLog : (found + fromLog).sorted { ($0.eventTime, $0.id) < ($1.eventTime, $1.id) }
+            }
+            return found
+        }
+        // The log's rows at `keys` (in order): in one pass over their span when it holds few others, else a row each.
+        func logRows(_ keys: [QueuedKey]) throws -> [Delivery] {
+            guard let first = keys.first, let last = keys.last, let source = try logs.log(of: key)?.source else { return [] }
+            if keys.count >= 8 {
+                let wantedRows = Set(keys.map(\.event))
+                var rows: [Delivery] = []
+                var scanned = 0
+                try FastStatement(db, sql: Self.deliveryQueries["log span"]!).step(
+                    [.text(source), .integer(first.eventTime), .integer(last.eventTime), .integer(first.eventTime), .integer(first.event),
+                     .integer(last.eventTime), .integer(last.event)]
+                ) { row in
+                    scanned += 1
+                    if wantedRows.contains(row.integer(0)) {
+                        rows.append(read(row))
+                        rows[rows.count - 1].queuedInLog = true
+                    }
+                    return scanned <= 2 * keys.count
+                }
+                if rows.count == keys.count { return rows }
+            }
+            let byRow = try FastStatement(db, sql: Self.deliveryQueries["log row"]!)
+            return try keys.flatMap { try byRow.query([.integer($0.event)], read) }.map {
+                var delivery = $0
+                delivery.queuedInLog = true
+                return delivery
+            }
+        }
         var queued: [Delivery] = []
-        if !retriesOnly, let from = queuedFrom {
-            queued = try readDue("queued keys from", [.integer(key), .integer(from.eventTime), .integer(from.event)], attempted: false)
-        } else if !retriesOnly {
-            queued = try readDue("queued", [.integer(key)], attempted: false)
+        if !retriesOnly {
+            queued = try readQueued(from: queuedFrom)
         }
         var rows: [Delivery]
         if strict {
@@ -301,7 +389,7 @@ extension StateStore {
         let queuedKept = max(0, limit - (rows.count - queued.count))
         let nextFrom = queuedKept < queued.count
             ? QueuedKey(queued[queuedKept])
-            : queuedKeys.last.map { QueuedKey(eventTime: $0.time, event: $0.event).next } ?? queuedFrom
+            : queuedSeen?.next ?? queuedFrom
         rows = Array(rows.prefix(limit))
         if strict, let joinedAt = try FastStatement(
             db, sql: "SELECT position FROM subscription_cursor WHERE subscription = ? AND state = 'joining'"
@@ -313,10 +401,15 @@ extension StateStore {
         if !batches.isEmpty {
             let members = try FastStatement(db, sql: Self.deliveryQueries["batch"]!)
             let queuedByKey = try FastStatement(db, sql: Self.deliveryQueries["queued by key"]!)
+            let logRow = try FastStatement(db, sql: Self.deliveryQueries["log row"]!)
+            func queuedMember(_ member: ComposedBatches.Member) throws -> [Delivery] {
+                let row = try queuedByKey.query([.integer(key), .integer(member.eventTime), .integer(member.event)], read)
+                guard row.isEmpty, try logs.owes(key: key, eventTime: member.eventTime, event: member.event) else { return row }
+                return try logRow.query([.integer(member.event)], read)
+            }
             for batch in batches {
-                var whole = try composed.members[batch].map { fresh in
-                    try fresh.flatMap { try queuedByKey.query([.integer(key), .integer($0.eventTime), .integer($0.event)], read) }
-                } ?? members.query([.integer(key), .text(batch)], read)
+                var whole = try composed.members[batch].map { fresh in try fresh.flatMap(queuedMember) }
+                    ?? members.query([.integer(key), .text(batch)], read)
                 whole.removeAll { excluding.contains($0.id) }
                 // In place of its first member, so that the order of the read (due time, or event time) holds.
                 guard let at = rows.firstIndex(where: { $0.batchID == batch }) else { continue }
@@ -396,7 +489,8 @@ extension StateStore {
                 UPDATE delivery_attempt SET batch_id = ?, batch_seq = ?
                 WHERE subscription = ? AND event_time = ? AND event = ? AND batch_id IS NULL
                 """)
-        let move = try QueuedToBatch(db)
+        let logs = SubscriptionLogs(db)
+        let move = try QueuedToBatch(db, logs: logs)
         for (batchID, deliveries) in batches {
             guard let key = try DeliveryRows.existingKey(of: deliveries.first?.subscription ?? "", db) else { continue }
             // A row never attempted is in `delivery`; one attempted before, in `delivery_attempt`.
@@ -415,6 +509,7 @@ extension StateStore {
                 }
             }
         }
+        try logs.finish()
     }
 
     /// Copies a delivery into the dead letters with its event's bytes, keeping its attempt history.
@@ -438,6 +533,7 @@ extension StateStore {
     /// Applies many outcomes in one transaction (the group commit): delivered rows leave the queue, retried
     /// ones are rescheduled, given-up ones move to the dead letters (invariant 2).
     public func record(_ outcomes: [DeliveryOutcome]) async throws(StoreError) {
+        let outcomes = outcomes.filter { !$0.deliveries.isEmpty }
         guard !outcomes.isEmpty else { return }
         try await write("recording \(outcomes.count) delivery outcomes") { db in
             var rows = try DeliveryRows(db)
@@ -448,7 +544,6 @@ extension StateStore {
                         last_attempt_at = ?1, last_status = ?2, last_error = ?3, next_attempt_at = ?4
                     WHERE subscription = ?5 AND event_time = ?6 AND event = ?7
                     """)
-            let takeQueued = try FastStatement(db, sql: "DELETE FROM delivery WHERE subscription = ? AND event_time = ? AND event = ?")
             let firstAttempt = try FastStatement(
                 db,
                 sql: """
@@ -486,7 +581,7 @@ extension StateStore {
                 let answered = composed[key]!.batches(of: outcome.deliveries)
                 let retried = if case .retry = outcome.decision { true } else { false }
                 if retried {
-                    for batch in answered { try composed[key]!.spill(batch, subscription: key, db) }
+                    for batch in answered { try composed[key]!.spill(batch, subscription: key, logs: rows.logs, db) }
                 }
                 switch outcome.decision {
                 case .delivered:
@@ -498,7 +593,9 @@ extension StateStore {
                             .integer(at), status, .text(outcome.error ?? ""), .integer(next.millisecondsSinceEpoch), .integer(key),
                             .integer(delivery.eventTime.millisecondsSinceEpoch), .integer(delivery.id),
                         ]
-                        if try reschedule.run(values) == 0, try takeQueued.run(values[4], values[5], values[6]) == 1 {
+                        if try reschedule.run(values) == 0,
+                            try rows.logs.takeQueued(key: key, eventTime: delivery.eventTime.millisecondsSinceEpoch, event: delivery.id)
+                        {
                             try firstAttempt.run(values)
                         }
                     }
@@ -513,7 +610,8 @@ extension StateStore {
                     stats.failed(subscription, at: at, failure: reason)
                 }
                 if !retried {
-                    for batch in answered { try composed[key]!.settle(batch, answered: outcome.deliveries, subscription: key, db) }
+                    for batch in answered { try composed[key]!.settle(
+                        batch, answered: outcome.deliveries, subscription: key, logs: rows.logs, db) }
                 }
             }
             try rows.finish()
@@ -538,14 +636,24 @@ extension StateStore {
             var rows = try DeliveryRows(db)
             let cutoff = queuedBefore.millisecondsSinceEpoch
             let select = try FastStatement(db, sql: Self.deliveryQueries["expired"]!)
-            let expired = try select.query(
-                [.integer(try Self.firstEventStored(since: cutoff, db)), .integer(cutoff), .integer(key), .integer(key),
-                 .integer(Int64(limit + excluding.count))]
-            ) { ($0.integer(0), $0.integer(1)) }.filter { !excluding.contains($0.0) }.prefix(limit)
+            let storedBefore = try Self.firstEventStored(since: cutoff, db)
+            let wanted = limit + excluding.count
+            var candidates = try select.query(
+                [.integer(storedBefore), .integer(cutoff), .integer(key), .integer(key), .integer(Int64(wanted))]
+            ) { ($0.integer(0), $0.integer(1)) }
+            // In the log, a row's queue time is its store time: those stored before the cutoff, from the mark on.
+            var from: QueuedKey?
+            while candidates.count < 2 * wanted {
+                let owed = try rows.logs.owed(key: key, from: from, limit: wanted)
+                candidates += owed.keys.lazy.filter { $0.event < storedBefore }.map { ($0.event, $0.eventTime) }
+                guard let complete = owed.complete, owed.keys.contains(where: { $0.event < storedBefore }) else { break }
+                from = complete.next
+            }
+            let expired = candidates.sorted { $0.0 < $1.0 }.filter { !excluding.contains($0.0) }.prefix(limit)
             // A composed batch losing members to the sweep goes on without them, under its id, as an attempted one would.
             var composed = try ComposedBatches(subscription: key, db)
             for batch in Set(expired.compactMap { composed.place[$0.0]?.batch }) {
-                try composed.spill(batch, subscription: key, db)
+                try composed.spill(batch, subscription: key, logs: rows.logs, db)
             }
             let bury = try Self.bury(db)
             let nowMS = now.millisecondsSinceEpoch

@@ -235,7 +235,7 @@ extension StateStore {
             }
             guard !admitted.isEmpty else { continue }
             let storedEvent = StoredEvent(event)
-            let (row, queued) = try rows.queueNew(storedEvent, source: source, for: admittedNames, now: nowMS)
+            let (row, queued, inLogs) = try rows.queueNew(storedEvent, source: source, for: admittedNames, now: nowMS)
             for (position, lane) in admitted.enumerated() {
                 let count = queued?[position] ?? 1
                 lanes.count(lane, count)
@@ -245,7 +245,7 @@ extension StateStore {
             if let row {
                 stored.add(
                     event: index, row: row, timeValue: storedEvent.timeValue,
-                    for: admitted.count == routed.subscriptions.count ? nil : admittedNames)
+                    for: admitted.count == routed.subscriptions.count ? nil : admittedNames, inLogs: inLogs)
             }
         }
         try rows.finish()
@@ -341,13 +341,26 @@ extension StateStore {
     public func queuedEventIDs(subscription: String) async throws(StoreError) -> [String] {
         try await read("reading the queue of \(subscription)") { db in
             guard let key = try DeliveryRows.existingKey(of: subscription, db) else { return [] }
-            return try String.fetchAll(
+            var rows = try Row.fetchAll(
                 db,
                 sql: """
-                    SELECT e.event_id FROM (SELECT event_time, event FROM delivery WHERE subscription = :key
+                    SELECT d.event_time, d.event, e.event_id FROM (SELECT event_time, event FROM delivery WHERE subscription = :key
                         UNION ALL SELECT event_time, event FROM delivery_attempt WHERE subscription = :key) d
-                    JOIN event e ON e.id = d.event ORDER BY d.event_time, d.event
-                    """, arguments: ["key": key])
+                    JOIN event e ON e.id = d.event
+                    """, arguments: ["key": key]
+            ).map { (time: $0[0] as Int64, event: $0[1] as Int64, id: $0[2] as String) }
+            let logs = SubscriptionLogs(db)
+            var from: QueuedKey?
+            while true {
+                let owed = try logs.owed(key: key, from: from, limit: 10_000)
+                for owedKey in owed.keys {
+                    let id = try String.fetchOne(db, sql: "SELECT event_id FROM event WHERE id = ?", arguments: [owedKey.event]) ?? ""
+                    rows.append((owedKey.eventTime, owedKey.event, id))
+                }
+                guard let complete = owed.complete else { break }
+                from = complete.next
+            }
+            return rows.sorted { ($0.time, $0.event) < ($1.time, $1.event) }.map(\.id)
         }
     }
 
@@ -363,14 +376,14 @@ extension StateStore {
 /// poller hands to the dispatchers, as deliveries built once the commit is done. Building them inside it, a delivery
 /// and a dictionary update per subscription and event, was writer time that no other commit could use.
 struct StoredRows: Sendable {
-    private var pages: [[(event: Int, row: Int64, timeValue: String, subscriptions: [String]?)]] = []
+    private var pages: [[(event: Int, row: Int64, timeValue: String, subscriptions: [String]?, inLogs: Bool)]] = []
 
     mutating func nextPage() { pages.append([]) }
 
     /// The page's event at `event` was stored as `row`, its time as `timeValue` (written once, for the row), for
-    /// `subscriptions` (nil: all it was routed to).
-    mutating func add(event: Int, row: Int64, timeValue: String, for subscriptions: [String]?) {
-        pages[pages.count - 1].append((event, row, timeValue, subscriptions))
+    /// `subscriptions` (nil: all it was routed to), in their logs if `inLogs`.
+    mutating func add(event: Int, row: Int64, timeValue: String, for subscriptions: [String]?, inLogs: Bool) {
+        pages[pages.count - 1].append((event, row, timeValue, subscriptions, inLogs))
     }
 
     /// The deliveries queued, per subscription, in queue order; `pages` as committed.
@@ -379,7 +392,7 @@ struct StoredRows: Sendable {
         var numbering = NameNumbers()
         var lists: [[Delivery]] = []
         for (page, stored) in zip(committed, pages) {
-            for (index, row, timeValue, subscriptions) in stored {
+            for (index, row, timeValue, subscriptions, inLogs) in stored {
                 let routed = page.events[index]
                 let event = routed.event
                 let numbers = numbering.numbers(of: subscriptions ?? routed.subscriptions)
@@ -389,6 +402,7 @@ struct StoredRows: Sendable {
                     id: row, subscription: "", eventID: event.id, eventTime: event.time, action: event.action,
                     timeValue: timeValue, payload: event.raw, attempts: 0, firstAttemptAt: nil,
                     batchID: nil, nextAttemptAt: now)
+                delivery.queuedInLog = inLogs
                 for number in numbers {
                     delivery.subscription = numbering.names[number]
                     lists[number].append(delivery)

@@ -85,6 +85,18 @@ extension StateStore {
             }
         }
         while true {
+            let dropped = try await write("purging the removed subscription \(subscription)") { db in
+                guard let key = try DeliveryRows.existingKey(of: subscription, db) else { return 0 }
+                var rows = try DeliveryRows(db)
+                let dropped = try rows.logs.drop(key: key, limit: 10_000)
+                try rows.finish()
+                if dropped < 10_000 { try rows.logs.release(key: key) }
+                return dropped
+            }
+            counts.queued += dropped
+            if dropped < 10_000 { break }
+        }
+        while true {
             let deleted = try await write("purging the removed subscription \(subscription)") { db in
                 try db.execute(
                     sql: "DELETE FROM dead_letter WHERE id IN (SELECT id FROM dead_letter WHERE subscription = ? LIMIT 10000)",
@@ -116,6 +128,7 @@ extension StateStore {
                         OR EXISTS (SELECT 1 FROM delivery_attempt WHERE subscription = ?)
                         OR EXISTS (SELECT 1 FROM dead_letter WHERE subscription = ?)
                     """, arguments: [key, key, subscription]) ?? false
+                || !SubscriptionLogs(db).owed(key: key, limit: 1, scanning: .max).keys.isEmpty
         }
     }
 
@@ -144,6 +157,12 @@ extension StateStore {
         {
             names.insert(next)
             after = next
+        }
+        let logs = SubscriptionLogs(db)
+        for (key, name) in try Row.fetchAll(db, sql: "SELECT id, name FROM subscription_key WHERE log_slot IS NOT NULL").map({
+            ($0[0] as Int64, $0[1] as String)
+        }) where !names.contains(name) {
+            if try !logs.owed(key: key, limit: 1, scanning: .max).keys.isEmpty { names.insert(name) }
         }
         for table in ["delivery", "delivery_attempt"] {
             var after: Int64 = -1

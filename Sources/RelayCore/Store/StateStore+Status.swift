@@ -96,12 +96,13 @@ extension StateStore {
         // The depth kept with every change, not a count: maintenance asks every 10 s, and a queue may hold a million rows.
         let pending = try queueDepth(of: name, db)
         let key = try DeliveryRows.existingKey(of: name, db) ?? -1
+        let oldestInLog = try SubscriptionLogs(db).owed(key: key, limit: 1).keys.first?.eventTime
         let oldest = try Int64.fetchOne(
             db,
             sql: """
                 SELECT min(t) FROM (SELECT min(event_time) AS t FROM delivery WHERE subscription = ?1
-                    UNION ALL SELECT min(event_time) FROM delivery_attempt WHERE subscription = ?1)
-                """, arguments: [key])
+                    UNION ALL SELECT min(event_time) FROM delivery_attempt WHERE subscription = ?1 UNION ALL SELECT ?2)
+                """, arguments: [key, oldestInLog])
         let dead = try Int.fetchOne(db, sql: "SELECT count(*) FROM dead_letter WHERE subscription = ?", arguments: [name]) ?? 0
         let stats = try Row.fetchOne(db, sql: "SELECT * FROM delivery_stats WHERE subscription = ?", arguments: [name])
         let delivered: Int = stats?["delivered"] ?? 0

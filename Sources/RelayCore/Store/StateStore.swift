@@ -427,6 +427,23 @@ public final class StateStore: Sendable {
                     DROP INDEX event_by_age;
                     """)
         }
+        migrator.registerMigration("v13: never-attempted deliveries as a log per subscription") { db in
+            // See SubscriptionLogs. `pending` now counts the rows of `delivery` and `delivery_attempt` only; rows queued
+            // before stay in `delivery`. The event rows' index is by queue order, with the routing bits, so that a
+            // log's reads and its mark's moves look at the index alone; the dedupe by (source, time, id) goes
+            // through it too, a few rows a millisecond.
+            try db.execute(
+                sql: """
+                    ALTER TABLE subscription_key ADD COLUMN log_source TEXT;
+                    ALTER TABLE subscription_key ADD COLUMN log_slot INTEGER;
+                    ALTER TABLE subscription_key ADD COLUMN log_time INTEGER NOT NULL DEFAULT 0;
+                    ALTER TABLE subscription_key ADD COLUMN log_event INTEGER NOT NULL DEFAULT 0;
+                    ALTER TABLE subscription_key ADD COLUMN log_done BLOB NOT NULL DEFAULT x'';
+                    ALTER TABLE event ADD COLUMN routing INTEGER NOT NULL DEFAULT 0;
+                    DROP INDEX event_by_time_id;
+                    CREATE INDEX event_log ON event (source, event_time, id, routing);
+                    """)
+        }
         return migrator
     }()
 }
