@@ -150,6 +150,51 @@ import Testing
         #expect(try await store.queueCountProblems() == [])
     }
 
+    @Test func anEventStampedWellAfterNowIsQueuedAsARow() async throws {
+        let directory = StateStoreTests.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let store = try StateStore.open(directory: directory.path)
+        // Stored at 3,000: one an hour later, one a minute later.
+        try await Self.enqueue(0..<2, for: ["x"], store) { $0 == 0 ? 3_600_000 : 63_000 }
+        #expect(try await Self.rawCount(store, "SELECT count(*) FROM delivery") == 1)
+        let rows = try await Self.queued("x", store)
+        #expect(rows.map(\.eventID) == ["evt-1", "evt-0"])
+        try await Self.deliver(rows, store)
+        // The mark is not an hour ahead: the next event goes in the log.
+        try await Self.enqueue(2..<3, for: ["x"], store) { _ in 64_000 }
+        #expect(try await Self.rawCount(store, "SELECT count(*) FROM delivery") == 0)
+        #expect(try await Self.queued("x", store).map(\.queuedInLog) == [true])
+    }
+
+    /// A subscription that takes few of a source's events finds its next one at once, however many rows another
+    /// subscription's backlog holds: idle, its mark follows the source's newest row; holding a row, a read from the
+    /// head looks as far as it takes.
+    @Test func aSelectiveSubscriptionIsNotHeldBehindAnotherOnesBacklog() async throws {
+        let directory = StateStoreTests.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let store = try StateStore.open(directory: directory.path)
+        try await Self.enqueue(0..<1, for: ["a", "b"], store)
+        try await Self.deliver(try await Self.queued("a", store), store)
+        for page in 0..<34 {
+            try await Self.enqueue(1 + page * 2_000..<1 + (page + 1) * 2_000, for: ["b"], store)
+        }
+        // Idle, a's mark moved with the rows b's backlog stored.
+        #expect(try await Self.rawCount(store, "SELECT log_time FROM subscription_key WHERE name = 'a'") == 1_000 + 68_000)
+        try await Self.enqueue(68_001..<68_002, for: ["a", "b"], store)
+        #expect(try await Self.queued("a", store).map(\.eventID) == ["evt-68001"])
+        // Holding that one, with 68,000 more of b's rows after it: a read from the head, and the check of the next
+        // due, find the next.
+        for page in 0..<34 {
+            try await Self.enqueue(68_002 + page * 2_000..<68_002 + (page + 1) * 2_000, for: ["b"], store)
+        }
+        try await Self.enqueue(136_002..<136_003, for: ["a", "b"], store)
+        #expect(try await Self.queued("a", store).map(\.eventID) == ["evt-68001", "evt-136002"])
+        let next = try await store.deliveries(
+            subscription: "a", due: Self.at(.max), limit: 1, strict: false, excluding: [try await Self.queued("a", store)[0].id])
+        #expect(next.map(\.eventID) == ["evt-136002"])
+        #expect(try await store.queueCountProblems() == [])
+    }
+
     @Test func doneRowsRoundTripAsDeltas() {
         let rows: [Int64] = [1, 2, 3, 130, 131, 100_000, 100_001, Int64(Int32.max) * 4]
         #expect(SubscriptionLogs.decode(SubscriptionLogs.encode(rows)) == rows)

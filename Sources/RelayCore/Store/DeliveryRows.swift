@@ -112,23 +112,32 @@ struct DeliveryRows {
             let logs = try keys.map { try self.logs.logForNew(key: $0, source: source).map { (bit: $0.bit, from: $0.mark.eventTime) } }
             newRun = (subscriptions, keys, logs, 0)
         }
-        // A new row's id is above every mark, so its time alone says whether it is at or after a log's mark.
+        // A new row's id is above every mark, so its time alone says whether it is at or after a log's mark. An event
+        // stamped well after now is a row: in a log, the mark would follow it once it was delivered, and every event
+        // after it, stamped before it, would be a row until then.
+        let inLog = { (log: (bit: Int64, from: Int64)?) -> Bool in
+            guard let log else { return false }
+            return event.time >= log.from && event.time <= now + Self.futureInLog
+        }
         var routing: Int64 = 0
         var rows = 0
-        for (index, log) in newRun.logs.enumerated() {
-            if let log, event.time >= log.from { routing |= log.bit } else { rows += 1 }
+        for log in newRun.logs {
+            if inLog(log) { routing |= log!.bit } else { rows += 1 }
         }
         try insert(event, source: source, now: now, pending: rows, routing: routing)
         let row = db.lastInsertedRowID
         try logs.stored(source: source, time: event.time)
         newRun.events += 1
         if rows > 0 {
-            for (index, log) in newRun.logs.enumerated() where log == nil || event.time < log!.from {
+            for (index, log) in newRun.logs.enumerated() where !inLog(log) {
                 queuedNew.append((newRun.keys[index], event.time, row))
             }
         }
         return (row, nil, rows == 0)
     }
+
+    /// How far after now (ms) an event may be stamped and still go in a log.
+    static let futureInLog: Int64 = 10 * 60 * 1_000
 
     /// Adds the events queued for the last run's subscriptions to their depths.
     private mutating func endNewRun() {

@@ -308,7 +308,9 @@ extension StateStore {
                 return rowsEnded
             }
             if rowKeys.count == Int(wanted) { rowsEnded = false }
-            let owed = try logs.owed(key: key, from: from, limit: Int(wanted))
+            // A read from the head looks as far as it takes; one that goes on from where the last stopped, as far
+            // as a bound, from which the next goes on.
+            let owed = try logs.owed(key: key, from: from, limit: Int(wanted), scanning: from == nil ? .max : 65_536)
             // Both lists hold every delivery up to here; past it, one of them was not read.
             let bound = [rowsEnded ? nil : rowKeys.last, owed.complete].compactMap { $0 }.min()
             var merged: [(key: QueuedKey, inLog: Bool)] = []
@@ -405,7 +407,11 @@ extension StateStore {
             func queuedMember(_ member: ComposedBatches.Member) throws -> [Delivery] {
                 let row = try queuedByKey.query([.integer(key), .integer(member.eventTime), .integer(member.event)], read)
                 guard row.isEmpty, try logs.owes(key: key, eventTime: member.eventTime, event: member.event) else { return row }
-                return try logRow.query([.integer(member.event)], read)
+                return try logRow.query([.integer(member.event)], read).map {
+                    var delivery = $0
+                    delivery.queuedInLog = true
+                    return delivery
+                }
             }
             for batch in batches {
                 var whole = try composed.members[batch].map { fresh in try fresh.flatMap(queuedMember) }
@@ -643,10 +649,13 @@ extension StateStore {
             ) { ($0.integer(0), $0.integer(1)) }
             // In the log, a row's queue time is its store time: those stored before the cutoff, from the mark on.
             var from: QueuedKey?
-            while candidates.count < 2 * wanted {
+            var inLog = 0
+            while inLog < wanted {
                 let owed = try rows.logs.owed(key: key, from: from, limit: wanted)
-                candidates += owed.keys.lazy.filter { $0.event < storedBefore }.map { ($0.event, $0.eventTime) }
-                guard let complete = owed.complete, owed.keys.contains(where: { $0.event < storedBefore }) else { break }
+                let old = owed.keys.filter { $0.event < storedBefore }
+                candidates += old.map { ($0.event, $0.eventTime) }
+                inLog += old.count
+                guard let complete = owed.complete else { break }
                 from = complete.next
             }
             let expired = candidates.sorted { $0.0 < $1.0 }.filter { !excluding.contains($0.0) }.prefix(limit)

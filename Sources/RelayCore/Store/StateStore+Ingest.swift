@@ -249,6 +249,7 @@ extension StateStore {
             }
         }
         try rows.finish()
+        try rows.logs.skipIdle(source: source)
         result.filled = lanes.filled
         for (reason, count) in skipped {
             try db.execute(

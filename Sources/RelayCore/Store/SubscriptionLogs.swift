@@ -179,7 +179,7 @@ final class SubscriptionLogs {
     }
 
     /// The keys queued in `key`'s log from `from` on, in order: up to `limit`, passing over at most `scanning` rows.
-    func owed(key: Int64, from: Key? = nil, limit: Int, scanning: Int = 65_536) throws -> Owed {
+    func owed(key: Int64, from: Key? = nil, limit: Int, scanning: Int = .max) throws -> Owed {
         var owed = Owed()
         guard let log = try log(of: key), limit > 0 else { return owed }
         let start = max(from ?? log.mark, log.mark)
@@ -327,6 +327,31 @@ final class SubscriptionLogs {
                 try FastStatement(db, sql: "UPDATE event SET routing = 0 WHERE id BETWEEN ? AND ? AND routing != 0").run(integers: first, last)
             }
             index = end + 1
+        }
+    }
+
+    /// Moves the marks of `source`'s logs that hold nothing (queue depth 0, nothing taken after the mark) to just
+    /// after its newest row: a subscription that takes few of a source's events would otherwise have every read of
+    /// its empty log pass over all the rows stored since its last one, which another subscription's backlog can
+    /// make a million. Called by ingest, once its depths are written.
+    func skipIdle(source: String) throws {
+        let idle = try FastStatement(
+            db,
+            sql: """
+                SELECT k.id FROM subscription_key k LEFT JOIN queue_depth q ON q.subscription = k.name
+                WHERE k.log_source = ? AND k.log_slot IS NOT NULL AND coalesce(q.n, 0) = 0 AND k.log_done = x''
+                """
+        ).query([.text(source)]) { $0.integer(0) }
+        guard !idle.isEmpty,
+            let newest = try FastStatement(db, sql: "SELECT event_time, id FROM event WHERE source = ? ORDER BY event_time DESC, id DESC LIMIT 1")
+                .query([.text(source)], { Key(eventTime: $0.integer(0), event: $0.integer(1)) }).first
+        else { return }
+        for key in idle {
+            guard var log = try log(of: key), log.done.isEmpty, log.mark <= newest else { continue }
+            log.mark = newest.next
+            try FastStatement(db, sql: "UPDATE subscription_key SET log_time = ?, log_event = ? WHERE id = ?")
+                .run(.integer(log.mark.eventTime), .integer(log.mark.event), .integer(key))
+            loaded[key] = log
         }
     }
 
