@@ -195,6 +195,35 @@ import Testing
         #expect(try await store.queueCountProblems() == [])
     }
 
+    /// A request at the head that hangs while thousands after it are delivered: past a limit, the rows the log still
+    /// holds before its last done one become rows, and its mark and done list move on.
+    @Test func aLogWhoseHeadHangsQueuesItAsARowPastTheDoneLimit() async throws {
+        let directory = StateStoreTests.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let store = try StateStore.open(directory: directory.path)
+        let count = SubscriptionLogs.doneLimit + 10
+        try await Self.enqueue(0..<count, for: ["x", "y"], store)
+        let rows = try await store.deliveries(subscription: "x", due: Self.at(3_000), limit: count, strict: false, excluding: [])
+        #expect(rows.count == count)
+        try await Self.deliver(rows[1..<SubscriptionLogs.doneLimit], store)
+        #expect(try await Self.rawCount(store, "SELECT count(*) FROM delivery") == 0)
+        try await Self.deliver(rows[SubscriptionLogs.doneLimit..<count - 5], store)
+        // The head, and nothing else, is a row now; the five after the last delivered are still in the log.
+        #expect(try await Self.rawCount(store, "SELECT count(*) FROM delivery") == 1)
+        #expect(try await Self.rawCount(store, "SELECT length(log_done) FROM subscription_key WHERE name = 'x'") == 0)
+        #expect(try await store.queueDepth("x") == 6)
+        #expect(try await store.queueCountProblems() == [])
+        let left = try await Self.queued("x", store)
+        #expect(left.map(\.eventID) == ["evt-0"] + (count - 5..<count).map { "evt-\($0)" })
+        // The hung request's answer arrives, as it was handed out: from the log.
+        try await Self.deliver([rows[0]], store)
+        try await Self.deliver(try await Self.queued("x", store), store)
+        try await Self.deliver(
+            try await store.deliveries(subscription: "y", due: Self.at(3_000), limit: count, strict: false, excluding: []), store)
+        #expect(try await Self.rawCount(store, "SELECT count(*) FROM event") == 0)
+        #expect(try await store.queueCountProblems() == [])
+    }
+
     @Test func doneRowsRoundTripAsDeltas() {
         let rows: [Int64] = [1, 2, 3, 130, 131, 100_000, 100_001, Int64(Int32.max) * 4]
         #expect(SubscriptionLogs.decode(SubscriptionLogs.encode(rows)) == rows)

@@ -247,6 +247,11 @@ final class SubscriptionLogs {
     private func advance(_ moving: [Log], of source: String) throws {
         var logs = moving
         var active = Array(logs.indices)
+        // A log whose done list has grown past its limit (a request at its head hangs while the rest complete) has
+        // the rows it still holds up to its last done one queued as rows instead, so that its mark moves past them:
+        // a long list cost every take, commit and read of the log time in proportion to its length.
+        let spilling = logs.map { $0.done.count > Self.doneLimit }
+        var spilled: [(log: Int, key: Key)] = []
         // Done rows met, per log: removed once the pass is over.
         var met = logs.map { [Bool](repeating: false, count: $0.done.count) }
         var left = logs.map(\.done.count)
@@ -263,15 +268,18 @@ final class SubscriptionLogs {
                 index += 1
                 guard here >= logs[log].mark else { continue }
                 if routing & logs[log].bit != 0 {
-                    guard let at = logs[log].done.index(of: here.event) else {
+                    if let at = logs[log].done.index(of: here.event) {
+                        met[log][at] = true
+                        left[log] -= 1
+                    } else if spilling[log] {
+                        spilled.append((log, here))
+                    } else {
                         // The first row it still has: its mark.
                         logs[log].mark = here
                         index -= 1
                         active.remove(at: index)
                         continue
                     }
-                    met[log][at] = true
-                    left[log] -= 1
                     passed.append((here, routing))
                 }
                 if left[log] == 0 {
@@ -290,8 +298,18 @@ final class SubscriptionLogs {
         }
         for log in logs.indices { logs[log].done.remove(where: met[log]) }
         for log in logs { loaded[log.key] = log }
+        // Still queued, now as rows (the depth counts them either way), before the rows passed are collected.
+        for (log, key) in spilled
+        where try FastStatement(db, sql: "INSERT OR IGNORE INTO delivery (subscription, event_time, event) VALUES (?, ?, ?)")
+            .run(integers: logs[log].key, key.eventTime, key.event) == 1
+        {
+            try FastStatement(db, sql: "UPDATE event SET pending = pending + 1 WHERE id = ?").run(.integer(key.event))
+        }
         try collect(passed, of: source)
     }
+
+    /// The most rows a log lists as taken after its mark before it queues those it still holds before them as rows.
+    static let doneLimit = 2_048
 
     static let ahead = "SELECT event_time, id, routing FROM event WHERE source = ?1 AND event_time >= ?2 ORDER BY event_time, id"
 
