@@ -345,8 +345,8 @@ struct DeliveryRows {
 
 extension StateStore {
     /// What disagrees between the queue's rows and logs and the counts kept with them: each subscription's
-    /// `queue_depth`, each event's `pending`, deliveries whose event row is missing, event rows kept for nothing. Empty when consistent. Reads every queued
-    /// row: for tests and diagnosis, not for the daemon's loops.
+    /// `queue_depth`, each event's `pending`, deliveries whose event row is missing, event rows kept for nothing.
+    /// Empty when consistent. Reads every queued row: for tests and diagnosis, not for the daemon's loops.
     public func queueCountProblems() async throws(StoreError) -> [String] {
         try await read("checking the queue's counts") { db in
             var problems: [String] = []

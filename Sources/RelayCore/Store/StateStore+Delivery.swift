@@ -254,7 +254,7 @@ extension StateStore {
         // Keys first, then the rows the keys left after the ones in flight: a draining subscription has hundreds of
         // rows in flight at the head of its queue, and reading each with its payload only to drop it was the largest
         // cost of a read.
-        func readDue(_ query: String, _ arguments: [FastValue], attempted: Bool) throws -> [Delivery] {
+        func readAttempted(_ query: String, _ arguments: [FastValue]) throws -> [Delivery] {
             // Keys up to the limit's worth not in flight: those after are not read.
             var keys: [(time: Int64, event: Int64)] = []
             var picked = 0
@@ -263,7 +263,11 @@ extension StateStore {
                 if !excluded(keys[keys.count - 1].event) { picked += 1 }
                 return picked < limit
             }
-            let byKey = try FastStatement(db, sql: Self.deliveryQueries[attempted ? "attempted by key" : "queued by key"]!)
+            return try readEach(keys, "attempted by key")
+        }
+        /// The rows at `keys` not in flight, a statement each, up to the limit.
+        func readEach(_ keys: [(time: Int64, event: Int64)], _ query: String) throws -> [Delivery] {
+            let byKey = try FastStatement(db, sql: Self.deliveryQueries[query]!)
             var found: [Delivery] = []
             for row in keys where !excluded(row.event) {
                 found += try byKey.query([.integer(key), .integer(row.time), .integer(row.event)], read)
@@ -334,14 +338,7 @@ extension StateStore {
                 : bound ?? [rowKeys.last, owed.lastScanned, looked.last?.key].compactMap { $0 }.max()
             let inRows = looked.filter { !$0.inLog }.map { (time: $0.key.eventTime, event: $0.key.event) }
             let inLog = looked.filter { $0.inLog && !excluded($0.key.event) }.map(\.key)
-            var found = try readQueuedSpan(inRows) ?? {
-                let byKey = try FastStatement(db, sql: Self.deliveryQueries["queued by key"]!)
-                var found: [Delivery] = []
-                for row in inRows where !excluded(row.event) {
-                    found += try byKey.query([.integer(key), .integer(row.time), .integer(row.event)], read)
-                }
-                return found
-            }()
+            var found = try readQueuedSpan(inRows) ?? readEach(inRows, "queued by key")
             let fromLog = try logRows(inLog)
             if !fromLog.isEmpty {
                 found = found.isEmpty ? fromLog : (found + fromLog).sorted { ($0.eventTime, $0.id) < ($1.eventTime, $1.id) }
@@ -381,10 +378,10 @@ extension StateStore {
         }
         var rows: [Delivery]
         if strict {
-            let attempted = try readDue("attempted in time order", [.integer(key)], attempted: true)
+            let attempted = try readAttempted("attempted in time order", [.integer(key)])
             rows = attempted.isEmpty ? queued : (attempted + queued).sorted { ($0.eventTime, $0.id) < ($1.eventTime, $1.id) }
         } else {
-            rows = try readDue("due retries", [.integer(key), .integer(now.millisecondsSinceEpoch)], attempted: true) + queued
+            rows = try readAttempted("due retries", [.integer(key), .integer(now.millisecondsSinceEpoch)]) + queued
         }
         // Every queued row up to the last key looked at was returned or is excluded, unless the limit cuts some
         // off: the next read starts at the first of those.

@@ -101,11 +101,6 @@ final class SubscriptionLogs {
         try FastStatement(db, sql: "SELECT max(id) FROM event").query([]) { $0.integer(0) }.first ?? 0
     }
 
-    /// Whether the row `event` at `time`, routed as `routing`, is queued in `key`'s log.
-    func owes(_ log: Log, eventTime: Int64, event: Int64, routing: Int64) -> Bool {
-        routing & log.bit != 0 && Key(eventTime: eventTime, event: event) >= log.mark && !log.done.contains(event)
-    }
-
     /// Whether the row `event` is queued in `key`'s log: one look-up of the row.
     func owes(key: Int64, eventTime: Int64, event: Int64) throws -> Bool {
         guard let log = try log(of: key), Key(eventTime: eventTime, event: event) >= log.mark, !log.done.contains(event) else {
@@ -157,8 +152,14 @@ final class SubscriptionLogs {
             return true
         }
         guard try !take(key: key, [(eventTime, event, false)]).isEmpty else { return false }
-        try FastStatement(db, sql: "UPDATE event SET pending = pending + 1 WHERE id = ?").run(.integer(event))
+        try holdAsRow(event)
         return true
+    }
+
+    /// Counts one more row of `delivery` or `delivery_attempt` that needs the event row `event`, now that a delivery
+    /// of it has left a log for one.
+    private func holdAsRow(_ event: Int64) throws {
+        try FastStatement(db, sql: "UPDATE event SET pending = pending + 1 WHERE id = ?").run(.integer(event))
     }
 
     /// A range of the index, bounded on both sides by time so that the scan stops at its end (a row value's upper
@@ -303,7 +304,7 @@ final class SubscriptionLogs {
         where try FastStatement(db, sql: "INSERT OR IGNORE INTO delivery (subscription, event_time, event) VALUES (?, ?, ?)")
             .run(integers: logs[log].key, key.eventTime, key.event) == 1
         {
-            try FastStatement(db, sql: "UPDATE event SET pending = pending + 1 WHERE id = ?").run(.integer(key.event))
+            try holdAsRow(key.event)
         }
         try collect(passed, of: source)
     }
