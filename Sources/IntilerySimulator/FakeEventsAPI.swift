@@ -45,6 +45,9 @@ public final class FakeEventsAPI: Sendable {
         public var pages = 0
         public var eventsServed = 0
         public var byStatus: [Int: Int] = [:]
+        /// The most requests held at once, each from its arrival until its answer is due (`latency` later): 1 for a
+        /// client that asks only once it has its last answer, more for one that asks ahead.
+        public var mostAtOnce = 0
         /// Requests that reached the rate limiter, 429s included: what a rate-limit test compares against.
         public var rateLimited: Int { byStatus[429] ?? 0 }
     }
@@ -56,6 +59,8 @@ public final class FakeEventsAPI: Sendable {
         var random = SeededRandom(seed: 7)
         var queries: [String] = []
         var recordQueries = false
+        /// When each request held now is answered.
+        var answersDue: [ContinuousClock.Instant] = []
     }
 
     /// The events the API serves.
@@ -139,6 +144,10 @@ public final class FakeEventsAPI: Sendable {
         let now = time.now
         let decision = state.withLock { state -> Decision in
             state.counts.requests += 1
+            let arrived = ContinuousClock.now
+            state.answersDue.removeAll { $0 <= arrived }
+            state.answersDue.append(arrived + state.settings.faults.latency)
+            state.counts.mostAtOnce = max(state.counts.mostAtOnce, state.answersDue.count)
             if state.recordQueries { state.queries.append(String(request.uri.drop { $0 != "?" }.dropFirst())) }
             let decision = decide(request, state: &state, now: now)
             if case .reply(let reply) = decision, case .respond(let status, _, _, _) = reply {

@@ -23,6 +23,8 @@ public final class SourceHealth: Sendable {
         /// Events read for the first time (each is queued for every subscription it matches).
         public var newEvents = 0
         public var windowRestarts = 0
+        /// Pages asked for ahead of a walk that it did not use: it ended, restarted its query, or failed first.
+        public var pagesAskedAheadUnused = 0
         /// Events skipped because the relay could not read or place their id or time, by reason.
         public var skipped: [EventPageDecoder.SkipReason: Int] = [:]
     }
