@@ -35,10 +35,12 @@ struct EndToEndBenchmark {
         var requestsPer1000: Double { Double(apiRequests) / Double(events) * 1000 }
     }
 
-    /// Drains a backlog to `subscriptions` subscriptions (each takes every event) and measures.
-    func drain(backlog: Int, batchSize: Int, subscriptions: Int, concurrency: Int) async throws -> Drain {
+    /// Drains a backlog to `subscriptions` subscriptions (each takes every event) and measures. `apiLatency`: how
+    /// long the API takes to answer each page, as over a network rather than loopback.
+    func drain(backlog: Int, batchSize: Int, subscriptions: Int, concurrency: Int, apiLatency: Duration = .zero) async throws -> Drain {
         var settings = FakeEventsAPI.Settings()
         settings.rateLimit = nil
+        settings.faults.latency = apiLatency
         let api = try await FakeEventsAPI.start(settings: settings, threads: 1)
         let receiver = try await WebhookReceiver.start(threads: 1)
         receiver.keep(bodies: false, requests: false)

@@ -12,11 +12,13 @@ struct RelayBench {
             return
         }
         if arguments.first == "drain" {
-            // relay-bench drain BACKLOG [BATCH [SUBSCRIPTIONS [CONCURRENCY]]]: one end-to-end drain, for iterating.
+            // relay-bench drain BACKLOG [BATCH [SUBSCRIPTIONS [CONCURRENCY [API_LATENCY_MS]]]]: one end-to-end drain,
+            // for iterating.
             let numbers = arguments.dropFirst().compactMap { Int($0) }
             let drain = try await EndToEndBenchmark(relayBinary: binary).drain(
                 backlog: numbers.first ?? 100_000, batchSize: numbers.dropFirst().first ?? 1,
-                subscriptions: numbers.dropFirst(2).first ?? 1, concurrency: numbers.dropFirst(3).first ?? 16)
+                subscriptions: numbers.dropFirst(2).first ?? 1, concurrency: numbers.dropFirst(3).first ?? 16,
+                apiLatency: .milliseconds(numbers.dropFirst(4).first ?? 0))
             print(EndToEndBenchmark.describe(drain))
             return
         }
