@@ -232,10 +232,10 @@ struct PageWalk<C: Clock>: Sendable where C.Duration == Duration, C: Sendable {
                 outcome = try await withTaskCancellationHandler { try await task.value } onCancel: { task.cancel() }
             } else {
                 outcome = try await client.fetch(start: start, end: end, from: from, background: edge != .live)
+                countResponse(outcome)
             }
             switch outcome {
             case .page(let page, let apiNow):
-                metrics.response("200")
                 metrics.polledSuccessfully(at: apiNow)
                 logger.debug(
                     "page read", metadata: [
@@ -253,9 +253,6 @@ struct PageWalk<C: Clock>: Sendable where C.Duration == Duration, C: Sendable {
                 countSkipped(page.skipped)
                 return (page, apiNow)
             case .failed(let failure):
-                // A 2xx whose body cannot be read is no success: counted as "malformed", so that an alert on
-                // status="200" is not fed by garbage.
-                metrics.response(failure.kind == .malformed ? failure.kind.rawValue : failure.status.map(String.init) ?? failure.kind.rawValue)
                 failures += 1
                 let wait = failure.retryAfter.map { min($0, .seconds(3600)) }
                     ?? Self.backoff(for: failure.kind).delay(retry: failures, using: &random)
@@ -279,10 +276,25 @@ struct PageWalk<C: Clock>: Sendable where C.Duration == Duration, C: Sendable {
         }
     }
 
+    /// Counts an answer in `intilery_relay_api_responses_total`. A 2xx whose body cannot be read is no success:
+    /// counted as "malformed", so that an alert on status="200" is not fed by garbage.
+    private func countResponse(_ outcome: EventsAPIClient<C>.Outcome) {
+        switch outcome {
+        case .page: metrics.response("200")
+        case .failed(let failure):
+            metrics.response(failure.kind == .malformed ? failure.kind.rawValue : failure.status.map(String.init) ?? failure.kind.rawValue)
+        }
+    }
+
     /// Asks once for a page the walk will want next, in a task of its own; ``PagesAhead`` holds it until then.
     private func fetchAhead(_ edge: PollEdge, start: Timestamp, end: Timestamp?, from: Int) -> PagesAhead.Request {
         let asked = time.clock.now
-        let task = Task { [client] in try await client.fetch(start: start, end: end, from: from, background: edge != .live) }
+        let task = Task { [client] in
+            let outcome = try await client.fetch(start: start, end: end, from: from, background: edge != .live)
+            // Counted as it comes back: a page asked ahead and then not read was an answer all the same.
+            countResponse(outcome)
+            return outcome
+        }
         return PagesAhead.Request(start: start, from: from, asked: asked, task: task)
     }
 
