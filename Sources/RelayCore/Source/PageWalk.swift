@@ -116,6 +116,8 @@ struct PageWalk<C: Clock>: Sendable where C.Duration == Duration, C: Sendable {
 
             var ahead = PagesAhead(health: health)
             defer { ahead.cancelAll() }
+            /// Pages read at the first try since the last failure: after one, the walk asks ahead again step by step.
+            var cleanPages = Self.pagesAhead
 
             while true {
                 // Pages already read never wait on a fetch: not on the next one once the writer is free, nor on a
@@ -129,6 +131,7 @@ struct PageWalk<C: Clock>: Sendable where C.Duration == Duration, C: Sendable {
                     retried = true
                     try await commitWaiting()
                 }
+                cleanPages = retried ? 0 : min(cleanPages + 1, Self.pagesAhead)
                 let events = decoded.events.enumerated().sorted {
                     ($0.element.time, $0.offset) < ($1.element.time, $1.offset)
                 }.map(\.element)
@@ -136,18 +139,21 @@ struct PageWalk<C: Clock>: Sendable where C.Duration == Duration, C: Sendable {
                 let marks = advance(page)
                 let (store, name, now) = (self.store, source.name, now())
                 let endsWalk = page.isLast || nowWithin.map({ page.reaches(within: $0) }) == true
-                health.update {
-                    $0.pages += 1
-                    $0.eventsRead += events.count
-                    $0.lastSuccessAt = now
+                /// Counted when the page is read (tests wait on it), unless a full queue drops it to be read again.
+                func countRead() {
+                    health.update {
+                        $0.pages += 1
+                        $0.eventsRead += events.count
+                        $0.lastSuccessAt = now
+                    }
+                    metrics.eventsReceived.increment(by: events.count)
                 }
-                metrics.eventsReceived.increment(by: events.count)
-                if !endsWalk {
+                if !endsWalk && !Task.isCancelled {
                     // The next pages are asked for now, so that the API renders and the relay decodes them while this
                     // one is queued; only what a sequential walk would ask next, within the query's result window.
-                    // Not while deliveries are behind (the walk should not race further ahead of them), nor while the
-                    // API is failing.
-                    let depth = !readAhead || retried ? 0 : page.reaches(within: Self.backlogAge) ? 1 : Self.pagesAhead
+                    // Not while deliveries are behind (the walk should not race further ahead of them), and after a
+                    // failure one more page at a time as pages succeed.
+                    let depth = readAhead ? min(aheadDepth(after: page, end: end), cleanPages) : 0
                     var offset = from + pageSize
                     while ahead.count < depth, offset + pageSize <= Poller<C>.resultWindow {
                         if !ahead.holds(from: offset) {
@@ -158,6 +164,7 @@ struct PageWalk<C: Clock>: Sendable where C.Duration == Duration, C: Sendable {
                 }
                 if let commit {
                     guard try await awaitCommit() else { return page }
+                    countRead()
                     commits.addTask { [progress] in
                         try await progress.step("source \(name) \(edge.rawValue)") { try await commit(events, page) }
                     }
@@ -168,6 +175,7 @@ struct PageWalk<C: Clock>: Sendable where C.Duration == Duration, C: Sendable {
                     waiting.append(PageCommit(
                         events: events.map { RoutedEvent(event: $0, subscriptions: router.route($0)) }, advance: marks,
                         skipped: decoded.skipped))
+                    countRead()
                     if !commitInFlight || commitEnded.isSet || !readAhead || waiting.count >= Self.pagesPerCommit || endsWalk {
                         try await commitWaiting()
                     }
@@ -217,6 +225,8 @@ struct PageWalk<C: Clock>: Sendable where C.Duration == Duration, C: Sendable {
         beforeBackoff: () async throws -> Void
     ) async throws -> (EventPageDecoder.Page, Timestamp) {
         var aheadRequest = askedAhead
+        // A page asked ahead and not awaited (the walk was cancelled first) is not left to run.
+        defer { aheadRequest?.task.cancel() }
         var failures = 0
         var random = SystemRandomNumberGenerator()
         while true {
@@ -347,9 +357,25 @@ struct PageWalk<C: Clock>: Sendable where C.Duration == Duration, C: Sendable {
     /// 48,000-57,000 with 2 ahead, 56,000-59,000 with 4, 51,000-56,000 with 8.
     static var pagesAhead: Int { 4 }
 
-    /// A page whose newest event is within this of the API's now is near the live edge: the walk then asks for one
-    /// page ahead only, so that a walk ending there asks for nothing it does not read.
-    static var backlogAge: Duration { .seconds(60) }
+    /// How many pages to ask for ahead of `page`. Pages answered out of order are safe only where the API's results
+    /// no longer change: an event made visible late, between two answers, shifts every offset after it, and a page
+    /// answered before that shift passes over the event the shift pushed out of the page before it. (One page at a
+    /// time, the shift only brings back an event already read, which is dropped by id.) So several pages ahead only
+    /// when they end, if as dense as this one, more than `lookback` and ``settledMargin`` before the API's now, and
+    /// before the walk's end; otherwise one, which a walk one page at a time would ask for anyway. So too, near its
+    /// end a walk asks for no page it will not read.
+    func aheadDepth(after page: WalkPage, end: Timestamp?) -> Int {
+        guard let first = page.events.first?.time.millisecondsSinceEpoch, let last = page.events.last?.time.millisecondsSinceEpoch
+        else { return 1 }
+        let (span, overflow) = (last - first).multipliedReportingOverflow(by: Int64(Self.pagesAhead))
+        let (reach, beyond) = last.addingReportingOverflow(span)
+        var horizon = page.apiNow.advanced(by: .zero - source.lookback - Self.settledMargin).millisecondsSinceEpoch
+        if let end { horizon = min(horizon, end.millisecondsSinceEpoch) }
+        return !overflow && !beyond && reach < horizon ? Self.pagesAhead : 1
+    }
+
+    /// Beyond `lookback`, how much older than the API's now the pages asked several ahead must be.
+    static var settledMargin: Duration { .seconds(60) }
 
     /// Counts skipped events in health and metrics (the store counts them with the page) and logs each kind once.
     private func countSkipped(_ skipped: [EventPageDecoder.SkipReason: Int]) {
