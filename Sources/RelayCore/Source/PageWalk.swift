@@ -153,13 +153,12 @@ struct PageWalk<C: Clock>: Sendable where C.Duration == Duration, C: Sendable {
                     // one is queued; only what a sequential walk would ask next, within the query's result window.
                     // Not while deliveries are behind (the walk should not race further ahead of them), and after a
                     // failure one more page at a time as pages succeed.
+                    // The pages held are the ones right after this, in order: the next to ask for follows them.
                     let depth = readAhead ? min(aheadDepth(after: page, end: end), cleanPages) : 0
-                    var offset = from + pageSize
-                    while ahead.count < depth, offset + pageSize <= Poller<C>.resultWindow {
-                        if !ahead.holds(from: offset) {
-                            ahead.add(fetchAhead(edge, start: queryStart, end: end, from: offset))
-                        }
-                        offset += pageSize
+                    while ahead.count < depth {
+                        let offset = from + pageSize * (ahead.count + 1)
+                        guard offset + pageSize <= Poller<C>.resultWindow else { break }
+                        ahead.add(fetchAhead(edge, start: queryStart, end: end, from: offset))
                     }
                 }
                 if let commit {
@@ -326,8 +325,6 @@ struct PageWalk<C: Clock>: Sendable where C.Duration == Duration, C: Sendable {
         init(health: SourceHealth) { self.health = health }
 
         var count: Int { requests.count }
-
-        func holds(from: Int) -> Bool { requests.contains { $0.from == from } }
 
         mutating func add(_ request: Request) { requests.append(request) }
 
