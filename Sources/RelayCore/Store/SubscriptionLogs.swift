@@ -235,11 +235,16 @@ final class SubscriptionLogs {
         }
         for (key, entry) in loaded {
             guard var log = entry, log.changed else { continue }
-            try FastStatement(db, sql: "UPDATE subscription_key SET log_time = ?, log_event = ?, log_done = ? WHERE id = ?")
-                .run(.integer(log.mark.eventTime), .integer(log.mark.event), .blob(Self.encode(log.done.rows)), .integer(key))
+            try save(log)
             log.changed = false
             loaded[key] = log
         }
+    }
+
+    /// Stores `log`'s mark and done list.
+    private func save(_ log: Log) throws {
+        try FastStatement(db, sql: "UPDATE subscription_key SET log_time = ?, log_event = ?, log_done = ? WHERE id = ?")
+            .run(.integer(log.mark.eventTime), .integer(log.mark.event), .blob(Self.encode(log.done.rows)), .integer(log.key))
     }
 
     /// Moves the marks of `moving` (logs of `source` with rows taken) past their rows taken, in one pass over the
@@ -369,8 +374,7 @@ final class SubscriptionLogs {
         for key in idle {
             guard var log = try log(of: key), log.done.isEmpty, log.mark <= newest else { continue }
             log.mark = newest.next
-            try FastStatement(db, sql: "UPDATE subscription_key SET log_time = ?, log_event = ? WHERE id = ?")
-                .run(.integer(log.mark.eventTime), .integer(log.mark.event), .integer(key))
+            try save(log)
             loaded[key] = log
         }
     }
