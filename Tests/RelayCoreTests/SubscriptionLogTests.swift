@@ -224,6 +224,25 @@ import Testing
         #expect(try await store.queueCountProblems() == [])
     }
 
+    /// A reader holding the log's first rows (in flight) gets `limit` rows past them: the rows it holds are listed but
+    /// not counted, so that a read of one row behind a thousand in flight does not stop at the thousand.
+    @Test func aLogReadCountsOnlyTheRowsItsReaderDoesNotHold() async throws {
+        let directory = StateStoreTests.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let store = try StateStore.open(directory: directory.path)
+        try await Self.enqueue(0..<30, for: ["x"], store)
+        let held = Set(try await Self.queued("x", store).prefix(20).map(\.id))
+        let (all, counted) = try await store.read("the log") { db in
+            let key = try #require(try DeliveryRows.existingKey(of: "x", db))
+            let logs = SubscriptionLogs(db)
+            return (try logs.owed(key: key, limit: 5), try logs.owed(key: key, limit: 5, counted: { !held.contains($0) }))
+        }
+        #expect(all.keys.count == 5)
+        #expect(counted.keys.count == 25)
+        #expect(counted.keys.filter { !held.contains($0.event) }.count == 5)
+        #expect(counted.complete == counted.keys.last, "the scan stopped at the fifth row counted, not at the end")
+    }
+
     @Test func doneRowsRoundTripAsDeltas() {
         let rows: [Int64] = [1, 2, 3, 130, 131, 100_000, 100_001, Int64(Int32.max) * 4]
         #expect(SubscriptionLogs.decode(SubscriptionLogs.encode(rows)) == rows)

@@ -314,7 +314,8 @@ extension StateStore {
             if rowKeys.count == Int(wanted) { rowsEnded = false }
             // A read from the head looks as far as it takes; one that goes on from where the last stopped, as far
             // as a bound, from which the next goes on.
-            let owed = try logs.owed(key: key, from: from, limit: Int(wanted), scanning: from == nil ? .max : 65_536)
+            let owed = try logs.owed(
+                key: key, from: from, limit: limit, scanning: from == nil ? .max : 65_536, counted: { !excluded($0) })
             // Both lists hold every delivery up to here; past it, one of them was not read.
             let bound = [rowsEnded ? nil : rowKeys.last, owed.complete].compactMap { $0 }.min()
             var merged: [(key: QueuedKey, inLog: Bool)] = []

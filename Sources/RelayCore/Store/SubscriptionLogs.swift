@@ -171,7 +171,7 @@ final class SubscriptionLogs {
         """
     static let from = "SELECT event_time, id, routing FROM event WHERE source = ?1 AND (event_time, id) >= (?2, ?3) ORDER BY event_time, id"
 
-    /// What ``owed(key:from:limit:)`` found.
+    /// What ``owed(key:from:limit:scanning:counted:)`` found.
     struct Owed {
         var keys: [Key] = []
         /// Every row queued in the log up to this key (inclusive) is in `keys`; nil when the scan reached the end.
@@ -180,20 +180,28 @@ final class SubscriptionLogs {
         var lastScanned: Key?
     }
 
-    /// The keys queued in `key`'s log from `from` on, in order: up to `limit`, passing over at most `scanning` rows.
-    func owed(key: Int64, from: Key? = nil, limit: Int, scanning: Int = .max) throws -> Owed {
+    /// The keys queued in `key`'s log from `from` on, in order, passing over at most `scanning` rows: up to `limit`
+    /// of those `counted` by event row. A reader counts only rows it does not have in flight: counting those too, a
+    /// draining subscription with a thousand in flight scanned ten times the rows it returned.
+    func owed(
+        key: Int64, from: Key? = nil, limit: Int, scanning: Int = .max, counted: (Int64) -> Bool = { _ in true }
+    ) throws -> Owed {
         var owed = Owed()
         guard let log = try log(of: key), limit > 0 else { return owed }
         let start = max(from ?? log.mark, log.mark)
         var scanned = 0
+        var counting = 0
         var last: Key?
         var ended = true
         try FastStatement(db, sql: Self.from).step([.text(log.source), .integer(start.eventTime), .integer(start.event)]) { row in
             let key = Key(eventTime: row.integer(0), event: row.integer(1))
             last = key
             scanned += 1
-            if row.integer(2) & log.bit != 0, !log.done.contains(key.event) { owed.keys.append(key) }
-            if owed.keys.count == limit || scanned == scanning {
+            if row.integer(2) & log.bit != 0, !log.done.contains(key.event) {
+                owed.keys.append(key)
+                if counted(key.event) { counting += 1 }
+            }
+            if counting == limit || scanned == scanning {
                 ended = false
                 return false
             }
