@@ -103,6 +103,30 @@ import Testing
         }
     }
 
+    /// A commit hands over up to ten pages at once. A batch dispatcher still holding the last commit's rows takes the
+    /// next one in hand too, rather than leave it (and, no longer caught up, every commit after it) to be read back
+    /// from the store: five subscriptions draining a backlog read most of their rows back that way.
+    @Test func aBatchDispatcherTakesACommitOfTenPagesWhileItHoldsTheLast() async throws {
+        try await withDelivery(autoAdvance: false) { fixture in
+            let dispatcher = fixture.dispatcher(fixture.subscription("ten") { $0.batchSize = 50 })
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                group.addTask { try await fixture.writer.run() }
+                group.addTask { try await dispatcher.run() }
+                try #require(await Self.parkedCaughtUp(dispatcher, fixture))
+                let (_, first) = try await fixture.enqueueResult(1_000, for: ["ten"])
+                let (_, second) = try await fixture.enqueueResult(1_000, for: ["ten"], startingAt: 1_000)
+                #expect(dispatcher.handOff(first.handOff["ten"] ?? []) == 1_000)
+                #expect(dispatcher.handOff(second.handOff["ten"] ?? []) == 1_000)
+                dispatcher.wakeup.signal()
+                while try await !DispatcherTests.outboxEmpty("ten")(fixture.store) { await fixture.writer.committed.wait() }
+                group.cancelAll()
+            }
+            let ids = fixture.receiver.record.requests(to: "/hooks/ten").flatMap(BatchOrderTests.eventIDs)
+            #expect(ids.count == 2_000)
+            #expect(Set(ids) == Set((0..<2_000).map { "evt-\($0)" }))
+        }
+    }
+
     @Test func rowsHandedOverAfterAReadCouldSeeThemAreLeftToTheStore() async throws {
         try await withDelivery(autoAdvance: false) { fixture in
             let dispatcher = fixture.dispatcher(fixture.subscription("late"))

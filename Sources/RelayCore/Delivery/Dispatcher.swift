@@ -131,9 +131,12 @@ public final class Dispatcher<C: Clock>: Sendable where C.Duration == Duration, 
     /// busy until the next: up to 16 batches of at most 1,000 rows in all, and never fewer than one per place up to 4.
     private var batchesAhead: Int { max(min(planner.slots, 4), min(16, 1_000 / planner.batchSize)) }
 
-    /// At most this many rows are held in memory; beyond it, rows wait in the store. With batches, enough for a few
-    /// requests on every place (a commit hands over up to ten pages at once), within a bound on memory.
-    private var handOffLimit: Int { max(1_024, min(4 * planner.slots * planner.batchSize, 4_096)) }
+    /// At most this many rows are held in memory; beyond it, rows wait in the store. With batches, four commits' worth
+    /// (a commit hands over up to ten pages at once): a dispatcher still composing one commit's rows takes the next
+    /// in hand too. With room for about one, it refused the next, was no longer caught up, and read the following
+    /// commits back from the store: five subscriptions draining a backlog read 60% of their rows that way. At most
+    /// about 2 MB of deliveries a subscription, whose payloads the subscriptions share.
+    private var handOffLimit: Int { planner.batchSize > 1 ? 4_096 : 1_024 }
 
     /// The subscription's name.
     public var name: String { subscription.name }
