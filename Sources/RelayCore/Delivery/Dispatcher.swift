@@ -484,7 +484,8 @@ public final class Dispatcher<C: Clock>: Sendable where C.Duration == Duration, 
         }
         state.withLock { state in
             if !retriesOnly {
-                state.caughtUp = read.rows.count < limit && !state.refusedDuringRead
+                // A read cut short by its bound did not reach the queue's end, whatever it found.
+                state.caughtUp = read.rows.count < limit && !read.cutShort && !state.refusedDuringRead
                 state.storeReadRunning = false
                 state.storeReadThrough = max(state.storeReadThrough, read.newestEvent)
                 // Rows that went back to the store during the read may lie before where it says to go on, and rows
