@@ -58,12 +58,19 @@ public final class TestClock: Clock, Sendable {
         }
         try await withTaskCancellationHandler {
             try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
-                let resumeNow = state.withLock { state -> Bool in
-                    if deadline <= state.now { return true }
+                // A cancel that came before this sleeper was registered found nothing to end: it is seen here, or
+                // the sleep would last until the next advance (a race that woke first then waited for it for ever).
+                let (resumeNow, cancelled) = state.withLock { state -> (Bool, Bool) in
+                    if Task.isCancelled { return (true, true) }
+                    if deadline <= state.now { return (true, false) }
                     state.sleepers[id] = Sleeper(deadline: deadline, continuation: continuation)
-                    return false
+                    return (false, false)
                 }
-                if resumeNow { continuation.resume() }
+                if cancelled {
+                    continuation.resume(throwing: CancellationError())
+                } else if resumeNow {
+                    continuation.resume()
+                }
             }
         } onCancel: {
             let sleeper = state.withLock { $0.sleepers.removeValue(forKey: id) }
