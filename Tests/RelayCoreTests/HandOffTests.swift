@@ -1,7 +1,7 @@
 import Foundation
 import GRDB
 import IntilerySimulator
-import RelayCore
+@testable import RelayCore
 import RelayJSON
 import Testing
 
@@ -124,6 +124,35 @@ import Testing
             let ids = fixture.receiver.record.requests(to: "/hooks/ten").flatMap(BatchOrderTests.eventIDs)
             #expect(ids.count == 2_000)
             #expect(Set(ids) == Set((0..<2_000).map { "evt-\($0)" }))
+        }
+    }
+
+    /// Caught up, a dispatcher that has sent all it was handed waits for the next hand-over without reading the
+    /// store: there is nothing there to send, and a commit handed over while a read runs is refused, after which it
+    /// read commit after commit back from the store. Retries and rows other processes queue are read once a second
+    /// (the manual clock does not get there).
+    @Test(arguments: [1, 50])
+    func aCaughtUpDispatcherWithNothingInHandDoesNotReadTheStore(batchSize: Int) async throws {
+        try await withDelivery(autoAdvance: false) { fixture in
+            let dispatcher = fixture.dispatcher(fixture.subscription("idle") { $0.batchSize = batchSize })
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                group.addTask { try await fixture.writer.run() }
+                group.addTask { try await dispatcher.run() }
+                try #require(await Self.parkedCaughtUp(dispatcher, fixture))
+                let reads = dispatcher.queueReads
+                for commit in 0..<5 {
+                    let (_, result) = try await fixture.enqueueResult(50, for: ["idle"], startingAt: commit * 50)
+                    #expect(dispatcher.handOff(result.handOff["idle"] ?? []) == 50, "commit \(commit)")
+                    dispatcher.wakeup.signal()
+                    while try await !DispatcherTests.outboxEmpty("idle")(fixture.store) { await fixture.writer.committed.wait() }
+                }
+                #expect(dispatcher.queueReads == reads)
+                group.cancelAll()
+            }
+            let ids = fixture.receiver.record.requests(to: "/hooks/idle").flatMap {
+                batchSize == 1 ? [(try? JSONParser.parse($0.body))?.objectValue?["eventID"]?.stringValue ?? ""] : BatchOrderTests.eventIDs($0)
+            }
+            #expect(ids.sorted() == (0..<250).map { "evt-\($0)" }.sorted())
         }
     }
 

@@ -79,6 +79,29 @@ import Testing
         }
     }
 
+    /// A read from a key looks at no more than 65,536 of the source's rows: a selective subscription whose next row
+    /// lies further on gets none, and the read says it was cut short, so that its dispatcher does not take itself
+    /// for caught up (and wait for hand-overs) with rows still queued.
+    @Test func aReadStoppedByItsScanBoundSaysItWasCutShort() async throws {
+        try await withDelivery { fixture in
+            try await fixture.enqueue(10, for: ["sel", "other"])
+            let store = fixture.store
+            let first = try await store.readQueue(subscription: "sel", due: fixture.now, limit: 10, strict: false, excluding: [])
+            #expect(Self.ids(first.rows) == Self.evt(0..<10) && !first.cutShort)
+            for chunk in 0..<7 { try await fixture.enqueue(10_000, for: ["other"], startingAt: 10 + chunk * 10_000) }
+            try await fixture.enqueue(1, for: ["sel"], startingAt: 70_010)
+            let held = Set(first.rows.map(\.id))
+            let stopped = try await store.readQueue(
+                subscription: "sel", due: fixture.now, limit: 10, strict: false, excluding: held, queuedFrom: first.queuedFrom)
+            #expect(stopped.rows.isEmpty)
+            #expect(stopped.cutShort)
+            let next = try await store.readQueue(
+                subscription: "sel", due: fixture.now, limit: 10, strict: false, excluding: held, queuedFrom: stopped.queuedFrom)
+            #expect(Self.ids(next.rows) == ["evt-70010"])
+            #expect(!next.cutShort)
+        }
+    }
+
     /// Who queues the late event, and whether the dispatcher's clock moves on.
     enum LateEvent: String, CaseIterable, CustomTestStringConvertible {
         /// Queued by another process: nothing tells the dispatcher.

@@ -74,6 +74,8 @@ public final class Dispatcher<C: Clock>: Sendable where C.Duration == Duration, 
         var drainWaiters: [CheckedContinuation<Void, Never>] = []
         /// The run was cancelled (started requests are being aborted) or failed: none may start after this.
         var cancelling = false
+        /// Reads of the queue so far (``readQueued(limit:now:retriesOnly:)``), for tests of when it reads.
+        var queueReads = 0
 
         /// Takes up to `count` of the rows in hand, in the order they are held.
         mutating func takeInHand(_ count: Int) -> [Delivery] {
@@ -100,10 +102,12 @@ public final class Dispatcher<C: Clock>: Sendable where C.Duration == Duration, 
             if job.isProbe { probeInFlight = false }
         }
 
-        /// Rows held go back to the store unsent: the next read starts from the queue's head.
+        /// Rows held go back to the store unsent: the next read starts from the queue's head, and the dispatcher is
+        /// not caught up (those rows are there to send).
         mutating func forgetQueuedFrom() {
             queuedFrom = nil
             releases += 1
+            caughtUp = false
         }
 
         /// Rows were queued in the store and not taken in hand: the next read must reach them.
@@ -116,6 +120,9 @@ public final class Dispatcher<C: Clock>: Sendable where C.Duration == Duration, 
             }
         }
     }
+
+    /// Reads of the queue so far, beyond the one-row look for the next due time while idle.
+    var queueReads: Int { state.withLock { $0.queueReads } }
 
     /// Requests being sent now (what `/metrics` reports as `requests_in_flight` when scraped).
     public var requestsInFlight: Int { state.withLock { $0.sending } }
@@ -402,14 +409,15 @@ public final class Dispatcher<C: Clock>: Sendable where C.Duration == Duration, 
     }
 
     /// Single-event jobs from the read-ahead slice (and rows handed over), refilled with one query when it runs
-    /// dry. Retries are looked for at least once a second whatever it holds: a stream of handed-over rows must not
-    /// keep them waiting.
+    /// dry and is not caught up. Retries are looked for at least once a second whatever it holds: a stream of
+    /// handed-over rows must not keep them waiting.
     private func readAheadJobs(max jobCount: Int, now current: Timestamp) async throws -> [Job] {
-        var (taken, retriesDue, headDue) = state.withLock {
-            ($0.takeInHand(jobCount), current >= $0.nextStoreRead, current >= $0.nextReadFromHead)
+        var (taken, retriesDue, headDue, caughtUp) = state.withLock {
+            ($0.takeInHand(jobCount), current >= $0.nextStoreRead, current >= $0.nextReadFromHead, $0.caughtUp)
         }
         let dry = taken.count < jobCount
-        guard dry || retriesDue || headDue else { return taken.map { Job(deliveries: [$0]) } }
+        // Caught up, there is nothing in the store to read beyond retries (as ``rowsToCompose(limit:now:)``).
+        guard (dry && !caughtUp) || retriesDue || headDue else { return taken.map { Job(deliveries: [$0]) } }
         // Dry, or a look from the head due: due rows, after those held; otherwise only retries are read.
         let fetched = try await readQueued(limit: Self.readAheadSlice, now: current, retriesOnly: !dry && !headDue)
         state.withLock { state in
@@ -424,17 +432,19 @@ public final class Dispatcher<C: Clock>: Sendable where C.Duration == Duration, 
     }
 
     /// Rows to compose batches from, with the ids of those taken from the rows in hand (already unsettled). Rows in
-    /// hand alone while there are any and no read of retries or from the head is due: caught up, the store holds
-    /// nothing else to send (a commit whose rows are not handed over ends that). Otherwise the store is read, due
-    /// retries first, with what is in hand after them.
+    /// hand alone while there are any and no read of retries or from the head is due; none while caught up: the store
+    /// holds nothing else to send (a commit whose rows are not handed over ends that). Otherwise the store is read,
+    /// due retries first, with what is in hand after them.
     private func rowsToCompose(
         limit: Int, now current: Timestamp
     ) async throws -> ([Delivery], Set<Int64>) {
-        let (inHand, retriesDue, headDue) = state.withLock {
-            ($0.takeInHand(limit), current >= $0.nextStoreRead, current >= $0.nextReadFromHead)
+        let (inHand, retriesDue, headDue, caughtUp) = state.withLock {
+            ($0.takeInHand(limit), current >= $0.nextStoreRead, current >= $0.nextReadFromHead, $0.caughtUp)
         }
         let held = Set(inHand.map(\.id))
-        guard inHand.isEmpty || retriesDue || headDue else { return (inHand, held) }
+        // Reading anyway found nothing, at the cost of a read; and a commit handed over while that read ran was
+        // refused, after which the dispatcher read commit after commit back from the store.
+        guard (inHand.isEmpty && !caughtUp) || retriesDue || headDue else { return (inHand, held) }
         let fetched: [Delivery]
         do {
             fetched = try await readQueued(limit: limit, now: current, retriesOnly: !inHand.isEmpty && !headDue)
@@ -451,6 +461,7 @@ public final class Dispatcher<C: Clock>: Sendable where C.Duration == Duration, 
     /// second, for rows another process queued.
     private func readQueued(limit: Int, now current: Timestamp, retriesOnly: Bool) async throws -> [Delivery] {
         let (excluding, from, releases) = state.withLock { state in
+            state.queueReads += 1
             if !retriesOnly {
                 state.storeReadRunning = true
                 state.refusedDuringRead = false
@@ -473,7 +484,8 @@ public final class Dispatcher<C: Clock>: Sendable where C.Duration == Duration, 
         }
         state.withLock { state in
             if !retriesOnly {
-                state.caughtUp = read.rows.count < limit && !state.refusedDuringRead
+                // A read cut short by its bound did not reach the queue's end, whatever it found.
+                state.caughtUp = read.rows.count < limit && !read.cutShort && !state.refusedDuringRead
                 state.storeReadRunning = false
                 state.storeReadThrough = max(state.storeReadThrough, read.newestEvent)
                 // Rows that went back to the store during the read may lie before where it says to go on, and rows
@@ -507,16 +519,17 @@ public final class Dispatcher<C: Clock>: Sendable where C.Duration == Duration, 
         let pending = try await store.deliveries(
             subscription: subscription.name, due: Timestamp(millisecondsSinceEpoch: .max), limit: 1, strict: strict,
             excluding: unsettled)
-        guard let next = pending.first?.nextAttemptAt, !(strict && state.withLock({ $0.failedHead != nil })) else {
+        guard let first = pending.first, !(strict && state.withLock({ $0.failedHead != nil })) else {
             // Nothing queued (or a strict head in flight, or held while it joins the shared poll): wait for the
             // poller, a commit, or, once a second, look again for rows another process put back.
             try await race(until: stop) { await self.wakeup.wait() } or: { [time] in try await time.sleep(for: .seconds(1)) }
             return
         }
-        let wait = next.millisecondsSinceEpoch - now().millisecondsSinceEpoch
+        let wait = first.nextAttemptAt.millisecondsSinceEpoch - now().millisecondsSinceEpoch
         guard wait > 0 else {
             // Due, and not read: queued before where reads go on, by another process. The next read starts at the head.
-            state.withLock { $0.forgetQueuedFrom() }
+            // Unless the poller committed it and handed it over while this looked.
+            state.withLock { if !$0.unsettled.contains(first.id) { $0.forgetQueuedFrom() } }
             return
         }
         try await race(until: stop) { await self.wakeup.wait() } or: { [time] in try await time.sleep(for: .milliseconds(wait)) }

@@ -212,6 +212,9 @@ extension StateStore {
         /// read returned until its outcome is recorded: each such row before it was returned or excluded. Nil for a
         /// read of retries only.
         public var queuedFrom: QueuedKey?
+        /// The read stopped at its bound on how far it scans the log, short of its limit: fewer rows than the limit do
+        /// not mean the queue holds no more.
+        public var cutShort = false
     }
 
     /// ``deliveries(subscription:due:limit:strict:excluding:retriesOnly:)``, with what the caller needs to read
@@ -226,18 +229,18 @@ extension StateStore {
     ) async throws(StoreError) -> QueueRead {
         try await read("reading the queue of \(subscription)") { db in
             let newest = try Int64.fetchOne(db.cachedStatement(sql: "SELECT max(id) FROM event")) ?? 0
-            let (rows, from) = try Self.deliveries(
+            let (rows, from, cutShort) = try Self.deliveries(
                 subscription: subscription, due: now, limit: limit, strict: strict, excluding: excluding, retriesOnly: retriesOnly,
                 queuedFrom: strict ? nil : queuedFrom, db)
-            return QueueRead(rows: rows, newestEvent: newest, queuedFrom: retriesOnly || strict ? nil : from)
+            return QueueRead(rows: rows, newestEvent: newest, queuedFrom: retriesOnly || strict ? nil : from, cutShort: cutShort)
         }
     }
 
     private static func deliveries(
         subscription: String, due now: Timestamp, limit: Int, strict: Bool, excluding: Set<Int64>, retriesOnly: Bool,
         queuedFrom: QueuedKey? = nil, _ db: Database
-    ) throws -> (rows: [Delivery], queuedFrom: QueuedKey?) {
-        guard let key = try DeliveryRows.existingKey(of: subscription, db) else { return ([], nil) }
+    ) throws -> (rows: [Delivery], queuedFrom: QueuedKey?, cutShort: Bool) {
+        guard let key = try DeliveryRows.existingKey(of: subscription, db) else { return ([], nil, false) }
         let wanted = Int64(limit + excluding.count)
         var composed = try ComposedBatches(subscription: key, db, indexingMembers: false)
         let read = { (row: FastRow) -> Delivery in
@@ -298,6 +301,7 @@ extension StateStore {
         // both were read.
         let logs = SubscriptionLogs(db)
         var queuedSeen: QueuedKey?
+        var queuedCutShort = false
         func readQueued(from: QueuedKey?) throws -> [Delivery] {
             var rowKeys: [QueuedKey] = []
             var picked = 0
@@ -337,6 +341,7 @@ extension StateStore {
             }
             queuedSeen = picked == limit ? looked.last?.key
                 : bound ?? [rowKeys.last, owed.lastScanned, looked.last?.key].compactMap { $0 }.max()
+            queuedCutShort = picked < limit && bound != nil
             let inRows = looked.filter { !$0.inLog }.map { (time: $0.key.eventTime, event: $0.key.event) }
             let inLog = looked.filter { $0.inLog && !excluded($0.key.event) }.map(\.key)
             var found = try readQueuedSpan(inRows) ?? readEach(inRows, "queued by key")
@@ -421,7 +426,7 @@ extension StateStore {
                 rows.insert(contentsOf: whole, at: min(at, rows.count))
             }
         }
-        return (rows, nextFrom)
+        return (rows, nextFrom, queuedCutShort)
     }
 
     /// When the subscription's earliest queued delivery is due; nil when nothing is queued.
