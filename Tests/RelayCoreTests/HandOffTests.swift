@@ -156,6 +156,34 @@ import Testing
         }
     }
 
+    /// A caught-up dispatcher that looks for its next due row between the poller's commit and its hand-over finds
+    /// the commit's rows in the store: it waits for the hand-over rather than take them for rows another process
+    /// queued, which refused the hand-over and read the commit back.
+    @Test func aCommitSeenBeforeItsHandOverIsStillTakenInHand() async throws {
+        try await withDelivery(autoAdvance: false) { fixture in
+            let dispatcher = fixture.dispatcher(fixture.subscription("between"))
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                group.addTask { try await fixture.writer.run() }
+                group.addTask { try await dispatcher.run() }
+                try #require(await Self.parkedCaughtUp(dispatcher, fixture))
+                let (reads, sleeps) = (dispatcher.queueReads, fixture.clock.sleeps.count)
+                let (_, result) = try await fixture.enqueueResult(5, for: ["between"])
+                // Woken with the rows committed and not handed over yet: it looks, finds them, and waits again.
+                dispatcher.wakeup.signal()
+                let deadline = ContinuousClock.now.advanced(by: .seconds(20))
+                while fixture.clock.sleeps.count == sleeps || fixture.clock.sleeperCount == 0, ContinuousClock.now < deadline {
+                    await Task.yield()
+                }
+                #expect(dispatcher.handOff(result.handOff["between"] ?? []) == 5)
+                dispatcher.wakeup.signal()
+                while try await !DispatcherTests.outboxEmpty("between")(fixture.store) { await fixture.writer.committed.wait() }
+                #expect(dispatcher.queueReads == reads)
+                group.cancelAll()
+            }
+            #expect(fixture.eventIDs(sentTo: "between").sorted() == (0..<5).map { "evt-\($0)" })
+        }
+    }
+
     @Test func rowsHandedOverAfterAReadCouldSeeThemAreLeftToTheStore() async throws {
         try await withDelivery(autoAdvance: false) { fixture in
             let dispatcher = fixture.dispatcher(fixture.subscription("late"))
@@ -163,8 +191,10 @@ import Testing
                 group.addTask { try await fixture.writer.run() }
                 group.addTask { try await dispatcher.run() }
                 try #require(await Self.parkedCaughtUp(dispatcher, fixture))
-                // The commit's hand-over comes late: the dispatcher has read these from the store and sent them.
+                // The commit's hand-over comes late: the dispatcher, caught up, waits for it only until its
+                // once-a-second read from the queue's head, which reads these from the store, and sends them.
                 let (_, result) = try await fixture.enqueueResult(5, for: ["late"])
+                fixture.clock.advance(by: .seconds(1))
                 dispatcher.wakeup.signal()
                 while try await !DispatcherTests.outboxEmpty("late")(fixture.store) { await fixture.writer.committed.wait() }
                 #expect((dispatcher.handOff(result.handOff["late"] ?? []) ?? 0) == 0)

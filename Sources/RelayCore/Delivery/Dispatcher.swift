@@ -527,9 +527,23 @@ public final class Dispatcher<C: Clock>: Sendable where C.Duration == Duration, 
         }
         let wait = first.nextAttemptAt.millisecondsSinceEpoch - now().millisecondsSinceEpoch
         guard wait > 0 else {
-            // Due, and not read: queued before where reads go on, by another process. The next read starts at the head.
-            // Unless the poller committed it and handed it over while this looked.
-            state.withLock { if !$0.unsettled.contains(first.id) { $0.forgetQueuedFrom() } }
+            let headRead = state.withLock { state -> Timestamp? in
+                // The poller committed it and handed it over while this looked.
+                if state.unsettled.contains(first.id) { return nil }
+                // Committed since the last read, which was caught up: the poller's, whose hand-over follows its commit
+                // (forgetting here refused that hand-over, and the dispatcher read the commit back). One queued by
+                // another process waits for the read from the queue's head, at most a second.
+                if state.caughtUp, first.id > state.storeReadThrough { return state.nextReadFromHead }
+                // Due, and not read: queued before where reads go on, by another process. The next read starts at
+                // the head.
+                state.forgetQueuedFrom()
+                return nil
+            }
+            if let headRead {
+                try await race(until: stop) { await self.wakeup.wait() } or: { [time] in
+                    try await time.sleep(until: headRead, atMost: .seconds(1))
+                }
+            }
             return
         }
         try await race(until: stop) { await self.wakeup.wait() } or: { [time] in try await time.sleep(for: .milliseconds(wait)) }
