@@ -1,3 +1,4 @@
+import Synchronization
 /// One request the receiver got, and what it answered.
 public struct ReceivedWebhook: Sendable {
     /// The request path, such as `/hooks/email-clicks`.
@@ -30,6 +31,9 @@ public struct ReceivedWebhook: Sendable {
 public enum ReceiverReply: Sendable, Equatable {
     /// This status, headers and body, after a delay.
     case status(Int, headers: [String: String] = [:], body: String = "", after: Duration = .zero)
+    /// This status once `gate` opens: a test holds one request out until it has done what must happen meanwhile,
+    /// however slow the machine.
+    case statusWhenOpened(Int, gate: ReceiverGate)
     /// Keeps the connection open and never answers.
     case neverAnswer
     /// Closes the connection without answering.
@@ -47,4 +51,40 @@ public enum ReceiverReply: Sendable, Equatable {
     public static func redirect(_ status: Int = 302, to location: String) -> ReceiverReply {
         .status(status, headers: ["location": location])
     }
+}
+
+/// Holds the answers given with ``ReceiverReply/statusWhenOpened(_:gate:)`` until ``open()``; opened, it holds none.
+public final class ReceiverGate: Sendable, Equatable {
+    private struct State {
+        var opened = false
+        var waiters: [CheckedContinuation<Void, Never>] = []
+    }
+    private let state = Mutex(State())
+
+    /// A closed gate.
+    public init() {}
+
+    /// Lets every held answer go, and every later one at once.
+    public func open() {
+        let waiters = state.withLock { state in
+            state.opened = true
+            defer { state.waiters = [] }
+            return state.waiters
+        }
+        for waiter in waiters { waiter.resume() }
+    }
+
+    /// Returns once the gate is open.
+    func wait() async {
+        await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+            let openNow = state.withLock { state -> Bool in
+                if state.opened { return true }
+                state.waiters.append(continuation)
+                return false
+            }
+            if openNow { continuation.resume() }
+        }
+    }
+
+    public static func == (lhs: ReceiverGate, rhs: ReceiverGate) -> Bool { lhs === rhs }
 }

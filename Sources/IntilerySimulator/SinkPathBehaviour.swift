@@ -77,6 +77,7 @@ public struct SinkPathBehaviour: Sendable, Equatable {
         switch reply {
         case .close: what = "closes the connection without an answer"
         case .neverAnswer: what = "never answers"
+        case .statusWhenOpened(let status, _): what = "answers \(status) when a test lets it"
         case .status(let status, let headers, _, let delay):
             var text = "answers \(status)"
             if let retryAfter = headers["retry-after"] { text += " with Retry-After: \(retryAfter)" }

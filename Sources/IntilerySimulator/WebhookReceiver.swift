@@ -211,6 +211,7 @@ public final class WebhookReceiver: Sendable {
             if unauthorized { reply = .status(401, body: "the webhook-signature does not verify with the receiver's secret\n") }
             var status: Int?
             if case .status(let code, _, _, _) = reply { status = code }
+            if case .statusWhenOpened(let code, _) = reply { status = code }
             let received = ReceivedWebhook(
                 path: path, method: request.method, headers: request.headers,
                 body: state.keepBodies ? request.body : [], receivedAt: now,
@@ -238,6 +239,11 @@ public final class WebhookReceiver: Sendable {
             return .respond(
                 status: code, headers: headers.sorted { $0.key < $1.key }.map { ($0.key, $0.value) }, body: Array(body.utf8),
                 after: delay)
+        case .statusWhenOpened(let code, let gate):
+            return .later {
+                await gate.wait()
+                return .respond(status: code)
+            }
         case .neverAnswer:
             return .neverRespond
         case .close:

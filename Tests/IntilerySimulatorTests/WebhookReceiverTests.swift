@@ -1,6 +1,7 @@
 import Foundation
 import CurlHTTP
 import IntilerySimulator
+import Synchronization
 import Testing
 
 /// Runs `body` with a receiver on a manual clock at the Standard Webhooks test vector's time.
@@ -69,6 +70,25 @@ func post(_ url: String, _ body: String, headers: HTTPHeaders = [:], timeout: Du
             for _ in 0..<4 { statuses.append(try await client.execute(post(receiver.url("/flaky"), "{}")).status) }
             #expect(statuses == [500, 500, 200, 200])
             #expect(receiver.record.successesByPath["/flaky"] == 2)
+        }
+    }
+
+    @Test func anAnswerHeldByAGateGoesWhenItOpens() async throws {
+        try await withReceiver { receiver, client, _ in
+            let gate = ReceiverGate()
+            receiver.script("/held", [.statusWhenOpened(202, gate: gate)])
+            let answered = Mutex(false)
+            let held = Task {
+                defer { answered.withLock { $0 = true } }
+                return try await client.execute(post(receiver.url("/held"), "{}")).status
+            }
+            #expect(await receiver.waitUntil { $0.countsByPath["/held"] == 1 })
+            // Received and recorded, not answered; other requests are, meanwhile.
+            #expect(try await client.execute(post(receiver.url("/other"), "{}")).status == 200)
+            #expect(!answered.withLock { $0 })
+            gate.open()
+            let status = try await held.value
+            #expect(status == 202)
         }
     }
 

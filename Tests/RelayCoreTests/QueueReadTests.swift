@@ -1,4 +1,5 @@
 import Foundation
+import IntilerySimulator
 import RelayCore
 import RelayJSON
 import Testing
@@ -121,8 +122,9 @@ import Testing
     @Test(arguments: LateEvent.allCases)
     func anEventQueuedBeforeWhereReadsGoOnIsSentOnce(_ late: LateEvent) async throws {
         try await withDelivery(autoAdvance: false) { fixture in
-            // The 301st request is answered three seconds late: the late event is queued while it is out.
-            fixture.receiver.script("/hooks/s", Array(repeating: .ok, count: 300) + [.status(200, after: .seconds(3))])
+            // The 301st request is answered once the late event is queued (and the clock moved): while it is out.
+            let gate = ReceiverGate()
+            fixture.receiver.script("/hooks/s", Array(repeating: .ok, count: 300) + [.statusWhenOpened(200, gate: gate)])
             let subscription = fixture.subscription("s") { $0.concurrency = 1 }
             let backlog = try await fixture.enqueue(1_000, for: ["s"])
             let dispatcher = fixture.dispatcher(subscription)
@@ -135,6 +137,8 @@ import Testing
                 case .byAnotherProcessThenASecondPasses: fixture.clock.advance(by: .seconds(1))
                 case .byThePoller: #expect(dispatcher.handOff(queued.handOff["s"] ?? []) == nil, "behind: left to the store")
                 }
+                #expect(fixture.receiver.record.requests(to: "/hooks/s").count == 301, "the 301st still out")
+                gate.open()
                 try await group.waitForAll()
             }
             let sent = fixture.eventIDs(sentTo: "s")
