@@ -57,9 +57,10 @@ import Testing
     /// let a second probe go when the next is due.
     @Test func aLateAnswerFromBeforeThePauseDoesNotLetASecondProbeGo() async throws {
         try await withDelivery(autoAdvance: false) { fixture in
-            // Two requests at once: one answered 500 a second later, the other 400 at once, which pauses. The probe
-            // and anything after it are never answered.
-            fixture.receiver.script("/hooks/q", [.status(500, after: .seconds(1)), .status(400)], then: .neverAnswer)
+            // Two requests at once: one answered 500 once the probe is out, the other 400 at once, which pauses. The
+            // probe and anything after it are never answered.
+            let late = ReceiverGate()
+            fixture.receiver.script("/hooks/q", [.statusWhenOpened(500, gate: late), .status(400)], then: .neverAnswer)
             let subscription = fixture.subscription("q") {
                 $0.pauseAfter = 1
                 $0.concurrency = 2
@@ -75,6 +76,7 @@ import Testing
                 // Five minutes on, the probe goes, before the late answer.
                 fixture.clock.advance(by: .seconds(300))
                 #expect(await fixture.receiver.waitUntil { $0.requests(to: "/hooks/q").count == 3 })
+                late.open()
                 // The late 500 is recorded as a retry while the probe is out...
                 while try await fixture.store.deliveries(
                     subscription: "q", due: Timestamp(millisecondsSinceEpoch: .max), limit: 10, strict: false, excluding: []
