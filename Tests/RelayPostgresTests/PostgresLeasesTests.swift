@@ -153,7 +153,9 @@ struct PostgresLeasesTests {
             let schema = "test_" + UUID().uuidString.prefix(8).lowercased()
             try await PostgresSchema.migrate(TestDatabase.database(client, schema))
             let leases = PostgresLeases(TestDatabase.database(client, schema))
-            let frozen = try #require(try await leases.acquire("acme", for: "relay-1", ttl: .seconds(1)))
+            // Held long enough for the writes below to find it held on a loaded machine (with 1 s, a CI run found it
+            // gone before the first), and over well before the server ends the frozen transaction.
+            let frozen = try #require(try await leases.acquire("acme", for: "relay-1", ttl: .seconds(3)))
             try await leases.advanceCursor(of: "acme", to: 100, by: frozen)
             let frozenAt = ContinuousClock.now
             // Within the relay's deadline, as every call of the relay is: postgres-nio (1.33 here) does not answer a query
